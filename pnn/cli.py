@@ -1,0 +1,284 @@
+"""Command-line interface: ``pnn train``, ``pnn demo``.
+
+Run ``pnn <command> --help`` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pnn import registry
+
+__all__ = ["main"]
+
+
+def _parse_ints(text: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _choice(table: dict, kind: str):
+    def check(name: str) -> str:
+        if name not in table:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}")
+        return name
+    return check
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--task", type=_choice(registry.TASKS, "task"), default="vowels",
+                   help="task name; valid: %(default)s" if len(registry.TASKS) == 1 else
+                   f"task name; valid: {', '.join(sorted(registry.TASKS))} (default %(default)s)")
+    g.add_argument("--vowel-source", default="peterson_barney",
+                   choices=["peterson_barney", "hillenbrand"],
+                   help="vowels: 'peterson_barney' ships with parselmouth (offline, default); "
+                        "'hillenbrand' is the PAT/PhyLL data set (needs --download once, or "
+                        "--data-path)")
+    g.add_argument("--classes", default=None,
+                   help="comma-separated vowel labels to keep, or 'pat' for PAT's 7 vowels "
+                        "(default: all)")
+    g.add_argument("--data-path", default=None,
+                   help="local copy of Hillenbrand's vowdata.dat (skips the download cache)")
+    g.add_argument("--download", action="store_true",
+                   help="allow downloading the Hillenbrand file into the cache "
+                        "($PNN_CACHE or ~/.cache/pnn)")
+    g.add_argument("--test-fraction", type=float, default=0.3,
+                   help="fraction of *speakers* held out for testing (default %(default)s)")
+
+
+def _load_data(args, seed: int):
+    from pnn.data.vowels import PAT_VOWELS
+
+    classes = None
+    if args.classes:
+        classes = PAT_VOWELS if args.classes == "pat" else tuple(args.classes.split(","))
+    return registry.load_task(args.task, source=args.vowel_source, classes=classes,
+                              test_fraction=args.test_fraction, seed=seed, path=args.data_path,
+                              download=args.download)
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def update(rec: dict) -> None:
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", train=f"{rec['train_accuracy']:.3f}",
+                        test=f"{rec['test_accuracy']:.3f}")
+        bar.update(1)
+
+    return bar, update
+
+
+def _strip(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "model"}
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _summary(rec: dict, system: str, data) -> str:
+    c = rec["cost"]
+    return (
+        f"{rec['method']} on {system} / {data.name}: test accuracy {rec['test_accuracy']:.1%} "
+        f"({len(data.y_test)} samples from unseen speakers), train accuracy "
+        f"{rec['train_accuracy']:.1%}, after {len(rec['history'])} epochs with seed {rec['seed']}. "
+        f"{rec['n_trainable_params']} trainable parameters. Cost: {c['physical_queries']:,} "
+        f"physical queries, {c['digital_flops']:.3g} digital FLOPs, {c['wall_s']:.1f} s wall "
+        f"({c['physical_s']:.1f} s in physical layers, {c['digital_s']:.1f} s digital), peak "
+        f"memory {c['peak_rss_mb']:.0f} MB."
+    )
+
+
+def _method_config(method: str, args):
+    mod = registry.method_module(method)
+    cfg = mod.Config()
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    overrides = {}
+    for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                        ("lr", args.lr), ("hidden", args.hidden), ("n_meas", args.n_meas),
+                        ("inner_steps", args.inner_steps), ("theta", args.theta),
+                        ("goodness", args.goodness)):
+        if value is not None and name in fields:
+            overrides[name] = value
+    return dataclasses.replace(cfg, **overrides)
+
+
+def cmd_train(args) -> int:
+    import jax
+
+    data = _load_data(args, args.seed)
+    cfg = _method_config(args.method, args)
+    layers = registry.build_layers(args.system, args.method, cfg, data, seed=args.seed)
+    mod = registry.method_module(args.method)
+    print(f"pnn train: {args.method} on {args.system} ({len(layers)} physical layer(s)), "
+          f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test samples, "
+          f"{data.n_classes} classes; JAX on {jax.default_backend()}", file=sys.stderr)
+    bar, update = _progress_bar(cfg.epochs, args.method)
+    try:
+        rec = mod.train(layers, data, cfg, seed=args.seed, progress=update)
+    finally:
+        bar.close()
+    rec = _strip(rec)
+    rec.update({"system": args.system, "task": args.task, "data": data.describe()})
+    print(_summary(rec, args.system, data))
+    if args.out:
+        _write_json(Path(args.out), rec)
+        print(f"result record written to {args.out}")
+    return 0
+
+
+def plot_learning_curves(records: dict, path: Path, title: str) -> None:
+    """Test accuracy per epoch for each record, with the references as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, rec in records.items():
+        h = rec["history"]
+        if label.startswith("phyll"):
+            ep = [r["epoch"] for r in h]
+            ax.plot(ep, [r["test_accuracy"] for r in h], "o-", label=f"{label} (test)")
+            ax.plot(ep, [r["train_accuracy"] for r in h], "--", alpha=0.6,
+                    label=f"{label} (train)")
+        else:
+            ax.axhline(rec["test_accuracy"], ls=":", color="k" if label == "linear" else "C3",
+                       label=f"{label} (test, final)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_demo(args) -> int:
+    from pnn.train import bp, phyll
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    data = _load_data(args, args.seed)
+    cfg = phyll.PhyLLConfig(epochs=args.epochs)
+    layers = registry.build_layers("acoustic", "phyll", cfg, data, seed=args.seed)
+    print(f"pnn demo: PhyLL (model-free forward-forward) on the nonlinear acoustic simulator, "
+          f"{data.name} ({len(data.y_train)} train / {len(data.y_test)} test, split by speaker)",
+          file=sys.stderr)
+    bar, update = _progress_bar(cfg.epochs, "phyll/acoustic")
+    try:
+        rec = _strip(phyll.train(layers, data, cfg, seed=args.seed, progress=update))
+    finally:
+        bar.close()
+    n_params = rec["n_trainable_params"]
+    print("references on the same split: linear classifier, digital MLP by backpropagation",
+          file=sys.stderr)
+    lin = _strip(bp.train_linear(data, bp.BPConfig(), seed=args.seed))
+    mlp = _strip(bp.train(None, data, bp.BPConfig(n_params=n_params), seed=args.seed))
+    records = {"phyll": rec, "linear": lin, "mlp": mlp}
+    for r in records.values():
+        r.update({"task": args.task, "data": data.describe()})
+    rec["system"] = "acoustic"
+    _write_json(out / "results.json", records)
+    plot_learning_curves(records, out / "learning_curve.png",
+                         f"PhyLL on the acoustic simulator, {data.name}, seed {args.seed}")
+    print()
+    print(_summary(rec, "acoustic", data))
+    print()
+    print(f"{'method':<34}{'params':>8}{'test acc':>10}{'train acc':>11}{'phys. queries':>15}")
+    rows = [("PhyLL on acoustic simulator", rec),
+            ("linear classifier (raw features)", lin),
+            (f"digital MLP, BP (width {mlp['hidden_width']})", mlp)]
+    for name, r in rows:
+        print(f"{name:<34}{r['n_trainable_params']:>8}{r['test_accuracy']:>10.1%}"
+              f"{r['train_accuracy']:>11.1%}{r['cost']['physical_queries']:>15,}")
+    print(f"\nwrote {out / 'results.json'} and {out / 'learning_curve.png'} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pnn",
+        description="Deep physical neural networks: simulate, connect instruments, and train "
+                    "without backpropagation through the physics.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one method on one physical system and task",
+                       description="Train one method on one physical system and task, with a "
+                                   "progress bar, a summary, and a JSON result record.")
+    t.add_argument("--system", type=_choice(registry.SYSTEMS, "system"), default="acoustic",
+                   help=f"physical system; valid: {', '.join(sorted(registry.SYSTEMS))} "
+                        f"(default %(default)s)")
+    t.add_argument("--method", type=_choice(registry.METHODS, "method"), default="phyll",
+                   help=f"training method; valid: {', '.join(sorted(registry.METHODS))} "
+                        f"(default %(default)s)")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the training set")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, the initialisation, data order and the physics' "
+                        "disorder (default %(default)s)")
+    t.add_argument("--out", default=None, help="write the JSON result record here")
+    g = t.add_argument_group("method options (defaults: the method's own)")
+    g.add_argument("--hidden", type=_parse_ints, default=None,
+                   help="block widths, comma-separated, e.g. 20,20 (one physical layer a block)")
+    g.add_argument("--n-meas", type=int, default=None,
+                   help="measured channels per physical layer (PhyLL)")
+    g.add_argument("--batch-size", type=int, default=None, help="samples per batch")
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    g.add_argument("--inner-steps", type=int, default=None,
+                   help="PhyLL: optimiser steps per block per batch on fixed measurements")
+    g.add_argument("--theta", type=float, default=None, help="PhyLL: loss sharpness")
+    g.add_argument("--goodness", choices=["cosine", "sumsq"], default=None,
+                   help="PhyLL goodness: cosine (paper, default) or Hinton's sum of squares")
+    _add_data_options(t)
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("demo", help="PhyLL on the acoustic simulator vs. linear and MLP "
+                                    "references, with a learning-curve plot",
+                       description="The main job: train PhyLL on the nonlinear acoustic simulator "
+                                   "with the offline vowel data, beside a linear classifier and a "
+                                   "digital MLP of the same trainable size on the same split.")
+    d.add_argument("--epochs", type=int, default=12, help="PhyLL epochs (default %(default)s)")
+    d.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    d.add_argument("--out", default="demo_results",
+                   help="folder for results.json and learning_curve.png (default %(default)s)")
+    _add_data_options(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

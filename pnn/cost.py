@@ -1,0 +1,128 @@
+"""The cost ledger: what a training run spent.
+
+Every trainer sends each physical query through :meth:`Ledger.query` and reports the digital work
+it does with :meth:`Ledger.add_flops`. The ledger records
+
+* ``physical_queries``: samples sent through each physical layer (total and per layer);
+* ``digital_flops``: floating-point operations of the trainable digital parts, of any digital twin
+  and of the optimiser, *counted from array shapes* (a multiply-add is 2 FLOPs; the count is
+  stated per item in ``flops_by_item``);
+* ``wall_s`` split into ``physical_s`` (time inside physical layers) and ``digital_s`` (the rest);
+* ``peak_rss_mb``: the process's peak resident memory (``getrusage``), a coarse upper bound.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from pnn.layer import validate_input
+
+__all__ = ["Ledger", "dense_flops", "adam_flops"]
+
+
+def dense_flops(batch: int, n_in: int, n_out: int) -> int:
+    """Forward FLOPs of ``x @ W + b`` for a batch (multiply-add = 2)."""
+    return int(batch) * (2 * int(n_in) * int(n_out) + int(n_out))
+
+
+def adam_flops(n_params: int) -> int:
+    """FLOPs of one Adam update (moments, bias correction, step): about 12 per parameter."""
+    return 12 * int(n_params)
+
+
+class Ledger:
+    """Counts physical queries, digital FLOPs, wall time and memory for one run.
+
+    Args:
+        max_batch: the largest batch sent to a layer in one call; larger batches are split.
+    """
+
+    def __init__(self, max_batch: int = 512):
+        self.max_batch = int(max_batch)
+        self.queries_by_layer: dict[str, int] = defaultdict(int)
+        self.flops_by_item: dict[str, int] = defaultdict(int)
+        self.physical_s = 0.0
+        self._t0 = time.perf_counter()
+        self._stopped: float | None = None
+
+    @property
+    def physical_queries(self) -> int:
+        return int(sum(self.queries_by_layer.values()))
+
+    @property
+    def digital_flops(self) -> int:
+        return int(sum(self.flops_by_item.values()))
+
+    def add_flops(self, n: int, item: str = "trainable") -> None:
+        self.flops_by_item[item] += int(n)
+
+    def query(self, layer, x) -> np.ndarray:
+        """Send a batch through a physical layer and return the measurement as a numpy array.
+
+        The drive is validated on the host first (a bad drive never reaches the layer), split
+        into chunks of at most ``max_batch`` samples and, for layers that declare
+        ``pad_batches = True`` (jitted simulators: one compilation per chunk size), the last
+        chunk is padded with the range's lower bound; only real samples are counted.
+
+        Raises:
+            ValueError: from :func:`pnn.layer.validate_input`, or when the layer returns an
+                array of the wrong shape or with non-finite values.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        spec = layer.spec
+        validate_input(spec, x)
+        pad = getattr(layer, "pad_batches", False)
+        outs = []
+        t = time.perf_counter()
+        for i in range(0, len(x), self.max_batch):
+            chunk = x[i : i + self.max_batch]
+            n = len(chunk)
+            if pad and n < self.max_batch and len(x) > self.max_batch:
+                chunk = np.concatenate(
+                    [chunk, np.full((self.max_batch - n, spec.n_in), spec.lo, np.float32)]
+                )
+            out = np.asarray(layer(chunk))[:n]
+            outs.append(out)
+        y = np.concatenate(outs)
+        self.physical_s += time.perf_counter() - t
+        if y.shape != (len(x), spec.n_out):
+            raise ValueError(
+                f"{spec.name}: returned a measurement of shape {y.shape}, expected "
+                f"({len(x)}, {spec.n_out})"
+            )
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{spec.name}: returned non-finite measurements")
+        self.queries_by_layer[spec.name] += len(x)
+        return y
+
+    def stop(self) -> None:
+        self._stopped = time.perf_counter()
+
+    @property
+    def wall_s(self) -> float:
+        end = self._stopped if self._stopped is not None else time.perf_counter()
+        return end - self._t0
+
+    @staticmethod
+    def peak_rss_mb() -> float:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+    def to_dict(self) -> dict:
+        wall = self.wall_s
+        return {
+            "physical_queries": self.physical_queries,
+            "queries_by_layer": dict(self.queries_by_layer),
+            "digital_flops": self.digital_flops,
+            "flops_by_item": dict(self.flops_by_item),
+            "flops_method": "counted from array shapes (multiply-add = 2 FLOPs)",
+            "wall_s": round(wall, 3),
+            "physical_s": round(self.physical_s, 3),
+            "digital_s": round(max(wall - self.physical_s, 0.0), 3),
+            "peak_rss_mb": round(self.peak_rss_mb(), 1),
+        }

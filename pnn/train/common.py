@@ -1,0 +1,71 @@
+"""What every trainer shares: the result record, versions, minibatches and progress reporting.
+
+Every trainer module exposes ``train(layers, data, config, *, seed, ledger=None, progress=None)``
+and returns the record built by :func:`result_record`, so results from different methods can be
+compared field by field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+from typing import Callable
+
+import numpy as np
+
+from pnn.cost import Ledger
+
+__all__ = ["result_record", "versions", "minibatches", "Progress", "accuracy"]
+
+#: progress callback: called once per epoch with a dict of that epoch's metrics
+Progress = Callable[[dict], None]
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("pnn", "jax", "jaxlib", "equinox", "optax", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def minibatches(rng: np.random.Generator, n: int, batch_size: int):
+    """Indices of one shuffled epoch, in batches (the last may be smaller)."""
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def accuracy(pred, y) -> float:
+    return float(np.mean(np.asarray(pred) == np.asarray(y)))
+
+
+def result_record(
+    *,
+    method: str,
+    config,
+    seed: int,
+    history: list[dict],
+    train_accuracy: float,
+    test_accuracy: float,
+    ledger: Ledger,
+    n_params: int,
+    extra: dict | None = None,
+) -> dict:
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    rec = {
+        "method": method,
+        "test_accuracy": float(test_accuracy),
+        "train_accuracy": float(train_accuracy),
+        "n_trainable_params": int(n_params),
+        "history": history,
+        "cost": ledger.to_dict(),
+        "config": cfg,
+        "seed": int(seed),
+        "versions": versions(),
+    }
+    if extra:
+        rec.update(extra)
+    return rec
