@@ -264,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for results.json and learning_curve.png (default %(default)s)")
     _add_data_options(d)
     d.set_defaults(func=cmd_demo)
+
+    # hardware commands (`pnn instruments`, `pnn emulate`) live with the drivers
+    try:
+        from drivers.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
     return p
 
 
