@@ -50,6 +50,12 @@ class PhyLLConfig:
     lr: Adam learning rate. theta: loss sharpness (paper: about 4-5).
     goodness: ``"cosine"`` (PhyLL, default) or ``"sumsq"`` (Hinton's, an option).
     eval_train_max: training accuracy is measured on at most this many training samples.
+    encoding: how standardised features become non-negative drives: ``"split"`` sends
+        ``[max(z, 0), max(-z, 0)]`` (keeps the sign of each feature as a separate channel),
+        ``"minmax"`` maps each feature to [0, 1] with training min/max.
+    lr_schedule: ``"cosine"`` decays the rate to 5 % over the run; ``"constant"`` keeps it.
+    negatives: wrong labels drawn per sample per batch (paper: 1). Each costs one more physical
+        query per sample per block; ``C - 1`` or more means every wrong label once.
     """
 
     hidden: tuple = (20, 20)
@@ -61,8 +67,17 @@ class PhyLLConfig:
     theta: float = 4.5
     goodness: str = "cosine"
     eval_train_max: int = 400
+    encoding: str = "split"
+    lr_schedule: str = "cosine"
+    negatives: int = 1
 
     def __post_init__(self):
+        if self.encoding not in ("split", "minmax"):
+            raise ValueError(f"encoding must be 'split' or 'minmax', got {self.encoding!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if int(self.negatives) < 1:
+            raise ValueError(f"negatives must be >= 1, got {self.negatives!r}")
         if self.goodness not in ("cosine", "sumsq"):
             raise ValueError(f"goodness must be 'cosine' or 'sumsq', got {self.goodness!r}")
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
@@ -74,14 +89,14 @@ class PhyLLConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
 
-def input_dim(n_features: int, n_classes: int) -> int:
-    """Width of the label-embedded input: C label slots followed by the features."""
-    return n_classes + n_features
+def input_dim(n_features: int, n_classes: int, encoding: str = "split") -> int:
+    """Width of the label-embedded input: C label slots, the encoded features, a constant 1."""
+    return n_classes + (2 * n_features if encoding == "split" else n_features) + 1
 
 
 def layer_shapes(config: PhyLLConfig, n_features: int, n_classes: int) -> list[tuple[int, int]]:
     """(n_in, n_out) of the physical layer each block needs."""
-    dims = [input_dim(n_features, n_classes), *map(int, config.hidden)]
+    dims = [input_dim(n_features, n_classes, config.encoding), *map(int, config.hidden)]
     return [(dims[k], int(config.n_meas)) for k in range(len(config.hidden))]
 
 
@@ -90,9 +105,11 @@ def _block_goodness(kind, h, xi):
 
 
 def _local_loss(kind, theta, gp, gn):
+    """``gn`` holds k negatives per positive, negative-major: shape ``(k * batch,)``."""
+    gn = gn.reshape(-1, gp.shape[0])
     if kind == "cosine":
-        return jnp.mean(jax.nn.softplus(-theta * (gp - gn)))
-    return jnp.mean(jax.nn.softplus(-(gp - theta)) + jax.nn.softplus(gn - theta))
+        return jnp.mean(jax.nn.softplus(-theta * (gp[None, :] - gn)))
+    return jnp.mean(jax.nn.softplus(-(gp - theta))) + jnp.mean(jax.nn.softplus(gn - theta))
 
 
 @eqx.filter_jit
@@ -123,7 +140,9 @@ def _apply_block(blk, m, a, kind):
 class PhyLLModel:
     """A trained (or training) PhyLL network: the physical layers plus the digital blocks."""
 
-    def __init__(self, layers, blocks, scaler: MinMax, n_classes: int, kind: str):
+    def __init__(self, layers, blocks, scaler: MinMax, n_classes: int, kind: str,
+                 encoding: str = "split"):
+        self.encoding = encoding
         self.layers = list(layers)
         self.blocks = list(blocks)
         self.scaler = scaler
@@ -131,8 +150,15 @@ class PhyLLModel:
         self.kind = kind
 
     def prepare(self, x):
-        """Features -> [0, 1] (training min/max) with C label slots in front."""
-        z = self.scaler(jnp.asarray(x, jnp.float32))
+        """Features -> non-negative drives (see ``encoding``) with C label slots in front."""
+        x = jnp.asarray(x, jnp.float32)
+        if self.encoding == "split":
+            z = jnp.concatenate([jnp.maximum(x, 0.0), jnp.maximum(-x, 0.0)], axis=1)
+        else:
+            z = self.scaler(x)
+        # a constant reference channel: the drive is normalised to a direction, and without it
+        # the features' overall magnitude (one of only a few dimensions) would be lost
+        z = jnp.concatenate([z, jnp.ones((z.shape[0], 1), z.dtype)], axis=1)
         return jnp.concatenate([jnp.zeros((z.shape[0], self.n_classes), z.dtype), z], axis=1)
 
     def block_forward(self, k, h, ledger: Ledger):
@@ -189,15 +215,25 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
                          f"got {len(layers)}")
     for k, (layer, (n_in, n_out)) in enumerate(zip(layers, shapes)):
         if layer.spec.n_in != n_in:
+            what = (f"{C} label slots + 2 x {data.n_features} split features + 1" if k == 0 and
+                    config.encoding == "split" else
+                    f"{C} label slots + {data.n_features} features + 1" if k == 0 else
+                    f"the width of block {k - 1}")
             raise ValueError(f"block {k}: physical layer {layer.spec.name!r} has n_in="
-                             f"{layer.spec.n_in}, but the block sends {n_in} drive channels")
+                             f"{layer.spec.n_in}, but the block sends {n_in} ({what})")
 
     key = jax.random.PRNGKey(seed)
     keys = jax.random.split(key, len(shapes))
     blocks = [Block(n_in, layer.spec.n_out, int(hdim), key=kk)
               for (n_in, _), layer, hdim, kk in zip(shapes, layers, config.hidden, keys)]
-    model = PhyLLModel(layers, blocks, MinMax.fit(data.x_train), C, config.goodness)
-    opt = optax.adam(config.lr)
+    model = PhyLLModel(layers, blocks, MinMax.fit(data.x_train), C, config.goodness,
+                       config.encoding)
+    n_batches = -(-len(data.y_train) // config.batch_size)
+    lr = config.lr
+    if config.lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.lr, config.epochs * n_batches * config.inner_steps,
+                                         alpha=0.05)
+    opt = optax.adam(lr)
     parts = [eqx.partition(b, b.trainable()) for b in blocks]
     opt_states = [opt.init(p) for p, _ in parts]
     calibrated = [False] * len(blocks)
@@ -212,13 +248,18 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
         for idx in minibatches(rng, n_train, config.batch_size):
             x0 = model.prepare(data.x_train[idx])
             y = jnp.asarray(data.y_train[idx])
-            y_neg = (y + jnp.asarray(rng.integers(1, C, size=len(idx)))) % C
-            h_pos, h_neg = embed_label(x0, y, C), embed_label(x0, y_neg, C)
+            k_neg = min(int(config.negatives), C - 1)
+            if k_neg == C - 1:  # every wrong label once
+                shift = np.repeat(np.arange(1, C), len(idx))
+            else:
+                shift = rng.integers(1, C, size=k_neg * len(idx))
+            y_neg = (jnp.tile(y, k_neg) + jnp.asarray(shift)) % C
+            h_pos, h_neg = embed_label(x0, y, C), embed_label(jnp.tile(x0, (k_neg, 1)), y_neg, C)
             batch_losses = []
             for k in range(len(blocks)):
                 spec = layers[k].spec
                 a_pos, a_neg = direction(h_pos), direction(h_neg)
-                # one physical query per sample: positive and negative drives in one batch
+                # one physical query per drive: positive and negative drives in one batch
                 drives = np.asarray(to_drive(jnp.concatenate([a_pos, a_neg]), spec.lo, spec.hi))
                 m = jnp.asarray(ledger.query(layers[k], drives))
                 m_pos, m_neg = m[: len(idx)], m[len(idx):]
@@ -236,7 +277,7 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
                 n_p = blocks[k].n_params
                 fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
                 # forward + backward (about 3x forward) for pos and neg, per inner step
-                ledger.add_flops(config.inner_steps * (3 * dense_flops(2 * len(idx), fan_in, width)
+                ledger.add_flops(config.inner_steps * (3 * dense_flops(len(drives), fan_in, width)
                                                        + adam_flops(n_p)), "trainable update")
                 h_pos, _ = _apply_block(blocks[k], m_pos, a_pos, config.goodness)
                 h_neg, _ = _apply_block(blocks[k], m_neg, a_neg, config.goodness)

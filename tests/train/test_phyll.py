@@ -129,8 +129,8 @@ def test_config_and_layer_mismatch_messages():
     data = blobs(n_per_class=5)
     cfg = phyll.PhyLLConfig(hidden=(6, 6), n_meas=4, epochs=1)
     with pytest.raises(ValueError, match=r"needs 2 physical layers, got 1"):
-        phyll.train([RandomQuadraticLayer(7, 4)], data, cfg)
-    with pytest.raises(ValueError, match=r"block 0: physical layer 'quad' has n_in=5, but the block sends 7"):
+        phyll.train([RandomQuadraticLayer(12, 4)], data, cfg)
+    with pytest.raises(ValueError, match=r"block 0: physical layer 'quad' has n_in=5, but the block sends 12 \(3 label slots \+ 2 x 4 split features \+ 1\)"):
         phyll.train([RandomQuadraticLayer(5, 4), RandomQuadraticLayer(6, 4)], data, cfg)
 
 

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from pnn.cli import build_parser, main
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--system", "--task", "--method", "--epochs", "--seed", "--out", "--hidden",
+                "--vowel-source", "--classes", "--download", "--data-path"):
+        assert opt in out
+    assert "valid: acoustic" in out.replace("\n", " ") or "acoustic" in out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--system", "laser"], r"unknown system 'laser'; valid systems: .*acoustic"),
+        (["train", "--method", "magic"], r"unknown method 'magic'; valid methods: .*phyll"),
+        (["train", "--task", "speech"], r"unknown task 'speech'; valid tasks: .*vowels"),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    import re
+
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_train_bp_writes_a_complete_record(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["train", "--method", "bp", "--epochs", "3", "--seed", "1", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    for key in ("test_accuracy", "train_accuracy", "history", "cost", "config", "seed", "versions"):
+        assert key in rec
+    assert set(rec["cost"]) >= {"physical_queries", "digital_flops", "wall_s"}
+    assert len(rec["history"]) == 3 and rec["seed"] == 1
+    assert rec["test_accuracy"] > 0.5  # 10 classes, chance 0.1
+    assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_phyll_acoustic_end_to_end(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["train", "--system", "acoustic", "--task", "vowels", "--method", "phyll",
+               "--epochs", "1", "--hidden", "6", "--n-meas", "6", "--classes", "iy,uw,aa",
+               "--out", str(out)])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    assert rec["cost"]["physical_queries"] > 0 and rec["system"] == "acoustic"
+    assert rec["config"]["hidden"] == [6]
+    assert rec["test_accuracy"] > 0.5  # three well-separated vowels, chance 1/3
+    assert "physical queries" in capsys.readouterr().out
+
+
+def test_bad_data_option_is_a_clear_error(capsys):
+    assert main(["train", "--method", "bp", "--epochs", "1", "--classes", "iy,zz"]) == 2
+    assert "unknown vowel class(es) ['zz']" in capsys.readouterr().err
+
+
+def test_parser_builds():
+    assert build_parser().prog == "pnn"
