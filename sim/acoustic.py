@@ -242,6 +242,12 @@ class AcousticLayer(eqx.Module):
         window = np.where(t < t_burst, np.sin(np.pi * t / t_burst) ** 2, 0.0)
         self.waveform = jnp.asarray(window * np.sin(2 * np.pi * frequency * t))
 
+    @property
+    def flops_per_sample(self) -> int:
+        """Approximate FLOPs of one forward simulation: about 22 per cell per time step
+        (5-point Laplacian, speed law, damped leapfrog update)."""
+        return 22 * self.nx * self.ny * self.n_steps
+
     # ------------------------------------------------------------------ core solver
     def speed(self, u: Float[Array, "... nx ny"]) -> Float[Array, "... nx ny"]:
         """Local wave speed (m/s) for pressure field ``u``."""

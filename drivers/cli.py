@@ -1,0 +1,193 @@
+"""``pnn instruments`` and ``pnn emulate``: the hardware commands, added to pnn's CLI.
+
+:func:`add_commands` is called by :func:`pnn.cli.build_parser`. Heavy imports (pyvisa, the
+simulators) happen only when a command runs, so ``pnn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+import warnings
+
+__all__ = ["add_commands", "cmd_instruments", "cmd_emulate"]
+
+
+def _escaped(text: str) -> str:
+    """Accept terminations typed as escapes on the command line: ``\\n``, ``\\r\\n``."""
+    return codecs.decode(text, "unicode_escape")
+
+
+def _error_spec(text: str) -> tuple:
+    """``HEADER:CODE:MESSAGE``; headers contain colons themselves, so split from the right."""
+    parts = text.rsplit(":", 2)
+    try:
+        prefix, code, message = parts
+        return prefix, int(code), message
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected HEADER:CODE:MESSAGE such as 'WAV:DATA:-222:Data out of range', "
+            f"got {text!r}") from None
+
+
+def add_commands(subparsers) -> None:
+    """Add ``instruments`` and ``emulate`` to pnn's sub-command parser."""
+    from pnn import registry
+
+    i = subparsers.add_parser(
+        "instruments", help="list VISA resources and what each answers to *IDN?",
+        description="List the VISA resources the backend finds (pyvisa-py by default) and query "
+                    "each one's identity. A resource that does not answer is reported, not "
+                    "fatal. Raw-socket instruments (TCPIP::host::port::SOCKET) cannot be "
+                    "discovered: name them with --resource.")
+    i.add_argument("--backend", default="@py",
+                   help="pyvisa backend: '@py' (pyvisa-py, default) or '@ivi' (NI-VISA)")
+    i.add_argument("--resource", action="append", default=[], metavar="ADDRESS",
+                   help="also query this address (repeatable)")
+    i.add_argument("--no-scan", action="store_true", help="query only the --resource addresses")
+    i.add_argument("--timeout-ms", type=int, default=2000,
+                   help="open and read timeout per resource (default %(default)s)")
+    i.add_argument("--query", default="*IDN?", help="identity query (default %(default)s)")
+    i.add_argument("--read-termination", type=_escaped, default="\n",
+                   help="read termination, escapes allowed (default '\\n')")
+    i.add_argument("--write-termination", type=_escaped, default="\n",
+                   help="write termination, escapes allowed (default '\\n')")
+    i.set_defaults(func=cmd_instruments)
+
+    e = subparsers.add_parser(
+        "emulate", help="serve a virtual instrument on loopback, backed by a simulator",
+        description="Serve a virtual instrument backed by a pnn simulator: a SCPI AWG + "
+                    "digitiser on a TCP socket of 127.0.0.1, or a microcontroller speaking pnn's "
+                    "serial protocol on a pseudo-terminal. Prints the address to use and serves "
+                    "until --max-seconds or --max-requests, or Ctrl-C. It speaks the commands "
+                    "of the shipped profile 'emulator' (drivers/profiles/emulator.toml).")
+    e.add_argument("--kind", choices=["scpi", "serial"], default="scpi",
+                   help="scpi: TCPIP socket; serial: pseudo-terminal (default %(default)s)")
+    e.add_argument("--system", default="acoustic",
+                   choices=sorted(registry.SYSTEMS),
+                   help="simulator behind it (default %(default)s)")
+    e.add_argument("--n-in", type=int, default=8, help="drive channels (default %(default)s)")
+    e.add_argument("--n-out", type=int, default=8, help="measured channels (default %(default)s)")
+    e.add_argument("--seed", type=int, default=0, help="simulator seed (default %(default)s)")
+    e.add_argument("--port", type=int, default=0,
+                   help="scpi: TCP port on 127.0.0.1, 0 for any free one (default %(default)s)")
+    e.add_argument("--max-seconds", type=float, default=3600.0,
+                   help="stop after this long (default %(default)s)")
+    e.add_argument("--max-requests", type=int, default=1_000_000,
+                   help="stop after this many requests (default %(default)s)")
+    f = e.add_argument_group("fault injection (off by default)")
+    f.add_argument("--delay", type=float, default=0.0, help="seconds before every reply")
+    f.add_argument("--drop-after", type=int, default=None,
+                   help="drop the link on the request after this many")
+    f.add_argument("--drops", type=int, default=1, help="how many times to drop (default 1)")
+    f.add_argument("--drop-reply", action="store_true",
+                   help="when dropping, execute the request first (its reply is lost)")
+    f.add_argument("--garbage-replies", type=int, default=0,
+                   help="the first N replies are garbage (serial: junk bytes before the frame)")
+    f.add_argument("--corrupt-replies", type=int, default=0,
+                   help="serial: the first N replies carry a wrong checksum")
+    f.add_argument("--short-trace", action="store_true",
+                   help="scpi: FETC? returns one value too few")
+    f.add_argument("--error", type=_error_spec, action="append", default=[],
+                   metavar="HEADER:CODE:MESSAGE",
+                   help="scpi: push this error whenever HEADER arrives; serial: answer requests "
+                        "named HEADER (e.g. MEASURE) with an error frame (repeatable)")
+    e.set_defaults(func=cmd_emulate)
+
+
+def cmd_instruments(args) -> int:
+    try:
+        import pyvisa
+    except ImportError:
+        print("pnn instruments: error: pyvisa is not installed; pip install 'pnn[hardware]'",
+              file=sys.stderr)
+        return 2
+    try:
+        rm = pyvisa.ResourceManager(args.backend)
+    except Exception as e:
+        print(f"pnn instruments: error: cannot load VISA backend {args.backend!r}: {e}",
+              file=sys.stderr)
+        return 2
+    try:
+        found: list[str] = []
+        if not args.no_scan:
+            try:
+                with warnings.catch_warnings():
+                    # pyvisa-py's hints about optional discovery packages (psutil, zeroconf)
+                    warnings.simplefilter("ignore", UserWarning)
+                    found = list(rm.list_resources())
+            except Exception as e:  # one broken interface must not hide the others
+                print(f"discovery failed ({type(e).__name__}: {e}); querying --resource only",
+                      file=sys.stderr)
+        resources = found + [r for r in args.resource if r not in found]
+        if not resources:
+            print(f"no VISA resources found with backend {args.backend!r}. Raw-socket "
+                  f"instruments cannot be discovered: pass --resource "
+                  f"TCPIP::<host>::<port>::SOCKET")
+            return 0
+        width = max(len(r) for r in resources)
+        for r in resources:
+            print(f"{r:<{width}}  {_identify(rm, r, args)}", flush=True)
+    finally:
+        rm.close()
+    return 0
+
+
+def _identify(rm, resource: str, args) -> str:
+    res = None
+    try:
+        res = rm.open_resource(resource, open_timeout=args.timeout_ms, timeout=args.timeout_ms,
+                               read_termination=args.read_termination,
+                               write_termination=args.write_termination)
+        return res.query(args.query).strip() or "(empty reply)"
+    except Exception as e:
+        return f"(no answer to {args.query}: {type(e).__name__}: {e})"
+    finally:
+        if res is not None:
+            try:
+                res.close()
+            except Exception:
+                pass
+
+
+def cmd_emulate(args) -> int:
+    from drivers.emulator import Faults, ScpiEmulator, SerialEmulator
+    from drivers.profile import profile_path
+
+    if args.n_in < 1 or args.n_out < 1:
+        raise ValueError(f"--n-in and --n-out must be positive, got {args.n_in}, {args.n_out}")
+    faults = Faults(delay_s=args.delay, drop_after=args.drop_after, drops=args.drops,
+                    drop_reply=args.drop_reply, garbage_replies=args.garbage_replies,
+                    corrupt_replies=args.corrupt_replies, short_trace=args.short_trace,
+                    errors=tuple(args.error))
+    common = dict(seed=args.seed, faults=faults, max_requests=args.max_requests,
+                  max_seconds=args.max_seconds)
+    if args.kind == "scpi":
+        emu = ScpiEmulator(args.system, args.n_in, args.n_out, port=args.port, **common)
+    else:
+        emu = SerialEmulator(args.system, args.n_in, args.n_out, **common)
+    emu.start()
+    kind = "SCPI (TCP socket)" if args.kind == "scpi" else "serial (pseudo-terminal)"
+    print(f"pnn emulate: {kind} emulator of {args.system!r}, n_in={args.n_in}, "
+          f"n_out={args.n_out}, seed={args.seed}")
+    print(f"resource: {emu.resource}")
+    print(f"profile:  {profile_path('emulator')}")
+    print(f"serving for at most {args.max_seconds:g} s or {args.max_requests} requests; "
+          f"Ctrl-C to stop", flush=True)
+    try:
+        while not emu.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        print("pnn emulate: interrupted", file=sys.stderr)
+    finally:
+        emu.stop()
+    log = emu.log
+    print(f"served {log.requests} requests over {log.connections or 1} connection(s); "
+          f"{len(log.measurements)} batches, {log.samples_measured} samples measured; "
+          f"output {'ON' if emu.output_on else 'off'}", flush=True)
+    if emu.error is not None:
+        print(f"pnn emulate: error: the server failed: {type(emu.error).__name__}: {emu.error}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,394 @@
+"""Instrument profiles: how pnn talks to one measurement setup, as data (TOML).
+
+A profile tells the drivers everything that differs from one lab to the next, so a user adapts
+pnn to their instruments by writing a TOML file, not code. Tables:
+
+``[profile]``  ``name``, ``description``.
+
+``[layer]``  the black box the trainer sees: ``n_in``, ``n_out`` (optional here, may be given to
+the driver instead), the drive range ``lo``, ``hi`` (drive units, what trainers send) and
+``units``.
+
+``[safety]``  the hard ceiling, in *instrument* units: ``lo``, ``hi``, ``max_amplitude``,
+``max_rate_hz`` (samples/s, ``inf`` for none) and ``on_violation`` (``"raise"`` or ``"clip"``).
+See :mod:`drivers.safety`. A trainer can tighten these at run time, never lift them.
+
+``[visa]``  a signal source plus a receiver spoken to with SCPI through pyvisa
+(:class:`drivers.visa.VisaLayer`): ``backend`` (``"@py"`` for pyvisa-py, ``"@ivi"`` for NI-VISA),
+``resource`` (optional default address), ``timeout_ms`` (every ordinary read),
+``open_timeout_ms``, ``measure_timeout_ms`` (the wait for one batch's measurement),
+``read_termination``, ``write_termination``, ``max_retries`` (re-opens after a dropped link),
+``max_batch`` (drive vectors per transfer), ``idn_contains`` (refuse an instrument whose
+``*IDN?`` lacks it; empty to skip), ``baud_rate`` (for ``ASRL`` resources; 0 leaves the default).
+
+``[visa.commands]``  the SCPI. Lists run in order; after each configuration step the error
+queue is read (``error``), and a non-zero code raises with the instrument's message.
+
+* ``idn``, ``error``, ``shape`` (optional: a query answering ``"n_in,n_out"``, checked against
+  the layer), ``setup`` (at connect), ``before_batch``, ``drive`` (the header in front of the
+  IEEE 488.2 binary block holding the batch of drives, sample-major), ``run`` (start the
+  measurement), ``wait`` and ``wait_reply`` (a query that returns when the measurement is done,
+  e.g. ``*OPC?`` -> ``1``), ``fetch`` (a query answering a binary block: the trace),
+  ``after_batch``, ``safe`` (sent by ``close()``, in a ``finally``: e.g. output off).
+* Strings may use the placeholders ``{n_in} {n_out} {batch} {points} {trace_points}
+  {points_per_feature} {lo} {hi} {max_amplitude} {max_rate_hz}`` (limits: the profile's ceiling;
+  ``points`` = batch * n_in values in the drive block; ``trace_points`` = batch * n_out *
+  points_per_feature values expected back).
+
+``[visa.drive]``  ``datatype`` (a ``struct`` code: ``f`` float32, ``d``, ``h`` int16, ...),
+``big_endian``, and the map from drive ``x`` to the value sent, ``offset + scale * x``.
+
+``[visa.readout]``  ``datatype``, ``big_endian``, ``points_per_feature`` (the trace holds
+``batch * n_out * points_per_feature`` values, sample-major then feature), ``reduce`` (``mean``,
+``rms``, ``mean_square``, ``max``, ``min``, ``sum``; ``none`` needs one point per feature) and the
+map from a reduced value ``r`` to the output, ``offset + scale * r``.
+
+``[serial]``  a microcontroller on a serial port (:class:`drivers.serial.SerialLayer`, protocol
+in that module): ``port`` (optional default), ``baudrate``, ``timeout_s`` (a reply's deadline),
+``measure_timeout_s``, ``max_retries``, ``resync_gap_s`` (how long to wait for more bytes after
+a bad frame before asking again), ``max_batch``, and ``scale``/``offset`` for the drive as above.
+
+Unknown keys are refused (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import string
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+from drivers.safety import Limits
+
+__all__ = [
+    "Profile",
+    "LayerDefaults",
+    "VisaSettings",
+    "VisaCommands",
+    "DriveEncoding",
+    "Readout",
+    "SerialSettings",
+    "load_profile",
+    "profile_path",
+    "PROFILE_DIR",
+    "TEMPLATE_FIELDS",
+    "REDUCTIONS",
+]
+
+#: the profiles shipped with pnn (``load_profile("emulator")``)
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+#: placeholders a command string may use
+TEMPLATE_FIELDS = ("n_in", "n_out", "batch", "points", "trace_points", "points_per_feature", "lo",
+                   "hi", "max_amplitude", "max_rate_hz")
+REDUCTIONS = ("mean", "rms", "mean_square", "max", "min", "sum", "none")
+_DATATYPES = "bBhHiIqQfd"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDefaults:
+    n_in: int | None = None
+    n_out: int | None = None
+    lo: float = 0.0
+    hi: float = 1.0
+    units: str = "arb."
+
+
+@dataclasses.dataclass(frozen=True)
+class VisaCommands:
+    idn: str = "*IDN?"
+    error: str = "SYST:ERR?"
+    shape: str = ""
+    setup: tuple[str, ...] = ()
+    before_batch: tuple[str, ...] = ()
+    drive: str = ""
+    run: tuple[str, ...] = ()
+    wait: str = "*OPC?"
+    wait_reply: str = "1"
+    fetch: str = ""
+    after_batch: tuple[str, ...] = ()
+    safe: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DriveEncoding:
+    datatype: str = "f"
+    big_endian: bool = False
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Readout:
+    datatype: str = "f"
+    big_endian: bool = False
+    points_per_feature: int = 1
+    reduce: str = "mean"
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VisaSettings:
+    backend: str = "@py"
+    resource: str = ""
+    timeout_ms: int = 5000
+    open_timeout_ms: int = 2000
+    measure_timeout_ms: int = 60000
+    read_termination: str = "\n"
+    write_termination: str = "\n"
+    max_retries: int = 2
+    max_batch: int = 1024
+    idn_contains: str = ""
+    baud_rate: int = 0
+    commands: VisaCommands = VisaCommands()
+    drive: DriveEncoding = DriveEncoding()
+    readout: Readout = Readout()
+
+
+@dataclasses.dataclass(frozen=True)
+class SerialSettings:
+    port: str = ""
+    baudrate: int = 115200
+    timeout_s: float = 2.0
+    measure_timeout_s: float = 60.0
+    max_retries: int = 3
+    resync_gap_s: float = 0.05
+    max_batch: int = 1024
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A parsed, validated instrument profile (see the module docstring for every key)."""
+
+    name: str
+    description: str
+    layer: LayerDefaults
+    safety: Limits
+    on_violation: str
+    visa: VisaSettings | None
+    serial: SerialSettings | None
+    source: str
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "<dict>") -> "Profile":
+        """Validate a parsed TOML document. Raises ``ValueError`` naming the key and the file."""
+        known = {"profile", "layer", "safety", "visa", "serial"}
+        _no_unknown(data, known, source, "")
+        meta = data.get("profile", {})
+        _check_table(meta, "profile", source)
+        _no_unknown(meta, {"name", "description"}, source, "profile.")
+        name = _coerce(meta.get("name", Path(source).stem), str, source, "profile.name")
+        desc = _coerce(meta.get("description", ""), str, source, "profile.description")
+        layer = _build(LayerDefaults, data.get("layer", {}), source, "layer")
+        safety_t = dict(data.get("safety", {}))
+        _check_table(safety_t, "safety", source)
+        _no_unknown(safety_t, {"lo", "hi", "max_amplitude", "max_rate_hz", "on_violation"},
+                    source, "safety.")
+        missing = {"lo", "hi", "max_amplitude"} - set(safety_t)
+        if missing:
+            raise ValueError(f"{source}: [safety] must set {', '.join(sorted(missing))} (the hard "
+                             f"ceiling on what is sent to the instrument, in instrument units)")
+        on_violation = _coerce(safety_t.pop("on_violation", "raise"), str, source,
+                               "safety.on_violation")
+        if on_violation not in ("raise", "clip"):
+            raise ValueError(f"{source}: safety.on_violation must be 'raise' or 'clip', "
+                             f"got {on_violation!r}")
+        try:
+            safety = Limits(**{k: _coerce(v, float, source, f"safety.{k}")
+                               for k, v in safety_t.items()})
+        except ValueError as e:
+            raise ValueError(f"{source}: [safety]: {e}") from None
+        visa = _build(VisaSettings, data["visa"], source, "visa") if "visa" in data else None
+        serial = (_build(SerialSettings, data["serial"], source, "serial")
+                  if "serial" in data else None)
+        prof = cls(name=name, description=desc, layer=layer, safety=safety,
+                   on_violation=on_violation, visa=visa, serial=serial, source=source)
+        prof._validate()
+        return prof
+
+    def _validate(self) -> None:
+        src = self.source
+        L = self.layer
+        for k in ("n_in", "n_out"):
+            v = getattr(L, k)
+            if v is not None and v < 1:
+                raise ValueError(f"{src}: layer.{k} must be a positive integer, got {v!r}")
+        if not (math.isfinite(L.lo) and math.isfinite(L.hi) and L.lo < L.hi):
+            raise ValueError(f"{src}: layer drive range needs finite lo < hi, got "
+                             f"lo={L.lo!r}, hi={L.hi!r}")
+        if self.visa is not None:
+            v = self.visa
+            for k in ("timeout_ms", "open_timeout_ms", "measure_timeout_ms", "max_batch"):
+                if getattr(v, k) < 1:
+                    raise ValueError(f"{src}: visa.{k} must be >= 1, got {getattr(v, k)!r}")
+            if v.max_retries < 0:
+                raise ValueError(f"{src}: visa.max_retries must be >= 0, got {v.max_retries!r}")
+            for k in ("drive", "fetch"):
+                if not getattr(v.commands, k):
+                    raise ValueError(f"{src}: visa.commands.{k} must be set (the "
+                                     f"{'drive block header' if k == 'drive' else 'trace query'})")
+            for sec, enc in (("visa.drive", v.drive), ("visa.readout", v.readout)):
+                if len(enc.datatype) != 1 or enc.datatype not in _DATATYPES:
+                    raise ValueError(f"{src}: {sec}.datatype must be one struct code of "
+                                     f"{_DATATYPES!r}, got {enc.datatype!r}")
+            if v.drive.scale == 0 or not math.isfinite(v.drive.scale):
+                raise ValueError(f"{src}: visa.drive.scale must be finite and non-zero")
+            self._check_drive_map("visa.drive", v.drive.scale, v.drive.offset)
+            if v.readout.points_per_feature < 1:
+                raise ValueError(f"{src}: visa.readout.points_per_feature must be >= 1")
+            if v.readout.reduce not in REDUCTIONS:
+                raise ValueError(f"{src}: visa.readout.reduce must be one of {REDUCTIONS}, got "
+                                 f"{v.readout.reduce!r}")
+            if v.readout.reduce == "none" and v.readout.points_per_feature != 1:
+                raise ValueError(f"{src}: visa.readout.reduce = 'none' needs "
+                                 f"points_per_feature = 1")
+            dummy = {k: 1 for k in TEMPLATE_FIELDS}
+            for f in dataclasses.fields(VisaCommands):
+                val = getattr(v.commands, f.name)
+                for i, text in enumerate([val] if isinstance(val, str) else val):
+                    where = f"visa.commands.{f.name}" + ("" if isinstance(val, str) else f"[{i}]")
+                    _check_template(text, dummy, src, where)
+        if self.serial is not None:
+            s = self.serial
+            for k in ("baudrate", "timeout_s", "measure_timeout_s", "resync_gap_s", "max_batch"):
+                if not getattr(s, k) > 0:
+                    raise ValueError(f"{src}: serial.{k} must be > 0, got {getattr(s, k)!r}")
+            if s.max_retries < 0:
+                raise ValueError(f"{src}: serial.max_retries must be >= 0")
+            if s.scale == 0 or not math.isfinite(s.scale):
+                raise ValueError(f"{src}: serial.scale must be finite and non-zero")
+            self._check_drive_map("serial", s.scale, s.offset)
+
+    def _check_drive_map(self, where: str, scale: float, offset: float) -> None:
+        # a layer range the ceiling forbids would make every trainer's drive a violation
+        ends = sorted((offset + scale * self.layer.lo, offset + scale * self.layer.hi))
+        a_lo, a_hi = self.safety.allowed
+        if ends[0] < a_lo - 1e-12 or ends[1] > a_hi + 1e-12:
+            raise ValueError(
+                f"{self.source}: the layer's drive range [{self.layer.lo}, {self.layer.hi}] maps "
+                f"through {where} (offset {offset} + scale {scale} * x) to [{ends[0]:.6g}, "
+                f"{ends[1]:.6g}] instrument units, outside the safety ceiling "
+                f"[{a_lo:.6g}, {a_hi:.6g}]; narrow [layer] lo/hi or the scale")
+
+    def template_values(self, n_in: int, n_out: int, batch: int = 0) -> dict:
+        """The placeholder values for command strings (see :data:`TEMPLATE_FIELDS`)."""
+        ppf = self.visa.readout.points_per_feature if self.visa else 1
+        c = self.safety
+        return {"n_in": n_in, "n_out": n_out, "batch": batch, "points": batch * n_in,
+                "trace_points": batch * n_out * ppf, "points_per_feature": ppf,
+                "lo": c.lo, "hi": c.hi, "max_amplitude": c.max_amplitude,
+                "max_rate_hz": c.max_rate_hz}
+
+
+def _check_template(text: str, dummy: dict, source: str, where: str) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"{source}: {where} = {text!r} is not a valid template: {e}") from None
+    for f in fields:
+        base = f.split(".")[0].split("[")[0]
+        if base not in dummy:
+            raise ValueError(
+                f"{source}: {where} = {text!r} uses the unknown placeholder {{{f}}}; valid: "
+                + ", ".join("{" + k + "}" for k in TEMPLATE_FIELDS)
+                + " (write literal braces as {{ and }})")
+    try:
+        text.format(**dummy)
+    except (ValueError, IndexError, KeyError) as e:
+        raise ValueError(f"{source}: {where} = {text!r} cannot be formatted: {e}") from None
+
+
+def _check_table(value, where: str, source: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: [{where}] must be a table, got {type(value).__name__}")
+
+
+def _no_unknown(table: dict, known: set, source: str, prefix: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                         f"valid keys here: {', '.join(sorted(known))}")
+
+
+def _coerce(value, typ, source: str, where: str):
+    """Check one TOML value against a field type (int, float, str, bool, tuple of str, X|None)."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], source, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{source}: {where} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if typ is bool:
+        ok = isinstance(value, bool)
+    elif typ is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typ is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif typ is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a field type this loader does not know
+        raise TypeError(f"unsupported profile field type {typ!r}")
+    if not ok:
+        raise ValueError(f"{source}: {where} must be {typ.__name__}, got {value!r} "
+                         f"({type(value).__name__})")
+    return value
+
+
+def _build(cls, table, source: str, where: str):
+    _check_table(table, where, source)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _no_unknown(table, set(fields), source, where + ".")
+    kw = {}
+    for name, value in table.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kw[name] = _build(typ, value, source, f"{where}.{name}")
+        else:
+            kw[name] = _coerce(value, typ, source, f"{where}.{name}")
+    return cls(**kw)
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """A profile's file: a path to a TOML file, or the name of a shipped profile."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    shipped = PROFILE_DIR / f"{name_or_path}.toml"
+    if shipped.exists():
+        return shipped
+    names = sorted(q.stem for q in PROFILE_DIR.glob("*.toml"))
+    raise FileNotFoundError(f"no instrument profile {str(name_or_path)!r}: not a file, and not "
+                            f"a shipped profile ({', '.join(names)})")
+
+
+def load_profile(name_or_path: str | Path | Profile = "emulator") -> Profile:
+    """Read and validate a profile TOML (a path, or a shipped name such as ``"emulator"``).
+
+    Raises:
+        FileNotFoundError: when there is no such file or shipped profile.
+        ValueError: when the TOML is malformed, a key is unknown or a value is invalid (the
+            message names the file and the key).
+    """
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    path = profile_path(name_or_path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    return Profile.from_dict(data, source=str(path))

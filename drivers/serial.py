@@ -1,0 +1,491 @@
+"""A microcontroller setup on a serial port as a physical layer, over a framed binary protocol.
+
+The wire protocol (version 1)
+-----------------------------
+Every message, in both directions, is one frame::
+
+    offset  size  field
+    0       1     START   0xA5
+    1       1     TYPE    message type (below)
+    2       1     SEQ     sequence number chosen by the host; a reply carries its request's SEQ
+    3       2     LEN     payload length in bytes, unsigned little-endian (0..65535)
+    5       LEN   PAYLOAD
+    5+LEN   2     CRC     CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final
+                          XOR; ``binascii.crc_hqx(data, 0xFFFF)``) of TYPE, SEQ, LEN and PAYLOAD,
+                          big-endian. Check value: CRC("123456789") = 0x29B1.
+
+Numbers are little-endian; drives and measurements are float32.
+
+==========  =========================================  ==========  ==============================
+request     payload                                    reply       payload
+==========  =========================================  ==========  ==============================
+HELLO 0x01  u32 session id                             0x81        u16 n_in, u16 n_out,
+                                                                   u16 max_batch, f32 lo,
+                                                                   f32 hi, ASCII id (<= 64 B)
+MEASURE     u16 batch, batch x n_in f32 (sample-major)  0x90       u16 batch,
+0x10                                                               batch x n_out f32
+SAFE 0x11   (empty): drive outputs to zero               0x91       (empty)
+(any)                                                   ERROR 0xEE  i16 code, ASCII message
+                                                                   (<= 200 B)
+==========  =========================================  ==========  ==============================
+
+Idempotent retries: the device remembers its last few MEASURE/SAFE requests (the exact frame
+bytes, SEQ included) with their replies, and answers a repeated frame from that memory without
+driving the outputs again. The host sends each new transaction with the next SEQ and repeats the
+*same* bytes on a retry, so a lost or corrupted reply costs a resend, never a second
+measurement. HELLO with a new session id clears the memory (a new host session); the host keeps
+its session id across re-opens of the port.
+
+Receiving (host and device alike, :func:`pop_frame`): scan to the next START byte (anything
+before it is garbage and skipped), read the header, refuse an implausible TYPE or LEN by skipping
+one byte, wait for the whole frame, check the CRC; on a mismatch skip one byte and scan again
+(the START byte may itself have been noise). A partial frame that stops growing for
+``resync_gap_s`` is treated the same way. If a corrupted frame is seen and nothing valid follows
+within ``resync_gap_s``, the host resends the request (same bytes), at most ``max_retries``
+times; a request that gets no reply within ``timeout_s`` (``measure_timeout_s`` for MEASURE) is
+resent likewise, and a port error (device reset, cable) re-opens the port first.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import enum
+import os
+import struct
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from drivers.errors import (
+    ChecksumError,
+    InstrumentConnectionError,
+    InstrumentError,
+    ReplyFormatError,
+)
+from drivers.profile import Profile, load_profile
+from drivers.safety import SafetyLimits, require_within
+from drivers.stats import DriverStats
+from pnn.layer import LayerSpec, validate_input
+
+__all__ = [
+    "SerialLayer",
+    "MsgType",
+    "Frame",
+    "ParseStats",
+    "START",
+    "crc16",
+    "encode_frame",
+    "pop_frame",
+    "MAX_ERROR_TEXT",
+    "MAX_ID_TEXT",
+]
+
+START = 0xA5
+_HEAD = struct.Struct("<BBBH")  # START, TYPE, SEQ, LEN
+_HELLO_OK = struct.Struct("<HHHff")
+MAX_ERROR_TEXT = 200
+MAX_ID_TEXT = 64
+_POLL_S = 0.02
+
+
+class MsgType(enum.IntEnum):
+    HELLO = 0x01
+    MEASURE = 0x10
+    SAFE = 0x11
+    HELLO_OK = 0x81
+    MEASURE_OK = 0x90
+    SAFE_OK = 0x91
+    ERROR = 0xEE
+
+
+REPLY_TO = {MsgType.HELLO: MsgType.HELLO_OK, MsgType.MEASURE: MsgType.MEASURE_OK,
+            MsgType.SAFE: MsgType.SAFE_OK}
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE of ``data``."""
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes
+
+    def encode(self) -> bytes:
+        return encode_frame(self.type, self.seq, self.payload)
+
+
+def encode_frame(type_: int, seq: int, payload: bytes = b"") -> bytes:
+    """One frame's bytes (see the module docstring).
+
+    Raises:
+        ValueError: when the payload exceeds 65535 bytes or type/seq exceed a byte.
+    """
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"frame payload of {len(payload)} bytes exceeds the protocol's 65535")
+    if not (0 <= type_ <= 0xFF and 0 <= seq <= 0xFF):
+        raise ValueError(f"frame type and seq must be bytes, got type={type_}, seq={seq}")
+    head = _HEAD.pack(START, type_, seq, len(payload))
+    return head + payload + struct.pack(">H", crc16(head[1:] + payload))
+
+
+@dataclasses.dataclass
+class ParseStats:
+    """What :func:`pop_frame` threw away: bytes skipped while scanning, frames with a bad CRC."""
+
+    skipped: int = 0
+    bad_checksum: int = 0
+    frames: int = 0
+
+
+def pop_frame(buf: bytearray, plausible: Callable[[int, int], bool],
+              stats: ParseStats | None = None) -> Frame | None:
+    """Take the first valid frame out of ``buf`` (consuming it and any garbage before it).
+
+    ``plausible(type, length)`` says whether a header is worth waiting for; an implausible one is
+    garbage. Returns ``None`` when ``buf`` holds no complete valid frame yet (a partial frame is
+    left in place, to be completed by more bytes).
+    """
+    stats = stats if stats is not None else ParseStats()
+    while True:
+        i = buf.find(START)
+        if i < 0:
+            stats.skipped += len(buf)
+            buf.clear()
+            return None
+        if i:
+            stats.skipped += i
+            del buf[:i]
+        if len(buf) < _HEAD.size:
+            return None
+        _, type_, seq, length = _HEAD.unpack_from(buf)
+        if not plausible(type_, length):
+            stats.skipped += 1
+            del buf[:1]
+            continue
+        total = _HEAD.size + length + 2
+        if len(buf) < total:
+            return None
+        body = bytes(buf[1 : _HEAD.size + length])
+        (crc,) = struct.unpack_from(">H", buf, _HEAD.size + length)
+        if crc != crc16(body):
+            stats.bad_checksum += 1
+            stats.skipped += 1
+            del buf[:1]
+            continue
+        del buf[:total]
+        stats.frames += 1
+        return Frame(type_, seq, body[_HEAD.size - 1 :])
+
+
+class _NoReply(Exception):
+    """No valid reply before the deadline (internal: turned into a retry or a clear error)."""
+
+
+def _transport_errors() -> tuple:
+    import serial
+
+    return (serial.SerialException, OSError)
+
+
+class SerialLayer:
+    """A microcontroller speaking the framed protocol above, as a :class:`~pnn.layer.PhysicalLayer`.
+
+    Args:
+        profile: a :class:`~drivers.profile.Profile`, TOML path or shipped name; its ``[serial]``
+            table gives the baud rate, timeouts, retries, resync gap, batch size and the drive
+            map ``value = offset + scale * x`` (checked by the safety limits).
+        port: the serial port, e.g. ``"/dev/ttyACM0"`` or ``"COM3"``; default the profile's.
+        n_in, n_out: the layer's shape (checked against the device's HELLO reply).
+        name: used in every message. safety: as for :class:`~drivers.visa.VisaLayer`.
+        session: the 32-bit session id sent in HELLO (default: random).
+
+    No I/O here: use :meth:`connect` / ``with``. Outputs are ``float32`` ``(batch, n_out)``.
+    """
+
+    pad_batches = False
+
+    def __init__(self, profile: Profile | str = "emulator", port: str | None = None, *,
+                 n_in: int | None = None, n_out: int | None = None, name: str | None = None,
+                 safety: SafetyLimits | None = None, session: int | None = None):
+        self.profile = load_profile(profile)
+        if self.profile.serial is None:
+            raise ValueError(f"profile {self.profile.source} has no [serial] table; SerialLayer "
+                             f"needs one (see drivers/profile.py)")
+        self._s = self.profile.serial
+        self.port = port or self._s.port
+        if not self.port:
+            raise ValueError(f"SerialLayer: no port given and profile {self.profile.source} sets "
+                             f"no serial.port")
+        n_in = n_in if n_in is not None else self.profile.layer.n_in
+        n_out = n_out if n_out is not None else self.profile.layer.n_out
+        name = name or f"serial:{self.port}"
+        if n_in is None or n_out is None:
+            raise ValueError(f"{name}: the layer shape is unknown; pass n_in= and n_out= or set "
+                             f"them in the profile's [layer] table")
+        L = self.profile.layer
+        self.spec = LayerSpec(n_in=n_in, n_out=n_out, lo=L.lo, hi=L.hi, name=name, units=L.units)
+        if safety is None:
+            safety = SafetyLimits(self.profile.safety, on_violation=self.profile.on_violation,
+                                  name=name)
+        else:
+            require_within(safety, self.profile.safety, name)
+        self.safety = safety
+        self.session = int.from_bytes(os.urandom(4), "little") if session is None else session
+        self._ser = None
+        self._rx = bytearray()
+        self._seq = 0
+        self._connected = False
+        self._max_batch = self._s.max_batch
+        self.idn: str | None = None
+        self.stats = DriverStats()
+        self.parse_stats = ParseStats()
+
+    # ------------------------------------------------------------------ connection
+    def __enter__(self) -> "SerialLayer":
+        return self.connect()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as e:
+            warnings.warn(f"{self.spec.name}: close() failed while handling {exc_type.__name__}: "
+                          f"{e}", RuntimeWarning, stacklevel=2)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> "SerialLayer":
+        """Open the port and shake hands (HELLO); check the device's shape. Returns ``self``.
+
+        A device that does not answer fails within ``timeout_s`` (no retry: nobody is there);
+        a corrupted answer is asked again.
+
+        Raises:
+            InstrumentConnectionError: the port cannot be opened, or no reply within timeout_s.
+            ReplyFormatError: the device's shape differs from the layer's.
+        """
+        if self._ser is None:
+            self._open()
+        self._connected = True
+        return self
+
+    def _open_port(self) -> None:
+        import serial
+
+        try:
+            self._ser = serial.Serial(self.port, baudrate=self._s.baudrate, timeout=_POLL_S,
+                                      write_timeout=self._s.timeout_s)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise InstrumentConnectionError(
+                f"{self.spec.name}: cannot open serial port {self.port!r} at "
+                f"{self._s.baudrate} baud: {e}") from e
+        self._rx.clear()
+
+    def _open(self) -> None:
+        self._open_port()
+        try:
+            try:
+                reply = self._transact(MsgType.HELLO, struct.pack("<I", self.session & 0xFFFFFFFF),
+                                       timeout_s=self._s.timeout_s, retry_no_reply=False,
+                                       reopen=False)
+            except _NoReply as e:
+                raise InstrumentConnectionError(
+                    f"{self.spec.name}: no reply to HELLO from {self.port!r} within "
+                    f"{self._s.timeout_s} s ({e}); check the port, the baud rate "
+                    f"({self._s.baudrate}) and that the device runs the pnn serial protocol "
+                    f"(drivers/serial.py)") from None
+            p = reply.payload
+            n_in, n_out, max_batch, lo, hi = _HELLO_OK.unpack_from(p)
+            self.idn = p[_HELLO_OK.size :].decode("ascii", "replace")
+            if (n_in, n_out) != (self.spec.n_in, self.spec.n_out):
+                raise ReplyFormatError(
+                    f"{self.spec.name}: the device {self.idn!r} has {n_in} inputs and {n_out} "
+                    f"outputs, but the layer was built for n_in={self.spec.n_in}, "
+                    f"n_out={self.spec.n_out}")
+            frame_cap = (0xFFFF - 2) // (4 * max(self.spec.n_in, self.spec.n_out))
+            self._max_batch = max(1, min(self._s.max_batch, max_batch, frame_cap))
+        except BaseException:
+            self._discard()
+            raise
+        self.stats.connects += 1
+
+    def _discard(self) -> None:
+        ser, self._ser = self._ser, None
+        self._rx.clear()
+        if ser is not None:
+            try:
+                ser.close()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Send SAFE (outputs to zero), then close the port, in a ``finally``.
+
+        Raises:
+            InstrumentError: when SAFE could not be confirmed (the port is closed regardless).
+        """
+        was_connected, self._connected = self._connected, False
+        failure = None
+        try:
+            if was_connected or self._ser is not None:
+                try:
+                    self._transact(MsgType.SAFE, b"", timeout_s=self._s.timeout_s)
+                except (InstrumentError, _NoReply) as e:
+                    failure = e
+        finally:
+            self._discard()
+        if failure is not None:
+            raise InstrumentError(f"{self.spec.name}: could not confirm SAFE on {self.port!r} "
+                                  f"({failure}); check the device's outputs by hand")
+
+    # ------------------------------------------------------------------ transactions
+    def _plausible(self, type_: int, length: int) -> bool:
+        if type_ == MsgType.MEASURE_OK:
+            return length <= 2 + 4 * self._max_batch * self.spec.n_out
+        if type_ == MsgType.HELLO_OK:
+            return _HELLO_OK.size <= length <= _HELLO_OK.size + MAX_ID_TEXT
+        if type_ == MsgType.SAFE_OK:
+            return length == 0
+        if type_ == MsgType.ERROR:
+            return 2 <= length <= 2 + MAX_ERROR_TEXT
+        return False
+
+    def _transact(self, type_: MsgType, payload: bytes, *, timeout_s: float,
+                  retry_no_reply: bool = True, reopen: bool = True) -> Frame:
+        """Send one request and return its reply, resending the same bytes on failure."""
+        self._seq = (self._seq + 1) & 0xFF
+        seq = self._seq
+        frame = encode_frame(type_, seq, payload)
+        attempts = self._s.max_retries + 1
+        last: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                self.stats.retries += 1
+            try:
+                if self._ser is None:
+                    if not reopen:
+                        raise InstrumentConnectionError(f"{self.spec.name}: port is closed")
+                    self._open()
+                self._ser.reset_input_buffer()
+                self._rx.clear()
+                self._ser.write(frame)
+                self._ser.flush()
+                reply = self._read_reply(seq, time.monotonic() + timeout_s)
+            except ChecksumError as e:
+                last = e
+                continue
+            except _NoReply as e:
+                if not retry_no_reply:
+                    raise
+                last = e
+                continue
+            except _transport_errors() as e:
+                last = e
+                self._discard()
+                if not reopen:
+                    raise InstrumentConnectionError(
+                        f"{self.spec.name}: port {self.port!r} failed: {e}") from e
+                continue
+            except InstrumentConnectionError as e:
+                last = e
+                continue
+            if reply.type == MsgType.ERROR:
+                (code,) = struct.unpack_from("<h", reply.payload)
+                msg = reply.payload[2:].decode("ascii", "replace")
+                raise InstrumentError(f"{self.spec.name}: device reported error {code} "
+                                      f"({msg!r}) to {type_.name}")
+            if reply.type != REPLY_TO[type_]:
+                raise ReplyFormatError(f"{self.spec.name}: reply of type 0x{reply.type:02X} to "
+                                       f"{type_.name}, expected {REPLY_TO[type_].name}")
+            return reply
+        if isinstance(last, ChecksumError):
+            raise ChecksumError(f"{self.spec.name}: {type_.name} reply failed its checksum "
+                                f"{attempts} time(s) in a row; last: {last}") from last
+        raise InstrumentConnectionError(
+            f"{self.spec.name}: {type_.name} to {self.port!r} failed {attempts} time(s) in a row "
+            f"(serial.max_retries = {self._s.max_retries}); last error: "
+            f"{type(last).__name__}: {last}") from last
+
+    def _read_reply(self, seq: int, deadline: float) -> Frame:
+        stats = self.parse_stats
+        bad0 = stats.bad_checksum
+        gap = self._s.resync_gap_s
+        last_rx = time.monotonic()
+        while True:
+            frame = pop_frame(self._rx, self._plausible, stats)
+            if frame is not None:
+                if frame.seq == seq:
+                    return frame
+                continue  # a late reply to an earlier request
+            now = time.monotonic()
+            if now - last_rx > gap:
+                if self._rx:
+                    # a partial "frame" that stopped growing: its header was noise
+                    stats.skipped += 1
+                    del self._rx[:1]
+                    continue
+                if stats.bad_checksum > bad0:
+                    raise ChecksumError(f"{stats.bad_checksum - bad0} corrupted frame(s) and "
+                                        f"no valid reply within {gap} s after")
+            if now > deadline:
+                raise _NoReply(f"no valid reply (seq {seq}) before the deadline")
+            n = self._ser.in_waiting
+            chunk = self._ser.read(n if n else 1)
+            if chunk:
+                self._rx.extend(chunk)
+                last_rx = time.monotonic()
+
+    # ------------------------------------------------------------------ measurement
+    def to_instrument(self, x) -> np.ndarray:
+        return self._s.offset + self._s.scale * np.asarray(x, np.float64)
+
+    def __call__(self, x) -> np.ndarray:
+        """Measure a batch: ``(batch, n_in)`` drives in ``[lo, hi]`` -> ``(batch, n_out)``.
+
+        Raises: as :meth:`drivers.visa.VisaLayer.__call__` (``ChecksumError`` when every
+        resend came back corrupted).
+        """
+        validate_input(self.spec, x)
+        if not self._connected:
+            raise InstrumentError(f"{self.spec.name}: not connected; use `with layer:` or call "
+                                  f"layer.connect() first")
+        x = np.clip(np.asarray(x, np.float64), self.spec.lo, self.spec.hi)
+        values = self.safety.check(self.to_instrument(x))
+        step = self._max_batch
+        outs = [self._measure(values[i : i + step]) for i in range(0, len(values), step)]
+        return np.concatenate(outs)
+
+    def _measure(self, values: np.ndarray) -> np.ndarray:
+        b = len(values)
+        self.safety.pace(b)
+        payload = struct.pack("<H", b) + values.astype("<f4").tobytes()
+        reply = self._transact(MsgType.MEASURE, payload, timeout_s=self._s.measure_timeout_s)
+        want = 2 + 4 * b * self.spec.n_out
+        p = reply.payload
+        b_field = struct.unpack_from("<H", p)[0] if len(p) >= 2 else None
+        if len(p) != want or b_field != b:
+            raise ReplyFormatError(
+                f"{self.spec.name}: MEASURE reply has {len(p)} payload bytes (batch field "
+                f"{b_field}), expected 2 + 4 x batch {b} x n_out {self.spec.n_out} = {want}")
+        y = np.frombuffer(reply.payload, "<f4", offset=2).reshape(b, self.spec.n_out)
+        if not np.all(np.isfinite(y)):
+            raise ReplyFormatError(f"{self.spec.name}: MEASURE reply holds "
+                                   f"{int((~np.isfinite(y)).sum())} non-finite values")
+        self.stats.batches += 1
+        self.stats.samples += b
+        return y.astype(np.float32)
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "not connected"
+        return (f"SerialLayer({self.port!r}, n_in={self.spec.n_in}, n_out={self.spec.n_out}, "
+                f"{state})")

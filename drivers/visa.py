@@ -1,0 +1,525 @@
+"""A signal source plus a receiver, spoken to with SCPI through pyvisa, as a physical layer.
+
+:class:`VisaLayer` drives an arbitrary-waveform generator (or any source) with a batch of drive
+vectors and reads the response back from a scope or digitiser. Everything instrument-specific (the
+SCPI, the encodings, the timeouts and terminations, the safety ceiling) comes from a TOML
+instrument profile (:mod:`drivers.profile`), so connecting other instruments means writing a
+profile, not code.
+
+One batch of ``b`` drive vectors (``x``, shape ``(b, n_in)``, drive units) is measured as:
+
+1. ``v = offset + scale * x`` (instrument units; rounded for integer encodings), checked by
+   :class:`~drivers.safety.SafetyLimits` (refused or clipped, counted; nothing out of limits is
+   sent), and paced to the rate limit;
+2. ``before_batch`` commands; ``drive`` + an IEEE 488.2 definite-length binary block of the
+   ``b * n_in`` values (sample-major), written with ``write_binary_values``; error queue read;
+3. ``run`` commands; the ``wait`` query (``*OPC?``) with ``measure_timeout_ms``; error queue read;
+4. ``fetch``: ``query_binary_values`` returns a trace of ``b * n_out * points_per_feature``
+   values; error queue read; ``after_batch`` commands;
+5. the trace is reshaped to ``(b, n_out, points_per_feature)`` and reduced over the last axis
+   (``mean``, ``rms``, ...) to ``(b, n_out)``, then mapped by the readout's ``offset + scale * r``.
+
+After every configuration step the error queue (``SYST:ERR?``) is read until it reports 0; any
+non-zero entry raises :class:`~drivers.errors.InstrumentError` with the instrument's messages.
+
+Reliability. A link that fails during a batch (a pyvisa I/O error such as a timeout, or a socket
+error) is closed, re-opened (``*IDN?`` and the whole ``setup`` again) and *that* batch is sent
+again, at most ``max_retries`` times; batches already measured are never re-sent, so the caller
+gets each sample exactly once. A reply of the wrong length or format raises
+:class:`~drivers.errors.ReplyFormatError` (never retried: it would hide a misconfiguration) and
+drops the session so the next call starts from a clean stream. An instrument that cannot be
+reached raises :class:`~drivers.errors.InstrumentConnectionError` from :meth:`VisaLayer.connect`
+within ``open_timeout_ms`` + ``timeout_ms``.
+
+Note: pyvisa-py does not report a TCP peer that closed its socket; a dropped link is noticed when
+the next read times out (``timeout_ms``, or ``measure_timeout_ms`` while waiting for a
+measurement), which bounds how long a retry takes to start.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import warnings
+
+import numpy as np
+
+from drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
+from drivers.profile import Profile, load_profile
+from drivers.safety import SafetyLimits, require_within
+from drivers.stats import DriverStats
+from pnn.layer import LayerSpec, validate_input
+
+__all__ = ["VisaLayer", "parse_error_reply"]
+
+_ERROR_RE = re.compile(r"^\s*([+-]?\d+)\s*(?:,\s*(.*?))?\s*$", re.S)
+_MAX_ERROR_READS = 32
+
+
+def parse_error_reply(reply: str, *, source: str = "instrument") -> tuple[int, str]:
+    """Split an error-queue entry such as ``-222,"Data out of range"`` into code and message.
+
+    Raises:
+        ReplyFormatError: when the reply does not start with an integer code.
+    """
+    m = _ERROR_RE.match(reply)
+    if m is None:
+        raise ReplyFormatError(f"{source}: error-queue reply {reply!r} is not of the form "
+                               f"'<code>,\"<message>\"'")
+    return int(m.group(1)), (m.group(2) or "").strip().strip('"')
+
+
+def _transport_errors() -> tuple:
+    import pyvisa
+
+    return (pyvisa.errors.VisaIOError, pyvisa.errors.InvalidSession, OSError, EOFError)
+
+
+_REDUCE = {
+    "mean": lambda t: t.mean(axis=-1),
+    "rms": lambda t: np.sqrt(np.mean(t**2, axis=-1)),
+    "mean_square": lambda t: np.mean(t**2, axis=-1),
+    "max": lambda t: t.max(axis=-1),
+    "min": lambda t: t.min(axis=-1),
+    "sum": lambda t: t.sum(axis=-1),
+    "none": lambda t: t[..., 0],
+}
+
+
+class VisaLayer:
+    """A VISA instrument pair as a :class:`~pnn.layer.PhysicalLayer` (plain Python, not traceable).
+
+    Args:
+        profile: a :class:`~drivers.profile.Profile`, a TOML path, or a shipped profile's name.
+        resource: the VISA address, e.g. ``"TCPIP::192.168.0.5::5025::SOCKET"``; default: the
+            profile's ``visa.resource``.
+        n_in, n_out: the layer's shape; default: the profile's ``[layer]``.
+        name: used in every message (default ``"visa:<resource>"``).
+        backend: pyvisa backend, default the profile's (``"@py"``: pyvisa-py; ``"@ivi"``: NI).
+        resource_manager: an existing ``pyvisa.ResourceManager`` to use (it is not closed by
+            :meth:`close`), e.g. a pyvisa-sim one in tests.
+        safety: a :class:`~drivers.safety.SafetyLimits` to use; its ceiling may not be looser
+            than the profile's. Default: the profile's ceiling and ``on_violation``.
+
+    No I/O happens here: call :meth:`connect` or use ``with VisaLayer(...) as layer:``.
+    Outputs are ``float32`` arrays of shape ``(batch, n_out)``, like the simulators'.
+
+    Raises:
+        ValueError: when the profile has no ``[visa]`` table, the shape or the resource is
+            missing, or ``safety`` is looser than the profile.
+    """
+
+    #: drivers take any batch size: the ledger need not pad
+    pad_batches = False
+
+    def __init__(self, profile: Profile | str = "emulator", resource: str | None = None, *,
+                 n_in: int | None = None, n_out: int | None = None, name: str | None = None,
+                 backend: str | None = None, resource_manager=None,
+                 safety: SafetyLimits | None = None):
+        self.profile = load_profile(profile)
+        if self.profile.visa is None:
+            raise ValueError(f"profile {self.profile.source} has no [visa] table; VisaLayer "
+                             f"needs one (see drivers/profile.py)")
+        self._v = self.profile.visa
+        self.resource = resource or self._v.resource
+        if not self.resource:
+            raise ValueError(f"VisaLayer: no VISA resource given and profile "
+                             f"{self.profile.source} sets no visa.resource")
+        n_in = n_in if n_in is not None else self.profile.layer.n_in
+        n_out = n_out if n_out is not None else self.profile.layer.n_out
+        name = name or f"visa:{self.resource}"
+        if n_in is None or n_out is None:
+            raise ValueError(f"{name}: the layer shape is unknown; pass n_in= and n_out= or set "
+                             f"them in the profile's [layer] table")
+        L = self.profile.layer
+        self.spec = LayerSpec(n_in=n_in, n_out=n_out, lo=L.lo, hi=L.hi, name=name,
+                              units=L.units)
+        if safety is None:
+            safety = SafetyLimits(self.profile.safety, on_violation=self.profile.on_violation,
+                                  name=name)
+        else:
+            require_within(safety, self.profile.safety, name)
+        self.safety = safety
+        self.backend = backend or self._v.backend
+        self._rm_external = resource_manager
+        self._rm = None
+        self._res = None
+        self._connected = False
+        self.idn: str | None = None
+        self.stats = DriverStats()
+
+    # ------------------------------------------------------------------ connection
+    def __enter__(self) -> "VisaLayer":
+        return self.connect()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as e:  # do not mask the error that is already propagating
+            warnings.warn(f"{self.spec.name}: close() failed while handling {exc_type.__name__}: "
+                          f"{e}", RuntimeWarning, stacklevel=2)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> "VisaLayer":
+        """Open the resource, check ``*IDN?``, run ``setup`` (each step error-checked), check the
+        shape. Returns ``self``.
+
+        Raises:
+            InstrumentConnectionError: when the resource cannot be opened or does not answer
+                ``*IDN?`` within the timeouts, or its identity does not match the profile.
+            InstrumentError: when a setup step leaves an error in the queue.
+            ReplyFormatError: when the shape query's reply is malformed or does not match.
+        """
+        if self._res is None:
+            self._open()
+        self._connected = True
+        return self
+
+    def _resource_manager(self):
+        if self._rm_external is not None:
+            return self._rm_external
+        if self._rm is None:
+            try:
+                import pyvisa
+
+                self._rm = pyvisa.ResourceManager(self.backend)
+            except Exception as e:
+                raise InstrumentConnectionError(
+                    f"{self.spec.name}: cannot load the pyvisa backend {self.backend!r}: {e}. "
+                    f"Install pnn[hardware] (pyvisa-py) for '@py', or NI-VISA for '@ivi'"
+                ) from e
+        return self._rm
+
+    def _open_raw(self):
+        v = self._v
+        rm = self._resource_manager()
+        kw = {"baud_rate": v.baud_rate} if v.baud_rate else {}
+        try:
+            res = rm.open_resource(
+                self.resource, open_timeout=v.open_timeout_ms, timeout=v.timeout_ms,
+                read_termination=v.read_termination, write_termination=v.write_termination, **kw)
+        except Exception as e:
+            raise InstrumentConnectionError(
+                f"{self.spec.name}: cannot open {self.resource!r} with backend "
+                f"{self.backend!r} (open timeout {v.open_timeout_ms} ms): "
+                f"{type(e).__name__}: {e}") from e
+        return res
+
+    def _open(self) -> None:
+        c = self._v.commands
+        res = self._open_raw()
+        self._res = res
+        try:
+            try:
+                idn = self._query(c.idn).strip() if c.idn else ""
+            except _transport_errors() as e:
+                # pyvisa-py connects lazily: a refused connection surfaces at the first query
+                if isinstance(e, OSError) and not isinstance(e, TimeoutError):
+                    what = f"is unreachable ({type(e).__name__}: {e})"
+                else:
+                    what = (f"did not answer {c.idn!r} within {self._v.timeout_ms} ms "
+                            f"({type(e).__name__}: {e})")
+                raise InstrumentConnectionError(
+                    f"{self.spec.name}: {self.resource!r} {what}; check the address, the "
+                    f"terminations (read {self._v.read_termination!r}, write "
+                    f"{self._v.write_termination!r}) and that the instrument is on") from e
+            if self._v.idn_contains and self._v.idn_contains not in idn:
+                raise InstrumentConnectionError(
+                    f"{self.spec.name}: {self.resource!r} identifies as {idn!r}, which lacks "
+                    f"{self._v.idn_contains!r} (profile {self.profile.name!r} visa.idn_contains);"
+                    f" refusing to drive an instrument the profile was not written for")
+            self.idn = idn
+            tv = self._template()
+            try:
+                for cmd in c.setup:
+                    text = cmd.format(**tv)
+                    self._res.write(text)
+                    self._check_errors(text)
+                if c.shape:
+                    self._check_shape(c.shape.format(**tv))
+            except _transport_errors() as e:
+                raise InstrumentConnectionError(
+                    f"{self.spec.name}: link to {self.resource!r} failed during setup: "
+                    f"{type(e).__name__}: {e}") from e
+        except InstrumentError as e:
+            if not isinstance(e, InstrumentConnectionError):
+                # the instrument answers but a setup step failed: earlier steps may have
+                # switched something on
+                self._make_safe_quietly()
+            self._discard()
+            raise
+        except BaseException:
+            self._discard()
+            raise
+        self.stats.connects += 1
+
+    def _discard(self) -> None:
+        """Forget the session without talking to the instrument (the link is suspect)."""
+        res, self._res = self._res, None
+        if res is not None:
+            try:
+                res.close()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Send the profile's ``safe`` commands (output off), then close, in a ``finally``.
+
+        When the session was lost, one fresh session is opened just to send ``safe``.
+
+        Raises:
+            InstrumentError: when the safe commands could not be sent (the instrument may not be
+                in a safe state: check it by hand); the resource is closed regardless.
+        """
+        was_connected, self._connected = self._connected, False
+        failures = []
+        try:
+            if self._v.commands.safe and (self._res is not None or was_connected):
+                if self._res is None:
+                    try:
+                        self._res = self._open_raw()
+                    except InstrumentConnectionError as e:
+                        failures.append(str(e))
+                if self._res is not None:
+                    try:
+                        for cmd in self._v.commands.safe:
+                            text = cmd.format(**self._template())
+                            self._res.write(text)
+                        # a query makes sure the instrument has processed the safe commands
+                        self._check_errors("; ".join(self._v.commands.safe))
+                    except Exception as e:
+                        failures.append(f"{type(e).__name__}: {e}")
+        finally:
+            self._discard()
+            if self._rm is not None:
+                try:
+                    self._rm.close()
+                except Exception:
+                    pass
+                self._rm = None
+        if failures:
+            raise InstrumentError(
+                f"{self.spec.name}: could not confirm the safe state of {self.resource!r} "
+                f"({'; '.join(failures)}); check the instrument's output by hand")
+
+    # ------------------------------------------------------------------ SCPI helpers
+    def _template(self, batch: int = 0) -> dict:
+        return self.profile.template_values(self.spec.n_in, self.spec.n_out, batch)
+
+    def _query(self, cmd: str, *, timeout_ms: int | None = None) -> str:
+        old = self._res.timeout
+        if timeout_ms is not None:
+            self._res.timeout = timeout_ms
+        try:
+            return self._res.query(cmd)
+        except UnicodeDecodeError as e:
+            raise ReplyFormatError(f"{self.spec.name}: the reply to {cmd!r} is not ASCII text "
+                                   f"({e})") from None
+        finally:
+            if timeout_ms is not None:
+                self._res.timeout = old
+
+    def _check_errors(self, after: str) -> None:
+        """Read the error queue until it reports 0; raise with every non-zero entry."""
+        cmd = self._v.commands.error
+        if not cmd:
+            return
+        entries = []
+        for _ in range(_MAX_ERROR_READS):
+            code, msg = parse_error_reply(self._query(cmd), source=self.spec.name)
+            if code == 0:
+                break
+            entries.append(f'{code},"{msg}"')
+        if entries:
+            raise InstrumentError(
+                f"{self.spec.name}: {self.resource!r} reported {len(entries)} error(s) after "
+                f"{_short(after)!r}: {'; '.join(entries)}")
+
+    def _check_shape(self, cmd: str) -> None:
+        reply = self._query(cmd).strip()
+        try:
+            n_in, n_out = (int(p) for p in reply.split(","))
+        except ValueError:
+            raise ReplyFormatError(f"{self.spec.name}: reply {reply!r} to {cmd!r} is not "
+                                   f"'<n_in>,<n_out>'") from None
+        if (n_in, n_out) != (self.spec.n_in, self.spec.n_out):
+            raise ReplyFormatError(
+                f"{self.spec.name}: the instrument has {n_in} inputs and {n_out} outputs, but "
+                f"the layer was built for n_in={self.spec.n_in}, n_out={self.spec.n_out}")
+
+    # ------------------------------------------------------------------ measurement
+    def to_instrument(self, x) -> np.ndarray:
+        """Drive units -> the values sent (``offset + scale * x``; rounded for integer types)."""
+        d = self._v.drive
+        v = d.offset + d.scale * np.asarray(x, np.float64)
+        if np.dtype(d.datatype).kind in "iu":
+            v = np.rint(v)
+        return v
+
+    def __call__(self, x) -> np.ndarray:
+        """Measure a batch: ``(batch, n_in)`` drives in ``[lo, hi]`` -> ``(batch, n_out)``.
+
+        Raises:
+            ValueError: bad shape, non-finite or out-of-range drives (``validate_input``), or a
+                drive outside the safety limits (:class:`~drivers.errors.SafetyError`): nothing
+                is sent.
+            InstrumentError: not connected, or the instrument reported an error.
+            ReplyFormatError: a reply of the wrong length or format.
+            InstrumentConnectionError: the link failed more than ``max_retries`` times in a row.
+        """
+        validate_input(self.spec, x)
+        if not self._connected:
+            raise InstrumentError(f"{self.spec.name}: not connected; use `with layer:` or call "
+                                  f"layer.connect() first")
+        # validate_input allows a 1e-6 tolerance; keep that rounding slack off the wire
+        x = np.clip(np.asarray(x, np.float64), self.spec.lo, self.spec.hi)
+        values = self.safety.check(self.to_instrument(x))
+        step = self._v.max_batch
+        outs = [self._measure_with_retries(values[i : i + step])
+                for i in range(0, len(values), step)]
+        return np.concatenate(outs).astype(np.float32)
+
+    def _measure_with_retries(self, values: np.ndarray) -> np.ndarray:
+        attempts = self._v.max_retries + 1
+        last: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                self.stats.retries += 1
+            if self._res is None:
+                try:
+                    self._open()
+                except InstrumentConnectionError as e:
+                    last = e
+                    continue
+            self.safety.pace(len(values))
+            try:
+                out = self._measure_once(values)
+            except _transport_errors() as e:
+                last = e
+                self._discard()
+                continue
+            except ReplyFormatError:
+                self._discard()
+                raise
+            except InstrumentError:
+                self._make_safe_quietly()
+                raise
+            self.stats.batches += 1
+            self.stats.samples += len(values)
+            self._after_batch()
+            return out
+        raise InstrumentConnectionError(
+            f"{self.spec.name}: a batch of {len(values)} drives to {self.resource!r} failed "
+            f"{attempts} time(s) in a row (visa.max_retries = {self._v.max_retries}); last "
+            f"error: {type(last).__name__}: {last}") from last
+
+    def _make_safe_quietly(self) -> None:
+        try:
+            for cmd in self._v.commands.safe:
+                self._res.write(cmd.format(**self._template()))
+        except Exception:
+            self._discard()
+
+    def _measure_once(self, values: np.ndarray) -> np.ndarray:
+        c, v = self._v.commands, self._v
+        b = len(values)
+        tv = self._template(b)
+        for cmd in c.before_batch:
+            text = cmd.format(**tv)
+            self._res.write(text)
+            self._check_errors(text)
+        head = c.drive.format(**tv)
+        data = values.astype(np.dtype(v.drive.datatype)).ravel().tolist()
+        self._res.write_binary_values(head, data, datatype=v.drive.datatype,
+                                      is_big_endian=v.drive.big_endian)
+        self._check_errors(head + "<block>")
+        for cmd in c.run:
+            self._res.write(cmd.format(**tv))
+        if c.wait:
+            reply = self._query(c.wait.format(**tv), timeout_ms=v.measure_timeout_ms).strip()
+            if c.wait_reply and reply != c.wait_reply:
+                raise ReplyFormatError(f"{self.spec.name}: reply {reply!r} to {c.wait!r}, "
+                                       f"expected {c.wait_reply!r}")
+        if c.run:
+            self._check_errors("; ".join(c.run))
+        fetch = c.fetch.format(**tv)
+        trace = self._fetch(fetch)
+        self._check_errors(fetch)
+        return self.reduce(trace, b, source=fetch)
+
+    def _after_batch(self) -> None:
+        """Run ``after_batch`` once the batch's data is safely in hand.
+
+        The data is not measured again if this fails: a lost link is re-opened at once (``setup``
+        brings the instrument back to a safe state) or, failing that, by the next batch or by
+        :meth:`close`; an instrument error makes the instrument safe and raises.
+        """
+        c = self._v.commands
+        if not c.after_batch:
+            return
+        try:
+            for cmd in c.after_batch:
+                self._res.write(cmd.format(**self._template()))
+            self._check_errors("; ".join(c.after_batch))
+        except _transport_errors():
+            self._discard()
+            try:
+                self._open()
+            except InstrumentError:
+                pass
+        except ReplyFormatError:
+            self._discard()
+            raise
+        except InstrumentError:
+            self._make_safe_quietly()
+            raise
+
+    def _fetch(self, cmd: str) -> np.ndarray:
+        import pyvisa
+
+        r = self._v.readout
+        try:
+            return self._res.query_binary_values(
+                cmd, datatype=r.datatype, is_big_endian=r.big_endian, container=np.array,
+                raise_on_late_block=True)
+        except (ValueError, RuntimeError, struct.error, pyvisa.errors.InvalidBinaryFormat) as e:
+            raise ReplyFormatError(
+                f"{self.spec.name}: reply to {cmd!r} is not an IEEE 488.2 binary block of "
+                f"{r.datatype!r} values: {e}") from e
+
+    def reduce(self, trace, batch: int, *, source: str = "trace") -> np.ndarray:
+        """A flat trace of ``batch * n_out * points_per_feature`` values -> ``(batch, n_out)``.
+
+        Raises:
+            ReplyFormatError: when the trace has the wrong length or non-finite values.
+        """
+        r = self._v.readout
+        k, n_out = r.points_per_feature, self.spec.n_out
+        t = np.asarray(trace, np.float64).ravel()
+        want = batch * n_out * k
+        if t.size != want:
+            raise ReplyFormatError(
+                f"{self.spec.name}: {source!r} returned {t.size} values, expected batch {batch} x "
+                f"n_out {n_out} x points_per_feature {k} = {want}; check [visa.readout] "
+                f"points_per_feature and the instrument's record length")
+        if not np.all(np.isfinite(t)):
+            raise ReplyFormatError(f"{self.spec.name}: {source!r} returned "
+                                   f"{int((~np.isfinite(t)).sum())} non-finite values")
+        red = _REDUCE[r.reduce](t.reshape(batch, n_out, k))
+        return r.offset + r.scale * red
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "not connected"
+        return (f"VisaLayer({self.resource!r}, n_in={self.spec.n_in}, n_out={self.spec.n_out}, "
+                f"profile={self.profile.name!r}, {state})")
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+

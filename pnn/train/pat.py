@@ -1,0 +1,169 @@
+"""Physics-aware training (PAT; Wright et al., Nature 601, 549, 2022; arXiv:2104.13386).
+
+Forward pass through the physical layers, backward pass through a digital twin of each:
+
+1. **Twin data.** Each physical layer is queried with ``twin_samples`` drives: half random
+   directions (``|g|/||g||``, ``g ~ N(0, I)``), half the drives the freshly initialised network
+   sends for training inputs, so the twin sees the region it will be used in. Every query is
+   charged to the ledger.
+2. **Twin fit.** An MLP (``n_in -> twin_hidden -> twin_hidden -> n_out``, tanh) is fitted to the
+   calibrated measurements by Adam on mean squared error, with its own fit/validation split; the
+   validation error is reported as ``twin_val_nrmse`` (RMS error / RMS deviation of the data).
+   Its FLOPs are charged (``flops_by_item["twin fit"]``).
+3. **Training.** For each batch the network runs on the physical layers (``K * batch``
+   queries); the loss gradient is taken with each measurement replaced by the straight-through
+   estimate ``m_phys + twin(d) - stop_gradient(twin(d))``: the forward value is exactly the
+   measured one, the Jacobian is the twin's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pnn.cost import Ledger, adam_flops, dense_flops
+from pnn.network import direction, to_drive
+from pnn.train.bp import MLP
+from pnn.train.common import Progress
+from pnn.train.hybrid import (HybridConfig, encode, hybrid_layer_shapes, init_calibrated,
+                              physical_forward, run_epochs)
+
+__all__ = ["Config", "train", "layer_shapes", "fit_twin"]
+
+layer_shapes = hybrid_layer_shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(HybridConfig):
+    """twin_samples: physical queries per layer for the twin; twin_hidden, twin_epochs,
+    twin_lr: the twin MLP; twin_val_fraction: held out to report the twin's error."""
+
+    twin_samples: int = 1500
+    twin_hidden: int = 96
+    twin_epochs: int = 150
+    twin_lr: float = 3e-3
+    twin_val_fraction: float = 0.2
+
+
+class Twin(eqx.Module):
+    mlp: MLP
+    scale: jax.Array
+
+    def __call__(self, d):
+        return self.mlp(d) * jax.lax.stop_gradient(self.scale)
+
+
+def fit_twin(drives: np.ndarray, meas: np.ndarray, config: Config, *, key, ledger: Ledger):
+    """Fit a twin to (drive, calibrated measurement) pairs; returns ``(twin, val_nrmse)``."""
+    n = len(drives)
+    n_val = max(1, int(config.twin_val_fraction * n))
+    perm = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1))).permutation(n)
+    va, tr = perm[:n_val], perm[n_val:]
+    scale = float(np.std(meas[tr])) or 1.0
+    sizes = [drives.shape[1], config.twin_hidden, config.twin_hidden, meas.shape[1]]
+    twin = Twin(MLP(sizes, key=key), jnp.asarray(scale, jnp.float32))
+    opt = optax.adam(config.twin_lr)
+    params, static = eqx.partition(twin, eqx.is_inexact_array)
+    state = opt.init(params)
+    x, y = jnp.asarray(drives[tr]), jnp.asarray(meas[tr])
+
+    @eqx.filter_jit
+    def epoch(params, state, key):
+        order = jax.random.permutation(key, x.shape[0])
+        nb = x.shape[0] // 64
+
+        def body(carry, i):
+            p, s = carry
+            idx = jax.lax.dynamic_slice(order, (i * 64,), (64,))
+
+            def loss_fn(p):
+                return jnp.mean((eqx.combine(p, static)(x[idx]) - y[idx]) ** 2)
+            loss, g = jax.value_and_grad(loss_fn)(p)
+            u, s = opt.update(g, s, p)
+            return (eqx.apply_updates(p, u), s), loss
+
+        (params, state), losses = jax.lax.scan(body, (params, state), jnp.arange(nb))
+        return params, state, losses.mean()
+
+    keys = jax.random.split(key, config.twin_epochs)
+    for e in range(config.twin_epochs):
+        params, state, _ = epoch(params, state, keys[e])
+    twin = eqx.combine(params, static)
+    fwd = sum(dense_flops(1, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+    n_par = sum(int(v.size) for v in jax.tree_util.tree_leaves(params)) - 1
+    steps = config.twin_epochs * (len(tr) // 64)
+    ledger.add_flops(steps * (3 * 64 * fwd + adam_flops(n_par)), "twin fit")
+    pred = np.asarray(twin(jnp.asarray(drives[va])))
+    nrmse = float(np.sqrt(np.mean((pred - meas[va]) ** 2)) / (np.std(meas[va]) + 1e-12))
+    return twin, nrmse, fwd
+
+
+def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
+          progress: Progress | None = None) -> dict:
+    ledger = ledger or Ledger()
+    net, rng = init_calibrated(config, layers, data, seed, ledger)
+    key = jax.random.PRNGKey(seed + 7)
+
+    # 1-2: twin data and twin fit, block by block (deeper blocks see drives produced with the
+    # previous blocks' *measured* outputs)
+    twins, errors, twin_fwd = [], [], []
+    n_rand = config.twin_samples // 2
+    idx = rng.permutation(len(data.y_train))[: config.twin_samples - n_rand]
+    h = encode(data.x_train[idx])
+    for k, layer in enumerate(layers):
+        spec = layer.spec
+        a_data = direction(h)
+        g = np.abs(rng.normal(size=(n_rand, spec.n_in)))
+        a_rand = g / np.linalg.norm(g, axis=1, keepdims=True)
+        d = np.asarray(to_drive(jnp.concatenate([jnp.asarray(a_rand, jnp.float32), a_data]),
+                                spec.lo, spec.hi))
+        m_raw = ledger.query(layer, d)
+        key, sub = jax.random.split(key)
+        twin, err, fwd = fit_twin(d, m_raw * float(net.blocks[k].cal), config, key=sub,
+                                  ledger=ledger)
+        twins.append(twin)
+        errors.append(err)
+        twin_fwd.append(fwd)
+        h = net.blocks[k](jnp.asarray(m_raw[n_rand:]), a_data)
+
+    opt = optax.adam(config.lr)
+    filt = net.trainable()
+    params, static = eqx.partition(net, filt)
+    state = opt.init(params)
+    specs = [layer.spec for layer in layers]
+
+    @eqx.filter_jit
+    def update(params, state, x0, y, measured, twins):
+        def loss_fn(p):
+            n = eqx.combine(p, static)
+
+            def measure(k, a):
+                d = to_drive(a, specs[k].lo, specs[k].hi)
+                t = twins[k](d) / n.blocks[k].cal
+                return measured[k] + t - jax.lax.stop_gradient(t)
+            logits = n.forward(x0, measure)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, state = opt.update(g, state, params)
+        return eqx.apply_updates(params, upd), state, loss
+
+    def step(net, state, idx):
+        x0 = encode(data.x_train[idx])
+        _, ms, _ = physical_forward(net, layers, x0, ledger)
+        params = eqx.filter(net, filt)
+        params, state, loss = update(params, state, x0, jnp.asarray(data.y_train[idx]), ms,
+                                     twins)
+        ledger.add_flops(3 * len(idx) * sum(twin_fwd), "twin forward/backward")
+        ledger.add_flops(3 * net.forward_flops(len(idx)) + adam_flops(net.n_params),
+                         "trainable update")
+        return eqx.combine(params, static), state, loss
+
+    return run_epochs(method="pat", net=net, layers=layers, data=data, config=config, seed=seed,
+                      ledger=ledger, progress=progress, step=step, state=state, rng=rng,
+                      extra={"twin_val_nrmse": errors,
+                             "twin_samples_per_layer": config.twin_samples})

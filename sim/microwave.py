@@ -1,0 +1,421 @@
+r"""Chaotic microwave reverberation cavity with a programmable metasurface and a nonlinear element.
+
+Physics
+-------
+Coupled-mode (effective Hamiltonian) model of a wave-chaotic cavity (Mahaux & Weidenmüller;
+Verbaarschot, Weidenmüller & Zirnbauer, Phys. Rep. 129, 367 (1985)). All frequencies are
+ordinary frequencies in MHz, measured from the band centre ``f_center``.
+
+* ``n_modes`` M modes with a real symmetric Hamiltonian :math:`H = \sigma (A + A^T)/\sqrt2`,
+  A standard normal (the Gaussian orthogonal ensemble), scaled so that the mean level spacing
+  at the band centre is ``mode_spacing`` Δ: :math:`\sigma = \Delta\sqrt M/\pi`, semicircle
+  radius :math:`R = 2M\Delta/\pi`.
+* P ports with real couplings :math:`W_{\mu p} \sim \mathcal N(0, w^2)`, :math:`w^2 = x\Delta/\pi^2`
+  for ``coupling`` x, i.e. the transmission coefficient :math:`T = 4x/(1+x)^2` of each port.
+* uniform absorption: every mode has the loss width ``loss_width`` Γ (MHz), Q = f_center/Γ.
+* ``detuning`` f_d (MHz) shifts every mode (a temperature- or geometry-like drift).
+* metasurface element k and the nonlinear element are rank-one perturbations
+  :math:`c_k u_k u_k^T` with random unit vectors :math:`u_k` (the local coupling of a small
+  scatterer to the modes of a chaotic cavity).
+
+With :math:`K = \sqrt{2\pi}\,W` the effective Hamiltonian and the scattering matrix are
+
+.. math::  H_{eff} = H + f_d + \sum_k c_k u_k u_k^T + \delta\,u_{nl}u_{nl}^T
+           - \tfrac{i}{2}KK^T - \tfrac{i}{2}\Gamma, \qquad
+           S(f) = I - i K^T (f - H_{eff})^{-1} K
+
+i.e. :math:`S = I - 2\pi i W^T(f - H + i\pi WW^T + i\Gamma/2)^{-1}W` (time convention
+:math:`e^{-i2\pi ft}`; with Γ > 0 S is sub-unitary, and it is symmetric because H, W, u are real).
+Incoming wave amplitudes s (√W) excite the modes :math:`a = (f - H_{eff})^{-1}K s` and leave as
+:math:`b = S s`. :math:`|a|^2/2\pi` is the stored energy (µJ when f is in MHz and s in √W; the code
+works in nJ).
+
+Nonlinear element
+-----------------
+The element's detuning δ (MHz) follows the energy stored at the element, summed over all probe
+tones (a slow element, e.g. a thermally or rectifier-biased varactor, that sees the
+time-averaged multi-tone field):
+
+.. math::  \mathcal E(\delta) = \frac{10^3}{2\pi}\sum_f |u_{nl}^T a_f|^2\ \mathrm{nJ}, \qquad
+           \delta_{n+1} = \delta_n + \eta\,[\chi\,\mathcal E(\delta_n) - \delta_n],
+           \quad \delta_0 = 0
+
+``kerr`` χ (MHz/nJ), ``relax`` η = Δt/τ. This is the explicit Euler step of the element's
+relaxation :math:`\tau\dot\delta = \chi\mathcal E - \delta` while the cavity (which rings down much
+faster) follows adiabatically; the read-out is taken after ``n_iter`` steps (``lax.scan``). Where
+the steady state is unique and stable this converges to it; in a bistable regime it is the state
+reached from a cold element. δ stays bounded because :math:`\mathrm{Im}\,u^TG u < 0`.
+
+Because each element is rank one, the fields are evaluated with the Woodbury identity. At
+construction :math:`A = H - \tfrac{i}{2}KK^T` is diagonalised once, :math:`A = V\Lambda V^T` with
+:math:`V^TV = I` (A is complex symmetric), so that for :math:`Q = [K, U, u_{nl}]`
+:math:`Y_f = Q^T(f - H_0)^{-1}Q = P^T\mathrm{diag}(f - f_d + i\Gamma/2 - \lambda)^{-1}P`,
+:math:`P = V^TQ`, costs no solve per call (f_d and Γ stay free, traced parameters). Per sample,
+an ``n_in``×``n_in`` solve per tone dresses Y with the metasurface, and the nonlinear element
+enters by Sherman–Morrison, a scalar update per tone. H, K, U and u are frozen into (Λ, P) at
+construction; ``H`` is kept for :meth:`MicrowaveLayer.mode_frequencies`.
+
+Encoding and read-out
+---------------------
+* ``encoding="metasurface"`` (default): element k has :math:`c_k = c_{max} x_k`
+  (``element_strength`` :math:`c_{max}`, MHz; a continuously tunable, lossless element) and
+  ``n_src`` source ports send a fixed random unit pattern with total power ``drive_power``
+  spread evenly over the tones. The output depends nonlinearly on x even without the nonlinear
+  element, by multiple scattering (the matrix inverse).
+* ``encoding="ports"``: input k drives source port k with amplitude
+  :math:`s_k = \sqrt{P_d/F}\,x_k` on every tone (real, in phase; :math:`P_d` = ``drive_power``,
+  F tones), so a unit-norm drive carries ``drive_power`` in all. Without metasurface.
+
+``n_rx`` receiving ports (no incoming wave). The probe band of width ``bandwidth`` (MHz) around
+the centre holds ``n_bands × tones_per_band`` equally spaced tones, ``n_bands = ⌈n_out/n_rx⌉``.
+Output j is the square-law detected power at port ``j mod n_rx`` summed over the tones of band
+``j // n_rx``, :math:`y_j = \sum_{f\in b(j)}|b_{r(j)}(f)|^2` in mW.
+
+Reference: PhyLL microwave experiments: Momeni, Rahmani, Malléjac, del Hougne & Fleury, Science
+382, 1297 (2023); metasurface-programmable chaotic cavities: del Hougne & Lerosey, Phys. Rev. X 8,
+041037 (2018).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Complex, Float
+
+from pnn.layer import LayerSpec, validate_input
+
+__all__ = ["MicrowaveLayer", "semicircle_cdf"]
+
+_ENCODINGS = ("metasurface", "ports")
+# the probe band must stay where the semicircle density is at least ~85% of its central value
+_MAX_BAND_FRACTION = 0.5
+
+
+def semicircle_cdf(e, radius: float, n: int):
+    """Expected number of GOE levels below ``e`` (the smooth staircase used for unfolding)."""
+    u = np.clip(np.asarray(e, float) / radius, -1.0, 1.0)
+    return n * (0.5 + (u * np.sqrt(1.0 - u**2) + np.arcsin(u)) / np.pi)
+
+
+def _modal_decomposition(h, k, q, name):
+    r"""Eigen-decompose :math:`A = H - \tfrac{i}{2}KK^T` (complex symmetric) as
+    :math:`A = V\Lambda V^T` with :math:`V^TV = I`, and project: returns (Λ, P = V^T Q)."""
+    a = h - 0.5j * (k @ k.T)
+    lam, v = np.linalg.eig(a)
+    v = v / np.sqrt(np.sum(v * v, axis=0))[None, :]
+    err = np.max(np.abs(v.T @ v - np.eye(len(lam))))
+    if not err < 1e-8:
+        raise ValueError(
+            f"{name}: the cavity's effective Hamiltonian has (nearly) degenerate modes, so its "
+            f"modal decomposition is inaccurate (|V^T V - I| = {err:.2g}); use another seed"
+        )
+    return jnp.asarray(lam), jnp.asarray(v.T @ q)
+
+
+def _unit_columns(rng, m, k):
+    v = rng.standard_normal((m, k))
+    return v / np.linalg.norm(v, axis=0, keepdims=True)
+
+
+class MicrowaveLayer(eqx.Module):
+    """A reverberation cavity driven through ports and reconfigured by a metasurface.
+
+    Args (all keyword; frequencies in MHz, power in W):
+        n_in, n_out: metasurface elements (or source ports) and output channels.
+        encoding: ``"metasurface"`` or ``"ports"`` (see the module docstring).
+        n_modes: M, modes in the model. mode_spacing: Δ, mean level spacing at the centre (MHz).
+        loss_width: Γ, absorption width of every mode (MHz). coupling: x, port coupling strength
+            (T = 4x/(1+x)^2). f_center: band centre (MHz), only used to report Q.
+        n_src: source ports for the metasurface encoding. n_rx: receiving ports.
+        bandwidth: probe band (MHz); ``None`` = 0.6 R. tones_per_band: tones summed per channel.
+        element_strength: c_max, a metasurface element's largest perturbation (MHz).
+        drive_power: total incident power (W), summed over tones (ports: for a unit-norm x).
+        kerr: χ (MHz/nJ), 0 = linear. relax: η in (0, 1]. n_iter: relaxation steps.
+        detuning: f_d, global mode shift (MHz), a drift-able field.
+        seed: seeds the cavity (H, W, element positions, drive pattern).
+        name: layer name used in error messages.
+
+    The physical scalars (``detuning``, ``loss_width``, ``element_strength``, ``drive_power``,
+    ``kerr``, ``relax``) are 0-d array fields: traced, so drifting one does not recompile.
+    ``detuning`` is the intended drift parameter (a temperature- or geometry-like mode shift).
+
+    Raises:
+        ValueError: a parameter out of range, an active (gain) cavity, a probe band reaching
+            the edge of the modal spectrum where the model has no modes (the message gives the
+            smallest ``n_modes`` that fits), or (vanishingly rare) degenerate modes that make the
+            modal decomposition inaccurate.
+    """
+
+    #: jitted per batch shape: the ledger pads the last chunk of a large batch (see pnn.cost)
+    pad_batches = True
+
+    spec: LayerSpec = eqx.field(static=True)
+    encoding: str = eqx.field(static=True)
+    n_src: int = eqx.field(static=True)
+    n_rx: int = eqx.field(static=True)
+    n_iter: int = eqx.field(static=True)
+    n_el: int = eqx.field(static=True)
+    f_center: float
+    # physical scalars are 0-d arrays: traced, so a drift or a new value does not recompile
+    mode_spacing: Array
+    loss_width: Array
+    element_strength: Array
+    drive_power: Array
+    kerr: Array
+    relax: Array
+    detuning: Array
+    H: Array
+    modes: Array
+    proj: Array
+    drive: Array
+    freqs: Array
+    readout: Array
+
+    def __init__(
+        self,
+        n_in: int = 8,
+        n_out: int = 8,
+        *,
+        encoding: str = "metasurface",
+        n_modes: int = 64,
+        mode_spacing: float = 1.0,
+        loss_width: float = 1.0,
+        coupling: float = 0.5,
+        f_center: float = 5000.0,
+        n_src: int = 2,
+        n_rx: int = 4,
+        bandwidth: float | None = None,
+        tones_per_band: int = 4,
+        element_strength: float = 80.0,
+        drive_power: float = 0.1,
+        kerr: float = 300.0,
+        relax: float = 0.5,
+        n_iter: int = 12,
+        detuning: float = 0.0,
+        seed: int = 0,
+        name: str = "microwave",
+    ):
+        if encoding not in _ENCODINGS:
+            raise ValueError(f"{name}: encoding must be one of {_ENCODINGS}, got {encoding!r}")
+        for label, v in (("n_modes", n_modes), ("n_src", n_src), ("n_rx", n_rx),
+                         ("tones_per_band", tones_per_band)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: {label} must be a positive integer, got {v!r}")
+        if not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+            raise ValueError(f"{name}: n_iter must be an integer >= 0, got {n_iter!r}")
+        if n_modes < 16:
+            raise ValueError(
+                f"{name}: {n_modes} modes are too few for a chaotic (random-matrix) cavity; "
+                f"use n_modes >= 16"
+            )
+        for label, v in (("mode_spacing", mode_spacing), ("coupling", coupling),
+                         ("drive_power", drive_power), ("f_center", f_center)):
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
+        if not np.isfinite(loss_width) or loss_width < 0:
+            raise ValueError(
+                f"{name}: loss_width must be >= 0 (a negative absorption width is gain: the "
+                f"cavity would be active and S non-passive), got {loss_width!r}"
+            )
+        for label, v in (("element_strength", element_strength), ("kerr", kerr),
+                         ("detuning", detuning)):
+            if not np.isfinite(v):
+                raise ValueError(f"{name}: {label} must be finite, got {v!r}")
+        if element_strength < 0:
+            raise ValueError(f"{name}: element_strength must be >= 0, got {element_strength!r}")
+        if not (np.isfinite(relax) and 0 < relax <= 1):
+            raise ValueError(
+                f"{name}: relax must lie in (0, 1]: above 1 the relaxation step overshoots and "
+                f"the element's detuning oscillates instead of settling; got {relax!r}"
+            )
+        radius = 2.0 * n_modes * mode_spacing / math.pi
+        if bandwidth is None:
+            bandwidth = 0.6 * radius
+        if not (np.isfinite(bandwidth) and bandwidth > 0):
+            raise ValueError(f"{name}: bandwidth must be positive and finite, got {bandwidth!r}")
+        reach = bandwidth / 2 + abs(detuning)
+        if reach > _MAX_BAND_FRACTION * radius:
+            need = math.ceil(math.pi * reach / (2 * _MAX_BAND_FRACTION * mode_spacing))
+            raise ValueError(
+                f"{name}: the probe band (±{bandwidth / 2:.4g} MHz, detuning {detuning:.4g} MHz) "
+                f"reaches beyond {_MAX_BAND_FRACTION:.0%} of the modal spectrum's half-width "
+                f"R = {radius:.4g} MHz, where the model runs out of modes and the statistics are "
+                f"not those of a cavity; use n_modes >= {need} or a narrower band"
+            )
+
+        drive_kind = "metasurface element state" if encoding == "metasurface" else "port amplitude"
+        self.spec = LayerSpec(
+            n_in=n_in, n_out=n_out, lo=0.0, hi=1.0, name=name,
+            units=f"drive: {drive_kind} (0..1); output: mW",
+        )
+        self.encoding = encoding
+        n_src = n_in if encoding == "ports" else int(n_src)
+        n_rx = min(int(n_rx), n_out)
+        self.n_src, self.n_rx, self.n_iter = n_src, n_rx, int(n_iter)
+        self.f_center = float(f_center)
+        f = lambda v: jnp.asarray(float(v))  # noqa: E731
+        self.mode_spacing, self.loss_width = f(mode_spacing), f(loss_width)
+        self.element_strength, self.drive_power = f(element_strength), f(drive_power)
+        self.kerr, self.relax = f(kerr), f(relax)
+        self.detuning = jnp.asarray(float(detuning))
+
+        rng = np.random.default_rng(seed)
+        m = int(n_modes)
+        a = rng.standard_normal((m, m))
+        sigma = mode_spacing * math.sqrt(m) / math.pi
+        h = sigma * (a + a.T) / math.sqrt(2.0)
+        self.H = jnp.asarray(h)
+        n_ports = n_src + n_rx
+        w = math.sqrt(coupling * mode_spacing) / math.pi
+        k = math.sqrt(2.0 * math.pi) * w * rng.standard_normal((m, n_ports))
+        self.n_el = n_in if encoding == "metasurface" else 0
+        u = _unit_columns(rng, m, self.n_el)
+        u_nl = _unit_columns(rng, m, 1)
+        self.modes, self.proj = _modal_decomposition(
+            h, k, np.concatenate([k, u, u_nl], axis=1), name)
+        v = rng.standard_normal(n_src) + 1j * rng.standard_normal(n_src)
+        self.drive = jnp.asarray(v / np.linalg.norm(v))
+
+        n_bands = -(-n_out // n_rx)
+        n_f = n_bands * tones_per_band
+        self.freqs = jnp.asarray(-bandwidth / 2 + (np.arange(n_f) + 0.5) * bandwidth / n_f)
+        r = np.zeros((n_out, n_f, n_rx))
+        for j in range(n_out):
+            band = j // n_rx
+            r[j, band * tones_per_band:(band + 1) * tones_per_band, j % n_rx] = 1.0
+        self.readout = jnp.asarray(r)
+
+    # ------------------------------------------------------------------ physics
+    @property
+    def n_ports(self) -> int:
+        return self.n_src + self.n_rx
+
+    @property
+    def quality_factor(self) -> float:
+        """Q = f_center / Γ of the absorption alone (inf when lossless)."""
+        gamma = float(self.loss_width)
+        return self.f_center / gamma if gamma > 0 else math.inf
+
+    @eqx.filter_jit
+    def mode_frequencies(self) -> Float[Array, " n_modes"]:
+        """Sorted eigenfrequencies (MHz from the centre) of the closed, unperturbed cavity."""
+        return jnp.linalg.eigvalsh(self.H) + self.detuning
+
+    def _dtypes(self, dtype):
+        rd = jnp.result_type(dtype, jnp.float32)
+        return rd, jnp.result_type(rd, jnp.complex64)
+
+    def bare_response(self, dtype=jnp.float32) -> Complex[Array, "n_f nq nq"]:
+        r""":math:`Y = Q^T (f - H_0)^{-1} Q` at every tone, Q = [K, U, u_nl], H_0 without the
+        metasurface and the nonlinear element; by the modal decomposition
+        :math:`Y_f = P^T \mathrm{diag}(1/(f - f_d + i\Gamma/2 - \lambda)) P`. Independent of
+        the drive: once per call."""
+        rd, cd = self._dtypes(dtype)
+        z = (self.freqs.astype(rd) - self.detuning.astype(rd)
+             + 0.5j * self.loss_width.astype(rd)).astype(cd)
+        r = 1.0 / (z[:, None] - self.modes.astype(cd)[None, :])  # (F, M)
+        p = self.proj.astype(cd)
+        return jnp.einsum("mi,fm,mj->fij", p, r, p)
+
+    def _split(self, y):
+        """Blocks of Y: J = [ports, element] rows/cols, m = metasurface elements."""
+        p, n = self.n_ports, self.n_el
+        jj = np.r_[np.arange(p), y.shape[-1] - 1]
+        return y[:, jj][:, :, jj], y[:, jj][:, :, p:p + n], y[:, p:p + n][:, :, p:p + n]
+
+    def _dress(self, x, rhs_j):
+        r""":math:`Q_J^T G_1 Q_J\,r` for right-hand sides ``rhs_j`` (B or 1, F, P+1, k), with
+        :math:`G_1 = (f - H_0 - \sum_k c_k u_k u_k^T)^{-1}` (Woodbury; one n_in×n_in solve)."""
+        rd, cd = self._dtypes(x.dtype)
+        y_jj, y_jm, y_mm = self._split(self.bare_response(rd))
+        out = jnp.einsum("fjl,bflk->bfjk", y_jj, rhs_j)
+        if self.encoding != "metasurface":
+            return jnp.broadcast_to(out, (x.shape[0],) + out.shape[1:])
+        n = y_mm.shape[-1]
+        c = (self.element_strength.astype(rd) * jnp.asarray(x, rd)).astype(cd)  # (B, n)
+        lhs = jnp.eye(n, dtype=cd) - c[:, None, :, None] * y_mm[None]
+        rhs = c[:, None, :, None] * jnp.einsum("fjm,bfjk->bfmk", y_jm, rhs_j)
+        z = jnp.linalg.solve(lhs, rhs)  # (B, F, n, k)
+        return out + jnp.einsum("fjm,bfmk->bfjk", y_jm, z)
+
+    def dressed_response(self, x: Float[Array, "batch n_in"]) -> Complex[Array, "batch F J J"]:
+        """Response restricted to J = [ports, nonlinear element] with the metasurface set by x:
+        :math:`Q_J^T G_1 Q_J`, shape ``(batch, F, P + 1, P + 1)``, :math:`Q_J = [K, u_{nl}]`."""
+        _, cd = self._dtypes(x.dtype)
+        eye = jnp.eye(self.n_ports + 1, dtype=cd)
+        return self._dress(x, jnp.broadcast_to(eye, (1, self.freqs.shape[0]) + eye.shape))
+
+    def incident(self, x: Float[Array, "batch n_in"]) -> Complex[Array, "batch P"]:
+        """Incoming amplitudes (√W, per tone) at every port for each drive vector."""
+        rd, cd = self._dtypes(x.dtype)
+        per_tone = jnp.sqrt(self.drive_power.astype(rd) / self.freqs.shape[0])
+        b = x.shape[0]
+        if self.encoding == "ports":
+            src = per_tone * jnp.asarray(x, rd).astype(cd)
+        else:
+            src = jnp.broadcast_to(per_tone * self.drive.astype(cd), (b, self.n_src))
+        return jnp.concatenate([src, jnp.zeros((b, self.n_rx), cd)], axis=1)
+
+    @eqx.filter_jit
+    def solve(self, x: Float[Array, "batch n_in"], *, nonlinear: bool = True):
+        """Self-consistent fields; returns ``(b, delta, energy)``.
+
+        ``b`` (batch, F, P) outgoing amplitudes (√W), ``delta`` (batch,) the element's final
+        detuning (MHz), ``energy`` (batch,) the energy stored at the element (nJ) at that δ.
+        """
+        _, cd = self._dtypes(x.dtype)
+        s = self.incident(x)
+        p, n_f = self.n_ports, self.freqs.shape[0]
+        # two right-hand sides: the incident wave, and a unit source at the element
+        r_s = jnp.concatenate([s, jnp.zeros((s.shape[0], 1), cd)], axis=1)
+        r_s = jnp.broadcast_to(r_s[:, None, :], (s.shape[0], n_f, p + 1))
+        r_u = jnp.broadcast_to(jnp.zeros(p + 1, cd).at[p].set(1.0), (s.shape[0], n_f, p + 1))
+        gr = self._dress(x, jnp.stack([r_s, r_u], axis=-1))  # (B, F, P+1, 2)
+        t, g_ju = gr[..., 0], gr[..., 1]  # fields without the element; element's column of g
+        t_u, g_uu, g_pu = t[..., p], g_ju[..., p], g_ju[..., :p]
+        rd = jnp.finfo(t.dtype).dtype
+        t_u2 = t_u.real**2 + t_u.imag**2
+
+        def energy(delta):
+            den = 1.0 - delta[:, None] * g_uu
+            return 1e3 * jnp.sum(t_u2 / (den.real**2 + den.imag**2), axis=1) / (2.0 * math.pi)
+
+        delta = jnp.zeros(x.shape[0], rd)
+        if nonlinear and self.n_iter > 0:  # with kerr = 0, delta stays exactly 0
+            kerr, relax = self.kerr.astype(rd), self.relax.astype(rd)
+
+            def body(d, _):
+                return d + relax * (kerr * energy(d) - d), None
+
+            delta, _ = jax.lax.scan(body, delta, None, length=self.n_iter)
+        scat = delta[:, None] / (1.0 - delta[:, None] * g_uu)
+        b = s[:, None, :] - 1j * (t[..., :p] + g_pu * (scat * t_u)[..., None])
+        return b, delta, energy(delta)
+
+    @eqx.filter_jit
+    def scattering_matrix(self, x: Float[Array, "batch n_in"], *, nonlinear: bool = False):
+        """S (batch, F, P, P) at every tone; with ``nonlinear=True`` at the element's final
+        detuning for this drive (the small-signal S seen around that operating point)."""
+        g = self.dressed_response(x)
+        p = self.n_ports
+        _, delta, _ = self.solve(x, nonlinear=nonlinear)
+        g_uu = g[..., p, p]
+        scat = delta[:, None] / (1.0 - delta[:, None] * g_uu)
+        gk = g[..., :p, :p] + scat[..., None, None] * g[..., :p, p, None] * g[..., p, None, :p]
+        return jnp.eye(p, dtype=g.dtype) - 1j * gk
+
+    @eqx.filter_jit
+    def _forward(self, x):
+        b, _, _ = self.solve(x)
+        rx = b[..., self.n_src:]
+        power = 1e3 * (rx.real**2 + rx.imag**2)  # mW, (B, F, n_rx)
+        return jnp.einsum("bfr,jfr->bj", power, self.readout.astype(power.dtype))
+
+    def __call__(self, x: Float[Array, "batch n_in"]) -> Float[Array, "batch n_out"]:
+        """Received power (mW) per output channel for each drive vector."""
+        validate_input(self.spec, x)
+        return self._forward(jnp.asarray(x))

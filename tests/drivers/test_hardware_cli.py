@@ -1,0 +1,125 @@
+"""``pnn instruments`` and ``pnn emulate``."""
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers.emulator import ScpiEmulator
+from drivers.serial import SerialLayer
+from drivers.visa import VisaLayer
+from pnn.cli import main
+from pnn.registry import make_system
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_instruments_lists_idn_and_reports_failures_per_resource(fast_layer, capsys):
+    dead = f"TCPIP::127.0.0.1::{_free_port()}::SOCKET"
+    with ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=30) as emu:
+        rc = main(["instruments", "--no-scan", "--resource", emu.resource, "--resource", dead,
+                   "--timeout-ms", "300"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert any(line.startswith(emu.resource) and "PNN,Emulator-SCPI,tanh-5x3" in line
+               for line in out)
+    assert any(line.startswith(dead) and "no answer to *IDN?" in line and "refused" in line
+               for line in out)
+
+
+def test_instruments_with_nothing_to_query(capsys):
+    assert main(["instruments", "--no-scan"]) == 0
+    assert "no VISA resources found" in capsys.readouterr().out
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", "pnn.cli", "emulate", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _read_resource(proc, timeout=60.0):
+    """The address printed by ``pnn emulate`` (its 'resource:' line)."""
+    lines = queue.Queue()
+    # a reader thread: a pipe's buffered readline and select() do not mix
+    threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")],
+                     daemon=True).start()
+    end = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if line.startswith("resource:"):
+            return line.split(None, 1)[1].strip(), lines
+    proc.kill()
+    pytest.fail(f"pnn emulate printed no resource line; stdout so far: {seen!r}, "
+                f"stderr: {proc.stderr.read()!r}")
+
+
+def _finish(proc, lines, timeout=20.0):
+    """Wait for exit; return (all further stdout, stderr)."""
+    err = proc.stderr.read() if proc.wait(timeout) is not None else ""
+    out = []
+    while True:
+        try:
+            out.append(lines.get(timeout=1.0))
+        except queue.Empty:
+            return "".join(out), err
+
+
+@pytest.mark.slow
+def test_emulate_scpi_serves_until_ctrl_c():
+    proc = _start(["--kind", "scpi", "--n-in", "5", "--n-out", "3", "--seed", "2",
+                   "--max-seconds", "60"])
+    try:
+        resource, lines = _read_resource(proc)
+        assert resource.startswith("TCPIP::127.0.0.1::") and resource.endswith("::SOCKET")
+        x = np.random.default_rng(0).random((4, 5)).astype(np.float32)
+        with VisaLayer("emulator", resource, n_in=5, n_out=3) as layer:
+            y = layer(x)
+        np.testing.assert_array_equal(y, np.asarray(make_system("acoustic", 5, 3, seed=2)(x)))
+        proc.send_signal(signal.SIGINT)
+        out, err = _finish(proc, lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "interrupted" in err
+    assert "served 24 requests over 1 connection(s); 1 batches, 4 samples measured; " \
+           "output off" in out
+
+
+@pytest.mark.slow
+def test_emulate_serial_stops_after_its_request_limit():
+    proc = _start(["--kind", "serial", "--n-in", "5", "--n-out", "3", "--max-requests", "3",
+                   "--max-seconds", "60"])
+    try:
+        port, lines = _read_resource(proc)
+        assert port.startswith("/dev/")
+        with SerialLayer("emulator", port, n_in=5, n_out=3) as layer:
+            layer(np.full((2, 5), 0.5, np.float32))
+        out, err = _finish(proc, lines)  # HELLO, MEASURE, SAFE: it stops by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "served 3 requests" in out and "2 samples measured" in out

@@ -1,0 +1,166 @@
+"""Instrument profiles (TOML, validated at load) and the safety limits on everything sent out."""
+
+import math
+import time
+import tomllib
+
+import numpy as np
+import pytest
+
+from drivers.errors import SafetyError
+from drivers.profile import PROFILE_DIR, Profile, load_profile
+from drivers.safety import Limits, SafetyLimits, SafetyWarning
+
+
+def _emulator_dict():
+    with open(PROFILE_DIR / "emulator.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+# ---------------------------------------------------------------------------- profiles
+def test_shipped_emulator_profile_loads_by_name_and_path():
+    p = load_profile("emulator")
+    assert p.name == "pnn emulator"
+    assert p.safety == Limits(0.0, 1.0, 1.0, math.inf)
+    assert p.visa.commands.drive == "WAV:DATA "
+    assert p.visa.readout.points_per_feature == 4
+    assert p.serial.baudrate == 115200
+    assert load_profile(PROFILE_DIR / "emulator.toml") == p
+
+
+def test_unknown_profile_name_lists_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="emulator"):
+        load_profile("no-such-profile")
+
+
+def test_unknown_key_is_refused_with_its_path():
+    d = _emulator_dict()
+    d["visa"]["timout_ms"] = 10
+    with pytest.raises(ValueError, match=r"unknown key\(s\) visa.timout_ms"):
+        Profile.from_dict(d, source="typo.toml")
+
+
+def test_wrong_type_is_refused():
+    d = _emulator_dict()
+    d["visa"]["timeout_ms"] = "fast"
+    with pytest.raises(ValueError, match="visa.timeout_ms must be int"):
+        Profile.from_dict(d)
+
+
+def test_unknown_template_placeholder_is_refused():
+    d = _emulator_dict()
+    d["visa"]["commands"]["setup"] = ["SOUR:VOLT {amplitude}"]
+    with pytest.raises(ValueError, match=r"unknown placeholder \{amplitude\}"):
+        Profile.from_dict(d)
+
+
+def test_missing_safety_ceiling_is_refused():
+    d = _emulator_dict()
+    del d["safety"]["max_amplitude"]
+    with pytest.raises(ValueError, match=r"\[safety\] must set max_amplitude"):
+        Profile.from_dict(d)
+
+
+def test_layer_range_beyond_ceiling_is_refused():
+    d = _emulator_dict()
+    d["visa"]["drive"]["scale"] = 2.0  # drive 1.0 -> 2 V > 1 V ceiling
+    with pytest.raises(ValueError, match="outside the safety ceiling"):
+        Profile.from_dict(d)
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    f = tmp_path / "broken.toml"
+    f.write_text("[visa\n")
+    with pytest.raises(ValueError, match="broken.toml: not valid TOML"):
+        load_profile(f)
+
+
+def test_reduce_none_needs_one_point():
+    d = _emulator_dict()
+    d["visa"]["readout"]["reduce"] = "none"
+    with pytest.raises(ValueError, match="points_per_feature = 1"):
+        Profile.from_dict(d)
+
+
+# ---------------------------------------------------------------------------- safety
+CEILING = Limits(lo=-1.0, hi=2.0, max_amplitude=1.5, max_rate_hz=1000.0)
+
+
+def test_limits_validate():
+    with pytest.raises(ValueError, match="lo < hi"):
+        Limits(1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="max_amplitude must be > 0"):
+        Limits(0.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="max_rate_hz"):
+        Limits(0.0, 1.0, 1.0, max_rate_hz=-1.0)
+    assert CEILING.allowed == (-1.0, 1.5)
+
+
+def test_inside_limits_passes_unchanged():
+    s = SafetyLimits(CEILING)
+    v = np.array([[-1.0, 0.0, 1.5]])
+    np.testing.assert_array_equal(s.check(v), v)
+    assert s.counts.violations == 0
+
+
+def test_outside_is_refused_and_counted():
+    s = SafetyLimits(CEILING, name="awg")
+    with pytest.raises(SafetyError, match=r"awg: refusing .* 2 entries outside \[-1, 1.5\]"):
+        s.check(np.array([0.0, 1.6, -1.2]))
+    assert isinstance(SafetyError("x"), ValueError)
+    assert (s.counts.violations, s.counts.refused_batches, s.counts.clipped) == (2, 1, 0)
+
+
+def test_clip_mode_clips_warns_and_counts():
+    s = SafetyLimits(CEILING, on_violation="clip")
+    with pytest.warns(SafetyWarning, match="clipped 2 drive entries"):
+        out = s.check(np.array([0.0, 1.6, -1.2]))
+    np.testing.assert_array_equal(out, [0.0, 1.5, -1.0])
+    assert (s.counts.violations, s.counts.clipped, s.counts.refused_batches) == (2, 2, 0)
+
+
+def test_float32_rounding_of_a_limit_is_not_a_violation():
+    s = SafetyLimits(Limits(0.0, 0.6, 0.6))
+    s.check(np.float32([0.6]))  # 0.6000000238 as float64
+    with pytest.raises(SafetyError):
+        s.check(np.array([0.6 + 1e-5]))
+
+
+def test_non_finite_is_always_refused():
+    s = SafetyLimits(CEILING, on_violation="clip")
+    with pytest.raises(SafetyError, match="non-finite"):
+        s.check(np.array([0.0, np.nan]))
+
+
+def test_trainer_can_tighten_and_relax_within_the_ceiling():
+    s = SafetyLimits(CEILING)
+    s.restrict(hi=0.5, max_amplitude=0.5)
+    with pytest.raises(SafetyError):
+        s.check(np.array([0.6]))
+    s.restrict(hi=2.0, max_amplitude=1.5)  # back up to the ceiling: allowed
+    assert s.limits == CEILING
+
+
+@pytest.mark.parametrize("kw", [dict(hi=2.5), dict(lo=-3.0), dict(max_amplitude=2.0),
+                                dict(max_rate_hz=5000.0), dict(max_rate_hz=math.inf)])
+def test_ceiling_cannot_be_lifted(kw):
+    s = SafetyLimits(CEILING)
+    with pytest.raises(ValueError, match="cannot lift safety limits above the instrument"):
+        s.restrict(**kw)
+    assert s.limits == CEILING
+    assert s.ceiling == CEILING
+
+
+def test_rate_limit_paces_samples():
+    s = SafetyLimits(Limits(0.0, 1.0, 1.0, max_rate_hz=200.0))
+    t0 = time.monotonic()
+    for _ in range(4):
+        s.pace(10)  # 10 samples at 200/s: 50 ms a batch
+    elapsed = time.monotonic() - t0
+    assert 0.14 <= elapsed < 1.5
+    assert s.counts.throttled_s > 0.1
+
+
+def test_unknown_violation_mode():
+    with pytest.raises(ValueError, match="on_violation must be 'raise' or 'clip'"):
+        SafetyLimits(CEILING, on_violation="ignore")

@@ -1,0 +1,186 @@
+"""SerialLayer against the serial emulator on a pseudo-terminal (pyserial): faults and limits."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from drivers.emulator import Faults, SerialEmulator
+from drivers.errors import (
+    ChecksumError,
+    InstrumentConnectionError,
+    InstrumentError,
+    ReplyFormatError,
+    SafetyError,
+)
+from drivers.serial import SerialLayer
+from pnn.cost import Ledger
+from pnn.layer import LayerSpec
+
+
+def _emu(layer, **faults):
+    return SerialEmulator(layer=layer, n_in=5, n_out=3, faults=Faults(**faults), max_seconds=60)
+
+
+def _layer(profile, emu, **kw):
+    return SerialLayer(profile, emu.port, n_in=5, n_out=3, **kw)
+
+
+def _measured_once(emu, drives):
+    """Every sample measured exactly once and delivered, in order."""
+    np.testing.assert_array_equal(np.concatenate([m.drives for m in emu.log.measurements]),
+                                  drives)
+    np.testing.assert_array_equal(emu.log.delivered_drives(5), drives)
+
+
+def test_round_trip_is_exact_and_close_sends_safe(fast_layer, fast_profile, drives):
+    with _emu(fast_layer) as emu:
+        with _layer(fast_profile, emu) as layer:
+            ledger = Ledger()
+            y = ledger.query(layer, drives)
+            assert emu.output_on
+            assert layer.idn.startswith("PNN Emulator-Serial")
+        assert not emu.output_on
+        assert emu.log.commands == ["HELLO", "MEASURE", "SAFE"]
+    np.testing.assert_array_equal(y, fast_layer(drives))
+    assert y.dtype == np.float32
+    assert ledger.physical_queries == layer.stats.samples == len(drives)
+
+
+def test_missing_port_fails_fast(fast_profile):
+    layer = SerialLayer(fast_profile, "/dev/pnn-no-such-port", n_in=5, n_out=3)
+    t0 = time.monotonic()
+    with pytest.raises(InstrumentConnectionError, match="cannot open serial port "
+                                                        "'/dev/pnn-no-such-port' at 115200 baud"):
+        layer.connect()
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_silent_device_fails_within_its_timeout(fast_profile):
+    master, slave = os.openpty()  # a port with nobody behind it
+    try:
+        layer = SerialLayer(fast_profile, os.ttyname(slave), n_in=5, n_out=3)
+        t0 = time.monotonic()
+        with pytest.raises(InstrumentConnectionError, match=r"no reply to HELLO from .* within "
+                                                            r"0.4 s"):
+            layer.connect()
+        assert 0.35 < time.monotonic() - t0 < 0.4 + 1.0  # the timeout, plus slack for a busy CI
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_garbage_bytes_are_skipped_by_resync(fast_layer, fast_profile, drives):
+    parts = np.split(drives, 4)
+    with _emu(fast_layer, garbage_replies=5, garbage_bytes=40) as emu:
+        with _layer(fast_profile, emu) as layer:
+            outs = [layer(p) for p in parts]
+    np.testing.assert_array_equal(np.concatenate(outs), fast_layer(drives))
+    assert layer.parse_stats.skipped >= 5 * 40 - 5 * 10  # nearly all junk skipped ...
+    assert layer.parse_stats.frames == 6  # ... and every real frame found
+    _measured_once(emu, drives)
+
+
+def test_checksum_error_is_retried_without_measuring_twice(fast_layer, fast_profile, drives):
+    # replies 1 (HELLO) and 2 (the first MEASURE) arrive corrupted
+    with _emu(fast_layer, corrupt_replies=2) as emu:
+        with _layer(fast_profile, emu) as layer:
+            y = layer(drives)
+    np.testing.assert_array_equal(y, fast_layer(drives))
+    assert layer.parse_stats.bad_checksum == 2 and layer.stats.retries == 2
+    assert len(emu.log.measurements) == 1  # answered from the device's memory on the resend
+    _measured_once(emu, drives)
+
+
+def test_persistent_corruption_raises_checksum_error(fast_layer, fast_profile, drives):
+    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+        emu.set_faults(Faults(corrupt_replies=4))  # the MEASURE and all three resends
+        with pytest.raises(ChecksumError, match=r"MEASURE reply failed its checksum 4 time"):
+            layer(drives)
+    assert len(emu.log.measurements) == 1
+
+
+@pytest.mark.parametrize("drop_reply", [False, True])
+def test_lost_frame_is_resent_and_measured_once(fast_layer, fast_profile, drives, drop_reply):
+    parts = np.split(drives, 3)
+    # request 3 is the second MEASURE: swallowed, or executed with its reply lost
+    with _emu(fast_layer, drop_after=2, drop_reply=drop_reply) as emu:
+        with _layer(fast_profile, emu) as layer:
+            outs = [layer(p) for p in parts]
+    np.testing.assert_array_equal(np.concatenate(outs), fast_layer(drives))
+    assert emu.log.drops == 1 and layer.stats.retries == 1
+    _measured_once(emu, drives)
+    assert all(m.deliveries == 1 for m in emu.log.measurements)
+
+
+def test_port_failure_reopens_and_retries(fast_layer, fast_profile, drives):
+    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+        real = layer._ser
+
+        class Unplugged:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def write(self, data):
+                raise serial.SerialException("device reports readiness to read but returned "
+                                             "no data (device disconnected?)")
+
+        layer._ser = Unplugged()
+        y = layer(drives)
+    np.testing.assert_array_equal(y, fast_layer(drives))
+    assert layer.stats.connects == 2 and layer.stats.retries == 1
+    assert emu.log.commands == ["HELLO", "HELLO", "MEASURE", "SAFE"]
+    _measured_once(emu, drives)
+
+
+def test_device_error_frame_raises(fast_layer, fast_profile, drives):
+    with _emu(fast_layer, errors=(("MEASURE", -7, "overtemperature"),)) as emu:
+        with _layer(fast_profile, emu) as layer:
+            with pytest.raises(InstrumentError, match=r"device reported error -7 "
+                                                      r"\('overtemperature'\) to MEASURE"):
+                layer(drives)
+        assert not emu.output_on
+
+
+class ShortLayer:
+    """Claims 3 outputs, returns 2: the device then answers a checksum-valid, too-short frame."""
+
+    spec = LayerSpec(n_in=5, n_out=3, name="short")
+
+    def __call__(self, x):
+        return np.zeros((len(x), 2), np.float32)
+
+
+def test_wrong_length_reply_raises(fast_profile, drives):
+    with _emu(ShortLayer()) as emu, _layer(fast_profile, emu) as layer:
+        with pytest.raises(ReplyFormatError, match=r"MEASURE reply has 98 payload bytes .*"
+                                                   r"expected 2 \+ 4 x batch 12 x n_out 3 = 146"):
+            layer(drives)
+
+
+def test_shape_mismatch_is_refused_at_connect(fast_layer, fast_profile):
+    with _emu(fast_layer) as emu:
+        with pytest.raises(ReplyFormatError, match="has 5 inputs and 3 outputs, but the layer "
+                                                   "was built for n_in=5, n_out=4"):
+            SerialLayer(fast_profile, emu.port, n_in=5, n_out=4).connect()
+
+
+def test_drive_beyond_the_limits_never_reaches_the_device(fast_layer, fast_profile, drives):
+    x = drives * 0.5
+    x[0, 0] = 0.7
+    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+        layer.safety.restrict(hi=0.6, max_amplitude=0.6)
+        with pytest.raises(SafetyError, match=r"1 entries outside \[0, 0.6\]"):
+            layer(x)
+        assert emu.log.drives == [] and emu.log.commands == ["HELLO"]
+        with pytest.raises(ValueError, match="cannot lift"):
+            layer.safety.restrict(max_amplitude=1.01)
+        layer(np.minimum(x, 0.6))
+    assert emu.log.max_abs_drive() <= 0.6 + 1e-6
+
+
+def test_emulator_stops_by_itself(fast_layer):
+    emu = SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=0.3).start()
+    assert emu.wait(2.0) and not emu.running and emu.error is None

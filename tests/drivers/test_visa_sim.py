@@ -1,0 +1,250 @@
+"""The SCPI command sequences of VisaLayer, without hardware.
+
+Two kinds of test, as pymeasure/QCoDeS do it:
+
+* pyvisa-sim instruments (``sim_instruments.yaml``): connect, setup with error-queue checks,
+  identity and shape checks, and the safe state after ``close()``.
+* a recorded command/reply protocol (:class:`ProtocolResource`): every call VisaLayer makes for
+  one batch, binary blocks included, must match the expected transcript exactly.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvisa
+
+from drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
+from drivers.profile import load_profile
+from drivers.visa import VisaLayer, parse_error_reply
+
+YAML = Path(__file__).with_name("sim_instruments.yaml")
+AWG = "TCPIP::10.0.0.5::5025::SOCKET"
+OTHER = "TCPIP::10.0.0.6::5025::SOCKET"
+BADQUEUE = "TCPIP::10.0.0.7::5025::SOCKET"
+
+SIM_PROFILE = """
+[profile]
+name = "sim awg"
+
+[layer]
+n_in = 5
+n_out = 3
+
+[safety]
+lo = 0.0
+hi = 1.0
+max_amplitude = 0.8
+
+[visa]
+timeout_ms = 200
+idn_contains = "PNN"
+
+[visa.commands]
+shape = "CONF:CHAN?"
+setup = ["*RST", "*CLS", "SOUR:VOLT:LIM {max_amplitude:.6f}", "ACQ:POIN {points_per_feature}",
+         "OUTP ON"]
+drive = "WAV:DATA "
+fetch = "FETC?"
+safe = ["OUTP OFF"]
+
+[visa.readout]
+points_per_feature = 2
+
+[visa.drive]
+scale = 0.8
+"""
+
+
+@pytest.fixture
+def sim_profile(tmp_path):
+    f = tmp_path / "sim_awg.toml"
+    f.write_text(SIM_PROFILE)
+    return load_profile(f)
+
+
+@pytest.fixture
+def rm():
+    rm = pyvisa.ResourceManager(f"{YAML}@sim")
+    yield rm
+    rm.close()
+
+
+def _probe(rm, query):
+    res = rm.open_resource(AWG, read_termination="\n", write_termination="\n")
+    try:
+        return res.query(query).strip()
+    finally:
+        res.close()
+
+
+def test_connect_runs_setup_and_close_leaves_output_off(rm, sim_profile):
+    layer = VisaLayer(sim_profile, AWG, resource_manager=rm)
+    assert not layer.connected and layer.idn is None  # no I/O in the constructor
+    with layer:
+        assert layer.idn == "PNN,SimAWG,0001,1.0"
+        assert _probe(rm, "OUTP?") == "ON"
+        assert float(_probe(rm, "SOUR:VOLT:LIM?")) == pytest.approx(0.8)
+        assert _probe(rm, "ACQ:POIN?") == "2"
+        assert layer.stats.connects == 1
+    assert not layer.connected
+    assert _probe(rm, "OUTP?") == "OFF"
+
+
+def test_setup_error_raises_with_the_instruments_message(rm, sim_profile):
+    bad = dataclasses.replace(sim_profile.visa.commands,
+                              setup=("*RST", "SOUR:VOLT:LIM 5.0", "OUTP ON"))
+    prof = dataclasses.replace(sim_profile,
+                               visa=dataclasses.replace(sim_profile.visa, commands=bad))
+    layer = VisaLayer(prof, AWG, resource_manager=rm)
+    with pytest.raises(InstrumentError, match=r"after 'SOUR:VOLT:LIM 5.0': -100,\"Command error\""):
+        layer.connect()
+    # the failing step stopped the setup: the output was never switched on
+    assert _probe(rm, "OUTP?") == "OFF"
+
+
+def test_wrong_instrument_is_refused(rm, sim_profile):
+    with pytest.raises(InstrumentConnectionError, match="identifies as 'ACME,Oscilloscope"):
+        VisaLayer(sim_profile, OTHER, resource_manager=rm).connect()
+
+
+def test_shape_mismatch_is_refused(rm, sim_profile):
+    prof = dataclasses.replace(sim_profile,
+                               visa=dataclasses.replace(sim_profile.visa, idn_contains=""))
+    with pytest.raises(ReplyFormatError, match="has 4 inputs and 3 outputs, but the layer was "
+                                               "built for n_in=5, n_out=3"):
+        VisaLayer(prof, OTHER, resource_manager=rm).connect()
+
+
+def test_malformed_error_queue_reply_raises(rm, sim_profile):
+    with pytest.raises(ReplyFormatError, match="'all good!' is not of the form"):
+        VisaLayer(sim_profile, BADQUEUE, resource_manager=rm).connect()
+
+
+def test_unopenable_resource_fails_clearly(rm, sim_profile):
+    with pytest.raises(InstrumentConnectionError, match="cannot open 'NOT-A-RESOURCE'"):
+        VisaLayer(sim_profile, "NOT-A-RESOURCE", resource_manager=rm).connect()
+
+
+def test_call_before_connect_is_refused(sim_profile):
+    layer = VisaLayer(sim_profile, AWG)
+    with pytest.raises(InstrumentError, match="not connected"):
+        layer(np.zeros((1, 5)))
+
+
+def test_parse_error_reply():
+    assert parse_error_reply('+0,"No error"') == (0, "No error")
+    assert parse_error_reply('-222,"Data out of range;x"\n') == (-222, "Data out of range;x")
+    assert parse_error_reply("0") == (0, "")
+    with pytest.raises(ReplyFormatError):
+        parse_error_reply("No error")
+
+
+# ---------------------------------------------------------------------------- expected protocol
+class ProtocolResource:
+    """A pyvisa resource that checks every call against an expected transcript."""
+
+    def __init__(self, transcript):
+        self.transcript = list(transcript)
+        self.timeout = 200
+        self.closed = False
+        self.query_timeouts = {}
+
+    def _next(self, kind, message):
+        assert self.transcript, f"unexpected {kind}({message!r}): the transcript is exhausted"
+        exp_kind, exp_msg, reply = self.transcript.pop(0)
+        assert (kind, message) == (exp_kind, exp_msg)
+        return reply
+
+    def write(self, message):
+        self._next("write", message)
+
+    def query(self, message):
+        self.query_timeouts[message] = self.timeout
+        return self._next("query", message)
+
+    def write_binary_values(self, message, values, datatype="f", is_big_endian=False):
+        self._next("write_binary", (message, tuple(values), datatype, is_big_endian))
+
+    def query_binary_values(self, message, datatype="f", is_big_endian=False, container=list,
+                            **kw):
+        return container(self._next("query_binary", (message, datatype, is_big_endian)))
+
+    def close(self):
+        self.closed = True
+
+
+class ProtocolRM:
+    def __init__(self, resource):
+        self.resource = resource
+        self.opened = []
+
+    def open_resource(self, name, **kw):
+        self.opened.append((name, kw))
+        return self.resource
+
+
+def test_batch_command_sequence_matches_the_emulator_profile():
+    prof = load_profile("emulator")
+    ok = '+0,"No error"'
+    x = np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)
+    y = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    trace = np.repeat(y[:, :, None], 4, axis=2).ravel()  # points_per_feature = 4
+    transcript = [
+        ("query", "*IDN?", "PNN,Emulator-SCPI,x,0.1"),
+        ("write", "*RST", None), ("query", "SYST:ERR?", ok),
+        ("write", "*CLS", None), ("query", "SYST:ERR?", ok),
+        ("write", "OUTP OFF", None), ("query", "SYST:ERR?", ok),
+        ("write", "SOUR:VOLT:LIM 1.000000", None), ("query", "SYST:ERR?", ok),
+        ("write", "ACQ:POIN 4", None), ("query", "SYST:ERR?", ok),
+        ("query", "CONF:CHAN?", "2,3"),
+        # one batch
+        ("write_binary", ("WAV:DATA ", (0.0, 0.25, 0.5, 1.0), "f", False), None),
+        ("query", "SYST:ERR?", ok),
+        ("write", "OUTP ON", None), ("write", "INIT", None),
+        ("query", "*OPC?", "1"),
+        ("query", "SYST:ERR?", ok),
+        ("query_binary", ("FETC?", "f", False), trace),
+        ("query", "SYST:ERR?", ok),
+        ("write", "OUTP OFF", None), ("query", "SYST:ERR?", ok),
+        # close: output off, confirmed through the error queue
+        ("write", "OUTP OFF", None), ("query", "SYST:ERR?", ok),
+    ]
+    res = ProtocolResource(transcript)
+    rm = ProtocolRM(res)
+    with VisaLayer(prof, "TCPIP::1.2.3.4::5025::SOCKET", n_in=2, n_out=3,
+                   resource_manager=rm) as layer:
+        out = layer(x)
+    assert res.transcript == [] and res.closed
+    np.testing.assert_array_equal(out, y.astype(np.float32))
+    assert out.dtype == np.float32
+    (name, kw), = rm.opened
+    assert kw == dict(open_timeout=2000, timeout=5000, read_termination="\n",
+                      write_termination="\n")
+    # the *OPC? wait ran with the measurement timeout, then the ordinary one was restored
+    assert res.query_timeouts["*OPC?"] == 120000
+    assert res.query_timeouts["SYST:ERR?"] == res.timeout == 200
+
+
+def test_error_after_the_drive_block_raises_and_switches_output_off():
+    prof = load_profile("emulator")
+    ok = '+0,"No error"'
+    setup = [("query", "*IDN?", "PNN,Emulator-SCPI,x,0.1")]
+    for cmd in ("*RST", "*CLS", "OUTP OFF", "SOUR:VOLT:LIM 1.000000", "ACQ:POIN 4"):
+        setup += [("write", cmd, None), ("query", "SYST:ERR?", ok)]
+    setup += [("query", "CONF:CHAN?", "1,1")]
+    transcript = setup + [
+        ("write_binary", ("WAV:DATA ", (0.5,), "f", False), None),
+        ("query", "SYST:ERR?", '-222,"Data out of range"'),
+        ("query", "SYST:ERR?", '-350,"Queue overflow"'),
+        ("query", "SYST:ERR?", ok),
+        ("write", "OUTP OFF", None),  # made safe at once
+        ("write", "OUTP OFF", None), ("query", "SYST:ERR?", ok),  # and again by close()
+    ]
+    res = ProtocolResource(transcript)
+    with VisaLayer(prof, "X", n_in=1, n_out=1, resource_manager=ProtocolRM(res)) as layer:
+        with pytest.raises(InstrumentError, match=r'2 error\(s\) after \'WAV:DATA <block>\': '
+                                                  r'-222,"Data out of range"; -350'):
+            layer(np.array([[0.5]]))
+    assert res.transcript == []

@@ -1,0 +1,131 @@
+"""Every baseline trainer learns a small separable problem above a stated floor (fixed seeds)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pnn import registry
+from pnn.cost import Ledger
+from pnn.train import bp, ff, insilico, mf, pat, zo
+from sim.acoustic import AcousticLayer
+
+from .test_phyll import NaNGradLayer, RandomQuadraticLayer, blobs
+
+
+def _hyb_layers(mod, cfg, data, cls=RandomQuadraticLayer, **kw):
+    shapes = mod.layer_shapes(cfg, data.n_features, data.n_classes)
+    return [cls(n_in, n_out, name=f"L{k}", **kw) for k, (n_in, n_out) in enumerate(shapes)]
+
+
+def _small_acoustic(n_in, n_out, name="ac", seed=0, **kw):
+    return AcousticLayer(n_in, n_out, nx=24, ny=max(24, n_in + 10), pml_width=4, n_steps=70,
+                         seed=seed, name=name, **kw)
+
+
+def test_every_registered_method_has_the_common_interface():
+    for name in registry.METHODS:
+        mod = registry.method_module(name)
+        assert callable(mod.train) and callable(mod.layer_shapes)
+        cfg = mod.Config()
+        assert isinstance(mod.layer_shapes(cfg, 4, 3), list)
+
+
+def test_pat_learns_through_a_twin_and_reports_its_error():
+    data = blobs(seed=3)
+    cfg = pat.Config(hidden=(8,), n_meas=8, epochs=6, batch_size=16, twin_samples=600,
+                     twin_epochs=60)
+    layers = _hyb_layers(pat, cfg, data)
+    rec = pat.train(layers, data, cfg, seed=0)
+    assert rec["test_accuracy"] >= 0.9
+    assert len(rec["twin_val_nrmse"]) == 1 and 0 < rec["twin_val_nrmse"][0] < 0.5
+    c = rec["cost"]
+    assert c["flops_by_item"]["twin fit"] > 0 and c["flops_by_item"]["twin forward/backward"] > 0
+    # twin data (600) + calibration batch (16) + training + evaluations, all on the one layer
+    assert c["queries_by_layer"]["L0"] == c["physical_queries"] > 600 + 16 + 6 * len(data.y_train)
+
+
+def test_pat_forward_uses_the_physics_not_the_twin():
+    # With a twin that cannot fit (1 sample of data), training still evaluates on the physics
+    data = blobs(seed=4, n_per_class=20)
+    cfg = pat.Config(hidden=(6,), n_meas=6, epochs=1, batch_size=16, twin_samples=80,
+                     twin_epochs=2)
+    layers = _hyb_layers(pat, cfg, data)
+    rec = pat.train(layers, data, cfg, seed=0)
+    assert layers[0].n_calls > 0 and rec["cost"]["physical_queries"] > 80
+
+
+def test_insilico_learns_and_reports_deployed_accuracy():
+    data = blobs(seed=5, n_per_class=40)
+    cfg = insilico.Config(hidden=(6,), n_meas=6, epochs=8, batch_size=16, lr=1e-2)
+    shapes = insilico.layer_shapes(cfg, data.n_features, data.n_classes)
+    model = [_small_acoustic(n_in, n_out) for n_in, n_out in shapes]
+    rec = insilico.train(model, data, cfg, seed=0)
+    assert rec["test_accuracy"] >= 0.85
+    assert rec["cost"]["flops_by_item"]["simulator"] > 0
+
+
+def test_insilico_trains_on_the_model_and_is_evaluated_on_the_deployed_layer():
+    from pnn.train.hybrid import evaluate
+
+    data = blobs(seed=5, n_per_class=40)
+    cfg = insilico.Config(hidden=(6,), n_meas=6, epochs=8, batch_size=16, lr=1e-2)
+    (n_in, n_out), = insilico.layer_shapes(cfg, data.n_features, data.n_classes)
+    model = [_small_acoustic(n_in, n_out, seed=0, name="model")]
+
+    class Deployed:  # the real system: the model's physics, read out with a broken channel
+        pad_batches = False
+        spec = model[0].spec.__class__(n_in=n_in, n_out=n_out, name="deployed")
+
+        def __init__(self):
+            self.n = 0
+
+        def __call__(self, x):
+            self.n += len(x)
+            y = np.array(model[0](x))
+            y[:, 0] = 50 * y.max()  # a stuck, saturated detector
+            return y
+
+    deployed = Deployed()
+    rec = insilico.train([deployed], data, cfg, seed=0, model_layers=model)
+    # the simulator is never queried as hardware; every physical query went to the deployed one
+    assert set(rec["cost"]["queries_by_layer"]) == {"deployed"}
+    assert deployed.n == rec["cost"]["physical_queries"] > 0
+    acc = evaluate(rec["model"], [deployed], data.x_test, data.y_test, Ledger())
+    assert rec["test_accuracy"] == pytest.approx(acc)
+    ideal = evaluate(rec["model"], model, data.x_test, data.y_test, Ledger())
+    assert ideal >= 0.85 and rec["test_accuracy"] < ideal  # the reality gap
+
+
+def test_insilico_refuses_a_non_differentiable_model():
+    data = blobs(n_per_class=5)
+    cfg = insilico.Config(hidden=(4,), n_meas=4, epochs=1)
+    with pytest.raises(ValueError, match="insilico: 'L0' is not a differentiable simulator"):
+        insilico.train(_hyb_layers(insilico, cfg, data), data, cfg)
+
+
+def test_zo_learns_from_forward_passes_only_through_nan_gradient_layer():
+    data = blobs(seed=6, n_per_class=40)
+    cfg = zo.Config(hidden=(6,), n_meas=6, epochs=10, batch_size=16, lr=3e-2, n_dirs=4)
+    layers = _hyb_layers(zo, cfg, data, cls=NaNGradLayer)
+    rec = zo.train(layers, data, cfg, seed=0)
+    assert rec["test_accuracy"] >= 0.7  # chance 1/3
+    assert bool(jnp.all(jnp.isfinite(rec["model"].blocks[0].W)))
+    # every step costs 2 * n_dirs forward passes of the batch
+    n_tr = len(data.y_train)
+    assert rec["cost"]["physical_queries"] >= cfg.epochs * 2 * cfg.n_dirs * n_tr
+
+
+@pytest.mark.parametrize("mod, floor", [(ff, 0.9), (mf, 0.95), (bp, 0.95)])
+def test_digital_references_learn_blobs(mod, floor):
+    data = blobs(seed=7)
+    cfg = mod.Config(epochs=20) if mod is not bp else bp.BPConfig(epochs=20, n_params=200)
+    rec = mod.train(None, data, cfg, seed=0)
+    assert rec["test_accuracy"] >= floor
+    assert rec["cost"]["physical_queries"] == 0 and rec["cost"]["digital_flops"] > 0
+
+
+def test_bp_width_matches_parameter_budget():
+    data = blobs()
+    rec = bp.train(None, data, bp.BPConfig(n_params=500, epochs=1), seed=0)
+    assert abs(rec["n_trainable_params"] - 500) <= 4 + data.n_features + data.n_classes
