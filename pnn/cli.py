@@ -142,16 +142,28 @@ def cmd_train(args) -> int:
     cfg = _method_config(args.method, args)
     layers = registry.build_layers(args.system, args.method, cfg, data, seed=args.seed)
     mod = registry.method_module(args.method)
+    perturbations = []
+    kwargs = {}
+    if args.perturb:
+        from pnn.perturb import compose, parse_perturbations, perturbations_of
+
+        specs = parse_perturbations(args.perturb)
+        if args.method == "insilico":
+            kwargs["model_layers"] = layers  # the model stays ideal; the deployed system is not
+        layers = [compose(layer, *specs, seed=args.seed * 1000 + k)
+                  for k, layer in enumerate(layers)]
+        perturbations = [[w.describe() for w in perturbations_of(layer)] for layer in layers]
     print(f"pnn train: {args.method} on {args.system} ({len(layers)} physical layer(s)), "
           f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test samples, "
           f"{data.n_classes} classes; JAX on {jax.default_backend()}", file=sys.stderr)
     bar, update = _progress_bar(cfg.epochs, args.method)
     try:
-        rec = mod.train(layers, data, cfg, seed=args.seed, progress=update)
+        rec = mod.train(layers, data, cfg, seed=args.seed, progress=update, **kwargs)
     finally:
         bar.close()
     rec = _strip(rec)
-    rec.update({"system": args.system, "task": args.task, "data": data.describe()})
+    rec.update({"system": args.system, "task": args.task, "data": data.describe(),
+                "perturbations": perturbations})
     print(_summary(rec, args.system, data))
     if args.out:
         _write_json(Path(args.out), rec)
@@ -287,6 +299,50 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    from tqdm import tqdm
+
+    from pnn.adapt import parse_event, run_adaptation, write_record
+
+    if not args.event:
+        raise ValueError("give at least one --event, e.g. --event jump:epoch=6,factor=1.1")
+    events = [parse_event(e) for e in args.event]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in ("phyll", "pat", "insilico"):
+            raise ValueError(f"adapt supports the methods phyll, pat, insilico; got {m!r}")
+    data = _load_data(args, args.seed)
+
+    class Bar:
+        def __init__(self, method, cfg):
+            self.bar = tqdm(total=cfg.epochs, desc=f"{method}/{args.system}", unit="epoch",
+                            file=sys.stderr, dynamic_ncols=True)
+
+        def update(self, rec):
+            self.bar.set_postfix(test=f"{rec['test_accuracy']:.3f}",
+                                 param=f"{rec['param_value']:.4g}")
+            self.bar.update(1)
+
+        def close(self):
+            self.bar.close()
+
+    record = run_adaptation(args.system, data, methods, events, epochs=args.epochs,
+                            seed=args.seed, twin=args.pat_twin, progress_factory=Bar)
+    out = Path(args.out)
+    write_record(record, out)
+    for method, res in record["methods"].items():
+        for r in res["recovery"]:
+            rec_t = ("not within the run" if r["recovery_epochs"] is None
+                     else f"{r['recovery_epochs']} epoch(s)")
+            drop = "n/a" if r["drop"] is None else f"{100 * r['drop']:.1f} points"
+            print(f"{method:>9}: event after epoch {r['event_epoch']}: accuracy before "
+                  f"{r['before']:.1%}, drop {drop}, recovery {rec_t}; final "
+                  f"{res['test_accuracy']:.1%}; {res['cost']['physical_queries']:,} physical "
+                  f"queries")
+    print(f"wrote {out / 'adapt.json'} and {out / 'adapt.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pnn",
@@ -320,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--theta", type=float, default=None, help="PhyLL: loss sharpness")
     g.add_argument("--goodness", choices=["cosine", "sumsq"], default=None,
                    help="PhyLL goodness: cosine (paper, default) or Hinton's sum of squares")
+    t.add_argument("--perturb", default=None,
+                   help="perturbations wrapped around every physical layer, innermost first, "
+                        "e.g. 'noise:std=0.02,drift:rate=1e-6' or 'dead:channels=[0,3]'; names: "
+                        "noise, gain_noise, shot_noise, drift, param_drift, jump, dead, stuck, "
+                        "quantize, latency (see pnn.perturb). In-silico training keeps the "
+                        "unperturbed simulator as its model")
     _add_data_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -353,6 +415,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="compare_results", help="output folder")
     _add_data_options(c)
     c.set_defaults(func=cmd_compare)
+
+    a = sub.add_parser("adapt", help="change the physics during training and measure each "
+                                     "method's drop and recovery",
+                       description="Train phyll, pat and insilico while the physics changes "
+                                   "(sudden jumps, slow drifts of a physical parameter); write "
+                                   "adapt.json and adapt.png with recovery times.")
+    a.add_argument("--system", type=_choice(registry.SYSTEMS, "system"), default="acoustic",
+                   help=f"physical system; valid: {', '.join(sorted(registry.SYSTEMS))}")
+    a.add_argument("--methods", default="phyll,pat,insilico",
+                   help="comma-separated subset of phyll, pat, insilico (default %(default)s)")
+    a.add_argument("--event", action="append", default=[],
+                   help="repeatable: 'jump:epoch=E,factor=F[,offset=O][,param=P]' or "
+                        "'drift:epoch=E,rate=R[,param=P]' (after epoch E; drift: relative "
+                        "change per epoch). Default parameter: acoustic speed_scale, optical "
+                        "gamma, microwave detuning")
+    a.add_argument("--epochs", type=int, default=16, help="training epochs (default %(default)s)")
+    a.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    a.add_argument("--pat-twin", choices=["stale", "refit"], default="stale",
+                   help="PAT after an event: keep its twin (stale) or refit it on fresh "
+                        "measurements (refit)")
+    a.add_argument("--out", default="adapt_results", help="output folder")
+    _add_data_options(a)
+    a.set_defaults(func=cmd_adapt)
 
     # hardware commands (`pnn instruments`, `pnn emulate`) live with the drivers
     try:

@@ -104,32 +104,40 @@ def fit_twin(drives: np.ndarray, meas: np.ndarray, config: Config, *, key, ledge
 
 
 def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None) -> dict:
+          progress: Progress | None = None, refit_after: tuple = ()) -> dict:
+    """Train with PAT. ``refit_after``: epochs after which the twins are refitted on fresh
+    measurements (adaptation to a changed system); by default the twin is fitted once."""
     ledger = ledger or Ledger()
     net, rng = init_calibrated(config, layers, data, seed, ledger)
     key = jax.random.PRNGKey(seed + 7)
 
     # 1-2: twin data and twin fit, block by block (deeper blocks see drives produced with the
     # previous blocks' *measured* outputs)
-    twins, errors, twin_fwd = [], [], []
     n_rand = config.twin_samples // 2
-    idx = rng.permutation(len(data.y_train))[: config.twin_samples - n_rand]
-    h = encode(data.x_train[idx])
-    for k, layer in enumerate(layers):
-        spec = layer.spec
-        a_data = direction(h)
-        g = np.abs(rng.normal(size=(n_rand, spec.n_in)))
-        a_rand = g / np.linalg.norm(g, axis=1, keepdims=True)
-        d = np.asarray(to_drive(jnp.concatenate([jnp.asarray(a_rand, jnp.float32), a_data]),
-                                spec.lo, spec.hi))
-        m_raw = ledger.query(layer, d)
-        key, sub = jax.random.split(key)
-        twin, err, fwd = fit_twin(d, m_raw * float(net.blocks[k].cal), config, key=sub,
-                                  ledger=ledger)
-        twins.append(twin)
-        errors.append(err)
-        twin_fwd.append(fwd)
-        h = net.blocks[k](jnp.asarray(m_raw[n_rand:]), a_data)
+
+    def collect_and_fit(net, key):
+        twins, errors, fwds = [], [], []
+        idx = rng.permutation(len(data.y_train))[: config.twin_samples - n_rand]
+        h = encode(data.x_train[idx])
+        for k, layer in enumerate(layers):
+            spec = layer.spec
+            a_data = direction(h)
+            g = np.abs(rng.normal(size=(n_rand, spec.n_in)))
+            a_rand = g / np.linalg.norm(g, axis=1, keepdims=True)
+            d = np.asarray(to_drive(jnp.concatenate([jnp.asarray(a_rand, jnp.float32), a_data]),
+                                    spec.lo, spec.hi))
+            m_raw = ledger.query(layer, d)
+            key, sub = jax.random.split(key)
+            twin, err, fwd = fit_twin(d, m_raw * float(net.blocks[k].cal), config, key=sub,
+                                      ledger=ledger)
+            twins.append(twin)
+            errors.append(err)
+            fwds.append(fwd)
+            h = net.blocks[k](jnp.asarray(m_raw[n_rand:]), a_data)
+        return twins, errors, fwds
+
+    twins, errors, twin_fwd = collect_and_fit(net, key)
+    refits = []
 
     opt = optax.adam(config.lr)
     filt = net.trainable()
@@ -152,18 +160,31 @@ def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Led
         upd, state = opt.update(g, state, params)
         return eqx.apply_updates(params, upd), state, loss
 
+    current = {"net": net}
+
     def step(net, state, idx):
         x0 = encode(data.x_train[idx])
         _, ms, _ = physical_forward(net, layers, x0, ledger)
         params = eqx.filter(net, filt)
         params, state, loss = update(params, state, x0, jnp.asarray(data.y_train[idx]), ms,
                                      twins)
+        current["net"] = eqx.combine(params, static)
         ledger.add_flops(3 * len(idx) * sum(twin_fwd), "twin forward/backward")
         ledger.add_flops(3 * net.forward_flops(len(idx)) + adam_flops(net.n_params),
                          "trainable update")
         return eqx.combine(params, static), state, loss
 
+    def on_epoch(rec):
+        if progress is not None:
+            progress(rec)  # may change the physics (adaptation experiments)
+        if rec["epoch"] in refit_after:
+            new, errs, _ = collect_and_fit(current["net"],
+                                           jax.random.fold_in(key, rec["epoch"]))
+            twins[:] = new
+            refits.append({"after_epoch": rec["epoch"], "twin_val_nrmse": errs})
+
     return run_epochs(method="pat", net=net, layers=layers, data=data, config=config, seed=seed,
-                      ledger=ledger, progress=progress, step=step, state=state, rng=rng,
+                      ledger=ledger, progress=on_epoch, step=step, state=state, rng=rng,
                       extra={"twin_val_nrmse": errors,
-                             "twin_samples_per_layer": config.twin_samples})
+                             "twin_samples_per_layer": config.twin_samples,
+                             "twin_refits": refits})
