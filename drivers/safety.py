@@ -232,3 +232,29 @@ def require_within(safety: SafetyLimits, ceiling: Limits, name: str) -> None:
             or c.max_rate_hz > ceiling.max_rate_hz):
         raise ValueError(f"{name}: the given SafetyLimits ceiling {c} is looser than the "
                          f"profile's {ceiling}; the profile's ceiling cannot be lifted")
+
+
+def layer_spec_and_limits(profile, n_in, n_out, name: str, safety: "SafetyLimits | None"):
+    """The :class:`~pnn.layer.LayerSpec` and safety limits a driver gets from its profile.
+
+    Shapes not given fall back to the profile's ``[layer]`` table; ``safety`` (if given) must lie
+    within the profile's ceiling.
+
+    Raises:
+        ValueError: when the shape is known neither from the arguments nor from the profile, or
+            ``safety`` is looser than the profile.
+    """
+    from pnn.layer import LayerSpec
+
+    n_in = n_in if n_in is not None else profile.layer.n_in
+    n_out = n_out if n_out is not None else profile.layer.n_out
+    if n_in is None or n_out is None:
+        raise ValueError(f"{name}: the layer shape is unknown; pass n_in= and n_out= or set "
+                         f"them in the profile's [layer] table")
+    L = profile.layer
+    spec = LayerSpec(n_in=n_in, n_out=n_out, lo=L.lo, hi=L.hi, name=name, units=L.units)
+    if safety is None:
+        safety = SafetyLimits(profile.safety, on_violation=profile.on_violation, name=name)
+    else:
+        require_within(safety, profile.safety, name)
+    return spec, safety

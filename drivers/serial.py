@@ -66,9 +66,9 @@ from drivers.errors import (
     ReplyFormatError,
 )
 from drivers.profile import Profile, load_profile
-from drivers.safety import SafetyLimits, require_within
+from drivers.safety import SafetyLimits, layer_spec_and_limits
 from drivers.stats import DriverStats
-from pnn.layer import LayerSpec, validate_input
+from pnn.layer import validate_input
 
 __all__ = [
     "SerialLayer",
@@ -222,20 +222,8 @@ class SerialLayer:
         if not self.port:
             raise ValueError(f"SerialLayer: no port given and profile {self.profile.source} sets "
                              f"no serial.port")
-        n_in = n_in if n_in is not None else self.profile.layer.n_in
-        n_out = n_out if n_out is not None else self.profile.layer.n_out
         name = name or f"serial:{self.port}"
-        if n_in is None or n_out is None:
-            raise ValueError(f"{name}: the layer shape is unknown; pass n_in= and n_out= or set "
-                             f"them in the profile's [layer] table")
-        L = self.profile.layer
-        self.spec = LayerSpec(n_in=n_in, n_out=n_out, lo=L.lo, hi=L.hi, name=name, units=L.units)
-        if safety is None:
-            safety = SafetyLimits(self.profile.safety, on_violation=self.profile.on_violation,
-                                  name=name)
-        else:
-            require_within(safety, self.profile.safety, name)
-        self.safety = safety
+        self.spec, self.safety = layer_spec_and_limits(self.profile, n_in, n_out, name, safety)
         self.session = int.from_bytes(os.urandom(4), "little") if session is None else session
         self._ser = None
         self._rx = bytearray()

@@ -46,9 +46,9 @@ import numpy as np
 
 from drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
 from drivers.profile import Profile, load_profile
-from drivers.safety import SafetyLimits, require_within
+from drivers.safety import SafetyLimits, layer_spec_and_limits
 from drivers.stats import DriverStats
-from pnn.layer import LayerSpec, validate_input
+from pnn.layer import validate_input
 
 __all__ = ["VisaLayer", "parse_error_reply"]
 
@@ -125,21 +125,8 @@ class VisaLayer:
         if not self.resource:
             raise ValueError(f"VisaLayer: no VISA resource given and profile "
                              f"{self.profile.source} sets no visa.resource")
-        n_in = n_in if n_in is not None else self.profile.layer.n_in
-        n_out = n_out if n_out is not None else self.profile.layer.n_out
         name = name or f"visa:{self.resource}"
-        if n_in is None or n_out is None:
-            raise ValueError(f"{name}: the layer shape is unknown; pass n_in= and n_out= or set "
-                             f"them in the profile's [layer] table")
-        L = self.profile.layer
-        self.spec = LayerSpec(n_in=n_in, n_out=n_out, lo=L.lo, hi=L.hi, name=name,
-                              units=L.units)
-        if safety is None:
-            safety = SafetyLimits(self.profile.safety, on_violation=self.profile.on_violation,
-                                  name=name)
-        else:
-            require_within(safety, self.profile.safety, name)
-        self.safety = safety
+        self.spec, self.safety = layer_spec_and_limits(self.profile, n_in, n_out, name, safety)
         self.backend = backend or self._v.backend
         self._rm_external = resource_manager
         self._rm = None

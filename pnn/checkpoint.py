@@ -118,23 +118,24 @@ def rng_from_state(state: Mapping) -> np.random.Generator:
         ValueError: when ``state`` is not such a dict or names an unsupported bit generator.
     """
     if not isinstance(state, Mapping):
-        raise ValueError(f"rng_from_state expects a dict from rng_state, got {type(state).__name__}")
+        raise ValueError("rng_from_state expects a dict from rng_state, got "
+                         f"{type(state).__name__}")
     bg_state = state.get("bit_generator_state", state)
     seq = state.get("seed_sequence")
     name = bg_state.get("bit_generator") if isinstance(bg_state, Mapping) else None
     if name not in _RNGS:
         raise ValueError(f"rng_from_state: unsupported or missing bit generator {name!r}; "
                          f"supported: {sorted(_RNGS)}")
-    ss = None
-    if seq is not None:
-        ss = np.random.SeedSequence(seq["entropy"], spawn_key=tuple(seq["spawn_key"]),
-                                    pool_size=seq["pool_size"],
-                                    n_children_spawned=seq["n_children_spawned"])
-    bg = _RNGS[name](ss)
     try:
+        ss = None
+        if seq is not None:
+            ss = np.random.SeedSequence(seq["entropy"], spawn_key=tuple(seq["spawn_key"]),
+                                        pool_size=seq["pool_size"],
+                                        n_children_spawned=seq["n_children_spawned"])
+        bg = _RNGS[name](ss)
         bg.state = dict(bg_state)
     except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"rng_from_state: invalid {name} state: {e}") from e
+        raise ValueError(f"rng_from_state: invalid {name} state ({type(e).__name__}: {e})") from e
     return np.random.Generator(bg)
 
 
@@ -468,6 +469,7 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], *, s
     if bad_keys:
         raise ValueError(f"state keys must be non-empty strings, got {bad_keys!r}")
     step = int(step)
+    payload = _encode(state, step)  # before touching the disk: a bad state leaves no trace
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for s, p in _list(directory):
@@ -481,7 +483,6 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], *, s
                          f"({p.name}): it belongs to another run or a later point of this one. "
                          "Resume it with load_checkpoint, or save this run in a fresh directory.")
 
-    payload = _encode(state, step)
     final = directory / f"ckpt-{step:08d}.npz"
     tmp = directory / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:

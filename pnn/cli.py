@@ -144,6 +144,14 @@ def cmd_train(args) -> int:
     mod = registry.method_module(args.method)
     perturbations = []
     kwargs = {}
+    if args.checkpoint_dir or args.resume:
+        if args.method != "phyll":
+            raise ValueError(f"--checkpoint-dir/--resume are supported by the phyll trainer; "
+                             f"{args.method!r} runs are short enough to restart")
+        if not args.checkpoint_dir:
+            raise ValueError("--resume needs --checkpoint-dir (where the checkpoints are)")
+        kwargs.update(checkpoint_dir=args.checkpoint_dir,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume)
     if args.perturb:
         from pnn.perturb import compose, parse_perturbations, perturbations_of
 
@@ -382,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "noise, gain_noise, shot_noise, drift, param_drift, jump, dead, stuck, "
                         "quantize, latency (see pnn.perturb). In-silico training keeps the "
                         "unperturbed simulator as its model")
+    k = t.add_argument_group("durable runs (phyll)")
+    k.add_argument("--checkpoint-dir", default=None,
+                   help="write the training state here atomically (temporary file, fsync, "
+                        "rename; SHA-256 checked) every --checkpoint-every batches and on Ctrl-C")
+    k.add_argument("--checkpoint-every", type=int, default=20,
+                   help="batches between checkpoints (default %(default)s)")
+    k.add_argument("--resume", action="store_true",
+                   help="continue from the newest good checkpoint in --checkpoint-dir; ends "
+                        "with the same parameters as an uninterrupted run")
     _add_data_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -457,8 +474,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"pnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pnn {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"pnn {args.command}: interrupted{': ' + str(e) if str(e) else ''}",
+              file=sys.stderr)
         return 130
 
 

@@ -3,7 +3,8 @@
 Every trainer sends each physical query through :meth:`Ledger.query` and reports the digital work
 it does with :meth:`Ledger.add_flops`. The ledger records
 
-* ``physical_queries``: samples sent through each physical layer (total and per layer);
+* ``physical_queries``: samples sent through each physical layer (total, per layer, and per
+  purpose: ``train`` for learning, twin data and calibration, ``eval`` for measuring accuracy);
 * ``digital_flops``: floating-point operations of the trainable digital parts, of any digital twin
   and of the optimiser, *counted from array shapes* (a multiply-add is 2 FLOPs; the count is
   stated per item in ``flops_by_item``);
@@ -45,6 +46,7 @@ class Ledger:
     def __init__(self, max_batch: int = 512):
         self.max_batch = int(max_batch)
         self.queries_by_layer: dict[str, int] = defaultdict(int)
+        self.queries_by_purpose: dict[str, int] = defaultdict(int)
         self.flops_by_item: dict[str, int] = defaultdict(int)
         self.physical_s = 0.0
         self._t0 = time.perf_counter()
@@ -61,7 +63,7 @@ class Ledger:
     def add_flops(self, n: int, item: str = "trainable") -> None:
         self.flops_by_item[item] += int(n)
 
-    def query(self, layer, x) -> np.ndarray:
+    def query(self, layer, x, purpose: str = "train") -> np.ndarray:
         """Send a batch through a physical layer and return the measurement as a numpy array.
 
         The drive is validated on the host first (a bad drive never reaches the layer), split
@@ -98,7 +100,27 @@ class Ledger:
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{spec.name}: returned non-finite measurements")
         self.queries_by_layer[spec.name] += len(x)
+        self.queries_by_purpose[purpose] += len(x)
         return y
+
+    def state_dict(self) -> dict:
+        """Counters to checkpoint (plain data), including the wall time spent so far."""
+        return {"queries_by_layer": dict(self.queries_by_layer),
+                "queries_by_purpose": dict(self.queries_by_purpose),
+                "flops_by_item": dict(self.flops_by_item), "physical_s": self.physical_s,
+                "wall_s": self.wall_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue counting from a checkpointed state (wall time included)."""
+        self.queries_by_layer.clear()
+        self.queries_by_layer.update({k: int(v) for k, v in state["queries_by_layer"].items()})
+        self.queries_by_purpose.clear()
+        self.queries_by_purpose.update(
+            {k: int(v) for k, v in state.get("queries_by_purpose", {}).items()})
+        self.flops_by_item.clear()
+        self.flops_by_item.update({k: int(v) for k, v in state["flops_by_item"].items()})
+        self.physical_s = float(state["physical_s"])
+        self._t0 = time.perf_counter() - float(state["wall_s"])
 
     def stop(self) -> None:
         self._stopped = time.perf_counter()
@@ -118,6 +140,7 @@ class Ledger:
         return {
             "physical_queries": self.physical_queries,
             "queries_by_layer": dict(self.queries_by_layer),
+            "queries_by_purpose": dict(self.queries_by_purpose),
             "digital_flops": self.digital_flops,
             "flops_by_item": dict(self.flops_by_item),
             "flops_method": "counted from array shapes (multiply-add = 2 FLOPs)",

@@ -48,13 +48,31 @@ def test_train_phyll_acoustic_end_to_end(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = main(["train", "--system", "acoustic", "--task", "vowels", "--method", "phyll",
                "--epochs", "1", "--hidden", "6", "--n-meas", "6", "--classes", "iy,uw,aa",
-               "--out", str(out)])
+               "--perturb", "dead:channels=[0],noise:std=1e-6", "--out", str(out)])
     assert rc == 0
     rec = json.loads(out.read_text())
+    # the record states every perturbation and its parameters (one list per physical layer)
+    (pert,) = rec["perturbations"]
+    assert [p["name"] for p in pert] == ["dead", "noise"]
+    assert pert[0]["channels"] == [0] and pert[1]["std"] == 1e-6 and "seed" in pert[1]
+    q = rec["cost"]["queries_by_purpose"]
+    assert q["train"] + q["eval"] == rec["cost"]["physical_queries"]
     assert rec["cost"]["physical_queries"] > 0 and rec["system"] == "acoustic"
     assert rec["config"]["hidden"] == [6]
     assert rec["test_accuracy"] > 0.5  # three well-separated vowels, chance 1/3
     assert "physical queries" in capsys.readouterr().out
+
+
+def test_bad_perturbation_is_a_clear_error(capsys):
+    assert main(["train", "--epochs", "1", "--perturb", "wobble:std=1"]) == 2
+    assert "wobble" in capsys.readouterr().err
+
+
+def test_checkpoint_options_only_for_phyll(capsys):
+    assert main(["train", "--method", "bp", "--checkpoint-dir", "x"]) == 2
+    assert "supported by the phyll trainer" in capsys.readouterr().err
+    assert main(["train", "--resume"]) == 2
+    assert "--resume needs --checkpoint-dir" in capsys.readouterr().err
 
 
 def test_bad_data_option_is_a_clear_error(capsys):

@@ -108,7 +108,7 @@ class HybridNet(eqx.Module):
         return int(f + dense_flops(batch, self.head.in_features, self.head.out_features))
 
 
-def physical_forward(net: HybridNet, layers, x0, ledger: Ledger):
+def physical_forward(net: HybridNet, layers, x0, ledger: Ledger, purpose: str = "train"):
     """Run the network with every block's measurement taken from the physical layer (host).
 
     Returns ``(logits, measurements, drives)``; measurements are numpy arrays, one per block.
@@ -118,7 +118,8 @@ def physical_forward(net: HybridNet, layers, x0, ledger: Ledger):
     for k, blk in enumerate(net.blocks):
         spec = layers[k].spec
         a = direction(h)
-        m = jnp.asarray(ledger.query(layers[k], np.asarray(to_drive(a, spec.lo, spec.hi))))
+        m = jnp.asarray(ledger.query(layers[k], np.asarray(to_drive(a, spec.lo, spec.hi)),
+                                     purpose))
         ms.append(m)
         ds.append(a)
         h = blk(m, a)
@@ -130,7 +131,7 @@ def evaluate(net: HybridNet, layers, x, y, ledger: Ledger, batch: int = 512) -> 
     """Accuracy of the network as deployed on ``layers`` (physical queries counted)."""
     correct = 0
     for i in range(0, len(y), batch):
-        logits, _, _ = physical_forward(net, layers, encode(x[i:i + batch]), ledger)
+        logits, _, _ = physical_forward(net, layers, encode(x[i:i + batch]), ledger, "eval")
         correct += int(np.sum(np.argmax(np.asarray(logits), 1) == np.asarray(y[i:i + batch])))
     return correct / len(y)
 

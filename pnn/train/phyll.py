@@ -24,6 +24,10 @@ Hinton's sum-of-squares goodness (``goodness="sumsq"``: ``G = mean(h^2)``, loss
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import signal
+import threading
 import time
 
 import equinox as eqx
@@ -32,9 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnn.checkpoint import load_checkpoint, save_checkpoint
 from pnn.cost import Ledger, adam_flops, dense_flops
 from pnn.network import Block, MinMax, direction, embed_all_labels, embed_label, goodness, to_drive
-from pnn.train.common import Progress, accuracy, minibatches, result_record
+from pnn.train.common import Progress, accuracy, result_record
 
 __all__ = ["PhyLLConfig", "train", "input_dim", "PhyLLModel"]
 
@@ -161,11 +166,11 @@ class PhyLLModel:
         z = jnp.concatenate([z, jnp.ones((z.shape[0], 1), z.dtype)], axis=1)
         return jnp.concatenate([jnp.zeros((z.shape[0], self.n_classes), z.dtype), z], axis=1)
 
-    def block_forward(self, k, h, ledger: Ledger):
+    def block_forward(self, k, h, ledger: Ledger, purpose: str = "eval"):
         """Drive block k's physical layer with the direction of h; returns (a, m, h_k, G_k)."""
         spec = self.layers[k].spec
         a = direction(h)
-        m = ledger.query(self.layers[k], np.asarray(to_drive(a, spec.lo, spec.hi)))
+        m = ledger.query(self.layers[k], np.asarray(to_drive(a, spec.lo, spec.hi)), purpose)
         h_next, g = _apply_block(self.blocks[k], jnp.asarray(m), a, self.kind)
         blk = self.blocks[k]
         ledger.add_flops(dense_flops(h.shape[0], blk.W.shape[1], blk.W.shape[0])
@@ -190,8 +195,18 @@ class PhyLLModel:
         return int(sum(b.n_params for b in self.blocks))
 
 
+def params_digest(blocks) -> str:
+    """SHA-256 of every block's trainable parameters (to compare runs bit for bit)."""
+    h = hashlib.sha256()
+    for blk in blocks:
+        for arr in (blk.W, blk.b):
+            h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
+    return h.hexdigest()
+
+
 def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
-          ledger: Ledger | None = None, progress: Progress | None = None) -> dict:
+          ledger: Ledger | None = None, progress: Progress | None = None,
+          checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False) -> dict:
     """Train a PhyLL network on ``data`` with one physical layer per block.
 
     Args:
@@ -200,6 +215,12 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
         data: a :class:`pnn.data.vowels.Dataset`-like split.
         seed: seeds the block initialisation, data order and negative labels.
         ledger: cost ledger (a fresh one if None). progress: called after every epoch.
+        checkpoint_dir: where the training state (blocks, optimiser states, PRNG state, data
+            order and position, history, ledger) is written atomically every
+            ``checkpoint_every`` batches and on Ctrl-C (see :mod:`pnn.checkpoint`).
+        resume: continue from the newest good checkpoint in ``checkpoint_dir`` (a fresh start
+            when there is none). A resumed run ends with the same parameters as an uninterrupted
+            one. State held by perturbation wrappers or instruments is not part of it.
 
     Returns: the result record (see :func:`pnn.train.common.result_record`); the trained model
     is under the key ``"model"`` (not serialisable; drop it before writing JSON).
@@ -237,60 +258,119 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
     parts = [eqx.partition(b, b.trainable()) for b in blocks]
     opt_states = [opt.init(p) for p, _ in parts]
     calibrated = [False] * len(blocks)
+
+    def _train_batch(idx):
+        x0 = model.prepare(data.x_train[idx])
+        y = jnp.asarray(data.y_train[idx])
+        k_neg = min(int(config.negatives), C - 1)
+        if k_neg == C - 1:  # every wrong label once
+            shift = np.repeat(np.arange(1, C), len(idx))
+        else:
+            shift = rng.integers(1, C, size=k_neg * len(idx))
+        y_neg = (jnp.tile(y, k_neg) + jnp.asarray(shift)) % C
+        h_pos, h_neg = embed_label(x0, y, C), embed_label(jnp.tile(x0, (k_neg, 1)), y_neg, C)
+        batch_loss = 0.0
+        for k in range(len(blocks)):
+            spec = layers[k].spec
+            a_pos, a_neg = direction(h_pos), direction(h_neg)
+            # one physical query per drive: positive and negative drives in one batch
+            drives = np.asarray(to_drive(jnp.concatenate([a_pos, a_neg]), spec.lo, spec.hi))
+            m = jnp.asarray(ledger.query(layers[k], drives))
+            m_pos, m_neg = m[: len(idx)], m[len(idx):]
+            if not calibrated[k]:
+                blocks[k] = blocks[k].with_calibration(np.asarray(m_pos))
+                parts[k] = eqx.partition(blocks[k], blocks[k].trainable())
+                calibrated[k] = True
+            params, static = parts[k]
+            params, opt_states[k], loss = _inner_update(
+                params, static, opt_states[k], m_pos, a_pos, m_neg, a_neg, opt=opt,
+                kind=config.goodness, theta=config.theta, steps=config.inner_steps)
+            parts[k] = (params, static)
+            blocks[k] = eqx.combine(params, static)
+            model.blocks[k] = blocks[k]
+            fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
+            # forward + backward (about 3x forward) for pos and neg, per inner step
+            ledger.add_flops(config.inner_steps * (3 * dense_flops(len(drives), fan_in, width)
+                                                   + adam_flops(blocks[k].n_params)),
+                             "trainable update")
+            h_pos, _ = _apply_block(blocks[k], m_pos, a_pos, config.goodness)
+            h_neg, _ = _apply_block(blocks[k], m_neg, a_neg, config.goodness)
+            batch_loss += float(loss)
+        return batch_loss
+
     rng = np.random.default_rng(seed)
     n_train = len(data.y_train)
     eval_idx = rng.permutation(n_train)[: config.eval_train_max]
     history = []
+    start_epoch, start_batch, order, losses, step = 1, 0, None, [], 0
 
-    for epoch in range(1, config.epochs + 1):
-        t_epoch = time.perf_counter()
-        losses = []
-        for idx in minibatches(rng, n_train, config.batch_size):
-            x0 = model.prepare(data.x_train[idx])
-            y = jnp.asarray(data.y_train[idx])
-            k_neg = min(int(config.negatives), C - 1)
-            if k_neg == C - 1:  # every wrong label once
-                shift = np.repeat(np.arange(1, C), len(idx))
+    def snapshot():
+        return {"blocks": blocks, "opt_states": opt_states, "calibrated": list(calibrated),
+                "rng": rng, "epoch": epoch, "batch": b + 1, "order": np.asarray(order),
+                "losses": list(losses), "history": history, "step": step,
+                "ledger": ledger.state_dict(), "seed": seed,
+                "config": dataclasses.asdict(config)}
+
+    if checkpoint_dir is not None and resume:
+        epoch, b, order = 0, -1, np.zeros(n_train, np.int64)
+        found = load_checkpoint(checkpoint_dir, snapshot())
+        if found is not None:
+            st, _ = found
+            if st["seed"] != seed or st["config"] != json.loads(json.dumps(
+                    dataclasses.asdict(config))):
+                raise ValueError(f"checkpoint in {checkpoint_dir} was written by a run with "
+                                 f"another seed or configuration; refusing to resume")
+            blocks, opt_states, calibrated = list(st["blocks"]), list(st["opt_states"]), \
+                list(st["calibrated"])
+            parts = [eqx.partition(blk, blk.trainable()) for blk in blocks]
+            model.blocks = list(blocks)
+            rng, history, losses, step = st["rng"], list(st["history"]), list(st["losses"]), \
+                st["step"]
+            start_epoch, start_batch, order = st["epoch"], st["batch"], np.asarray(st["order"])
+            ledger.load_state_dict(st["ledger"])
+            for rec in history:
+                if progress is not None:
+                    progress(rec)
+
+    stop = {"requested": False}
+    restore_handler = None
+    if checkpoint_dir is not None and threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):
+            if stop["requested"]:  # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            stop["requested"] = True
+        restore_handler = signal.signal(signal.SIGINT, on_sigint)
+
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            t_epoch = time.perf_counter()
+            if epoch != start_epoch or order is None:
+                order, losses, first = rng.permutation(n_train), [], 0
             else:
-                shift = rng.integers(1, C, size=k_neg * len(idx))
-            y_neg = (jnp.tile(y, k_neg) + jnp.asarray(shift)) % C
-            h_pos, h_neg = embed_label(x0, y, C), embed_label(jnp.tile(x0, (k_neg, 1)), y_neg, C)
-            batch_losses = []
-            for k in range(len(blocks)):
-                spec = layers[k].spec
-                a_pos, a_neg = direction(h_pos), direction(h_neg)
-                # one physical query per drive: positive and negative drives in one batch
-                drives = np.asarray(to_drive(jnp.concatenate([a_pos, a_neg]), spec.lo, spec.hi))
-                m = jnp.asarray(ledger.query(layers[k], drives))
-                m_pos, m_neg = m[: len(idx)], m[len(idx):]
-                if not calibrated[k]:
-                    blocks[k] = blocks[k].with_calibration(np.asarray(m_pos))
-                    parts[k] = eqx.partition(blocks[k], blocks[k].trainable())
-                    calibrated[k] = True
-                params, static = parts[k]
-                params, opt_states[k], loss = _inner_update(
-                    params, static, opt_states[k], m_pos, a_pos, m_neg, a_neg, opt=opt,
-                    kind=config.goodness, theta=config.theta, steps=config.inner_steps)
-                parts[k] = (params, static)
-                blocks[k] = eqx.combine(params, static)
-                model.blocks[k] = blocks[k]
-                n_p = blocks[k].n_params
-                fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
-                # forward + backward (about 3x forward) for pos and neg, per inner step
-                ledger.add_flops(config.inner_steps * (3 * dense_flops(len(drives), fan_in, width)
-                                                       + adam_flops(n_p)), "trainable update")
-                h_pos, _ = _apply_block(blocks[k], m_pos, a_pos, config.goodness)
-                h_neg, _ = _apply_block(blocks[k], m_neg, a_neg, config.goodness)
-                batch_losses.append(float(loss))
-            losses.append(sum(batch_losses))
-        train_acc = accuracy(model.predict(data.x_train[eval_idx], ledger), data.y_train[eval_idx])
-        test_acc = accuracy(model.predict(data.x_test, ledger), data.y_test)
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)), "train_accuracy": train_acc,
-               "test_accuracy": test_acc, "physical_queries": ledger.physical_queries,
-               "epoch_s": round(time.perf_counter() - t_epoch, 3)}
-        history.append(rec)
-        if progress is not None:
-            progress(rec)
+                first = start_batch
+            batches = [order[i:i + config.batch_size] for i in range(0, n_train, config.batch_size)]
+            for b in range(first, len(batches)):
+                idx = batches[b]
+                losses.append(_train_batch(idx))
+                step += 1
+                if checkpoint_dir is not None and (
+                        stop["requested"] or (checkpoint_every and step % checkpoint_every == 0)):
+                    save_checkpoint(checkpoint_dir, snapshot(), step=step)
+                if stop["requested"]:
+                    raise KeyboardInterrupt(
+                        f"stopped after step {step}; checkpoint written to {checkpoint_dir}")
+            train_acc = accuracy(model.predict(data.x_train[eval_idx], ledger),
+                                 data.y_train[eval_idx])
+            test_acc = accuracy(model.predict(data.x_test, ledger), data.y_test)
+            rec = {"epoch": epoch, "loss": float(np.mean(losses)), "train_accuracy": train_acc,
+                   "test_accuracy": test_acc, "physical_queries": ledger.physical_queries,
+                   "epoch_s": round(time.perf_counter() - t_epoch, 3)}
+            history.append(rec)
+            if progress is not None:
+                progress(rec)
+    finally:
+        if restore_handler is not None:
+            signal.signal(signal.SIGINT, restore_handler)
 
     train_acc = accuracy(model.predict(data.x_train, ledger), data.y_train)
     test_acc = history[-1]["test_accuracy"]
@@ -298,7 +378,8 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
     out = result_record(method="phyll", config=config, seed=seed, history=history,
                         train_accuracy=train_acc, test_accuracy=test_acc, ledger=ledger,
                         n_params=model.n_params,
-                        extra={"layers": [layer.spec.to_dict() for layer in layers]})
+                        extra={"layers": [layer.spec.to_dict() for layer in layers],
+                               "params_sha256": params_digest(model.blocks)})
     out["model"] = model
     return out
 

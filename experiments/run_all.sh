@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every measured result in README.md and experiments/results/ comes from these commands
+# (run from the repository root after `make install`; 2 CPU cores, no GPU).
+set -euo pipefail
+PNN=.venv/bin/pnn
+R=experiments/results
+
+# issue: comparison harness (PhyLL vs PAT vs in-silico vs ZO vs digital references)
+$PNN compare --system acoustic --task vowels --seeds 3 --out $R/compare_acoustic_vowels
+$PNN compare --system acoustic --task images --seeds 3 --out $R/compare_acoustic_images
+
+# issue: optical and microwave simulators, PhyLL on vowels (compare with the linear classifier
+# printed by `make demo` on the same split: 82.2 %)
+$PNN train --system optical --task vowels --method phyll --epochs 12 --seed 0 --out $R/train_optical_vowels.json
+$PNN train --system microwave --task vowels --method phyll --epochs 12 --seed 0 --out $R/train_microwave_vowels.json
+
+# issue: adaptation to a changing physical system (a jump, then a slow drift)
+$PNN adapt --system acoustic --task vowels --epochs 16 --event jump:epoch=6,factor=1.05 \
+    --event drift:epoch=11,rate=0.005 --out $R/adapt_acoustic
+$PNN adapt --system optical --task vowels --epochs 16 --event jump:epoch=6,factor=1.3 \
+    --event drift:epoch=11,rate=0.03 --out $R/adapt_optical
+$PNN adapt --system microwave --task vowels --epochs 16 --event jump:epoch=6,offset=0.5 \
+    --event drift:epoch=11,rate=0.1 --out $R/adapt_microwave
