@@ -480,5 +480,18 @@ def main(argv=None) -> int:
         return 130
 
 
+def run() -> int:
+    """Console entry point. ``pnn emulate`` runs a simulator from a server thread; letting the
+    interpreter tear JAX's runtime down behind such a thread occasionally aborts the process
+    ("terminate called ... exception not rethrown"), so that command leaves with ``os._exit``
+    once its output is flushed and its server has stopped."""
+    rc = main()
+    if len(sys.argv) > 1 and sys.argv[1] == "emulate":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

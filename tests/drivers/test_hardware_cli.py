@@ -75,7 +75,7 @@ def _read_resource(proc, timeout=60.0):
                 f"stderr: {proc.stderr.read()!r}")
 
 
-def _finish(proc, lines, timeout=20.0):
+def _finish(proc, lines, timeout=90.0):  # generous: CI machines can be loaded
     """Wait for exit; return (all further stdout, stderr)."""
     err = proc.stderr.read() if proc.wait(timeout) is not None else ""
     out = []
