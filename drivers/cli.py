@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import signal
 import sys
+import threading
 import warnings
 
 __all__ = ["add_commands", "cmd_instruments", "cmd_emulate"]
@@ -167,6 +169,10 @@ def cmd_emulate(args) -> int:
         emu = ScpiEmulator(args.system, args.n_in, args.n_out, port=args.port, **common)
     else:
         emu = SerialEmulator(args.system, args.n_in, args.n_out, **common)
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt: restore Ctrl-C explicitly.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     emu.start()
     kind = "SCPI (TCP socket)" if args.kind == "scpi" else "serial (pseudo-terminal)"
     print(f"pnn emulate: {kind} emulator of {args.system!r}, n_in={args.n_in}, "

@@ -187,16 +187,21 @@ def plot_learning_curves(records: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    values = [r["test_accuracy"] for label, rec in records.items() if label.startswith("phyll")
+              for r in rec["history"]]
+    values += [rec["test_accuracy"] for rec in records.values()]
     for label, rec in records.items():
         h = rec["history"]
         if label.startswith("phyll"):
             ep = [r["epoch"] for r in h]
             ax.plot(ep, [r["test_accuracy"] for r in h], "o-", label=f"{label} (test)")
             ax.plot(ep, [r["train_accuracy"] for r in h], "--", alpha=0.6,
-                    label=f"{label} (train)")
+                    label=f"{label} (train, subset)")
+            values += [r["train_accuracy"] for r in h]
         else:
             ax.axhline(rec["test_accuracy"], ls=":", color="k" if label == "linear" else "C3",
                        label=f"{label} (test, final)")
+    ax.set_ylim(min(values) - 0.03, min(1.0, max(values) + 0.03))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=10)
