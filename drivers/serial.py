@@ -54,11 +54,11 @@ import enum
 import os
 import struct
 import time
-import warnings
 from typing import Callable
 
 import numpy as np
 
+from drivers.base import InstrumentLayer
 from drivers.errors import (
     ChecksumError,
     InstrumentConnectionError,
@@ -193,7 +193,7 @@ def _transport_errors() -> tuple:
     return (serial.SerialException, OSError)
 
 
-class SerialLayer:
+class SerialLayer(InstrumentLayer):
     """A microcontroller speaking the framed protocol above, as a :class:`~pnn.layer.PhysicalLayer`.
 
     Args:
@@ -235,18 +235,6 @@ class SerialLayer:
         self.parse_stats = ParseStats()
 
     # ------------------------------------------------------------------ connection
-    def __enter__(self) -> "SerialLayer":
-        return self.connect()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except Exception as e:
-            warnings.warn(f"{self.spec.name}: close() failed while handling {exc_type.__name__}: "
-                          f"{e}", RuntimeWarning, stacklevel=2)
 
     @property
     def connected(self) -> bool:

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import re
 import struct
-import warnings
 
 import numpy as np
 
+from drivers.base import InstrumentLayer
 from drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
 from drivers.profile import Profile, load_profile
 from drivers.safety import SafetyLimits, layer_spec_and_limits
@@ -86,7 +86,7 @@ _REDUCE = {
 }
 
 
-class VisaLayer:
+class VisaLayer(InstrumentLayer):
     """A VISA instrument pair as a :class:`~pnn.layer.PhysicalLayer` (plain Python, not traceable).
 
     Args:
@@ -136,18 +136,6 @@ class VisaLayer:
         self.stats = DriverStats()
 
     # ------------------------------------------------------------------ connection
-    def __enter__(self) -> "VisaLayer":
-        return self.connect()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except Exception as e:  # do not mask the error that is already propagating
-            warnings.warn(f"{self.spec.name}: close() failed while handling {exc_type.__name__}: "
-                          f"{e}", RuntimeWarning, stacklevel=2)
 
     @property
     def connected(self) -> bool:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 
 from pnn import registry
 

@@ -1,6 +1,5 @@
 """Every baseline trainer learns a small separable problem above a stated floor (fixed seeds)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
