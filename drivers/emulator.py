@@ -62,6 +62,9 @@ __all__ = ["Faults", "EmulatorLog", "Measurement", "ScpiEmulator", "SerialEmulat
 
 _POLL_S = 0.05
 _GRACE_S = 0.5
+# how long a closing serial emulator waits for the host to read its last reply (a loaded host can
+# take well over _GRACE_S between writing a request and reading the answer)
+_LINGER_S = 5.0
 _SEND_TIMEOUT_S = 5.0
 _MAX_BUFFER = 64 * 1024 * 1024
 _MAX_ERRORS = 32
@@ -625,7 +628,7 @@ class SerialEmulator(_Emulator):
         import termios
 
         # closing the master discards what the host has not read yet: let the last reply drain
-        end = time.monotonic() + _GRACE_S
+        end = time.monotonic() + _LINGER_S
         while self._slave is not None and time.monotonic() < end:
             try:
                 pending = struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD,

@@ -190,7 +190,12 @@ class _NoReply(Exception):
 def _transport_errors() -> tuple:
     import serial
 
-    return (serial.SerialException, OSError)
+    errors = (serial.SerialException, OSError)
+    try:  # pyserial's flush() is tcdrain(), which raises termios.error (not an OSError) on EIO
+        import termios
+    except ImportError:  # Windows
+        return errors
+    return errors + (termios.error,)
 
 
 class SerialLayer(InstrumentLayer):

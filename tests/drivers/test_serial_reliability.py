@@ -115,23 +115,36 @@ def test_lost_frame_is_resent_and_measured_once(fast_layer, fast_profile, drives
     assert all(m.deliveries == 1 for m in emu.log.measurements)
 
 
-def test_port_failure_reopens_and_retries(fast_layer, fast_profile, drives):
+def _unplugged_write(data):
+    raise serial.SerialException("device reports readiness to read but returned no data "
+                                 "(device disconnected?)")
+
+
+def _unplugged_flush():
+    import termios
+
+    raise termios.error(5, "Input/output error")  # what tcdrain() raises on a vanished pty
+
+
+@pytest.mark.parametrize("method,fault,commands", [
+    ("write", _unplugged_write, ["HELLO", "HELLO", "MEASURE", "SAFE"]),
+    # the request went out before the drain failed: its resend is answered from the memo
+    ("flush", _unplugged_flush, ["HELLO", "MEASURE", "HELLO", "MEASURE", "SAFE"]),
+])
+def test_port_failure_reopens_and_retries(fast_layer, fast_profile, drives, method, fault,
+                                          commands):
     with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
         real = layer._ser
 
         class Unplugged:
             def __getattr__(self, name):
-                return getattr(real, name)
-
-            def write(self, data):
-                raise serial.SerialException("device reports readiness to read but returned "
-                                             "no data (device disconnected?)")
+                return fault if name == method else getattr(real, name)
 
         layer._ser = Unplugged()
         y = layer(drives)
     np.testing.assert_array_equal(y, fast_layer(drives))
     assert layer.stats.connects == 2 and layer.stats.retries == 1
-    assert emu.log.commands == ["HELLO", "HELLO", "MEASURE", "SAFE"]
+    assert emu.log.commands == commands
     _measured_once(emu, drives)
 
 
