@@ -157,7 +157,7 @@ def test_rate_limit_paces_samples():
     for _ in range(4):
         s.pace(10)  # 10 samples at 200/s: 50 ms a batch
     elapsed = time.monotonic() - t0
-    assert 0.14 <= elapsed < 1.5
+    assert 0.14 <= elapsed < 3.0
     assert s.counts.throttled_s > 0.1
 
 

@@ -56,7 +56,7 @@ def test_unreachable_instrument_fails_fast(fast_profile):
     with pytest.raises(InstrumentConnectionError, match="'TCPIP::127.0.0.1::.*' is unreachable "
                                                         r"\(ConnectionRefusedError"):
         layer.connect()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 3.0  # refused at once, not retried (slack for busy CI)
     assert not layer.connected
 
 
@@ -68,7 +68,7 @@ def test_silent_instrument_fails_within_its_timeout(fast_layer, fast_profile):
                            match=r"did not answer '\*IDN\?' within 300 ms"):
             layer.connect()
         elapsed = time.monotonic() - t0
-    assert 0.25 < elapsed < 0.3 + 0.5 + 1.0  # read timeout (+ open timeout, + slack)
+    assert 0.25 < elapsed < 0.3 + 0.5 + 3.0  # read timeout (+ open timeout, + slack); the reply is 10 s away
 
 
 @pytest.mark.parametrize("at, drop_reply, retries", [
@@ -107,7 +107,7 @@ def test_lost_instrument_fails_after_bounded_retries(fast_layer, fast_profile, d
         t0 = time.monotonic()
         with pytest.raises(InstrumentConnectionError, match=r"failed 3 time\(s\) in a row"):
             layer(drives)
-        assert time.monotonic() - t0 < 3 * (0.3 + 0.5) + 1.0
+        assert time.monotonic() - t0 < 3 * (0.3 + 0.5) + 3.0
         assert layer.stats.samples == len(drives)
         with pytest.raises(InstrumentError, match="could not confirm the safe state"):
             layer.close()

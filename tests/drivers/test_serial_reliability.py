@@ -55,7 +55,7 @@ def test_missing_port_fails_fast(fast_profile):
     with pytest.raises(InstrumentConnectionError, match="cannot open serial port "
                                                         "'/dev/pnn-no-such-port' at 115200 baud"):
         layer.connect()
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 2.0  # no retry loop on a missing port (slack for busy CI)
 
 
 def test_silent_device_fails_within_its_timeout(fast_profile):
@@ -66,7 +66,7 @@ def test_silent_device_fails_within_its_timeout(fast_profile):
         with pytest.raises(InstrumentConnectionError, match=r"no reply to HELLO from .* within "
                                                             r"0.4 s"):
             layer.connect()
-        assert 0.35 < time.monotonic() - t0 < 0.4 + 1.0  # the timeout, plus slack for a busy CI
+        assert 0.35 < time.monotonic() - t0 < 0.4 + 3.0  # the timeout, plus slack for a busy CI
     finally:
         os.close(master)
         os.close(slave)
