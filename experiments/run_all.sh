@@ -14,10 +14,11 @@ $PNN compare --system acoustic --task images --seeds 3 --out $R/compare_acoustic
 $PNN train --system optical --task vowels --method phyll --epochs 12 --seed 0 --out $R/train_optical_vowels.json
 $PNN train --system microwave --task vowels --method phyll --epochs 12 --seed 0 --out $R/train_microwave_vowels.json
 
-# issue: adaptation to a changing physical system (a jump, then a slow drift)
-$PNN adapt --system acoustic --task vowels --epochs 16 --event jump:epoch=6,factor=1.05 \
-    --event drift:epoch=11,rate=0.005 --out $R/adapt_acoustic
-$PNN adapt --system optical --task vowels --epochs 16 --event jump:epoch=6,factor=1.3 \
-    --event drift:epoch=11,rate=0.03 --out $R/adapt_optical
-$PNN adapt --system microwave --task vowels --epochs 16 --event jump:epoch=6,offset=0.5 \
-    --event drift:epoch=11,rate=0.1 --out $R/adapt_microwave
+# issue: adaptation to a changing physical system (a jump half-way through epoch 11, then a slow
+# drift from half-way through epoch 16; test accuracy measured 3 times per epoch)
+$PNN adapt --system acoustic --task vowels --epochs 20 --event jump:epoch=10.5,factor=1.05 \
+    --event drift:epoch=15.5,rate=0.005 --out $R/adapt_acoustic
+$PNN adapt --system optical --task vowels --epochs 20 --event jump:epoch=10.5,factor=1.3 \
+    --event drift:epoch=15.5,rate=0.03 --out $R/adapt_optical
+$PNN adapt --system microwave --task vowels --epochs 20 --event jump:epoch=10.5,offset=0.5 \
+    --event drift:epoch=15.5,rate=0.1 --out $R/adapt_microwave

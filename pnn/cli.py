@@ -318,7 +318,7 @@ def cmd_adapt(args) -> int:
     from pnn.adapt import parse_event, run_adaptation, write_record
 
     if not args.event:
-        raise ValueError("give at least one --event, e.g. --event jump:epoch=6,factor=1.1")
+        raise ValueError("give at least one --event, e.g. --event jump:epoch=6.5,factor=1.1")
     events = [parse_event(e) for e in args.event]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
@@ -340,18 +340,21 @@ def cmd_adapt(args) -> int:
             self.bar.close()
 
     record = run_adaptation(args.system, data, methods, events, epochs=args.epochs,
-                            seed=args.seed, twin=args.pat_twin, progress_factory=Bar)
+                            seed=args.seed, twin=args.pat_twin, progress_factory=Bar,
+                            evals_per_epoch=args.evals_per_epoch)
     out = Path(args.out)
     write_record(record, out)
     for method, res in record["methods"].items():
         for r in res["recovery"]:
-            rec_t = ("not within the run" if r["recovery_epochs"] is None
-                     else f"{r['recovery_epochs']} epoch(s)")
-            drop = "n/a" if r["drop"] is None else f"{100 * r['drop']:.1f} points"
-            print(f"{method:>9}: event after epoch {r['event_epoch']}: accuracy before "
-                  f"{r['before']:.1%}, drop {drop}, recovery {rec_t}; final "
-                  f"{res['test_accuracy']:.1%}; {res['cost']['physical_queries']:,} physical "
-                  f"queries")
+            rec_t = ("not within the run" if r["recovery_steps"] is None
+                     else f"{r['recovery_epochs']:.2f} epoch(s) ({r['recovery_steps']} steps)")
+            drop = ("n/a" if r["drop"] is None else f"{100 * r['drop']:.1f} points"
+                    if r["drop"] > 0 else
+                    f"none (never below it; lowest {100 * r['lowest_after']:.1f} %)")
+            print(f"{method:>9}: event at epoch {r['event_epoch']:g} (step {r['event_step']}): "
+                  f"accuracy before {r['before']:.1%}, drop {drop}, recovery {rec_t}")
+        print(f"{method:>9}: final {res['test_accuracy']:.1%}; "
+              f"{res['cost']['physical_queries']:,} physical queries")
     print(f"wrote {out / 'adapt.json'} and {out / 'adapt.png'}")
     return 0
 
@@ -449,11 +452,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of phyll, pat, insilico (default %(default)s)")
     a.add_argument("--event", action="append", default=[],
                    help="repeatable: 'jump:epoch=E,factor=F[,offset=O][,param=P]' or "
-                        "'drift:epoch=E,rate=R[,param=P]' (after epoch E; drift: relative "
-                        "change per epoch). Default parameter: acoustic speed_scale, optical "
-                        "gamma, microwave detuning")
+                        "'drift:epoch=E,rate=R[,param=P]'. E is training time in epochs and "
+                        "may be fractional (6.5: half-way through epoch 7); drift: change per "
+                        "epoch relative to the initial value, applied a little after every "
+                        "step. Default parameter: acoustic speed_scale, optical gamma, "
+                        "microwave detuning")
     a.add_argument("--epochs", type=int, default=16, help="training epochs (default %(default)s)")
     a.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    a.add_argument("--evals-per-epoch", type=int, default=3,
+                   help="test-accuracy measurements per epoch for the trace, the plot and the "
+                        "recovery times, plus one at every event (default %(default)s)")
     a.add_argument("--pat-twin", choices=["stale", "refit"], default="stale",
                    help="PAT after an event: keep its twin (stale) or refit it on fresh "
                         "measurements (refit)")

@@ -82,3 +82,17 @@ def test_bad_data_option_is_a_clear_error(capsys):
 
 def test_parser_builds():
     assert build_parser().prog == "pnn"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["adapt"], "give at least one --event, e.g. --event jump:epoch=6.5"),
+    (["adapt", "--event", "jump:epoch=x"], "event parameter epoch in 'jump:epoch=x' must be a "
+                                            "number"),
+    (["adapt", "--methods", "phyll,bp", "--event", "jump:epoch=1"],
+     "adapt supports the methods phyll, pat, insilico; got 'bp'"),
+    (["adapt", "--epochs", "3", "--event", "jump:epoch=3.5"],
+     "the last event is at epoch 3.5, but training has only 3 epochs"),
+])
+def test_adapt_bad_input_is_a_clear_error(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """What every trainer shares: the result record, versions, minibatches and progress reporting.
 
 Every trainer module exposes ``train(layers, data, config, *, seed, ledger=None, progress=None)``
-and returns the record built by :func:`result_record`, so results from different methods can be
+(trainers of physical layers also take ``on_step``, a :data:`StepHook`) and returns the record built by :func:`result_record`, so results from different methods can be
 compared field by field.
 """
 
@@ -16,10 +16,16 @@ import numpy as np
 
 from pnn.cost import Ledger
 
-__all__ = ["result_record", "versions", "minibatches", "Progress", "accuracy"]
+__all__ = ["result_record", "versions", "minibatches", "Progress", "StepHook", "accuracy"]
 
 #: progress callback: called once per epoch with a dict of that epoch's metrics
 Progress = Callable[[dict], None]
+
+#: step hook: called after every training step with the number of steps done so far and a
+#: function that measures the current model's test accuracy on the deployed layers (its
+#: physical queries are charged to the ledger as "eval"). The hook may change the physics;
+#: the next step sees the change. Used by the adaptation experiment (:mod:`pnn.adapt`).
+StepHook = Callable[[int, Callable[[], float]], None]
 
 
 def versions() -> dict:

@@ -137,11 +137,12 @@ def evaluate(net: HybridNet, layers, x, y, ledger: Ledger, batch: int = 512) -> 
 
 
 def run_epochs(*, method, net, layers, data, config, seed, ledger, progress, step, state,
-               rng, extra=None, eval_train_max: int = 400):
+               rng, extra=None, eval_train_max: int = 400, on_step=None):
     """The epoch loop shared by the hybrid trainers.
 
     ``step(net, state, idx) -> (net, state, loss)`` does one update on the training samples
     ``idx``. Accuracy is always measured on the deployed physical ``layers`` (queries counted).
+    ``on_step``: a :data:`pnn.train.common.StepHook`, called after every step.
     """
     import time
 
@@ -150,12 +151,16 @@ def run_epochs(*, method, net, layers, data, config, seed, ledger, progress, ste
     n_train = len(data.y_train)
     eval_idx = rng.permutation(n_train)[:eval_train_max]
     history = []
+    n_steps = 0
     for epoch in range(1, config.epochs + 1):
         t = time.perf_counter()
         losses = []
         for idx in minibatches(rng, n_train, config.batch_size):
             net, state, loss = step(net, state, idx)
             losses.append(float(loss))
+            n_steps += 1
+            if on_step is not None:
+                on_step(n_steps, lambda: evaluate(net, layers, data.x_test, data.y_test, ledger))
         rec = {"epoch": epoch, "loss": float(np.mean(losses)),
                "train_accuracy": evaluate(net, layers, data.x_train[eval_idx],
                                           data.y_train[eval_idx], ledger),

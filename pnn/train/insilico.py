@@ -38,7 +38,7 @@ layer_shapes = hybrid_layer_shapes
 
 
 def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None, model_layers=None) -> dict:
+          progress: Progress | None = None, model_layers=None, on_step=None) -> dict:
     """Backpropagate through ``model_layers`` (default: ``layers``), evaluate on ``layers``.
 
     Raises:
@@ -84,4 +84,5 @@ def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Led
 
     return run_epochs(method="insilico", net=net, layers=layers, data=data, config=config,
                       seed=seed, ledger=ledger, progress=progress, step=step, state=state,
-                      rng=rng, extra={"model_layers": [s.name for s in specs]})
+                      rng=rng, extra={"model_layers": [s.name for s in specs]},
+                      on_step=on_step)

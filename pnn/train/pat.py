@@ -104,9 +104,12 @@ def fit_twin(drives: np.ndarray, meas: np.ndarray, config: Config, *, key, ledge
 
 
 def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None, refit_after: tuple = ()) -> dict:
-    """Train with PAT. ``refit_after``: epochs after which the twins are refitted on fresh
-    measurements (adaptation to a changed system); by default the twin is fitted once."""
+          progress: Progress | None = None, on_step=None, refit_at_steps=()) -> dict:
+    """Train with PAT.
+
+    ``on_step``: a :data:`pnn.train.common.StepHook`. ``refit_at_steps``: training steps after
+    which (and after ``on_step``) the twins are refitted on fresh measurements, to adapt to a
+    changed system; by default the twin is fitted once, before training."""
     ledger = ledger or Ledger()
     net, rng = init_calibrated(config, layers, data, seed, ledger)
     key = jax.random.PRNGKey(seed + 7)
@@ -174,17 +177,19 @@ def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Led
                          "trainable update")
         return eqx.combine(params, static), state, loss
 
-    def on_epoch(rec):
-        if progress is not None:
-            progress(rec)  # may change the physics (adaptation experiments)
-        if rec["epoch"] in refit_after:
-            new, errs, _ = collect_and_fit(current["net"],
-                                           jax.random.fold_in(key, rec["epoch"]))
+    refit_at = set(refit_at_steps)
+
+    def after_step(n, evaluate):
+        if on_step is not None:
+            on_step(n, evaluate)  # may change the physics (adaptation experiments)
+        if n in refit_at:
+            new, errs, _ = collect_and_fit(current["net"], jax.random.fold_in(key, n))
             twins[:] = new
-            refits.append({"after_epoch": rec["epoch"], "twin_val_nrmse": errs})
+            refits.append({"after_step": n, "twin_val_nrmse": errs})
 
     return run_epochs(method="pat", net=net, layers=layers, data=data, config=config, seed=seed,
-                      ledger=ledger, progress=on_epoch, step=step, state=state, rng=rng,
+                      ledger=ledger, progress=progress, step=step, state=state, rng=rng,
+                      on_step=after_step,
                       extra={"twin_val_nrmse": errors,
                              "twin_samples_per_layer": config.twin_samples,
                              "twin_refits": refits})

@@ -39,7 +39,7 @@ import optax
 from pnn.checkpoint import load_checkpoint, save_checkpoint
 from pnn.cost import Ledger, adam_flops, dense_flops
 from pnn.network import Block, MinMax, direction, embed_all_labels, embed_label, goodness, to_drive
-from pnn.train.common import Progress, accuracy, result_record
+from pnn.train.common import Progress, StepHook, accuracy, result_record
 
 __all__ = ["PhyLLConfig", "train", "input_dim", "PhyLLModel"]
 
@@ -206,7 +206,8 @@ def params_digest(blocks) -> str:
 
 def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
           ledger: Ledger | None = None, progress: Progress | None = None,
-          checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False) -> dict:
+          checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False,
+          on_step: StepHook | None = None) -> dict:
     """Train a PhyLL network on ``data`` with one physical layer per block.
 
     Args:
@@ -215,6 +216,7 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
         data: a :class:`pnn.data.vowels.Dataset`-like split.
         seed: seeds the block initialisation, data order and negative labels.
         ledger: cost ledger (a fresh one if None). progress: called after every epoch.
+        on_step: called after every training step (see :data:`pnn.train.common.StepHook`).
         checkpoint_dir: where the training state (blocks, optimiser states, PRNG state, data
             order and position, history, ledger) is written atomically every
             ``checkpoint_every`` batches and on Ctrl-C (see :mod:`pnn.checkpoint`).
@@ -353,6 +355,9 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
                 idx = batches[b]
                 losses.append(_train_batch(idx))
                 step += 1
+                if on_step is not None:
+                    on_step(step, lambda: accuracy(model.predict(data.x_test, ledger),
+                                                   data.y_test))
                 if checkpoint_dir is not None and (
                         stop["requested"] or (checkpoint_every and step % checkpoint_every == 0)):
                     save_checkpoint(checkpoint_dir, snapshot(), step=step)

@@ -36,7 +36,7 @@ class Config(HybridConfig):
 
 
 def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None) -> dict:
+          progress: Progress | None = None, on_step=None) -> dict:
     ledger = ledger or Ledger()
     net, rng = init_calibrated(config, layers, data, seed, ledger)
     filt = net.trainable()
@@ -71,4 +71,5 @@ def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Led
 
     del leaves
     return run_epochs(method="zo", net=net, layers=layers, data=data, config=config, seed=seed,
-                      ledger=ledger, progress=progress, step=step, state=state, rng=rng)
+                      ledger=ledger, progress=progress, step=step, state=state, rng=rng,
+                      on_step=on_step)

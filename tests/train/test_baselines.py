@@ -54,6 +54,29 @@ def test_pat_forward_uses_the_physics_not_the_twin():
     assert layers[0].n_calls > 0 and rec["cost"]["physical_queries"] > 80
 
 
+def test_pat_refits_its_twin_on_fresh_measurements_when_asked():
+    data = blobs(seed=4, n_per_class=20)
+    cfg = pat.Config(hidden=(6,), n_meas=6, epochs=2, batch_size=16, twin_samples=80,
+                     twin_epochs=2)
+    steps = []
+
+    def hook(n, evaluate):
+        steps.append(n)
+        if n == 2:
+            assert 0.0 <= evaluate() <= 1.0
+
+    once = pat.train(_hyb_layers(pat, cfg, data), data, cfg, seed=0)
+    layers = _hyb_layers(pat, cfg, data)
+    rec = pat.train(layers, data, cfg, seed=0, on_step=hook, refit_at_steps=(2, 5))
+    spe = -(-len(data.y_train) // cfg.batch_size)
+    assert steps == list(range(1, 2 * spe + 1))  # the hook sees every step, in order
+    assert [r["after_step"] for r in rec["twin_refits"]] == [2, 5]
+    assert all(len(r["twin_val_nrmse"]) == 1 for r in rec["twin_refits"])
+    # each refit measures twin_samples fresh drives; the hook's evaluation is charged as eval
+    extra = rec["cost"]["physical_queries"] - once["cost"]["physical_queries"]
+    assert extra == 2 * cfg.twin_samples + len(data.y_test)
+
+
 def test_insilico_learns_and_reports_deployed_accuracy():
     data = blobs(seed=5, n_per_class=40)
     cfg = insilico.Config(hidden=(6,), n_meas=6, epochs=8, batch_size=16, lr=1e-2)
