@@ -88,6 +88,8 @@ import numpy as np
 from pnn.layer import LayerSpec, is_traced, validate_input
 
 __all__ = [
+    "perturbation_states",
+    "load_perturbation_states",
     "Perturbation",
     "AdditiveNoise",
     "MultiplicativeNoise",
@@ -313,6 +315,48 @@ class Perturbation:
         if isinstance(self.layer, Perturbation):
             self.layer.reset()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running state (counters, noise generator, drift position) of this wrapper and
+        every wrapper beneath it, as plain JSON-able data; :meth:`load_state_dict` restores it,
+        so that a resumed run sees the same noise and drift as an uninterrupted one."""
+        d = {"name": self.name, "n_queried": int(self.n_queried), "n_calls": int(self.n_calls),
+             "rng": None if self.rng is None else self.rng.bit_generator.state,
+             **self._extra_state()}
+        if isinstance(self.layer, Perturbation):
+            d["inner"] = self.layer.state_dict()
+        return d
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (of a wrapper stack of the same kinds).
+
+        Raises:
+            ValueError: when ``state`` was taken from a different stack of wrappers.
+        """
+        if not isinstance(state, Mapping) or state.get("name") != self.name:
+            got = state.get("name") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"{self.spec.name}: saved perturbation state is for {got!r}, "
+                             f"this wrapper is {self.name!r}")
+        if (state["rng"] is None) != (self.rng is None):
+            raise ValueError(f"{self.spec.name}: saved {self.name!r} state "
+                             f"{'has no' if state['rng'] is None else 'has a'} noise generator, "
+                             f"this wrapper {'has one' if self.rng is not None else 'has none'}")
+        inner = isinstance(self.layer, Perturbation)
+        if inner != ("inner" in state):
+            raise ValueError(f"{self.spec.name}: saved {self.name!r} state and this wrapper "
+                             f"differ in what they wrap")
+        self.n_queried, self.n_calls = int(state["n_queried"]), int(state["n_calls"])
+        if self.rng is not None:
+            self.rng.bit_generator.state = dict(state["rng"])
+        self._load_extra_state(state)
+        if inner:
+            self.layer.load_state_dict(state["inner"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
     # -- the protocol
     def __call__(self, x):
         """Perturbed measurement of a batch ``(batch, n_in)`` → numpy array ``(batch, n_out)``.
@@ -447,6 +491,16 @@ class Drift(Perturbation):
         width = self.spec.n_out if self.independent else 1
         self._walk = np.zeros(width)  # d at the next sample (or call)
 
+    def _extra_state(self):
+        return {"walk": [float(v) for v in self._walk]}
+
+    def _load_extra_state(self, state):
+        walk = np.asarray(state["walk"], np.float64)
+        if walk.shape != self._walk.shape:
+            raise ValueError(f"{self.spec.name}: saved drift has {walk.size} channel(s), this "
+                             f"one {self._walk.size}")
+        self._walk = walk
+
     @property
     def current(self) -> np.ndarray:
         """The drift the next sample (or call) will see, shape ``(1,)`` or ``(n_out,)``."""
@@ -523,6 +577,12 @@ class ParameterDrift(Perturbation):
     def _reset_state(self):
         super()._reset_state()
         self._walk = 0.0
+
+    def _extra_state(self):
+        return {"walk": float(self._walk)}
+
+    def _load_extra_state(self, state):
+        self._walk = float(state["walk"])
 
     @property
     def current_value(self) -> float:
@@ -771,6 +831,32 @@ class Latency(Perturbation):
 
     def _params(self):
         return {"seconds": self.seconds, "per_sample": self.per_sample}
+
+
+def perturbation_states(layers) -> list[dict[str, Any] | None]:
+    """The state of every perturbation stack in ``layers`` (``None`` for a bare layer)."""
+    return [layer.state_dict() if isinstance(layer, Perturbation) else None for layer in layers]
+
+
+def load_perturbation_states(layers, states) -> None:
+    """Restore :func:`perturbation_states` onto the same arrangement of layers.
+
+    Raises:
+        ValueError: when the layers are not wrapped as they were when the state was taken.
+    """
+    states = list(states)
+    if len(states) != len(layers):
+        raise ValueError(f"saved perturbation state is for {len(states)} layer(s), "
+                         f"got {len(layers)}")
+    for k, (layer, st) in enumerate(zip(layers, states)):
+        if isinstance(layer, Perturbation):
+            if st is None:
+                raise ValueError(f"layer {k} ({layer.spec.name}) is wrapped in {layer.name!r}, "
+                                 f"but the saved run had no perturbation there")
+            layer.load_state_dict(st)
+        elif st is not None:
+            raise ValueError(f"layer {k} ({layer.spec.name}) is not perturbed, but the saved "
+                             f"run had {st['name']!r} there")
 
 
 # --------------------------------------------------------------------------- specs and parsing

@@ -12,8 +12,9 @@ import pytest
 
 ARGS = ["train", "--system", "acoustic", "--method", "phyll", "--classes", "iy,uw,aa",
         "--hidden", "6", "--n-meas", "6", "--epochs", "2", "--batch-size", "16", "--seed", "3",
-        # 0.1 s of latency on every physical call makes the run slow enough to kill mid-epoch
-        "--perturb", "latency:seconds=0.1"]
+        # 0.1 s of latency on every physical call makes the run slow enough to kill mid-epoch;
+        # readout noise and a random-walk drift carry state that the resumed run must continue
+        "--perturb", "latency:seconds=0.1,noise:std=0.02,drift:step=0.002"]
 
 
 def _run(args, **kw):

@@ -26,7 +26,9 @@ from pnn.perturb import (
     ShotNoise,
     StuckChannels,
     compose,
+    load_perturbation_states,
     parse_perturbations,
+    perturbation_states,
     perturbations_of,
     unwrap,
 )
@@ -340,6 +342,46 @@ def test_reset_restores_the_whole_stack():
     layer.reset()
     np.testing.assert_array_equal(layer(x), first)
     assert all(p.n_queried == 30 for p in perturbations_of(layer))
+
+
+def test_saved_state_continues_the_noise_and_drift_exactly():
+    import json
+
+    spec = ("param_drift:param=gain,step=0.02;drift:step=0.01,on=offset,independent=true;"
+            "shot_noise:scale=0.1;jump:at=45,factor=2;noise:std=0.1")
+    x = drives(60)
+
+    def stack():
+        base = TinySim(spec=LayerSpec(n_in=2, n_out=3, name="tiny"), n_rep=3, gain=1.0)
+        return [compose(base, spec, seed=5), base]
+
+    whole = stack()
+    uninterrupted = np.concatenate([whole[0](x[:30]), whole[0](x[30:])])
+    first = stack()
+    head = first[0](x[:30])
+    saved = json.loads(json.dumps(perturbation_states(first)))  # what a checkpoint keeps
+    assert saved[1] is None and saved[0]["name"] == "noise" and saved[0]["n_queried"] == 30
+    resumed = stack()
+    load_perturbation_states(resumed, saved)
+    tail = resumed[0](x[30:])
+    np.testing.assert_array_equal(np.concatenate([head, tail]), uninterrupted)
+    # a fresh stack (what resuming used to do) does not continue the run
+    assert not np.allclose(stack()[0](x[30:]), tail)
+
+
+def test_saved_state_is_refused_by_another_stack():
+    base = ConstantLayer([1.0, 2.0])
+    saved = perturbation_states([compose(base, "noise:std=0.1", seed=1)])
+    with pytest.raises(ValueError, match="saved perturbation state is for 'noise', this wrapper "
+                                         "is 'dead'"):
+        load_perturbation_states([compose(base, "dead:channels=[0]")], saved)
+    with pytest.raises(ValueError, match="is not perturbed, but the saved run had 'noise'"):
+        load_perturbation_states([base], saved)
+    with pytest.raises(ValueError, match="for 1 layer\\(s\\), got 2"):
+        load_perturbation_states([base, base], saved)
+    with pytest.raises(ValueError, match="differ in what they wrap"):
+        load_perturbation_states([compose(base, "dead:channels=[0]", "noise:std=0.1", seed=1)],
+                                 saved)
 
 
 def test_stack_is_reproducible_from_its_seed_and_ledger_chunking():

@@ -39,6 +39,7 @@ import optax
 from pnn.checkpoint import load_checkpoint, save_checkpoint
 from pnn.cost import Ledger, adam_flops, dense_flops
 from pnn.network import Block, MinMax, direction, embed_all_labels, embed_label, goodness, to_drive
+from pnn.perturb import load_perturbation_states, perturbation_states
 from pnn.train.common import Progress, StepHook, accuracy, result_record
 
 __all__ = ["PhyLLConfig", "train", "input_dim", "PhyLLModel"]
@@ -218,11 +219,12 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
         ledger: cost ledger (a fresh one if None). progress: called after every epoch.
         on_step: called after every training step (see :data:`pnn.train.common.StepHook`).
         checkpoint_dir: where the training state (blocks, optimiser states, PRNG state, data
-            order and position, history, ledger) is written atomically every
+            order and position, history, ledger, and the state of any perturbation wrappers
+            around the layers: noise generators, drift positions) is written atomically every
             ``checkpoint_every`` batches and on Ctrl-C (see :mod:`pnn.checkpoint`).
         resume: continue from the newest good checkpoint in ``checkpoint_dir`` (a fresh start
             when there is none). A resumed run ends with the same parameters as an uninterrupted
-            one. State held by perturbation wrappers or instruments is not part of it.
+            one. State held inside instruments or simulators themselves is not part of it.
 
     Returns: the result record (see :func:`pnn.train.common.result_record`); the trained model
     is under the key ``"model"`` (not serialisable; drop it before writing JSON).
@@ -311,6 +313,7 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
                 "rng": rng, "epoch": epoch, "batch": b + 1, "order": np.asarray(order),
                 "losses": list(losses), "history": history, "step": step,
                 "ledger": ledger.state_dict(), "seed": seed,
+                "perturbations": perturbation_states(layers),
                 "config": dataclasses.asdict(config)}
 
     if checkpoint_dir is not None and resume:
@@ -330,6 +333,7 @@ def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
                 st["step"]
             start_epoch, start_batch, order = st["epoch"], st["batch"], np.asarray(st["order"])
             ledger.load_state_dict(st["ledger"])
+            load_perturbation_states(layers, st["perturbations"])
             for rec in history:
                 if progress is not None:
                     progress(rec)
