@@ -135,12 +135,73 @@ def _method_config(method: str, args):
     return dataclasses.replace(cfg, **overrides)
 
 
+#: trainers that only need measurements from their physical layers (no simulator gradients)
+INSTRUMENT_METHODS = ("phyll", "pat", "zo")
+
+
+def _instrument_layers(args, cfg, data) -> list:
+    """One driver layer per block from ``--instrument kind:address`` (not connected yet)."""
+    if args.method not in INSTRUMENT_METHODS:
+        why = ("needs a differentiable simulator" if args.method == "insilico"
+               else "has no physical layer")
+        raise ValueError(f"--instrument works with the methods that only measure their physical "
+                         f"layers ({', '.join(INSTRUMENT_METHODS)}); {args.method!r} {why}")
+    from drivers.profile import load_profile
+    from drivers.serial import SerialLayer
+    from drivers.visa import VisaLayer
+
+    shapes = registry.method_module(args.method).layer_shapes(cfg, data.n_features,
+                                                              data.n_classes)
+    need = "; ".join(f"block {k}: n_in={i}, n_out={o}" for k, (i, o) in enumerate(shapes))
+    if len(args.instrument) != len(shapes):
+        raise ValueError(f"{args.method} with hidden={tuple(cfg.hidden)} needs {len(shapes)} "
+                         f"physical layer(s) ({need}), but {len(args.instrument)} --instrument "
+                         f"was given: give one per block, in order (or change --hidden)")
+    profile = load_profile(args.profile)
+    L = profile.layer
+    layers = []
+    for k, (text, (n_in, n_out)) in enumerate(zip(args.instrument, shapes)):
+        kind, sep, where = text.partition(":")
+        if not sep or kind not in ("visa", "serial") or not where:
+            raise ValueError(f"--instrument {text!r}: expected 'visa:RESOURCE' (e.g. "
+                             f"visa:TCPIP::192.168.0.5::INSTR) or 'serial:PORT' (e.g. "
+                             f"serial:/dev/ttyACM0)")
+        for what, have, want in (("n_in", L.n_in, n_in), ("n_out", L.n_out, n_out)):
+            if have is not None and have != want:
+                raise ValueError(f"profile {profile.source} fixes {what}={have}, but block {k} "
+                                 f"needs {what}={want} ({need})")
+        cls = VisaLayer if kind == "visa" else SerialLayer
+        layers.append(cls(profile, where, n_in=n_in, n_out=n_out, name=f"{kind}[{k}]:{where}"))
+    return layers
+
+
+def _instrument_record(layer) -> dict:
+    return {"name": layer.spec.name, "idn": layer.idn, "profile": str(layer.profile.source),
+            "driver": dataclasses.asdict(layer.stats),
+            "safety": dataclasses.asdict(layer.safety.counts)}
+
+
 def cmd_train(args) -> int:
-    import jax
+    import contextlib
 
     data = _load_data(args, args.seed)
     cfg = _method_config(args.method, args)
-    layers = registry.build_layers(args.system, args.method, cfg, data, seed=args.seed)
+    if args.instrument:
+        layers = _instrument_layers(args, cfg, data)
+        instruments = list(layers)
+    else:
+        layers = registry.build_layers(args.system, args.method, cfg, data, seed=args.seed)
+        instruments = []
+    with contextlib.ExitStack() as stack:
+        for layer in instruments:  # connected now; left safe (outputs off) on any exit
+            stack.enter_context(layer)
+        return _train_on(args, data, cfg, layers, instruments)
+
+
+def _train_on(args, data, cfg, layers, instruments) -> int:
+    import jax
+
+    system = "instrument" if instruments else args.system
     mod = registry.method_module(args.method)
     perturbations = []
     kwargs = {}
@@ -161,7 +222,9 @@ def cmd_train(args) -> int:
         layers = [compose(layer, *specs, seed=args.seed * 1000 + k)
                   for k, layer in enumerate(layers)]
         perturbations = [[w.describe() for w in perturbations_of(layer)] for layer in layers]
-    print(f"pnn train: {args.method} on {args.system} ({len(layers)} physical layer(s)), "
+    where = (", ".join(f"{i.spec.name} ({i.idn})" for i in instruments) if instruments
+             else args.system)
+    print(f"pnn train: {args.method} on {where} ({len(layers)} physical layer(s)), "
           f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test samples, "
           f"{data.n_classes} classes; JAX on {jax.default_backend()}", file=sys.stderr)
     bar, update = _progress_bar(cfg.epochs, args.method)
@@ -170,9 +233,16 @@ def cmd_train(args) -> int:
     finally:
         bar.close()
     rec = _strip(rec)
-    rec.update({"system": args.system, "task": args.task, "data": data.describe(),
+    rec.update({"system": system, "task": args.task, "data": data.describe(),
                 "perturbations": perturbations})
-    print(_summary(rec, args.system, data))
+    if instruments:
+        rec["instruments"] = [_instrument_record(i) for i in instruments]
+    print(_summary(rec, system, data))
+    for i in rec.get("instruments", []):
+        d, sc = i["driver"], i["safety"]
+        print(f"{i['name']} ({i['idn']}): {d['samples']:,} samples in {d['batches']} batches, "
+              f"{d['retries']} retries, {d['connects']} connection(s); safety: "
+              f"{sc['refused_batches']} batches refused, {sc['clipped']} values clipped")
     if args.out:
         _write_json(Path(args.out), rec)
         print(f"result record written to {args.out}")
@@ -392,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--theta", type=float, default=None, help="PhyLL: loss sharpness")
     g.add_argument("--goodness", choices=["cosine", "sumsq"], default=None,
                    help="PhyLL goodness: cosine (paper, default) or Hinton's sum of squares")
+    t.add_argument("--instrument", action="append", default=[], metavar="KIND:ADDRESS",
+                   help="train on instruments instead of a simulator: 'visa:RESOURCE' or "
+                        "'serial:PORT', one per block, in order (the shapes each block needs "
+                        "are printed if the count is wrong). Methods: "
+                        f"{', '.join(INSTRUMENT_METHODS)}. Try it with `pnn emulate`")
+    t.add_argument("--profile", default="emulator",
+                   help="instrument profile for --instrument: a shipped name or a TOML file "
+                        "(SCPI commands, serial settings, safety ceiling; default %(default)s)")
     t.add_argument("--perturb", default=None,
                    help="perturbations wrapped around every physical layer, innermost first, "
                         "e.g. 'noise:std=0.02,drift:rate=1e-6' or 'dead:channels=[0,3]'; names: "

@@ -123,3 +123,70 @@ def test_emulate_serial_stops_after_its_request_limit():
             proc.kill()
     assert proc.returncode == 0, err
     assert "served 3 requests" in out and "2 samples measured" in out
+
+
+# ------------------------------------------------------------------ pnn train --instrument
+TRAIN = ["train", "--method", "phyll", "--classes", "iy,uw,aa", "--hidden", "6", "--n-meas", "6",
+         "--epochs", "1", "--batch-size", "16", "--seed", "0"]
+
+
+def _block_shape():
+    from pnn.train import phyll
+
+    cfg = phyll.PhyLLConfig(hidden=(6,), n_meas=6)
+    ((n_in, n_out),) = phyll.layer_shapes(cfg, 4, 3)  # 4 formants, 3 vowels
+    return n_in, n_out
+
+
+@pytest.mark.slow
+def test_train_on_a_visa_instrument_equals_training_on_its_simulator(tmp_path, capsys):
+    import json
+
+    n_in, n_out = _block_shape()
+    main([*TRAIN, "--system", "acoustic", "--out", str(tmp_path / "sim.json")])
+    # build_layers seeds block 0 of seed 0 with 0: the emulator runs that very simulator
+    with ScpiEmulator("acoustic", n_in, n_out, seed=0, max_seconds=300) as emu:
+        assert main([*TRAIN, "--instrument", f"visa:{emu.resource}",
+                     "--out", str(tmp_path / "hw.json")]) == 0
+        assert not emu.output_on  # left safe at the end
+    sim = json.loads((tmp_path / "sim.json").read_text())
+    hw = json.loads((tmp_path / "hw.json").read_text())
+    assert hw["system"] == "instrument" and hw["params_sha256"] == sim["params_sha256"]
+    assert hw["test_accuracy"] == sim["test_accuracy"] > 0.5
+    (inst,) = hw["instruments"]
+    assert inst["idn"].startswith("PNN,Emulator-SCPI,acoustic")
+    q = hw["cost"]["physical_queries"]
+    assert q == sim["cost"]["physical_queries"] == inst["driver"]["samples"]
+    assert q == emu.log.samples_measured and inst["safety"]["refused_batches"] == 0
+    assert "on visa[0]:" in capsys.readouterr().err
+
+
+def test_train_on_a_serial_instrument_with_the_shape_checks(tmp_path, capsys):
+    from drivers.emulator import SerialEmulator
+    from tests.drivers.conftest import TanhLayer
+
+    n_in, n_out = _block_shape()
+    with SerialEmulator(layer=TanhLayer(n_in, n_out), n_in=n_in, n_out=n_out,
+                        max_seconds=120) as emu:
+        out = tmp_path / "r.json"
+        assert main([*TRAIN, "--instrument", f"serial:{emu.port}", "--out", str(out)]) == 0
+        assert not emu.output_on
+        assert emu.log.commands[0] == "HELLO" and emu.log.commands[-1] == "SAFE"
+        # one instrument for a two-block network: the message lists what each block needs
+        assert main([*TRAIN, "--hidden", "6,6", "--instrument", f"serial:{emu.port}"]) == 2
+        err = capsys.readouterr().err
+        assert "needs 2 physical layer(s) (block 0: n_in=" in err and "block 1: n_in=6, n_out=6" in err
+    import json
+
+    rec = json.loads(out.read_text())
+    assert rec["instruments"][0]["driver"]["samples"] == rec["cost"]["physical_queries"] > 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--instrument", "gpib:7"], "expected 'visa:RESOURCE'"),
+    (["--method", "insilico", "--instrument", "visa:X"], "'insilico' needs a differentiable"),
+    (["--method", "bp", "--instrument", "visa:X"], "'bp' has no physical layer"),
+])
+def test_train_instrument_bad_input_is_a_clear_error(extra, message, capsys):
+    assert main([*TRAIN, *extra]) == 2
+    assert message in capsys.readouterr().err
