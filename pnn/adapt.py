@@ -14,13 +14,19 @@ Every ``1 / evals_per_epoch`` epochs, and at every event step just before the ch
 accuracy is measured on the physics as it is *now* (the queries are charged to the ledger as
 "eval"). These measurements form the trace that the plot shows and that the report uses:
 
-* ``before``: the mean of the last ``n_before`` (3) measurements up to the event. One measurement
+* ``before``: the mean of the last ``n_window`` (3) measurements up to the event. One measurement
   on a few hundred test samples has a binomial standard error of about 2 points, as large as the
-  2-point tolerance, so a single value would make the report mostly noise.
-* ``drop``: ``before`` minus the lowest accuracy measured after the event, until the next event.
+  2-point tolerance, and training itself moves the accuracy by a few points from one measurement
+  to the next, so single values would make the report mostly noise.
+* ``after``: the mean of the first ``n_window`` measurements after the event (about one epoch);
+  ``drop`` is ``before - after`` (negative: the accuracy rose). ``lowest_after`` is the single
+  lowest measurement until the next event, for reference; it includes the ordinary scatter.
+* ``settled``: the mean of the last ``n_window`` measurements before the next event (or the
+  end): where the method ended up on the changed system.
 * ``recovery``: training time (in epochs and in steps) from the event until the first
   measurement back within ``tolerance`` of ``before``; ``None`` if that does not happen before
-  the next event or the end of the run.
+  the next event or the end of the run. A single measurement, so read it with the scatter in
+  mind: 0 to a few steps means the event did not visibly hurt.
 
 Method behaviour:
 
@@ -44,7 +50,7 @@ import numpy as np
 
 from pnn import registry
 
-__all__ = ["Event", "parse_event", "ScheduledPhysics", "run_adaptation", "recovery",
+__all__ = ["Event", "parse_event", "ScheduledPhysics", "run_adaptation", "recovery", "analyse",
            "DEFAULT_PARAM", "plot_adaptation", "Schedule"]
 
 #: the physical parameter an event moves by default, per system
@@ -171,25 +177,40 @@ class Schedule:
 
 
 def recovery(trace: list[dict], event_step: int, next_event: int | None, steps_per_epoch: int,
-             tolerance: float = 0.02, n_before: int = 3) -> dict:
-    """Accuracy before, drop and recovery time of one method around the event at ``event_step``
-    (see the module docstring); ``trace`` holds ``{"step", "test_accuracy"}`` measurements."""
-    pre = [t["test_accuracy"] for t in trace if t["step"] <= event_step][-n_before:]
+             tolerance: float = 0.02, n_window: int = 3) -> dict:
+    """Accuracy before, drop, settled accuracy and recovery time of one method around the event
+    at ``event_step`` (see the module docstring); ``trace`` holds ``{"step", "test_accuracy"}``
+    measurements, the one at ``event_step`` taken before the change."""
+    pre = [t["test_accuracy"] for t in trace if t["step"] <= event_step][-n_window:]
     if not pre:
         raise ValueError(f"no accuracy measured up to the event at step {event_step}")
     before = float(np.mean(pre))
     end = next_event if next_event is not None else math.inf
     after = [(t["step"], t["test_accuracy"]) for t in trace if event_step < t["step"] <= end]
     out = {"event_step": event_step, "event_epoch": round(event_step / steps_per_epoch, 4),
-           "before": before, "n_before": len(pre), "lowest_after": None, "drop": None,
-           "recovery_steps": None, "recovery_epochs": None}
+           "before": before, "n_window": n_window, "after": None, "drop": None,
+           "lowest_after": None, "settled": None, "recovery_steps": None,
+           "recovery_epochs": None}
     if not after:
         return out
-    lowest = min(a for _, a in after)
+    acc = [a for _, a in after]
+    first = float(np.mean(acc[:n_window]))
     rec = next((s - event_step for s, a in after if a >= before - tolerance), None)
-    out.update(lowest_after=lowest, drop=before - lowest, recovery_steps=rec,
+    out.update(after=first, drop=before - first, lowest_after=min(acc),
+               settled=float(np.mean(acc[-n_window:])), recovery_steps=rec,
                recovery_epochs=None if rec is None else round(rec / steps_per_epoch, 4))
     return out
+
+
+def analyse(record: dict) -> dict:
+    """(Re)compute every method's ``recovery`` entries from its stored trace, in place."""
+    for res in record["methods"].values():
+        steps = sorted({Event(**e).at_step(res["steps_per_epoch"]) for e in record["events"]})
+        res["recovery"] = [
+            recovery(res["trace"], s, steps[i + 1] if i + 1 < len(steps) else None,
+                     res["steps_per_epoch"], record["tolerance"])
+            for i, s in enumerate(steps)]
+    return record
 
 
 def run_adaptation(system: str, data, methods: list[str], events: list[Event], *, epochs: int,
@@ -238,13 +259,8 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
         res = {k: v for k, v in res.items() if k != "model"}
         res["steps_per_epoch"] = spe
         res["trace"] = schedule.trace
-        steps_ev = sorted(set(schedule.event_steps))
-        res["recovery"] = [
-            recovery(schedule.trace, s, steps_ev[i + 1] if i + 1 < len(steps_ev) else None,
-                     spe, tolerance)
-            for i, s in enumerate(steps_ev)]
         out["methods"][method] = res
-    return out
+    return analyse(out)
 
 
 def ev_param(events: list[Event], system: str) -> str:

@@ -416,13 +416,17 @@ def cmd_adapt(args) -> int:
     write_record(record, out)
     for method, res in record["methods"].items():
         for r in res["recovery"]:
-            rec_t = ("not within the run" if r["recovery_steps"] is None
+            rec_t = ("never, before the next event or the end" if r["recovery_steps"] is None
                      else f"{r['recovery_epochs']:.2f} epoch(s) ({r['recovery_steps']} steps)")
-            drop = ("n/a" if r["drop"] is None else f"{100 * r['drop']:.1f} points"
-                    if r["drop"] > 0 else
-                    f"none (never below it; lowest {100 * r['lowest_after']:.1f} %)")
+            if r["drop"] is None:
+                print(f"{method:>9}: event at epoch {r['event_epoch']:g}: nothing measured "
+                      f"after it")
+                continue
             print(f"{method:>9}: event at epoch {r['event_epoch']:g} (step {r['event_step']}): "
-                  f"accuracy before {r['before']:.1%}, drop {drop}, recovery {rec_t}")
+                  f"accuracy {r['before']:.1%} before, {r['after']:.1%} over the next "
+                  f"{r['n_window']} measurements (drop {100 * r['drop']:+.1f} points), settled "
+                  f"at {r['settled']:.1%}; back within {100 * record['tolerance']:g} points: "
+                  f"{rec_t}")
         print(f"{method:>9}: final {res['test_accuracy']:.1%}; "
               f"{res['cost']['physical_queries']:,} physical queries")
     print(f"wrote {out / 'adapt.json'} and {out / 'adapt.png'}")

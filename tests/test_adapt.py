@@ -32,14 +32,19 @@ def test_recovery_time_and_drop():
     #            steps: 2    4    6     8     10    12    14    16
     trace = _trace([0.5, 0.8, 0.84, 0.86, 0.60, 0.70, 0.84, 0.86])
     r = recovery(trace, event_step=8, next_event=None, steps_per_epoch=4, tolerance=0.02)
-    assert r["before"] == pytest.approx((0.8 + 0.84 + 0.86) / 3)  # the last 3 up to the event
-    assert r["drop"] == pytest.approx(r["before"] - 0.60)
+    before = (0.8 + 0.84 + 0.86) / 3  # the last 3 up to the event (step 8 is before the change)
+    assert r["before"] == pytest.approx(before)
+    assert r["after"] == pytest.approx((0.60 + 0.70 + 0.84) / 3)  # the first 3 after it
+    assert r["drop"] == pytest.approx(before - r["after"])
+    assert r["lowest_after"] == 0.60 and r["settled"] == pytest.approx((0.70 + 0.84 + 0.86) / 3)
     assert r["recovery_steps"] == 6 and r["recovery_epochs"] == 1.5  # step 14: 0.84 >= 0.813
     never = recovery(trace[:6], event_step=8, next_event=None, steps_per_epoch=4)
-    assert never["recovery_steps"] is None and never["drop"] == pytest.approx(r["drop"])
+    assert never["recovery_steps"] is None and never["after"] == pytest.approx(0.65)
     # the next event bounds the window
     bounded = recovery(trace, event_step=8, next_event=12, steps_per_epoch=4)
-    assert bounded["recovery_steps"] is None and bounded["lowest_after"] == 0.60
+    assert bounded["recovery_steps"] is None and bounded["settled"] == pytest.approx(0.65)
+    nothing = recovery(trace, event_step=16, next_event=None, steps_per_epoch=4)
+    assert nothing["drop"] is None and nothing["before"] == pytest.approx((0.7 + 0.84 + 0.86) / 3)
     with pytest.raises(ValueError, match="no accuracy measured up to the event at step 1"):
         recovery(trace, event_step=1, next_event=None, steps_per_epoch=4)
 
