@@ -11,7 +11,7 @@ import numpy as np
 from pnn.adapt import DEFAULT_PARAM, ScheduledPhysics
 from pnn.registry import make_system
 
-CHANGES = [("acoustic", "x1.05", 1.05, 0.0), ("acoustic", "x1.15", 1.15, 0.0),
+CHANGES = [("acoustic", "x1.05", 1.05, 0.0), ("acoustic", "x0.92", 0.92, 0.0),
            ("optical", "x1.3", 1.3, 0.0), ("microwave", "+0.5", 1.0, 0.5)]
 
 

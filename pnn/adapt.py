@@ -127,8 +127,18 @@ class ScheduledPhysics:
         return float(getattr(self.current, self.param))
 
     def set_value(self, value: float) -> None:
-        self.current = eqx.tree_at(lambda m: getattr(m, self.param), self.current,
-                                   jnp.asarray(value, jnp.float32))
+        """Move the parameter to ``value``.
+
+        Raises:
+            ValueError: from the simulator's ``validate_params()`` when ``value`` is unstable
+                or meaningless (the layer keeps its previous value).
+        """
+        new = eqx.tree_at(lambda m: getattr(m, self.param), self.current,
+                          jnp.asarray(value, jnp.float32))
+        check = getattr(new, "validate_params", None)
+        if check is not None:
+            check()
+        self.current = new
 
     def __call__(self, x):
         return self.current(x)

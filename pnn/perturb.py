@@ -263,9 +263,18 @@ def _param_dtype(layer, param: str):
 
 
 def _with_param(layer, param: str, value):
-    """A copy of ``layer`` whose field ``param`` holds ``value`` as a traced JAX scalar."""
-    return eqx.tree_at(_param_getter(param), layer,
-                       jnp.asarray(value, dtype=_param_dtype(layer, param)))
+    """A copy of ``layer`` whose field ``param`` holds ``value`` as a traced JAX scalar.
+
+    Raises:
+        ValueError: from the layer's ``validate_params()`` (where it has one) when ``value``
+            is unstable or meaningless for the physics.
+    """
+    new = eqx.tree_at(_param_getter(param), layer,
+                      jnp.asarray(value, dtype=_param_dtype(layer, param)))
+    check = getattr(new, "validate_params", None)
+    if check is not None:
+        check()
+    return new
 
 
 @eqx.filter_jit
@@ -603,6 +612,8 @@ class ParameterDrift(Perturbation):
         if self.resolution == "call":
             return _measure(_with_param(self.layer, self.param, values[0]), x)
         dtype = _param_dtype(self.layer, self.param)
+        for v in (values.min(), values.max()):  # the vmapped copies cannot check themselves
+            _with_param(self.layer, self.param, v)
         try:
             y = _forward_per_sample(self.layer, self.param, jnp.asarray(values, dtype=dtype),
                                     jnp.asarray(x))

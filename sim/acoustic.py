@@ -142,6 +142,7 @@ class AcousticLayer(eqx.Module):
     c_nl: float
     u_sat: float
     speed_scale: float
+    c_bound: float  # the largest wave speed per unit speed_scale (disorder, saturated c_nl)
     source_amplitude: float
     delta: Array
     nl_mask: Array
@@ -195,7 +196,8 @@ class AcousticLayer(eqx.Module):
         self.spec = LayerSpec(n_in=n_in, n_out=n_out, lo=0.0, hi=1.0, name=name,
                               units="drive: tone-burst amplitude (0..1); output: Pa^2")
 
-        c_max = speed_scale * (c0 * (1 + disorder) + c_nl * u_sat**2)
+        c_bound = c0 * (1 + disorder) + c_nl * u_sat**2
+        c_max = speed_scale * c_bound
         dt_max = dx / (math.sqrt(2.0) * c_max)
         if dt is None:
             dt = 0.65 * dx / c_max
@@ -209,6 +211,7 @@ class AcousticLayer(eqx.Module):
         self.dx, self.dt = float(dx), float(dt)
         self.c0, self.c_nl, self.u_sat = float(c0), float(c_nl), float(u_sat)
         self.speed_scale = float(speed_scale)
+        self.c_bound = float(c_bound)
         self.source_amplitude = float(source_amplitude)
 
         lo_y, hi_y = pml_width + 1, ny - pml_width - 2
@@ -309,7 +312,35 @@ class AcousticLayer(eqx.Module):
         traces, _ = self.simulate(x)
         return jnp.mean(traces**2, axis=0)
 
+    def validate_params(self) -> None:
+        """Refuse a ``speed_scale`` that a drift or a jump has moved out of the stable range.
+
+        The time step is fixed at construction; a larger ``speed_scale`` raises the Courant
+        number, and beyond 1/sqrt(2) the scheme blows up. Called by :meth:`__call__` whenever
+        ``speed_scale`` is a concrete value, and by the drift wrappers for every value they set.
+
+        Raises:
+            ValueError: with the largest stable ``speed_scale``.
+        """
+        s = self.speed_scale
+        if isinstance(s, jax.core.Tracer):
+            return
+        s = float(s)
+        limit = self.dx / (math.sqrt(2.0) * self.c_bound * self.dt)
+        if not (math.isfinite(s) and 0 < s <= limit * (1 + 1e-6)):
+            raise ValueError(
+                f"{self.spec.name}: speed_scale = {s:.6g} is outside the stable range (0, "
+                f"{limit:.4f}]: with dt = {self.dt:.4g} s fixed at construction the Courant "
+                f"number would be {s * self.c_bound * self.dt / self.dx:.4f} > 1/sqrt(2); build "
+                f"the layer with a smaller dt to allow larger speeds")
+
     def __call__(self, x: Float[Array, "batch n_in"]) -> Float[Array, "batch n_out"]:
-        """Mean-square pressure (Pa²) at each probe for each drive vector in the batch."""
+        """Mean-square pressure (Pa²) at each probe for each drive vector in the batch.
+
+        Raises:
+            ValueError: on bad input (:func:`pnn.layer.validate_input`) or an unstable
+                ``speed_scale`` (:meth:`validate_params`).
+        """
         validate_input(self.spec, x)
+        self.validate_params()
         return self._forward(jnp.asarray(x))

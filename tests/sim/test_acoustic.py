@@ -82,6 +82,37 @@ def test_cfl_violation_refused_with_limit():
         AcousticLayer(2, 2, dt=1e-4)
 
 
+def test_speed_scale_moved_beyond_the_stable_range_is_refused():
+    """A drift or jump cannot silently push the fixed-dt scheme past its Courant limit."""
+    import equinox as eqx
+
+    from pnn.adapt import ScheduledPhysics
+    from pnn.perturb import Jump, ParameterDrift
+
+    layer = AcousticLayer(3, 2, nx=24, ny=24, pml_width=4, n_steps=40)
+    limit = 1 / (0.65 * np.sqrt(2))  # default dt: Courant 0.65 at speed_scale 1
+    x = np.full((2, 3), 0.5, np.float32)
+    fast = eqx.tree_at(lambda m: m.speed_scale, layer, 1.1)  # by hand, around __init__
+    with pytest.raises(ValueError, match=rf"speed_scale = 1.1 is outside the stable range "
+                                         rf"\(0, {limit:.4f}\].*Courant number would be 0.7150"):
+        fast(x)
+    w = ScheduledPhysics(layer, "speed_scale")
+    w.set_value(1.08)  # still stable
+    assert np.all(np.isfinite(np.asarray(w(x))))
+    with pytest.raises(ValueError, match="outside the stable range"):
+        w.set_value(1.15)
+    assert w.value == pytest.approx(1.08)  # the refused value was not applied
+    with pytest.raises(ValueError, match="outside the stable range"):
+        Jump(layer, at=0, factor=1.2, param="speed_scale")
+    ramp = ParameterDrift(layer, "speed_scale", rate=0.05, resolution="sample")
+    ramp(np.full((2, 3), 0.5, np.float32))  # speed_scale 1.0, 1.05
+    with pytest.raises(ValueError, match="speed_scale = 1.1 is outside"):
+        ramp(np.full((2, 3), 0.5, np.float32))  # 1.10 and 1.15: refused before measuring
+    # slower waves are always stable
+    assert np.all(np.isfinite(np.asarray(
+        eqx.tree_at(lambda m: m.speed_scale, layer, jnp.asarray(0.8))(x))))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
