@@ -51,6 +51,7 @@ import numpy as np
 from pnn import registry
 
 __all__ = ["Event", "parse_event", "ScheduledPhysics", "run_adaptation", "recovery", "analyse",
+           "table",
            "DEFAULT_PARAM", "plot_adaptation", "Schedule"]
 
 #: the physical parameter an event moves by default, per system
@@ -322,9 +323,41 @@ def plot_adaptation(record: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _event_label(ev: dict, param: str) -> str:
+    if ev["kind"] == "drift":
+        return f"{param} drift {ev['rate']:+g}/epoch from epoch {ev['epoch']:g}"
+    parts = ([f"x{ev['factor']:g}"] if ev["factor"] != 1 else []) + \
+        ([f"{ev['offset']:+g}"] if ev["offset"] != 0 else [])
+    return f"{param} {' '.join(parts)} at epoch {ev['epoch']:g}"
+
+
+def table(record: dict) -> str:
+    """The report as a Markdown table: one row per method and event."""
+    events = sorted(record["events"], key=lambda e: e["epoch"])
+    tol = 100 * record["tolerance"]
+    rows = ["| event | method | before | next epoch (change) | back within "
+            f"{tol:g} pts | settled | training / all physical queries |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for ev, k in zip(events, range(len(events))):
+        for method, res in record["methods"].items():
+            r = res["recovery"][k]
+            if r["drop"] is None:
+                continue
+            rec = ("no" if r["recovery_steps"] is None
+                   else f"{r['recovery_epochs']:.2f} ep")
+            c = res["cost"]
+            q = (f"{c['queries_by_purpose'].get('train', 0):,} / {c['physical_queries']:,}"
+                 if k == len(events) - 1 else "")
+            rows.append(f"| {_event_label(ev, record['param'])} | {method} | "
+                        f"{100 * r['before']:.1f} % | {100 * r['after']:.1f} % "
+                        f"({-100 * r['drop']:+.1f}) | {rec} | {100 * r['settled']:.1f} % | {q} |")
+    return "\n".join(rows) + "\n"
+
+
 def write_record(record: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "adapt.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, out / "adapt.json")
+    (out / "adapt.md").write_text(table(record))
     plot_adaptation(record, out / "adapt.png")

@@ -424,7 +424,7 @@ def cmd_adapt(args) -> int:
                 continue
             print(f"{method:>9}: event at epoch {r['event_epoch']:g} (step {r['event_step']}): "
                   f"accuracy {r['before']:.1%} before, {r['after']:.1%} over the next "
-                  f"{r['n_window']} measurements (drop {100 * r['drop']:+.1f} points), settled "
+                  f"{r['n_window']} measurements ({-100 * r['drop']:+.1f} points), settled "
                   f"at {r['settled']:.1%}; back within {100 * record['tolerance']:g} points: "
                   f"{rec_t}")
         print(f"{method:>9}: final {res['test_accuracy']:.1%}; "

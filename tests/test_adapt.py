@@ -107,5 +107,10 @@ def test_adaptation_run_records_the_event_and_recovery(tmp_path):
     assert res["cost"]["queries_by_purpose"]["eval"] > len(trace) * len(data.y_test)
     write_record(rec, tmp_path)
     assert (tmp_path / "adapt.png").stat().st_size > 10_000
+    rows = (tmp_path / "adapt.md").read_text().splitlines()
+    assert rows[2].startswith(f"| speed_scale x0.75 at epoch 1.5 | phyll | "
+                              f"{100 * r['before']:.1f} % | {100 * r['after']:.1f} % (")
+    assert rows[2].endswith(f"| {res['cost']['queries_by_purpose']['train']:,} / "
+                            f"{res['cost']['physical_queries']:,} |")
     with pytest.raises(ValueError, match="last event is at epoch 4, but training has only 4"):
         run_adaptation("acoustic", data, ["phyll"], [parse_event("jump:epoch=4")], epochs=4)
