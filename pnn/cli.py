@@ -110,9 +110,11 @@ def _write_json(path: Path, obj) -> None:
 
 def _summary(rec: dict, system: str, data) -> str:
     c = rec["cost"]
+    held_out = ("samples from unseen speakers" if data.name.startswith("vowels")
+                else "held-out samples")
     return (
         f"{rec['method']} on {system} / {data.name}: test accuracy {rec['test_accuracy']:.1%} "
-        f"({len(data.y_test)} samples from unseen speakers), train accuracy "
+        f"({len(data.y_test)} {held_out}), train accuracy "
         f"{rec['train_accuracy']:.1%}, after {len(rec['history'])} epochs with seed {rec['seed']}. "
         f"{rec['n_trainable_params']} trainable parameters. Cost: {c['physical_queries']:,} "
         f"physical queries, {c['digital_flops']:.3g} digital FLOPs, {c['wall_s']:.1f} s wall "

@@ -415,7 +415,49 @@ class MicrowaveLayer(eqx.Module):
         power = 1e3 * (rx.real**2 + rx.imag**2)  # mW, (B, F, n_rx)
         return jnp.einsum("bfr,jfr->bj", power, self.readout.astype(power.dtype))
 
+    def validate_params(self) -> None:
+        """Refuse physical scalars that a drift or a jump has moved out of their valid range
+        (the same rules as the constructor's). Called by :meth:`__call__` whenever the values
+        are concrete, and by the drift wrappers for every value they set.
+
+        Raises:
+            ValueError: naming the parameter, its value and the rule.
+        """
+        names = ("mode_spacing", "loss_width", "element_strength", "drive_power", "kerr",
+                 "relax", "detuning")
+        vals = {k: getattr(self, k) for k in names}
+        if any(isinstance(v, jax.core.Tracer) for v in vals.values()):
+            return
+        v = {k: float(x) for k, x in vals.items()}
+        name = self.spec.name
+        bad = [k for k, x in v.items() if not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"{name}: {bad[0]} must be finite, got {v[bad[0]]!r}")
+        rules = (("mode_spacing", v["mode_spacing"] > 0, "must be positive"),
+                 ("loss_width", v["loss_width"] >= 0, "must be >= 0 (negative is gain)"),
+                 ("element_strength", v["element_strength"] >= 0, "must be >= 0"),
+                 ("drive_power", v["drive_power"] > 0, "must be positive"),
+                 ("relax", 0 < v["relax"] <= 1, "must lie in (0, 1] (above 1 the relaxation "
+                                                "oscillates instead of settling)"))
+        for k, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name}: {k} = {v[k]:.6g} {rule}")
+        radius = 2.0 * self.H.shape[0] * v["mode_spacing"] / math.pi
+        reach = float(jnp.max(jnp.abs(self.freqs))) + abs(v["detuning"])
+        if reach > _MAX_BAND_FRACTION * radius:
+            raise ValueError(
+                f"{name}: detuning = {v['detuning']:.6g} MHz moves the probe band beyond "
+                f"{_MAX_BAND_FRACTION:.0%} of the modal spectrum's half-width R = {radius:.4g} "
+                f"MHz, where the model runs out of modes; keep |detuning| <= "
+                f"{_MAX_BAND_FRACTION * radius - float(jnp.max(jnp.abs(self.freqs))):.4g} MHz")
+
     def __call__(self, x: Float[Array, "batch n_in"]) -> Float[Array, "batch n_out"]:
-        """Received power (mW) per output channel for each drive vector."""
+        """Received power (mW) per output channel for each drive vector.
+
+        Raises:
+            ValueError: on bad input (:func:`pnn.layer.validate_input`) or physical scalars
+                moved out of range (:meth:`validate_params`).
+        """
         validate_input(self.spec, x)
+        self.validate_params()
         return self._forward(jnp.asarray(x))

@@ -127,6 +127,27 @@ def test_drift_parameter_changes_the_output_without_rebuilding():
     assert float(np.max(np.abs(np.asarray(shifted(X16)) / np.asarray(layer(X16)) - 1))) > 1e-2
 
 
+def test_parameters_moved_out_of_range_after_construction_are_refused():
+    from pnn.adapt import ScheduledPhysics
+    from pnn.perturb import ParameterDrift
+
+    layer = MicrowaveLayer(14, 20)
+    for field, value, match in [("relax", 1.5, r"relax = 1.5 must lie in \(0, 1\]"),
+                                ("loss_width", -0.2, r"loss_width = -0.2 must be >= 0"),
+                                ("detuning", 40.0, r"detuning = 40 MHz moves the probe band "
+                                                   r"beyond 50% .* keep \|detuning\| <= ")]:
+        bad = eqx.tree_at(lambda l: getattr(l, field), layer, jnp.asarray(value))
+        with pytest.raises(ValueError, match=match):
+            bad(X16)
+    w = ScheduledPhysics(layer, "detuning")
+    with pytest.raises(ValueError, match="moves the probe band"):
+        w.set_value(40.0)
+    ramp = ParameterDrift(layer, "relax", rate=0.3, resolution="call")  # per sample
+    ramp(X16[:2])  # relax 0.5 for this call
+    with pytest.raises(ValueError, match=r"relax = 1.1 must lie in"):
+        ramp(X16[:2])  # 0.5 + 2 x 0.3: refused before measuring
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
