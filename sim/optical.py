@@ -505,13 +505,60 @@ class OpticalLayer(eqx.Module):
             y = jnp.maximum(y, 0.0)
         return y
 
+    def validate_params(self) -> None:
+        """Refuse physical scalars that a drift or a jump has moved out of their valid range,
+        with the constructor's rules, including the split-step accuracy limit (a longer fibre or
+        a larger γ raises the nonlinear phase per step). Called by :meth:`__call__` whenever the
+        values are concrete, and by the drift wrappers for every value they set.
+
+        Raises:
+            ValueError: naming the parameter, its value and the rule.
+        """
+        names = ("peak_power", "length", "crystal_length", "gamma", "kappa", "alpha", "beta2",
+                 "beta3", "delta_k", "gvm")
+        vals = {k: getattr(self, k) for k in names}
+        if any(isinstance(v, jax.core.Tracer) for v in vals.values()):
+            return
+        v = {k: float(x) for k, x in vals.items()}
+        name = self.spec.name
+        for k, x in v.items():
+            if not math.isfinite(x):
+                raise ValueError(f"{name}: {k} must be finite, got {x!r}")
+        for k in ("peak_power", "length", "crystal_length"):
+            if v[k] <= 0:
+                raise ValueError(f"{name}: {k} = {v[k]:.6g} must be positive")
+        for k in ("gamma", "kappa", "alpha"):
+            if v[k] < 0:
+                raise ValueError(f"{name}: {k} = {v[k]:.6g} must be >= 0")
+        if self.medium == "fiber":
+            phi = v["gamma"] * v["peak_power"] * v["length"] / self.n_steps
+            if phi > _MAX_NL_PHASE_PER_STEP * (1 + 1e-6):
+                raise ValueError(
+                    f"{name}: gamma = {v['gamma']:.6g}, length = {v['length']:.6g} make the "
+                    f"nonlinear phase per split step {phi:.3g} rad, above "
+                    f"{_MAX_NL_PHASE_PER_STEP} rad, where the splitting error dominates; build "
+                    f"the layer with n_steps >= "
+                    f"{math.ceil(phi * self.n_steps / _MAX_NL_PHASE_PER_STEP)}")
+        else:
+            rot = v["kappa"] * math.sqrt(v["peak_power"]) * v["crystal_length"] / self.n_steps
+            if rot > _MAX_SHG_ROTATION_PER_STEP * (1 + 1e-6):
+                raise ValueError(
+                    f"{name}: kappa*sqrt(P0)*h = {rot:.3g} rad per RK4 step exceeds "
+                    f"{_MAX_SHG_ROTATION_PER_STEP}; build the layer with n_steps >= "
+                    f"{math.ceil(rot * self.n_steps / _MAX_SHG_ROTATION_PER_STEP)}")
+
     def __call__(self, x: Float[Array, "batch n_in"], *, key=None) -> Float[Array, "batch n_out"]:
         """Spectrometer channel energies (units of E_ref/n_out) for each drive vector.
 
         With detector noise on, ``key`` sets the noise draw; without it the k-th call of this
         layer uses ``fold_in(PRNGKey(seed), k)``, so a run is reproducible from its seed.
+
+        Raises:
+            ValueError: on bad input (:func:`pnn.layer.validate_input`) or physical scalars
+                moved out of range (:meth:`validate_params`).
         """
         validate_input(self.spec, x)
+        self.validate_params()
         if self.noise_rel > 0 or self.noise_abs > 0:
             if key is None:
                 key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self._calls.next())

@@ -171,6 +171,24 @@ def test_drift_parameter_changes_the_output_without_rebuilding():
     assert float(np.max(np.abs(np.asarray(longer(X16)) - np.asarray(layer(X16))))) > 1e-3
 
 
+def test_parameters_moved_out_of_range_after_construction_are_refused():
+    from pnn.adapt import ScheduledPhysics
+
+    layer = OpticalLayer(14, 20)
+    limit = 0.5 * layer.n_steps / (float(layer.peak_power) * float(layer.length))
+    for field, value, match in [("length", -1.0, r"length = -1 must be positive"),
+                                ("alpha", -0.1, r"alpha = -0.1 must be >= 0"),
+                                ("gamma", 2 * limit, r"nonlinear phase per split step 1 rad, "
+                                                     r"above 0.5 rad.*n_steps >= 8[01]")]:
+        bad = eqx.tree_at(lambda l: getattr(l, field), layer, jnp.asarray(value))
+        with pytest.raises(ValueError, match=match):
+            bad(X16)
+    w = ScheduledPhysics(layer, "gamma")
+    w.set_value(0.9 * limit)  # within the split-step accuracy limit
+    with pytest.raises(ValueError, match="nonlinear phase per split step"):
+        w.set_value(1.1 * limit)
+
+
 def test_detector_noise_is_seeded_and_fresh_per_call():
     x = X16
     clean = np.asarray(OpticalLayer(14, 20)(x))
