@@ -28,3 +28,10 @@ $PNN adapt --system microwave --task vowels --epochs 20 --event jump:epoch=10.5,
 # x1.05 11 %, x0.92 22 %, optical x1.3 24 %, microwave +0.5 MHz 11 % RMS
 $PNN adapt --system acoustic --task vowels --epochs 20 --event jump:epoch=10.5,factor=0.92 \
     --event drift:epoch=15.5,rate=-0.01 --out $R/adapt_acoustic_x0.92
+# two more seeds of the optical and microwave runs, for the spread of the adaptation numbers
+for seed in 1 2; do
+  $PNN adapt --system optical --task vowels --epochs 20 --seed $seed --event jump:epoch=10.5,factor=1.3 \
+      --event drift:epoch=15.5,rate=0.03 --out $R/adapt_optical_seed$seed
+  $PNN adapt --system microwave --task vowels --epochs 20 --seed $seed --event jump:epoch=10.5,offset=0.5 \
+      --event drift:epoch=15.5,rate=0.1 --out $R/adapt_microwave_seed$seed
+done
