@@ -168,13 +168,32 @@ class Schedule:
         if at_event or step % self.eval_every == 0:
             self.trace.append({"step": step, "epoch": round(step / self.spe, 4),
                                "test_accuracy": evaluate(), "param_value": self.wrapped[0].value})
+        self._apply(step, self.wrapped)
+
+    def _apply(self, step: int, wrapped: list[ScheduledPhysics]) -> None:
         for ev, at in zip(self.events, self.event_steps):
-            for w in self.wrapped:
+            for w in wrapped:
                 if ev.kind == "jump" and step == at:
                     w.set_value(w.value * ev.factor + ev.offset)
                 elif ev.kind == "drift" and step >= at:
                     w.set_value(w.value + ev.rate * (w.initial if w.initial != 0 else 1.0)
                                 / self.spe)
+
+    def check(self, n_steps: int) -> None:
+        """Play the schedule on copies of the layers, without measuring anything, so that a
+        value the physics refuses is reported before training starts, not hours into it.
+
+        Raises:
+            ValueError: naming the training step and epoch at which the value would be refused.
+        """
+        copies = [ScheduledPhysics(w.current, w.param) for w in self.wrapped]
+        for step in range(1, n_steps + 1):
+            try:
+                self._apply(step, copies)
+            except ValueError as e:
+                raise ValueError(f"the events would move {self.wrapped[0].param} out of its "
+                                 f"valid range at step {step} (epoch {step / self.spe:.2f}): "
+                                 f"{e}") from None
 
     def refit_steps(self, n_steps: int) -> tuple[int, ...]:
         """When a refitting PAT refits its twin: after a jump, and every epoch of a drift."""
@@ -243,13 +262,17 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
            "events": [e.describe() for e in events], "param": param, "twin": twin,
            "tolerance": tolerance, "evals_per_epoch": evals_per_epoch, "methods": {}}
     n_train = len(data.y_train)
-    for method in methods:
+    plans = {}
+    for method in methods:  # every schedule is checked before any training starts
         mod = registry.method_module(method)
         cfg = dataclasses.replace(mod.Config(), epochs=epochs)
         spe = math.ceil(n_train / cfg.batch_size)
         base = registry.build_layers(system, method, cfg, data, seed=seed)
         wrapped = [ScheduledPhysics(layer, param) for layer in base]
         schedule = Schedule(events, wrapped, spe, evals_per_epoch)
+        schedule.check(spe * epochs)
+        plans[method] = (mod, cfg, spe, base, wrapped, schedule)
+    for method, (mod, cfg, spe, base, wrapped, schedule) in plans.items():
         kwargs = {"on_step": schedule}
         if method == "insilico":
             kwargs["model_layers"] = base  # keeps its (now wrong) model
@@ -333,25 +356,30 @@ def _event_label(ev: dict, param: str) -> str:
 
 def table(record: dict) -> str:
     """The report as a Markdown table: one row per method and event."""
-    events = sorted(record["events"], key=lambda e: e["epoch"])
     tol = 100 * record["tolerance"]
-    rows = ["| event | method | before | next epoch (change) | back within "
-            f"{tol:g} pts | settled | training / all physical queries |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    for ev, k in zip(events, range(len(events))):
-        for method, res in record["methods"].items():
-            r = res["recovery"][k]
+    events = sorted(record["events"], key=lambda e: e["epoch"])
+    rows = []
+    for m, (method, res) in enumerate(record["methods"].items()):
+        spe = res["steps_per_epoch"]
+        for k, r in enumerate(res["recovery"]):
             if r["drop"] is None:
                 continue
+            here = [i for i, e in enumerate(events)
+                    if Event(**e).at_step(spe) == r["event_step"]]
+            label = " + ".join(_event_label(events[i], record["param"]) for i in here)
             rec = ("no" if r["recovery_steps"] is None
                    else f"{r['recovery_epochs']:.2f} ep")
             c = res["cost"]
             q = (f"{c['queries_by_purpose'].get('train', 0):,} / {c['physical_queries']:,}"
-                 if k == len(events) - 1 else "")
-            rows.append(f"| {_event_label(ev, record['param'])} | {method} | "
-                        f"{100 * r['before']:.1f} % | {100 * r['after']:.1f} % "
-                        f"({-100 * r['drop']:+.1f}) | {rec} | {100 * r['settled']:.1f} % | {q} |")
-    return "\n".join(rows) + "\n"
+                 if k == len(res["recovery"]) - 1 else "")
+            rows.append(((here[0], m), f"| {label} | {method} | "
+                         f"{100 * r['before']:.1f} % | {100 * r['after']:.1f} % "
+                         f"({-100 * r['drop']:+.1f}) | {rec} | {100 * r['settled']:.1f} % | {q} |"))
+    head = ["| event | method | before | next epoch (change) | back within "
+            f"{tol:g} pts | settled | training / all physical queries |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    rows.sort(key=lambda kr: kr[0])  # by event, then method
+    return "\n".join(head + [r for _, r in rows]) + "\n"
 
 
 def write_record(record: dict, out: Path) -> None:

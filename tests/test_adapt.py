@@ -114,3 +114,19 @@ def test_adaptation_run_records_the_event_and_recovery(tmp_path):
                             f"{res['cost']['physical_queries']:,} |")
     with pytest.raises(ValueError, match="last event is at epoch 4, but training has only 4"):
         run_adaptation("acoustic", data, ["phyll"], [parse_event("jump:epoch=4")], epochs=4)
+
+
+def test_a_schedule_the_physics_would_refuse_is_reported_before_training():
+    import time
+
+    from pnn.data.vowels import load_vowels
+
+    data = load_vowels(classes=("iy", "uw", "aa"), seed=0)
+    # a 5 %/epoch speed-up from epoch 1 crosses the Courant limit (1.088) during epoch 2
+    events = [parse_event("drift:epoch=1,rate=0.05")]
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"the events would move speed_scale out of its valid "
+                                         r"range at step \d+ \(epoch 2\.\d\d\): .*speed_scale = "
+                                         r"1.0[89]\d* is outside the stable range"):
+        run_adaptation("acoustic", data, ["insilico", "phyll"], events, epochs=4, seed=0)
+    assert time.monotonic() - t0 < 60  # refused up front, not after training insilico
