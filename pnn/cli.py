@@ -390,7 +390,7 @@ def cmd_adapt(args) -> int:
     from pnn.adapt import parse_event, run_adaptation, write_record
 
     if not args.event:
-        raise ValueError("give at least one --event, e.g. --event jump:epoch=6.5,factor=1.1")
+        raise ValueError("give at least one --event, e.g. --event jump:epoch=6.5,factor=0.9")
     events = [parse_event(e) for e in args.event]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
