@@ -44,11 +44,10 @@ import math
 import os
 from pathlib import Path
 
-import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 
 from pnn import registry
+from pnn.perturb import with_param
 
 __all__ = ["Event", "parse_event", "ScheduledPhysics", "run_adaptation", "recovery", "analyse",
            "table",
@@ -134,12 +133,7 @@ class ScheduledPhysics:
             ValueError: from the simulator's ``validate_params()`` when ``value`` is unstable
                 or meaningless (the layer keeps its previous value).
         """
-        new = eqx.tree_at(lambda m: getattr(m, self.param), self.current,
-                          jnp.asarray(value, jnp.float32))
-        check = getattr(new, "validate_params", None)
-        if check is not None:
-            check()
-        self.current = new
+        self.current = with_param(self.current, self.param, value)
 
     def __call__(self, x):
         return self.current(x)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["LayerSpec", "PhysicalLayer", "validate_input", "is_traced"]
+__all__ = ["LayerSpec", "PhysicalLayer", "validate_input", "is_traced", "concrete_scalars"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,18 @@ class PhysicalLayer(Protocol):
 def is_traced(x) -> bool:
     """True when ``x`` is an abstract JAX tracer (inside ``jit``/``grad``/``vmap``)."""
     return isinstance(x, jax.core.Tracer)
+
+
+def concrete_scalars(module, names) -> dict[str, float] | None:
+    """The named 0-d fields of ``module`` as Python floats, or ``None`` when any is traced.
+
+    For a simulator's ``validate_params()``: parameters can only be checked on the host, with
+    concrete values; inside a transformation (a vmapped drift) the caller checks instead.
+    """
+    vals = [getattr(module, k) for k in names]
+    if any(is_traced(v) for v in vals):
+        return None
+    return {k: float(v) for k, v in zip(names, vals)}
 
 
 def validate_input(spec: LayerSpec, x, *, atol: float = 1e-6):

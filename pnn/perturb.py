@@ -88,6 +88,7 @@ import numpy as np
 from pnn.layer import LayerSpec, is_traced, validate_input
 
 __all__ = [
+    "with_param",
     "perturbation_states",
     "load_perturbation_states",
     "Perturbation",
@@ -262,7 +263,7 @@ def _param_dtype(layer, param: str):
     return dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else None
 
 
-def _with_param(layer, param: str, value):
+def with_param(layer, param: str, value):
     """A copy of ``layer`` whose field ``param`` holds ``value`` as a traced JAX scalar.
 
     Raises:
@@ -610,10 +611,10 @@ class ParameterDrift(Perturbation):
     def _forward(self, x, start):
         values = self._values(len(x), start)
         if self.resolution == "call":
-            return _measure(_with_param(self.layer, self.param, values[0]), x)
+            return _measure(with_param(self.layer, self.param, values[0]), x)
         dtype = _param_dtype(self.layer, self.param)
         for v in (values.min(), values.max()):  # the vmapped copies cannot check themselves
-            _with_param(self.layer, self.param, v)
+            with_param(self.layer, self.param, v)
         try:
             y = _forward_per_sample(self.layer, self.param, jnp.asarray(values, dtype=dtype),
                                     jnp.asarray(x))
@@ -669,7 +670,7 @@ class Jump(Perturbation):
                                  f"{param!r}, not both")
             self.initial = v0
             self.new_value = self.value if value is not None else self.factor * v0 + self.offset
-            self._jumped_layer = _with_param(layer, param, self.new_value)
+            self._jumped_layer = with_param(layer, param, self.new_value)
         super().__init__(layer)
 
     @property

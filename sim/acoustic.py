@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from pnn.layer import LayerSpec, validate_input
+from pnn.layer import LayerSpec, concrete_scalars, validate_input
 
 __all__ = ["AcousticLayer", "discrete_energy", "laplacian"]
 
@@ -322,10 +322,10 @@ class AcousticLayer(eqx.Module):
         Raises:
             ValueError: with the largest stable ``speed_scale``.
         """
-        s = self.speed_scale
-        if isinstance(s, jax.core.Tracer):
+        v = concrete_scalars(self, ("speed_scale",))
+        if v is None:
             return
-        s = float(s)
+        s = v["speed_scale"]
         limit = self.dx / (math.sqrt(2.0) * self.c_bound * self.dt)
         if not (math.isfinite(s) and 0 < s <= limit * (1 + 1e-6)):
             raise ValueError(

@@ -86,7 +86,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
-from pnn.layer import LayerSpec, validate_input
+from pnn.layer import LayerSpec, concrete_scalars, validate_input
 
 __all__ = ["MicrowaveLayer", "semicircle_cdf"]
 
@@ -425,10 +425,9 @@ class MicrowaveLayer(eqx.Module):
         """
         names = ("mode_spacing", "loss_width", "element_strength", "drive_power", "kerr",
                  "relax", "detuning")
-        vals = {k: getattr(self, k) for k in names}
-        if any(isinstance(v, jax.core.Tracer) for v in vals.values()):
+        v = concrete_scalars(self, names)
+        if v is None:
             return
-        v = {k: float(x) for k, x in vals.items()}
         name = self.spec.name
         bad = [k for k, x in v.items() if not math.isfinite(x)]
         if bad:

@@ -88,7 +88,7 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 from scipy.special import erf
 
-from pnn.layer import LayerSpec, validate_input
+from pnn.layer import LayerSpec, concrete_scalars, validate_input
 
 __all__ = ["OpticalLayer", "interp_basis"]
 
@@ -516,10 +516,9 @@ class OpticalLayer(eqx.Module):
         """
         names = ("peak_power", "length", "crystal_length", "gamma", "kappa", "alpha", "beta2",
                  "beta3", "delta_k", "gvm")
-        vals = {k: getattr(self, k) for k in names}
-        if any(isinstance(v, jax.core.Tracer) for v in vals.values()):
+        v = concrete_scalars(self, names)
+        if v is None:
             return
-        v = {k: float(x) for k, x in vals.items()}
         name = self.spec.name
         for k, x in v.items():
             if not math.isfinite(x):
