@@ -1,29 +1,29 @@
 """Real instruments as physical layers, and virtual ones to test them without a lab.
 
-* :class:`VisaLayer` (``drivers.visa``): a source + receiver over SCPI through pyvisa.
-* :class:`SerialLayer` (``drivers.serial``): a microcontroller over a framed serial protocol.
-* :class:`SafetyLimits` (``drivers.safety``): limits on everything sent out.
-* :func:`load_profile` (``drivers.profile``): TOML instrument profiles.
-* :class:`ScpiEmulator`, :class:`SerialEmulator` (``drivers.emulator``): virtual instruments on
+* :class:`VisaLayer` (``pnn.drivers.visa``): a source + receiver over SCPI through pyvisa.
+* :class:`SerialLayer` (``pnn.drivers.serial``): a microcontroller over a framed serial protocol.
+* :class:`SafetyLimits` (``pnn.drivers.safety``): limits on everything sent out.
+* :func:`load_profile` (``pnn.drivers.profile``): TOML instrument profiles.
+* :class:`ScpiEmulator`, :class:`SerialEmulator` (``pnn.drivers.emulator``): virtual instruments on
   loopback backed by a simulator, with fault injection.
 
 pyvisa and pyserial are imported only when a driver connects, so ``import drivers`` works
 without the ``[hardware]`` extra.
 """
 
-from drivers.emulator import EmulatorLog, Faults, Measurement, ScpiEmulator, SerialEmulator
-from drivers.errors import (
+from pnn.drivers.emulator import EmulatorLog, Faults, Measurement, ScpiEmulator, SerialEmulator
+from pnn.drivers.errors import (
     ChecksumError,
     InstrumentConnectionError,
     InstrumentError,
     ReplyFormatError,
     SafetyError,
 )
-from drivers.profile import Profile, load_profile
-from drivers.safety import Limits, SafetyLimits, SafetyWarning
-from drivers.serial import SerialLayer
-from drivers.stats import DriverStats
-from drivers.visa import VisaLayer
+from pnn.drivers.profile import Profile, load_profile
+from pnn.drivers.safety import Limits, SafetyLimits, SafetyWarning
+from pnn.drivers.serial import SerialLayer
+from pnn.drivers.stats import DriverStats
+from pnn.drivers.visa import VisaLayer
 
 __all__ = [
     "VisaLayer",

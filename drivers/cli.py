@@ -154,8 +154,8 @@ def _identify(rm, resource: str, args) -> str:
 
 
 def cmd_emulate(args) -> int:
-    from drivers.emulator import Faults, ScpiEmulator, SerialEmulator
-    from drivers.profile import profile_path
+    from pnn.drivers.emulator import Faults, ScpiEmulator, SerialEmulator
+    from pnn.drivers.profile import profile_path
 
     if args.n_in < 1 or args.n_out < 1:
         raise ValueError(f"--n-in and --n-out must be positive, got {args.n_in}, {args.n_out}")

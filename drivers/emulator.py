@@ -4,7 +4,7 @@
   LAN instrument's SCPI socket port), VISA address ``TCPIP::127.0.0.1::<port>::SOCKET``. It speaks
   the commands of the shipped profile ``drivers/profiles/emulator.toml`` (listed below).
 * :class:`SerialEmulator`: a microcontroller on a pseudo-terminal (``os.openpty``), speaking the
-  framed protocol of :mod:`drivers.serial`; the port is ``/dev/pts/<n>``.
+  framed protocol of :mod:`pnn.drivers.serial`; the port is ``/dev/pts/<n>``.
 
 Both wrap any :class:`~pnn.layer.PhysicalLayer` (default: ``pnn.registry.make_system(system,
 n_in, n_out, seed=seed)``), run in a background thread, and are context managers::
@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 
-from drivers.serial import (
+from pnn.drivers.serial import (
     MAX_ERROR_TEXT,
     MsgType,
     ParseStats,
@@ -583,7 +583,7 @@ def _number(text: str) -> float | None:
 
 
 class SerialEmulator(_Emulator):
-    """A virtual microcontroller on a pseudo-terminal, speaking :mod:`drivers.serial`'s protocol.
+    """A virtual microcontroller on a pseudo-terminal, speaking :mod:`pnn.drivers.serial`'s protocol.
 
     Args: as :class:`ScpiEmulator`, without ``port`` (read the pty's path from :attr:`port`).
     ``max_batch`` is what the device announces in its HELLO reply.

@@ -11,10 +11,10 @@ the driver instead), the drive range ``lo``, ``hi`` (drive units, what trainers 
 
 ``[safety]``  the hard ceiling, in *instrument* units: ``lo``, ``hi``, ``max_amplitude``,
 ``max_rate_hz`` (samples/s, ``inf`` for none) and ``on_violation`` (``"raise"`` or ``"clip"``).
-See :mod:`drivers.safety`. A trainer can tighten these at run time, never lift them.
+See :mod:`pnn.drivers.safety`. A trainer can tighten these at run time, never lift them.
 
 ``[visa]``  a signal source plus a receiver spoken to with SCPI through pyvisa
-(:class:`drivers.visa.VisaLayer`): ``backend`` (``"@py"`` for pyvisa-py, ``"@ivi"`` for NI-VISA),
+(:class:`pnn.drivers.visa.VisaLayer`): ``backend`` (``"@py"`` for pyvisa-py, ``"@ivi"`` for NI-VISA),
 ``resource`` (optional default address), ``timeout_ms`` (every ordinary read),
 ``open_timeout_ms``, ``measure_timeout_ms`` (the wait for one batch's measurement),
 ``read_termination``, ``write_termination``, ``max_retries`` (re-opens after a dropped link),
@@ -43,7 +43,7 @@ queue is read (``error``), and a non-zero code raises with the instrument's mess
 ``rms``, ``mean_square``, ``max``, ``min``, ``sum``; ``none`` needs one point per feature) and the
 map from a reduced value ``r`` to the output, ``offset + scale * r``.
 
-``[serial]``  a microcontroller on a serial port (:class:`drivers.serial.SerialLayer`, protocol
+``[serial]``  a microcontroller on a serial port (:class:`pnn.drivers.serial.SerialLayer`, protocol
 in that module): ``port`` (optional default), ``baudrate``, ``timeout_s`` (a reply's deadline),
 ``measure_timeout_s``, ``max_retries``, ``resync_gap_s`` (how long to wait for more bytes after
 a bad frame before asking again), ``max_batch``, and ``scale``/``offset`` for the drive as above.
@@ -61,7 +61,7 @@ import types
 import typing
 from pathlib import Path
 
-from drivers.safety import Limits
+from pnn.drivers.safety import Limits
 
 __all__ = [
     "Profile",

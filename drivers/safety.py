@@ -17,7 +17,7 @@ Three things are limited:
   second, enforced by waiting before a batch is sent (:meth:`SafetyLimits.pace`).
 
 A drive that violates the range or amplitude is, per ``on_violation``, refused with a
-:class:`~drivers.errors.SafetyError` (a ``ValueError``; the default) before any byte is sent, or
+:class:`~pnn.drivers.errors.SafetyError` (a ``ValueError``; the default) before any byte is sent, or
 clipped into the limits with a :class:`SafetyWarning`. Either way it is counted
 (:attr:`SafetyLimits.counts`); a clip is never silent. Non-finite values are always refused.
 A value within ``1e-6 * max(1, |limit|)`` of a limit counts as on it (float32 rounding of the
@@ -34,7 +34,7 @@ import warnings
 
 import numpy as np
 
-from drivers.errors import SafetyError
+from pnn.drivers.errors import SafetyError
 
 __all__ = ["Limits", "SafetyLimits", "SafetyWarning", "SafetyCounts", "require_within"]
 

@@ -58,16 +58,16 @@ from typing import Callable
 
 import numpy as np
 
-from drivers.base import InstrumentLayer
-from drivers.errors import (
+from pnn.drivers.base import InstrumentLayer
+from pnn.drivers.errors import (
     ChecksumError,
     InstrumentConnectionError,
     InstrumentError,
     ReplyFormatError,
 )
-from drivers.profile import Profile, load_profile
-from drivers.safety import SafetyLimits, layer_spec_and_limits
-from drivers.stats import DriverStats
+from pnn.drivers.profile import Profile, load_profile
+from pnn.drivers.safety import SafetyLimits, layer_spec_and_limits
+from pnn.drivers.stats import DriverStats
 from pnn.layer import validate_input
 
 __all__ = [
@@ -202,12 +202,12 @@ class SerialLayer(InstrumentLayer):
     """A microcontroller speaking the framed protocol above, as a :class:`~pnn.layer.PhysicalLayer`.
 
     Args:
-        profile: a :class:`~drivers.profile.Profile`, TOML path or shipped name; its ``[serial]``
+        profile: a :class:`~pnn.drivers.profile.Profile`, TOML path or shipped name; its ``[serial]``
             table gives the baud rate, timeouts, retries, resync gap, batch size and the drive
             map ``value = offset + scale * x`` (checked by the safety limits).
         port: the serial port, e.g. ``"/dev/ttyACM0"`` or ``"COM3"``; default the profile's.
         n_in, n_out: the layer's shape (checked against the device's HELLO reply).
-        name: used in every message. safety: as for :class:`~drivers.visa.VisaLayer`.
+        name: used in every message. safety: as for :class:`~pnn.drivers.visa.VisaLayer`.
         session: the 32-bit session id sent in HELLO (default: random).
 
     No I/O here: use :meth:`connect` / ``with``. Outputs are ``float32`` ``(batch, n_out)``.
@@ -433,7 +433,7 @@ class SerialLayer(InstrumentLayer):
     def __call__(self, x) -> np.ndarray:
         """Measure a batch: ``(batch, n_in)`` drives in ``[lo, hi]`` -> ``(batch, n_out)``.
 
-        Raises: as :meth:`drivers.visa.VisaLayer.__call__` (``ChecksumError`` when every
+        Raises: as :meth:`pnn.drivers.visa.VisaLayer.__call__` (``ChecksumError`` when every
         resend came back corrupted).
         """
         validate_input(self.spec, x)

@@ -3,13 +3,13 @@
 :class:`VisaLayer` drives an arbitrary-waveform generator (or any source) with a batch of drive
 vectors and reads the response back from a scope or digitiser. Everything instrument-specific (the
 SCPI, the encodings, the timeouts and terminations, the safety ceiling) comes from a TOML
-instrument profile (:mod:`drivers.profile`), so connecting other instruments means writing a
+instrument profile (:mod:`pnn.drivers.profile`), so connecting other instruments means writing a
 profile, not code.
 
 One batch of ``b`` drive vectors (``x``, shape ``(b, n_in)``, drive units) is measured as:
 
 1. ``v = offset + scale * x`` (instrument units; rounded for integer encodings), checked by
-   :class:`~drivers.safety.SafetyLimits` (refused or clipped, counted; nothing out of limits is
+   :class:`~pnn.drivers.safety.SafetyLimits` (refused or clipped, counted; nothing out of limits is
    sent), and paced to the rate limit;
 2. ``before_batch`` commands; ``drive`` + an IEEE 488.2 definite-length binary block of the
    ``b * n_in`` values (sample-major), written with ``write_binary_values``; error queue read;
@@ -20,15 +20,15 @@ One batch of ``b`` drive vectors (``x``, shape ``(b, n_in)``, drive units) is me
    (``mean``, ``rms``, ...) to ``(b, n_out)``, then mapped by the readout's ``offset + scale * r``.
 
 After every configuration step the error queue (``SYST:ERR?``) is read until it reports 0; any
-non-zero entry raises :class:`~drivers.errors.InstrumentError` with the instrument's messages.
+non-zero entry raises :class:`~pnn.drivers.errors.InstrumentError` with the instrument's messages.
 
 Reliability. A link that fails during a batch (a pyvisa I/O error such as a timeout, or a socket
 error) is closed, re-opened (``*IDN?`` and the whole ``setup`` again) and *that* batch is sent
 again, at most ``max_retries`` times; batches already measured are never re-sent, so the caller
 gets each sample exactly once. A reply of the wrong length or format raises
-:class:`~drivers.errors.ReplyFormatError` (never retried: it would hide a misconfiguration) and
+:class:`~pnn.drivers.errors.ReplyFormatError` (never retried: it would hide a misconfiguration) and
 drops the session so the next call starts from a clean stream. An instrument that cannot be
-reached raises :class:`~drivers.errors.InstrumentConnectionError` from :meth:`VisaLayer.connect`
+reached raises :class:`~pnn.drivers.errors.InstrumentConnectionError` from :meth:`VisaLayer.connect`
 within ``open_timeout_ms`` + ``timeout_ms``.
 
 Note: pyvisa-py does not report a TCP peer that closed its socket; a dropped link is noticed when
@@ -43,11 +43,11 @@ import struct
 
 import numpy as np
 
-from drivers.base import InstrumentLayer
-from drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
-from drivers.profile import Profile, load_profile
-from drivers.safety import SafetyLimits, layer_spec_and_limits
-from drivers.stats import DriverStats
+from pnn.drivers.base import InstrumentLayer
+from pnn.drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
+from pnn.drivers.profile import Profile, load_profile
+from pnn.drivers.safety import SafetyLimits, layer_spec_and_limits
+from pnn.drivers.stats import DriverStats
 from pnn.layer import validate_input
 
 __all__ = ["VisaLayer", "parse_error_reply"]
@@ -90,7 +90,7 @@ class VisaLayer(InstrumentLayer):
     """A VISA instrument pair as a :class:`~pnn.layer.PhysicalLayer` (plain Python, not traceable).
 
     Args:
-        profile: a :class:`~drivers.profile.Profile`, a TOML path, or a shipped profile's name.
+        profile: a :class:`~pnn.drivers.profile.Profile`, a TOML path, or a shipped profile's name.
         resource: the VISA address, e.g. ``"TCPIP::192.168.0.5::5025::SOCKET"``; default: the
             profile's ``visa.resource``.
         n_in, n_out: the layer's shape; default: the profile's ``[layer]``.
@@ -98,7 +98,7 @@ class VisaLayer(InstrumentLayer):
         backend: pyvisa backend, default the profile's (``"@py"``: pyvisa-py; ``"@ivi"``: NI).
         resource_manager: an existing ``pyvisa.ResourceManager`` to use (it is not closed by
             :meth:`close`), e.g. a pyvisa-sim one in tests.
-        safety: a :class:`~drivers.safety.SafetyLimits` to use; its ceiling may not be looser
+        safety: a :class:`~pnn.drivers.safety.SafetyLimits` to use; its ceiling may not be looser
             than the profile's. Default: the profile's ceiling and ``on_violation``.
 
     No I/O happens here: call :meth:`connect` or use ``with VisaLayer(...) as layer:``.
@@ -342,7 +342,7 @@ class VisaLayer(InstrumentLayer):
 
         Raises:
             ValueError: bad shape, non-finite or out-of-range drives (``validate_input``), or a
-                drive outside the safety limits (:class:`~drivers.errors.SafetyError`): nothing
+                drive outside the safety limits (:class:`~pnn.drivers.errors.SafetyError`): nothing
                 is sent.
             InstrumentError: not connected, or the instrument reported an error.
             ReplyFormatError: a reply of the wrong length or format.

@@ -118,8 +118,9 @@ def _summary(rec: dict, system: str, data) -> str:
         f"{rec['train_accuracy']:.1%}, after {len(rec['history'])} epochs with seed {rec['seed']}. "
         f"{rec['n_trainable_params']} trainable parameters. Cost: {c['physical_queries']:,} "
         f"physical queries, {c['digital_flops']:.3g} digital FLOPs, {c['wall_s']:.1f} s wall "
-        f"({c['physical_s']:.1f} s in physical layers, {c['digital_s']:.1f} s digital), peak "
-        f"memory {c['peak_rss_mb']:.0f} MB."
+        f"({c['physical_s']:.1f} s in physical layers, {c['digital_s']:.1f} s digital)"
+        + (f", peak memory {c['peak_rss_mb']:.0f} MB." if c.get("peak_rss_mb") is not None
+           else ".")
     )
 
 
@@ -148,9 +149,9 @@ def _instrument_layers(args, cfg, data) -> list:
                else "has no physical layer")
         raise ValueError(f"--instrument works with the methods that only measure their physical "
                          f"layers ({', '.join(INSTRUMENT_METHODS)}); {args.method!r} {why}")
-    from drivers.profile import load_profile
-    from drivers.serial import SerialLayer
-    from drivers.visa import VisaLayer
+    from pnn.drivers.profile import load_profile
+    from pnn.drivers.serial import SerialLayer
+    from pnn.drivers.visa import VisaLayer
 
     shapes = registry.method_module(args.method).layer_shapes(cfg, data.n_features,
                                                               data.n_classes)
@@ -440,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pnn",
         description="Deep physical neural networks: simulate, connect instruments, and train "
                     "without backpropagation through the physics.")
+    from pnn import __version__
+
+    p.add_argument("--version", action="version", version=f"pnn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train one method on one physical system and task",
@@ -555,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # hardware commands (`pnn instruments`, `pnn emulate`) live with the drivers
     try:
-        from drivers.cli import add_commands
+        from pnn.drivers.cli import add_commands
     except ImportError:
         pass
     else:
@@ -583,7 +587,7 @@ def run() -> int:
     ("terminate called ... exception not rethrown"), so that command leaves with ``os._exit``
     once its output is flushed and its server has stopped."""
     rc = main()
-    if len(sys.argv) > 1 and sys.argv[1] == "emulate":
+    if "emulate" in sys.argv[1:2]:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)

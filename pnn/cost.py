@@ -14,7 +14,10 @@ it does with :meth:`Ledger.add_flops`. The ledger records
 
 from __future__ import annotations
 
-import resource
+try:  # Unix only; elsewhere peak memory is reported as None
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 import sys
 import time
 from collections import defaultdict
@@ -131,7 +134,10 @@ class Ledger:
         return end - self._t0
 
     @staticmethod
-    def peak_rss_mb() -> float:
+    def peak_rss_mb() -> float | None:
+        """Peak resident memory of this process in MB, or None where the OS does not say."""
+        if resource is None:
+            return None
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
@@ -147,5 +153,5 @@ class Ledger:
             "wall_s": round(wall, 3),
             "physical_s": round(self.physical_s, 3),
             "digital_s": round(max(wall - self.physical_s, 0.0), 3),
-            "peak_rss_mb": round(self.peak_rss_mb(), 1),
+            "peak_rss_mb": None if (rss := self.peak_rss_mb()) is None else round(rss, 1),
         }

@@ -553,7 +553,7 @@ class ParameterDrift(Perturbation):
     r"""Slow drift of a physical parameter of an equinox simulator.
 
     The field ``param`` (a real scalar, e.g. ``"speed_scale"`` of
-    :class:`sim.acoustic.AcousticLayer`; dotted paths reach nested modules) takes, for sample
+    :class:`pnn.sim.acoustic.AcousticLayer`; dotted paths reach nested modules) takes, for sample
     ``n``, the value :math:`v_0 + d_n` with :math:`d_n` the ramp or walk of :class:`Drift` (in
     the parameter's own units). The simulator is called as a copy made by
     :func:`equinox.tree_at`, with the value as a traced JAX scalar (no recompilation; see the module

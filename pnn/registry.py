@@ -16,14 +16,14 @@ from typing import Callable
 
 
 def _acoustic(n_in: int, n_out: int, *, seed: int = 0, name: str = "acoustic", **kw):
-    from sim.acoustic import AcousticLayer
+    from pnn.sim.acoustic import AcousticLayer
 
     kw.setdefault("ny", max(36, max(n_in, n_out) + 14))
     return AcousticLayer(n_in, n_out, seed=seed, name=name, **kw)
 
 
 def _optical(n_in: int, n_out: int, *, seed: int = 0, name: str = "optical", **kw):
-    from sim.optical import OpticalLayer
+    from pnn.sim.optical import OpticalLayer
 
     # As a network layer we use a milder Kerr nonlinearity than the class default (soliton order
     # about 1.6 instead of 3): measured with PhyLL on the demo's vowel split (seed 0, 12 epochs),
@@ -33,7 +33,7 @@ def _optical(n_in: int, n_out: int, *, seed: int = 0, name: str = "optical", **k
 
 
 def _microwave(n_in: int, n_out: int, *, seed: int = 0, name: str = "microwave", **kw):
-    from sim.microwave import MicrowaveLayer
+    from pnn.sim.microwave import MicrowaveLayer
 
     return MicrowaveLayer(n_in, n_out, seed=seed, name=name, **kw)
 

@@ -1,5 +1,5 @@
 """JAX simulators of physical systems; each is a :class:`pnn.layer.PhysicalLayer`."""
 
-from sim.acoustic import AcousticLayer
+from pnn.sim.acoustic import AcousticLayer
 
 __all__ = ["AcousticLayer"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pnn.adapt import Event, Schedule, ScheduledPhysics, parse_event, recovery, run_adaptation
-from sim.acoustic import AcousticLayer
+from pnn.sim.acoustic import AcousticLayer
 
 
 def test_parse_event_and_messages():

@@ -473,7 +473,7 @@ def test_parameter_drift_refuses_what_it_cannot_move():
 
 @pytest.fixture(scope="module")
 def acoustic():
-    from sim.acoustic import AcousticLayer
+    from pnn.sim.acoustic import AcousticLayer
 
     return AcousticLayer(2, 2, nx=24, ny=24, pml_width=4, n_steps=60)
 

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from drivers.profile import load_profile
+from pnn.drivers.profile import load_profile
 from pnn.layer import LayerSpec, validate_input
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.emulator import ScpiEmulator
-from drivers.serial import SerialLayer
-from drivers.visa import VisaLayer
+from pnn.drivers.emulator import ScpiEmulator
+from pnn.drivers.serial import SerialLayer
+from pnn.drivers.visa import VisaLayer
 from pnn.cli import main
 from pnn.registry import make_system
 
@@ -162,7 +162,7 @@ def test_train_on_a_visa_instrument_equals_training_on_its_simulator(tmp_path, c
 
 
 def test_train_on_a_serial_instrument_with_the_shape_checks(tmp_path, capsys):
-    from drivers.emulator import SerialEmulator
+    from pnn.drivers.emulator import SerialEmulator
     from tests.drivers.conftest import TanhLayer
 
     n_in, n_out = _block_shape()

@@ -9,9 +9,9 @@ sends each batch whole, so the two runs must agree exactly, not just within nois
 import numpy as np
 import pytest
 
-from drivers.emulator import ScpiEmulator, SerialEmulator
-from drivers.serial import SerialLayer
-from drivers.visa import VisaLayer
+from pnn.drivers.emulator import ScpiEmulator, SerialEmulator
+from pnn.drivers.serial import SerialLayer
+from pnn.drivers.visa import VisaLayer
 from pnn.data.vowels import Dataset
 from pnn.registry import make_system
 from pnn.train import phyll

@@ -7,9 +7,9 @@ import tomllib
 import numpy as np
 import pytest
 
-from drivers.errors import SafetyError
-from drivers.profile import PROFILE_DIR, Profile, load_profile
-from drivers.safety import Limits, SafetyLimits, SafetyWarning
+from pnn.drivers.errors import SafetyError
+from pnn.drivers.profile import PROFILE_DIR, Profile, load_profile
+from pnn.drivers.safety import Limits, SafetyLimits, SafetyWarning
 
 
 def _emulator_dict():

@@ -6,15 +6,15 @@ import time
 import numpy as np
 import pytest
 
-from drivers.emulator import Faults, ScpiEmulator
-from drivers.errors import (
+from pnn.drivers.emulator import Faults, ScpiEmulator
+from pnn.drivers.errors import (
     InstrumentConnectionError,
     InstrumentError,
     ReplyFormatError,
     SafetyError,
 )
-from drivers.safety import Limits, SafetyLimits, SafetyWarning
-from drivers.visa import VisaLayer
+from pnn.drivers.safety import Limits, SafetyLimits, SafetyWarning
+from pnn.drivers.visa import VisaLayer
 from pnn.cost import Ledger
 
 # requests the emulator profile makes at connect: *IDN?, 5 setup steps each with SYST:ERR?,

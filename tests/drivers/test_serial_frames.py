@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from drivers.serial import START, Frame, MsgType, ParseStats, crc16, encode_frame, pop_frame
+from pnn.drivers.serial import START, Frame, MsgType, ParseStats, crc16, encode_frame, pop_frame
 
 
 def any_frame(type_, length):

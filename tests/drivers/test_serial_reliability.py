@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import serial
 
-from drivers.emulator import Faults, SerialEmulator
-from drivers.errors import (
+from pnn.drivers.emulator import Faults, SerialEmulator
+from pnn.drivers.errors import (
     ChecksumError,
     InstrumentConnectionError,
     InstrumentError,
     ReplyFormatError,
     SafetyError,
 )
-from drivers.serial import SerialLayer
+from pnn.drivers.serial import SerialLayer
 from pnn.cost import Ledger
 from pnn.layer import LayerSpec
 

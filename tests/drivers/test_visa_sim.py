@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import pyvisa
 
-from drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
-from drivers.profile import load_profile
-from drivers.visa import VisaLayer, parse_error_reply
+from pnn.drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
+from pnn.drivers.profile import load_profile
+from pnn.drivers.visa import VisaLayer, parse_error_reply
 
 YAML = Path(__file__).with_name("sim_instruments.yaml")
 AWG = "TCPIP::10.0.0.5::5025::SOCKET"

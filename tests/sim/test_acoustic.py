@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sim.acoustic import AcousticLayer
+from pnn.sim.acoustic import AcousticLayer
 
 
 def test_measured_speed_matches_c0(x64):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.microwave import MicrowaveLayer, semicircle_cdf
+from pnn.sim.microwave import MicrowaveLayer, semicircle_cdf
 
 
 def _unit_drives(n, n_in, seed=0):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sim.optical import OpticalLayer, interp_basis
+from pnn.sim.optical import OpticalLayer, interp_basis
 
 T0 = 0.1  # ps
 

@@ -7,7 +7,7 @@ import pytest
 from pnn import registry
 from pnn.cost import Ledger
 from pnn.train import bp, ff, insilico, mf, pat, zo
-from sim.acoustic import AcousticLayer
+from pnn.sim.acoustic import AcousticLayer
 
 from .test_phyll import NaNGradLayer, RandomQuadraticLayer, blobs
 
