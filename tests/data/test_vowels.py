@@ -350,3 +350,26 @@ def test_parser_refuses_non_finite_values(bad, tmp_path):
     with pytest.raises(ValueError, match=rf"{re.escape(str(f))} line 18: non-finite value\(s\) "
                                          rf"\['{bad}'\] in 'w02iy .*'; expected finite numbers"):
         load_vowels("hillenbrand", path=f, test_fraction=0.25)
+
+
+@pytest.mark.skipif(not SHARED_CSV.exists(), reason="development data beside the project not present")
+def test_pat_task_has_every_vowel_in_all_three_speaker_disjoint_parts(tmp_path):
+    import csv
+
+    with open(SHARED_CSV) as f:
+        rows = list(csv.DictReader(f))
+    lines = []
+    for r in rows:
+        v = [r[k] for k in list(r)[2:]]
+        lines.append(f"{r['speaker']}{r['vowel']} 300 200 {v[0]} {v[1]} {v[2]} 4000 " + " ".join(v[3:]))
+    path = tmp_path / "vowdata.dat"
+    path.write_text("\n".join(lines) + "\n")
+    speakers = {r["speaker"] for r in rows}
+    for seed in range(3):
+        d = load_vowels("hillenbrand", path=path, classes=PAT_VOWELS, seed=seed)
+        test, val = set(d.info["test_speakers"]), set(d.info["val_speakers"])
+        assert not test & val and test | val < speakers
+        assert (len(d.y_train), len(d.y_val), len(d.y_test)) == [(144, 36, 78), (150, 36, 72),
+                                                                  (149, 38, 71)][seed]
+        for y in (d.y_train, d.y_val, d.y_test):
+            assert sorted(set(y.tolist())) == list(range(7))
