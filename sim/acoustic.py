@@ -60,7 +60,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from pnn.layer import LayerSpec, concrete_scalars, validate_input
+from pnn.layer import LayerSpec
+from pnn.sim.base import AbstractSimulator, require, scalar
 
 __all__ = ["AcousticLayer", "discrete_energy", "laplacian"]
 
@@ -103,7 +104,7 @@ def _spread(n, lo, hi):
     return np.round(np.linspace(lo, hi, n)).astype(int)
 
 
-class AcousticLayer(eqx.Module):
+class AcousticLayer(AbstractSimulator):
     """A nonlinear acoustic scattering region as a :class:`~pnn.layer.PhysicalLayer`.
 
     Args (all keyword, SI units):
@@ -122,13 +123,18 @@ class AcousticLayer(eqx.Module):
         seed: seeds the disorder field.
         name: layer name used in error messages.
 
+    The physical scalars ``c0``, ``c_nl``, ``u_sat``, ``speed_scale`` and ``source_amplitude``
+    are 0-d arrays (traced: a drift or a jump sets them without recompiling); the discretisation
+    (``dx``, ``dt``, ``n_steps``, the grid) and ``disorder`` (frozen into the field ``delta``) are
+    static. Every change is checked by :meth:`validate_params`, including the Courant limit at
+    the largest speed the saturated nonlinearity can reach.
+
     Raises:
         ValueError: when the Courant condition is violated (the message gives the largest stable
             dt), the grid cannot host the sources and probes, or a parameter is out of range.
     """
 
-    #: jitted per batch shape: the ledger pads the last chunk of a large batch (see pnn.cost)
-    pad_batches = True
+    physical_scalars = ("c0", "c_nl", "u_sat", "speed_scale", "source_amplitude")
 
     spec: LayerSpec = eqx.field(static=True)
     nx: int = eqx.field(static=True)
@@ -136,14 +142,14 @@ class AcousticLayer(eqx.Module):
     n_steps: int = eqx.field(static=True)
     src_xy: tuple = eqx.field(static=True)
     probe_xy: tuple = eqx.field(static=True)
-    dx: float
-    dt: float
-    c0: float
-    c_nl: float
-    u_sat: float
-    speed_scale: float
-    c_bound: float  # the largest wave speed per unit speed_scale (disorder, saturated c_nl)
-    source_amplitude: float
+    dx: float = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    disorder: float = eqx.field(static=True)
+    c0: Array
+    c_nl: Array
+    u_sat: Array
+    speed_scale: Array
+    source_amplitude: Array
     delta: Array
     nl_mask: Array
     sigma: Array
@@ -178,6 +184,14 @@ class AcousticLayer(eqx.Module):
                 raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
         if c_nl < 0 or not np.isfinite(c_nl):
             raise ValueError(f"{name}: c_nl must be >= 0 and finite, got {c_nl!r}")
+        if not (np.isfinite(source_amplitude) and source_amplitude >= 0):
+            raise ValueError(
+                f"{name}: source_amplitude must be >= 0 and finite (the source strength per unit "
+                f"drive), got {source_amplitude!r}")
+        if dt is not None and not (np.isfinite(dt) and dt > 0):
+            raise ValueError(
+                f"{name}: dt must be positive and finite (the leapfrog time step, s), got "
+                f"{dt!r}; pass dt=None to pick a stable step (Courant number 0.65)")
         if not 0 <= disorder < 0.5:
             raise ValueError(f"{name}: disorder must be in [0, 0.5), got {disorder!r}")
         if n_steps < 1:
@@ -208,11 +222,10 @@ class AcousticLayer(eqx.Module):
                 f"including disorder and saturated nonlinearity); use dt <= {dt_max:.4g} s"
             )
         self.nx, self.ny, self.n_steps = nx, ny, n_steps
-        self.dx, self.dt = float(dx), float(dt)
-        self.c0, self.c_nl, self.u_sat = float(c0), float(c_nl), float(u_sat)
-        self.speed_scale = float(speed_scale)
-        self.c_bound = float(c_bound)
-        self.source_amplitude = float(source_amplitude)
+        self.dx, self.dt, self.disorder = float(dx), float(dt), float(disorder)
+        self.c0, self.c_nl, self.u_sat = scalar(c0), scalar(c_nl), scalar(u_sat)
+        self.speed_scale = scalar(speed_scale)
+        self.source_amplitude = scalar(source_amplitude)
 
         lo_y, hi_y = pml_width + 1, ny - pml_width - 2
         src_x = pml_width + 2
@@ -247,9 +260,21 @@ class AcousticLayer(eqx.Module):
 
     @property
     def flops_per_sample(self) -> int:
-        """Approximate FLOPs of one forward simulation: about 22 per cell per time step
-        (5-point Laplacian, speed law, damped leapfrog update)."""
-        return 22 * self.nx * self.ny * self.n_steps
+        """Real FLOPs of one sample (conventions in :mod:`pnn.sim.base`), counted from
+        :meth:`step`: per cell and time step 8 for the speed law (:meth:`speed`), 5 for the
+        Laplacian, 14 for the damped leapfrog update and 1 for the source term (28 in all); per
+        probe and step 2 for the running mean square, and one division per probe at the end:
+        ``28 nx ny n_steps + 2 n_out n_steps + n_out``."""
+        n_out = self.spec.n_out
+        return 28 * self.nx * self.ny * self.n_steps + 2 * n_out * self.n_steps + n_out
+
+    @property
+    def c_max(self) -> float:
+        """The largest wave speed (m/s) any drive can reach with the current parameters:
+        :math:`s_T[c_0(1 + d) + c_{nl} u_{sat}^2]` with d = ``disorder`` (the nonlinearity saturates at
+        ``u_sat``, so no pressure exceeds it)."""
+        p = {k: float(getattr(self, k)) for k in ("c0", "c_nl", "u_sat", "speed_scale")}
+        return p["speed_scale"] * (p["c0"] * (1 + self.disorder) + p["c_nl"] * p["u_sat"] ** 2)
 
     # ------------------------------------------------------------------ core solver
     def speed(self, u: Float[Array, "... nx ny"]) -> Float[Array, "... nx ny"]:
@@ -272,7 +297,7 @@ class AcousticLayer(eqx.Module):
         sx = jnp.array([p[0] for p in self.src_xy])
         sy = jnp.array([p[1] for p in self.src_xy])
         field = jnp.zeros((x.shape[0], self.nx, self.ny), dtype=x.dtype)
-        scale = self.source_amplitude * self.dt**2 / self.dx**2
+        scale = self.source_amplitude * (self.dt**2 / self.dx**2)
         return field.at[:, sx, sy].add(scale * x)
 
     def simulate(self, x: Float[Array, "batch n_in"], *, u0=None, record=None):
@@ -307,40 +332,71 @@ class AcousticLayer(eqx.Module):
         _, (traces, extra) = jax.lax.scan(body, (u, u), waveform)
         return traces, extra
 
-    @eqx.filter_jit
-    def _forward(self, x):
+    def forward(self, x: Float[Array, "batch n_in"], *, key=None) -> Float[Array, "batch n_out"]:
+        """Mean-square pressure (Pa²) at each probe for each drive vector (unvalidated; the
+        layer is deterministic and ignores ``key``)."""
         traces, _ = self.simulate(x)
         return jnp.mean(traces**2, axis=0)
 
     def validate_params(self) -> None:
-        """Refuse a ``speed_scale`` that a drift or a jump has moved out of the stable range.
+        """Refuse physical scalars that a drift, a jump or a hand edit has moved out of range.
 
-        The time step is fixed at construction; a larger ``speed_scale`` raises the Courant
-        number, and beyond 1/sqrt(2) the scheme blows up. Called by :meth:`__call__` whenever
-        ``speed_scale`` is a concrete value, and by the drift wrappers for every value they set.
+        Each scalar must be finite; ``c0``, ``u_sat`` and ``speed_scale`` positive, ``c_nl`` and
+        ``source_amplitude`` non-negative. The time step is fixed at construction, so the
+        Courant number at the largest speed any drive can reach, :attr:`c_max` (disorder and
+        the saturated nonlinearity included), must stay at or below 1/sqrt(2): a larger
+        ``speed_scale``, ``c0``, ``c_nl`` or ``u_sat`` raises it, and beyond the limit the scheme
+        blows up. Called at construction, by :meth:`__call__` whenever the values are concrete,
+        and by the drift wrappers for every value they set.
 
         Raises:
-            ValueError: with the largest stable ``speed_scale``.
+            ValueError: naming the parameter, its value, its stable range with the others as
+                they are, and the fix.
         """
-        v = concrete_scalars(self, ("speed_scale",))
+        v = self.params()
         if v is None:
             return
-        s = v["speed_scale"]
-        limit = self.dx / (math.sqrt(2.0) * self.c_bound * self.dt)
-        if not (math.isfinite(s) and 0 < s <= limit * (1 + 1e-6)):
-            raise ValueError(
-                f"{self.spec.name}: speed_scale = {s:.6g} is outside the stable range (0, "
-                f"{limit:.4f}]: with dt = {self.dt:.4g} s fixed at construction the Courant "
-                f"number would be {s * self.c_bound * self.dt / self.dx:.4f} > 1/sqrt(2); build "
-                f"the layer with a smaller dt to allow larger speeds")
+        name = self.spec.name
+        rules = (("c0", "m/s", v["c0"] > 0, "must be positive", "the background wave speed"),
+                 ("c_nl", "m/s/Pa^2", v["c_nl"] >= 0, "must be >= 0",
+                  "a negative intensity-dependent speed can drive the local speed to zero"),
+                 ("u_sat", "Pa", v["u_sat"] > 0, "must be positive",
+                  "the pressure at which the nonlinear speed change saturates"),
+                 ("speed_scale", "", v["speed_scale"] > 0, "must be positive",
+                  "a multiplicative factor on every wave speed"),
+                 ("source_amplitude", "", v["source_amplitude"] >= 0, "must be >= 0",
+                  "the source strength per unit drive"))
+        for k, unit, ok, rule, why in rules:
+            finite = math.isfinite(v[k])
+            require(name, k, v[k], finite and ok, rule + " and finite", unit=unit, why=why,
+                    fix=f"set {k} back to a value in range")
+        s, c0, c_nl, u_sat = v["speed_scale"], v["c0"], v["c_nl"], v["u_sat"]
+        lin = c0 * (1.0 + self.disorder)  # the largest linear speed per unit speed_scale
+        c_max = s * (lin + c_nl * u_sat**2)
+        c_lim = self.dx / (math.sqrt(2.0) * self.dt)  # the largest stable speed for this dt
+        if c_max <= c_lim * (1 + 1e-6):
+            return
+        room = c_lim / s - lin  # what is left for the nonlinearity at this speed_scale
+        c0_lim = (c_lim / s - c_nl * u_sat**2) / (1.0 + self.disorder)
 
-    def __call__(self, x: Float[Array, "batch n_in"]) -> Float[Array, "batch n_out"]:
-        """Mean-square pressure (Pa²) at each probe for each drive vector in the batch.
+        def rng(lo, lim, unit=""):
+            if lim <= 0:
+                return "has no stable value with the others as they are"
+            return f"is outside the stable range {lo}{lim:.4g}]{' ' + unit if unit else ''}"
 
-        Raises:
-            ValueError: on bad input (:func:`pnn.layer.validate_input`) or an unstable
-                ``speed_scale`` (:meth:`validate_params`).
-        """
-        validate_input(self.spec, x)
-        self.validate_params()
-        return self._forward(jnp.asarray(x))
+        others = [f"c0 = {c0:.6g} m/s {rng('(0, ', c0_lim, 'm/s')}"]
+        if c_nl > 0:
+            others.append(f"c_nl = {c_nl:.6g} m/s/Pa^2 "
+                          f"{rng('[0, ', room / u_sat**2 if room > 0 else 0.0, 'm/s/Pa^2')}")
+            others.append(f"u_sat = {u_sat:.6g} Pa "
+                          f"{rng('(0, ', math.sqrt(room / c_nl) if room > 0 else 0.0, 'Pa')}")
+        s_lim = c_lim / (lin + c_nl * u_sat**2)
+        raise ValueError(
+            f"{name}: speed_scale = {s:.6g} is outside the stable range (0, {s_lim:.4f}] and "
+            f"{', '.join(others)}: with dt = {self.dt:.4g} s fixed at construction the Courant "
+            f"number would be {c_max * self.dt / self.dx:.4f} > 1/sqrt(2) at the largest speed "
+            f"any drive can reach, c_max = speed_scale*(c0*(1 + disorder) + c_nl*u_sat^2) = "
+            f"{c_max:.5g} m/s (disorder = {self.disorder:.3g}; the nonlinearity saturates at "
+            f"u_sat), and the scheme would blow up; bring one of them back into its range, or "
+            f"build the layer with dt <= {self.dx / (math.sqrt(2.0) * c_max):.4g} s to allow "
+            f"these speeds")

@@ -86,7 +86,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
-from pnn.layer import LayerSpec, concrete_scalars, validate_input
+from pnn.layer import LayerSpec
+from pnn.sim.base import AbstractSimulator, require, scalar
 
 __all__ = ["MicrowaveLayer", "semicircle_cdf"]
 
@@ -121,7 +122,7 @@ def _unit_columns(rng, m, k):
     return v / np.linalg.norm(v, axis=0, keepdims=True)
 
 
-class MicrowaveLayer(eqx.Module):
+class MicrowaveLayer(AbstractSimulator):
     """A reverberation cavity driven through ports and reconfigured by a metasurface.
 
     Args (all keyword; frequencies in MHz, power in W):
@@ -142,6 +143,8 @@ class MicrowaveLayer(eqx.Module):
     The physical scalars (``detuning``, ``loss_width``, ``element_strength``, ``drive_power``,
     ``kerr``, ``relax``) are 0-d array fields: traced, so drifting one does not recompile.
     ``detuning`` is the intended drift parameter (a temperature- or geometry-like mode shift).
+    ``mode_spacing`` and ``f_center`` are static: the spacing is frozen into the modes at
+    construction, and the centre frequency only labels the band.
 
     Raises:
         ValueError: a parameter out of range, an active (gain) cavity, a probe band reaching
@@ -150,8 +153,8 @@ class MicrowaveLayer(eqx.Module):
             modal decomposition inaccurate.
     """
 
-    #: jitted per batch shape: the ledger pads the last chunk of a large batch (see pnn.cost)
-    pad_batches = True
+    physical_scalars = ("loss_width", "element_strength", "drive_power", "kerr", "relax",
+                        "detuning")
 
     spec: LayerSpec = eqx.field(static=True)
     encoding: str = eqx.field(static=True)
@@ -159,9 +162,9 @@ class MicrowaveLayer(eqx.Module):
     n_rx: int = eqx.field(static=True)
     n_iter: int = eqx.field(static=True)
     n_el: int = eqx.field(static=True)
-    f_center: float
+    f_center: float = eqx.field(static=True)
+    mode_spacing: float = eqx.field(static=True)
     # physical scalars are 0-d arrays: traced, so a drift or a new value does not recompile
-    mode_spacing: Array
     loss_width: Array
     element_strength: Array
     drive_power: Array
@@ -257,11 +260,9 @@ class MicrowaveLayer(eqx.Module):
         n_rx = min(int(n_rx), n_out)
         self.n_src, self.n_rx, self.n_iter = n_src, n_rx, int(n_iter)
         self.f_center = float(f_center)
-        f = lambda v: jnp.asarray(float(v))  # noqa: E731
-        self.mode_spacing, self.loss_width = f(mode_spacing), f(loss_width)
-        self.element_strength, self.drive_power = f(element_strength), f(drive_power)
-        self.kerr, self.relax = f(kerr), f(relax)
-        self.detuning = jnp.asarray(float(detuning))
+        self.mode_spacing, self.loss_width = float(mode_spacing), scalar(loss_width)
+        self.element_strength, self.drive_power = scalar(element_strength), scalar(drive_power)
+        self.kerr, self.relax, self.detuning = scalar(kerr), scalar(relax), scalar(detuning)
 
         rng = np.random.default_rng(seed)
         m = int(n_modes)
@@ -408,55 +409,87 @@ class MicrowaveLayer(eqx.Module):
         gk = g[..., :p, :p] + scat[..., None, None] * g[..., :p, p, None] * g[..., p, None, :p]
         return jnp.eye(p, dtype=g.dtype) - 1j * gk
 
-    @eqx.filter_jit
-    def _forward(self, x):
+    def forward(self, x: Float[Array, "batch n_in"], *, key=None) -> Float[Array, "batch n_out"]:
+        """Received power (mW) per output channel for each drive vector (unvalidated; the
+        layer is deterministic and ignores ``key``)."""
         b, _, _ = self.solve(x)
         rx = b[..., self.n_src:]
         power = 1e3 * (rx.real**2 + rx.imag**2)  # mW, (B, F, n_rx)
         return jnp.einsum("bfr,jfr->bj", power, self.readout.astype(power.dtype))
 
+    @property
+    def flops_per_sample(self) -> int:
+        """Real FLOPs of one sample (conventions in :mod:`pnn.sim.base`), counted from
+        :meth:`solve` with F tones, P ports, J = P + 1, n metasurface elements, I = ``n_iter``:
+
+        * the fields without the nonlinear element for two right-hand sides (the incident wave,
+          a unit source at the element): ``Y_JJ r``, 8·2·F·J² (complex multiply-adds);
+        * metasurface (``encoding="metasurface"``): c = c_max x (n), the n×n system
+          ``1 - c Y_mm`` (8 F n²), its right-hand sides ``c Y_mJ r`` (8·2·F·n·J + 6·2·F·n), one
+          LU solve per tone (F(8n³/3 + 8n²·2)) and the correction ``Y_Jm z`` (8·2·F·J·n +
+          2·2·F·J); ports encoding: the drive scaling, n_in;
+        * the self-consistent element: |t_u|² (3F); per relaxation step the stored energy (9F + 2:
+          1 - δ g, |·|², the division, the sum and the units) and the update (4); the energy once
+          more at the final δ; then the outgoing waves (Sherman–Morrison: 13F + 16FP, a complex
+          division, two complex multiplies, and the sum with the incident wave);
+        * detection: |b|² in mW at the receivers (4 F n_rx) and the band sums (2 n_out F n_rx).
+
+        The nonlinear iteration costs only O(F) a step: the element is rank one, so the matrix
+        solves (the metasurface) are done once per sample, not once per iteration. The bare
+        response Y (F·M·q² complex multiply-adds for M modes and q = P + n + 1 columns) does
+        not depend on the drive and is computed once per call, not counted.
+        """
+        f, p, n, it = self.freqs.shape[0], self.n_ports, self.n_el, self.n_iter
+        j, k = p + 1, 2
+        flops = 8 * k * f * j * j
+        if self.encoding == "metasurface":
+            flops += (n + 8 * f * n * n + 8 * k * f * n * j + 6 * k * f * n
+                      + f * (8 * n**3 // 3 + 8 * n * n * k) + 8 * k * f * j * n + 2 * k * f * j)
+        else:
+            flops += self.spec.n_in
+        flops += 3 * f + it * (9 * f + 2 + 4) + (9 * f + 2) + 13 * f + 16 * f * p
+        flops += 4 * f * self.n_rx + 2 * self.spec.n_out * f * self.n_rx
+        return flops
+
     def validate_params(self) -> None:
-        """Refuse physical scalars that a drift or a jump has moved out of their valid range
-        (the same rules as the constructor's). Called by :meth:`__call__` whenever the values
-        are concrete, and by the drift wrappers for every value they set.
+        """Refuse physical scalars that a drift, a jump or a hand edit has moved out of their
+        valid range (the constructor's rules): every scalar finite; ``drive_power`` positive;
+        ``loss_width`` and ``element_strength`` non-negative; ``relax`` in (0, 1]; and the probe
+        band, shifted by ``detuning``, inside the central part of the modal spectrum where the
+        model has modes. Called at construction, by :meth:`__call__` whenever the values are
+        concrete, and by the drift wrappers for every value they set.
 
         Raises:
-            ValueError: naming the parameter, its value and the rule.
+            ValueError: naming the parameter, its value, the limit and the fix.
         """
-        names = ("mode_spacing", "loss_width", "element_strength", "drive_power", "kerr",
-                 "relax", "detuning")
-        v = concrete_scalars(self, names)
+        v = self.params()
         if v is None:
             return
         name = self.spec.name
-        bad = [k for k, x in v.items() if not math.isfinite(x)]
-        if bad:
-            raise ValueError(f"{name}: {bad[0]} must be finite, got {v[bad[0]]!r}")
-        rules = (("mode_spacing", v["mode_spacing"] > 0, "must be positive"),
-                 ("loss_width", v["loss_width"] >= 0, "must be >= 0 (negative is gain)"),
-                 ("element_strength", v["element_strength"] >= 0, "must be >= 0"),
-                 ("drive_power", v["drive_power"] > 0, "must be positive"),
-                 ("relax", 0 < v["relax"] <= 1, "must lie in (0, 1] (above 1 the relaxation "
-                                                "oscillates instead of settling)"))
-        for k, ok, rule in rules:
-            if not ok:
-                raise ValueError(f"{name}: {k} = {v[k]:.6g} {rule}")
-        radius = 2.0 * self.H.shape[0] * v["mode_spacing"] / math.pi
-        reach = float(jnp.max(jnp.abs(self.freqs))) + abs(v["detuning"])
+        units = {"loss_width": "MHz", "element_strength": "MHz", "drive_power": "W",
+                 "kerr": "MHz/nJ", "relax": "", "detuning": "MHz"}
+        for k, x in v.items():
+            require(name, k, x, math.isfinite(x), "must be finite", unit=units[k],
+                    fix=f"set {k} to a finite value")
+        rules = (("loss_width", v["loss_width"] >= 0, "must be >= 0",
+                  "a negative absorption width is gain: the cavity would be active and S "
+                  "non-passive"),
+                 ("element_strength", v["element_strength"] >= 0, "must be >= 0",
+                  "the largest perturbation of a metasurface element"),
+                 ("drive_power", v["drive_power"] > 0, "must be positive",
+                  "the total incident power"),
+                 ("relax", 0 < v["relax"] <= 1, "must lie in (0, 1]",
+                  "above 1 the relaxation oscillates instead of settling"))
+        for k, ok, rule, why in rules:
+            require(name, k, v[k], ok, rule, unit=units[k], why=why,
+                    fix=f"set {k} back into its range")
+        radius = 2.0 * self.H.shape[0] * self.mode_spacing / math.pi
+        half_band = float(jnp.max(jnp.abs(self.freqs)))
+        reach = half_band + abs(v["detuning"])
         if reach > _MAX_BAND_FRACTION * radius:
             raise ValueError(
                 f"{name}: detuning = {v['detuning']:.6g} MHz moves the probe band beyond "
                 f"{_MAX_BAND_FRACTION:.0%} of the modal spectrum's half-width R = {radius:.4g} "
                 f"MHz, where the model runs out of modes; keep |detuning| <= "
-                f"{_MAX_BAND_FRACTION * radius - float(jnp.max(jnp.abs(self.freqs))):.4g} MHz")
-
-    def __call__(self, x: Float[Array, "batch n_in"]) -> Float[Array, "batch n_out"]:
-        """Received power (mW) per output channel for each drive vector.
-
-        Raises:
-            ValueError: on bad input (:func:`pnn.layer.validate_input`) or physical scalars
-                moved out of range (:meth:`validate_params`).
-        """
-        validate_input(self.spec, x)
-        self.validate_params()
-        return self._forward(jnp.asarray(x))
+                f"{_MAX_BAND_FRACTION * radius - half_band:.4g} MHz, or build the layer with "
+                f"more modes")

@@ -88,7 +88,8 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 from scipy.special import erf
 
-from pnn.layer import LayerSpec, concrete_scalars, validate_input
+from pnn.layer import LayerSpec
+from pnn.sim.base import AbstractSimulator, fft_flops, require, scalar
 
 __all__ = ["OpticalLayer", "interp_basis"]
 
@@ -151,7 +152,7 @@ class _CallCounter:
         return self.n - 1
 
 
-class OpticalLayer(eqx.Module):
+class OpticalLayer(AbstractSimulator):
     """A shaped femtosecond pulse through a nonlinear medium, read by a spectrometer.
 
     Args (all keyword; ps, m, W, rad/ps):
@@ -179,7 +180,10 @@ class OpticalLayer(eqx.Module):
 
     Physical scalars are 0-d array fields (traced: changing one, e.g. by a drift, does not
     recompile); the intended drift parameters are ``length`` and ``gamma`` (fibre) and
-    ``crystal_length`` and ``delta_k`` (crystal).
+    ``crystal_length`` and ``delta_k`` (crystal). ``peak_power`` scales the shaped pulse's field
+    by sqrt(P0 / P0 at construction) (a laser power drift); the read-out stays in units of the
+    design pulse's energy (the spectrometer's calibration). ``pulse_width`` is frozen into the
+    time grid, the pulse and the shaper at construction, so it is static.
 
     Raises:
         ValueError: when a parameter is out of range, the time grid does not resolve the pulse or
@@ -187,8 +191,8 @@ class OpticalLayer(eqx.Module):
             smallest stable ``n_steps``), or the read-out asks for a harmonic the medium lacks.
     """
 
-    #: jitted per batch shape: the ledger pads the last chunk of a large batch (see pnn.cost)
-    pad_batches = True
+    physical_scalars = ("peak_power", "phase_range", "length", "gamma", "beta2", "beta3",
+                        "alpha", "crystal_length", "kappa", "delta_k", "gvm")
 
     spec: LayerSpec = eqx.field(static=True)
     medium: str = eqx.field(static=True)
@@ -202,8 +206,9 @@ class OpticalLayer(eqx.Module):
     noise_abs: float = eqx.field(static=True)
     _calls: _CallCounter = eqx.field(static=True)
     dt: float = eqx.field(static=True)
+    pulse_width: float = eqx.field(static=True)
+    design_power: float = eqx.field(static=True)  # P0 at construction, the power of ``a0``
     # physical scalars are 0-d arrays: traced, so a drift or a new value does not recompile
-    pulse_width: Array
     peak_power: Array
     phase_range: Array
     beta3: Array
@@ -318,14 +323,12 @@ class OpticalLayer(eqx.Module):
         self.noise_rel, self.noise_abs = float(noise_rel), float(noise_abs)
         self._calls = _CallCounter()
         self.dt = float(dt)
-        self.pulse_width, self.peak_power = jnp.asarray(t0), jnp.asarray(float(peak_power))
-        self.phase_range, self.beta3 = jnp.asarray(float(phase_range)), jnp.asarray(float(beta3))
-        self.alpha, self.kappa = jnp.asarray(float(alpha)), jnp.asarray(float(kappa))
-        self.gvm = jnp.asarray(float(gvm))
-        self.length, self.gamma = jnp.asarray(float(length)), jnp.asarray(float(gamma))
-        self.beta2 = jnp.asarray(float(beta2))
-        self.crystal_length = jnp.asarray(float(crystal_length))
-        self.delta_k = jnp.asarray(float(delta_k))
+        self.pulse_width, self.design_power = t0, float(peak_power)
+        self.peak_power, self.phase_range = scalar(peak_power), scalar(phase_range)
+        self.beta3, self.alpha, self.kappa = scalar(beta3), scalar(alpha), scalar(kappa)
+        self.gvm, self.length, self.gamma = scalar(gvm), scalar(length), scalar(gamma)
+        self.beta2, self.crystal_length = scalar(beta2), scalar(crystal_length)
+        self.delta_k = scalar(delta_k)
 
         t = (np.arange(n_t) - n_t // 2) * dt
         omega = -2.0 * np.pi * np.fft.fftfreq(n_t, dt)
@@ -406,7 +409,9 @@ class OpticalLayer(eqx.Module):
         """Spectrum (``fft`` of the field, √W) after the pulse shaper, for each drive vector."""
         dtype = jnp.result_type(x.dtype, jnp.float32)
         m = jnp.asarray(x, dtype) @ self.shaper_basis.astype(dtype).T
-        a0 = self.a0.astype(self._cdtype(dtype))
+        # exactly a0 at the design power (sqrt(1) = 1): a power drift scales the field
+        amp = jnp.sqrt(self.peak_power.astype(dtype) / self.design_power)
+        a0 = self.a0.astype(self._cdtype(dtype)) * amp.astype(self._cdtype(dtype))
         if self.encoding == "phase":
             return a0 * jnp.exp(1j * (self.phase_range.astype(dtype) * m)).astype(a0.dtype)
         return a0 * (m * self.shaper_window.astype(dtype)).astype(a0.dtype)
@@ -491,8 +496,9 @@ class OpticalLayer(eqx.Module):
             outs.append(p @ self.bins_sh.astype(rdtype).T)
         return jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
 
-    @eqx.filter_jit
-    def _forward(self, x, key=None):
+    def forward(self, x: Float[Array, "batch n_in"], *, key=None) -> Float[Array, "batch n_out"]:
+        """Spectrometer channel energies (units of E_ref/n_out), unvalidated; ``key`` draws the
+        detector noise (``None``: noise-free)."""
         spec = self.shape_pulse(x)
         if self.medium == "fiber":
             y = self.measure(self.fiber(spec, spectral=True))
@@ -505,62 +511,102 @@ class OpticalLayer(eqx.Module):
             y = jnp.maximum(y, 0.0)
         return y
 
+    def noise_key(self, key):
+        """With detector noise on, ``key`` or, without it, ``fold_in(PRNGKey(seed), k)`` for
+        the k-th call of this layer, so that a run is reproducible from its seed; ``None`` when
+        the detector is noise-free."""
+        if self.noise_rel == 0 and self.noise_abs == 0:
+            return None
+        if key is None:
+            key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self._calls.next())
+        return key
+
+    @property
+    def flops_per_sample(self) -> int:
+        """Real FLOPs of one sample (conventions in :mod:`pnn.sim.base`), with N = ``n_t``,
+        S = ``n_steps``, C(N) = 5 N log2 N the cost of one FFT:
+
+        * shaper: the mask interpolation ``x @ B^T`` 2 n_in N, then 14 N for phase encoding
+          (scale, times i, complex exp, complex multiply) or 7 N for amplitude encoding;
+        * fibre, per split step: two half linear steps (6 N each), an inverse and a forward FFT,
+          and the nonlinear step (|A|^2 3, times gamma*h 1, times i 2, complex exp 5, complex
+          multiply 6): 29 N + 2 C(N);
+        * crystal: 2 C(N) into the time domain; per step two half linear steps on B2
+          (2 C(N) + 6 N each) and one RK4 step (4 right-hand sides of 25 N, 3 stage inputs of
+          8 N, the update 28 N: 152 N): 164 N + 4 C(N); then the mismatch phase 6 N and 2 C(N)
+          back to spectra;
+        * spectrometer: per read harmonic |A|^2 3 N and the bin matrix 2 N n_ch;
+        * detector noise (when on): 6 per output (the normal draws are not counted).
+
+        The input spectrum's power scaling and the linear propagators are drive-independent and
+        computed once per call, not counted.
+        """
+        n, steps, c = self.n_t, self.n_steps, fft_flops(self.n_t)
+        n_in, n_out, n_fund = self.spec.n_in, self.spec.n_out, self.n_fund
+        flops = 2 * n_in * n + (14 if self.encoding == "phase" else 7) * n
+        if self.medium == "fiber":
+            flops += steps * (29 * n + 2 * c)
+        else:
+            flops += 2 * c + steps * (164 * n + 4 * c) + 6 * n + 2 * c
+        for n_ch in (n_fund, n_out - n_fund):
+            if n_ch:
+                flops += 3 * n + 2 * n * n_ch
+        if self.noise_rel > 0 or self.noise_abs > 0:
+            flops += 6 * n_out
+        return flops
+
     def validate_params(self) -> None:
-        """Refuse physical scalars that a drift or a jump has moved out of their valid range,
-        with the constructor's rules, including the split-step accuracy limit (a longer fibre or
-        a larger γ raises the nonlinear phase per step). Called by :meth:`__call__` whenever the
-        values are concrete, and by the drift wrappers for every value they set.
+        """Refuse physical scalars that a drift, a jump or a hand edit has moved out of their
+        valid range, with the constructor's rules: every scalar finite; ``peak_power``,
+        ``phase_range``, ``length`` and ``crystal_length`` positive; ``gamma``, ``kappa`` and
+        ``alpha`` non-negative; and the split-step accuracy limit of the medium in use (a longer
+        fibre, a larger γ or a stronger pulse raises the nonlinear phase per step; a longer
+        crystal, a larger κ or a stronger pulse the coupling rotation per RK4 step). Called at
+        construction, by :meth:`__call__` whenever the values are concrete, and by the drift
+        wrappers for every value they set.
 
         Raises:
-            ValueError: naming the parameter, its value and the rule.
+            ValueError: naming the parameter, its value, the limit and the fix.
         """
-        names = ("peak_power", "length", "crystal_length", "gamma", "kappa", "alpha", "beta2",
-                 "beta3", "delta_k", "gvm")
-        v = concrete_scalars(self, names)
+        v = self.params()
         if v is None:
             return
         name = self.spec.name
+        units = {"peak_power": "W", "phase_range": "rad", "length": "m", "gamma": "1/(W m)",
+                 "beta2": "ps^2/m", "beta3": "ps^3/m", "alpha": "1/m", "crystal_length": "m",
+                 "kappa": "1/(sqrt(W) m)", "delta_k": "1/m", "gvm": "ps/m"}
         for k, x in v.items():
-            if not math.isfinite(x):
-                raise ValueError(f"{name}: {k} must be finite, got {x!r}")
-        for k in ("peak_power", "length", "crystal_length"):
-            if v[k] <= 0:
-                raise ValueError(f"{name}: {k} = {v[k]:.6g} must be positive")
-        for k in ("gamma", "kappa", "alpha"):
-            if v[k] < 0:
-                raise ValueError(f"{name}: {k} = {v[k]:.6g} must be >= 0")
+            require(name, k, x, math.isfinite(x), "must be finite", unit=units[k],
+                    fix=f"set {k} to a finite value")
+        for k, why in (("peak_power", "the pulse's peak power"),
+                       ("phase_range", "the shaper's largest spectral phase"),
+                       ("length", "the fibre length"), ("crystal_length", "the crystal length")):
+            require(name, k, v[k], v[k] > 0, "must be positive", why=why,
+                    fix=f"set {k} to a positive value")
+        for k, why in (("gamma", "a Kerr coefficient below 0 is not this model's fibre"),
+                       ("kappa", "the SHG coupling"),
+                       ("alpha", "a passive fibre loses power; gain would make the pulse "
+                                 "energy unbounded")):
+            require(name, k, v[k], v[k] >= 0, "must be >= 0", why=why,
+                    fix=f"set {k} to a value >= 0")
         if self.medium == "fiber":
             phi = v["gamma"] * v["peak_power"] * v["length"] / self.n_steps
             if phi > _MAX_NL_PHASE_PER_STEP * (1 + 1e-6):
                 raise ValueError(
-                    f"{name}: gamma = {v['gamma']:.6g}, length = {v['length']:.6g} make the "
-                    f"nonlinear phase per split step {phi:.3g} rad, above "
-                    f"{_MAX_NL_PHASE_PER_STEP} rad, where the splitting error dominates; build "
-                    f"the layer with n_steps >= "
-                    f"{math.ceil(phi * self.n_steps / _MAX_NL_PHASE_PER_STEP)}")
+                    f"{name}: gamma = {v['gamma']:.6g}, length = {v['length']:.6g}, peak_power = "
+                    f"{v['peak_power']:.6g} make the nonlinear phase per split step {phi:.3g} "
+                    f"rad, above {_MAX_NL_PHASE_PER_STEP} rad, where the splitting error "
+                    f"dominates; keep gamma*peak_power*length <= "
+                    f"{_MAX_NL_PHASE_PER_STEP * self.n_steps:.4g} rad, or build the layer with "
+                    f"n_steps >= {math.ceil(phi * self.n_steps / _MAX_NL_PHASE_PER_STEP)}")
         else:
             rot = v["kappa"] * math.sqrt(v["peak_power"]) * v["crystal_length"] / self.n_steps
             if rot > _MAX_SHG_ROTATION_PER_STEP * (1 + 1e-6):
                 raise ValueError(
-                    f"{name}: kappa*sqrt(P0)*h = {rot:.3g} rad per RK4 step exceeds "
-                    f"{_MAX_SHG_ROTATION_PER_STEP}; build the layer with n_steps >= "
-                    f"{math.ceil(rot * self.n_steps / _MAX_SHG_ROTATION_PER_STEP)}")
-
-    def __call__(self, x: Float[Array, "batch n_in"], *, key=None) -> Float[Array, "batch n_out"]:
-        """Spectrometer channel energies (units of E_ref/n_out) for each drive vector.
-
-        With detector noise on, ``key`` sets the noise draw; without it the k-th call of this
-        layer uses ``fold_in(PRNGKey(seed), k)``, so a run is reproducible from its seed.
-
-        Raises:
-            ValueError: on bad input (:func:`pnn.layer.validate_input`) or physical scalars
-                moved out of range (:meth:`validate_params`).
-        """
-        validate_input(self.spec, x)
-        self.validate_params()
-        if self.noise_rel > 0 or self.noise_abs > 0:
-            if key is None:
-                key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self._calls.next())
-        else:
-            key = None
-        return self._forward(jnp.asarray(x), key)
+                    f"{name}: kappa = {v['kappa']:.6g}, crystal_length = "
+                    f"{v['crystal_length']:.6g}, peak_power = {v['peak_power']:.6g} make "
+                    f"kappa*sqrt(P0)*h = {rot:.3g} rad per RK4 step, above "
+                    f"{_MAX_SHG_ROTATION_PER_STEP} rad, where the RK4 error dominates; keep "
+                    f"kappa*sqrt(peak_power)*crystal_length <= "
+                    f"{_MAX_SHG_ROTATION_PER_STEP * self.n_steps:.4g}, or build the layer with "
+                    f"n_steps >= {math.ceil(rot * self.n_steps / _MAX_SHG_ROTATION_PER_STEP)}")
