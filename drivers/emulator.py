@@ -14,7 +14,10 @@ n_in, n_out, seed=seed)``), run in a background thread, and are context managers
             y = layer(x)
 
 Bounds: every loop polls a stop flag at least every 50 ms, and the server stops by itself after
-``max_requests`` requests or ``max_seconds`` seconds; nothing binds beyond 127.0.0.1.
+``max_requests`` requests or ``max_seconds`` seconds; nothing binds beyond 127.0.0.1. Once it
+answers no more requests, :attr:`stopped_serving` is set; the serial emulator then keeps its
+pseudo-terminal open until the host has closed the port (so the last reply is never discarded),
+within ``max_seconds``, or at most 5 s after :meth:`stop`.
 
 Faults (:class:`Faults`) are injected on request, and everything received is recorded
 (:class:`EmulatorLog`): every command, every drive array *as received* (before the emulator's own
@@ -62,8 +65,8 @@ __all__ = ["Faults", "EmulatorLog", "Measurement", "ScpiEmulator", "SerialEmulat
 
 _POLL_S = 0.05
 _GRACE_S = 0.5
-# how long a closing serial emulator waits for the host to read its last reply (a loaded host can
-# take well over _GRACE_S between writing a request and reading the answer)
+# a serial emulator keeps its pty open until the host closes the port (so that the last reply is
+# never discarded); after stop() it waits for that at most this long
 _LINGER_S = 5.0
 _SEND_TIMEOUT_S = 5.0
 _MAX_BUFFER = 64 * 1024 * 1024
@@ -177,6 +180,9 @@ class _Emulator:
         self.name = name
         self.output_on = False
         self._stop = threading.Event()
+        #: set once the emulator answers no further request (the port may stay open a little
+        #: longer, see :meth:`SerialEmulator._unbind`)
+        self.stopped_serving = threading.Event()
         self._thread: threading.Thread | None = None
         self._deadline = 0.0
         self._stop_t = 0.0
@@ -209,6 +215,7 @@ class _Emulator:
         except BaseException as e:  # surfaced to the test through .error
             self.error = e
         finally:
+            self.stopped_serving.set()
             self._unbind()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -624,27 +631,48 @@ class SerialEmulator(_Emulator):
         self.port = os.ttyname(slave)
 
     def _unbind(self) -> None:
-        import fcntl
-        import termios
+        """Close the pty without losing the last reply.
 
-        # closing the master discards what the host has not read yet: let the last reply drain
-        end = time.monotonic() + _LINGER_S
-        while self._slave is not None and time.monotonic() < end:
-            try:
-                pending = struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD,
-                                                         b"\0\0\0\0"))[0]
-            except OSError:
-                break
-            if not pending:
-                break
-            time.sleep(0.01)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        Closing the master discards every byte the host has not read yet, and a reply just
+        written may not even be visible to ``FIONREAD`` on the slave yet (the kernel moves it
+        into the line discipline asynchronously). So no byte count is trusted: the emulator closes
+        its own slave descriptor and keeps the master open until the host has closed the port as
+        well (the master then reports a hang-up: an explicit event, not a guess about timing).
+        Bounds: the emulator's lifetime (``max_seconds``), or ``_LINGER_S`` after :meth:`stop`.
+        Bytes the host sends meanwhile (e.g. a resend of the last request) are read and dropped:
+        nothing is served any more.
+        """
+        master, slave = self._master, self._slave
         self._master = self._slave = None
+        if slave is not None:
+            try:
+                os.close(slave)
+            except OSError:
+                pass
+        if master is None:
+            return
+        try:
+            while True:
+                now = time.monotonic()
+                end = self._deadline
+                if self._stop.is_set():
+                    end = min(end, self._stop_t + _LINGER_S)
+                if now >= end:
+                    break
+                r, _, _ = select.select([master], [], [], min(_POLL_S, end - now))
+                if not r:
+                    continue
+                try:
+                    os.read(master, 65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:  # EIO: no slave descriptor is open any more: the host closed
+                    break
+        finally:
+            try:
+                os.close(master)
+            except OSError:
+                pass
 
     def _plausible(self, type_: int, length: int) -> bool:
         if type_ == MsgType.HELLO:

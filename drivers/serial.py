@@ -357,8 +357,12 @@ class SerialLayer(InstrumentLayer):
                     if not reopen:
                         raise InstrumentConnectionError(f"{self.spec.name}: port is closed")
                     self._open()
-                self._ser.reset_input_buffer()
-                self._rx.clear()
+                if not attempt:
+                    # a new transaction: whatever is still buffered answers an earlier one. A
+                    # resend keeps it: a late reply to this very request is as good as the
+                    # resend's (same SEQ, and the device answers repeats from its memory)
+                    self._ser.reset_input_buffer()
+                    self._rx.clear()
                 self._ser.write(frame)
                 self._ser.flush()
                 reply = self._read_reply(seq, time.monotonic() + timeout_s)

@@ -1,6 +1,7 @@
 """Shared fixtures for the driver tests: a fast stand-in physics and a quick-timeout profile."""
 
 import dataclasses
+import socket
 
 import numpy as np
 import pytest
@@ -40,3 +41,24 @@ def fast_profile():
     serial = dataclasses.replace(p.serial, timeout_s=0.4, measure_timeout_s=1.0, max_retries=3,
                                  resync_gap_s=0.05)
     return dataclasses.replace(p, visa=visa, serial=serial)
+
+
+@pytest.fixture
+def patient_profile():
+    """The shipped emulator profile with timeouts that never fire in a healthy exchange, however
+    loaded the machine: for tests where no reply is meant to go missing, so that every wait ends
+    on the reply itself and never on a clock."""
+    p = load_profile("emulator")
+    visa = dataclasses.replace(p.visa, timeout_ms=120_000, open_timeout_ms=120_000,
+                               measure_timeout_ms=600_000)
+    serial = dataclasses.replace(p.serial, timeout_s=120.0, measure_timeout_s=600.0)
+    return dataclasses.replace(p, visa=visa, serial=serial)
+
+
+@pytest.fixture
+def dead_port():
+    """A loopback TCP port that refuses connections for the whole test: bound (so nobody else can
+    take it) but not listening. A port that was free a moment ago could be reused meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

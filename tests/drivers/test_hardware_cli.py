@@ -3,11 +3,9 @@
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +20,8 @@ from pnn.registry import make_system
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_instruments_lists_idn_and_reports_failures_per_resource(fast_layer, capsys):
-    dead = f"TCPIP::127.0.0.1::{_free_port()}::SOCKET"
+def test_instruments_lists_idn_and_reports_failures_per_resource(fast_layer, dead_port, capsys):
+    dead = f"TCPIP::127.0.0.1::{dead_port}::SOCKET"
     with ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=30) as emu:
         rc = main(["instruments", "--no-scan", "--resource", emu.resource, "--resource", dead,
                    "--timeout-ms", "300"])
@@ -52,21 +44,28 @@ def _start(args):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+_EOF = None  # what the reader thread puts on the queue when stdout closes
+
+
 def _read_resource(proc, timeout=60.0):
-    """The address printed by ``pnn emulate`` (its 'resource:' line)."""
+    """The address printed by ``pnn emulate`` (its 'resource:' line), and the queue of the
+    further stdout lines (ended by ``_EOF``)."""
     lines = queue.Queue()
-    # a reader thread: a pipe's buffered readline and select() do not mix
-    threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")],
-                     daemon=True).start()
-    end = time.monotonic() + timeout
+
+    def reader():  # a thread: a pipe's buffered readline and select() do not mix
+        for line in iter(proc.stdout.readline, ""):
+            lines.put(line)
+        lines.put(_EOF)
+
+    threading.Thread(target=reader, daemon=True).start()
     seen = []
-    while time.monotonic() < end:
+    while True:
         try:
-            line = lines.get(timeout=0.5)
+            line = lines.get(timeout=timeout)  # a bound against a hang, not a synchronisation
         except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
+            break
+        if line is _EOF:
+            break
         seen.append(line)
         if line.startswith("resource:"):
             return line.split(None, 1)[1].strip(), lines
@@ -75,26 +74,29 @@ def _read_resource(proc, timeout=60.0):
                 f"stderr: {proc.stderr.read()!r}")
 
 
-def _finish(proc, lines, timeout=90.0):  # generous: CI machines can be loaded
-    """Wait for exit; return (all further stdout, stderr)."""
-    err = proc.stderr.read() if proc.wait(timeout) is not None else ""
+def _finish(proc, lines, timeout=120.0):
+    """Wait for exit and for the end of stdout; return (all further stdout, stderr).
+
+    Every wait ends on an event (the process exits, its stdout closes); the timeouts only bound
+    a hang.
+    """
+    proc.wait(timeout)
+    err = proc.stderr.read()
     out = []
-    while True:
-        try:
-            out.append(lines.get(timeout=1.0))
-        except queue.Empty:
-            return "".join(out), err
+    while (line := lines.get(timeout=timeout)) is not _EOF:
+        out.append(line)
+    return "".join(out), err
 
 
 @pytest.mark.slow
-def test_emulate_scpi_serves_until_ctrl_c():
+def test_emulate_scpi_serves_until_ctrl_c(patient_profile):
     proc = _start(["--kind", "scpi", "--n-in", "5", "--n-out", "3", "--seed", "2",
-                   "--max-seconds", "60"])
+                   "--max-seconds", "600"])
     try:
         resource, lines = _read_resource(proc)
         assert resource.startswith("TCPIP::127.0.0.1::") and resource.endswith("::SOCKET")
         x = np.random.default_rng(0).random((4, 5)).astype(np.float32)
-        with VisaLayer("emulator", resource, n_in=5, n_out=3) as layer:
+        with VisaLayer(patient_profile, resource, n_in=5, n_out=3) as layer:
             y = layer(x)
         np.testing.assert_array_equal(y, np.asarray(make_system("acoustic", 5, 3, seed=2)(x)))
         proc.send_signal(signal.SIGINT)
@@ -109,14 +111,16 @@ def test_emulate_scpi_serves_until_ctrl_c():
 
 
 @pytest.mark.slow
-def test_emulate_serial_stops_after_its_request_limit():
+def test_emulate_serial_stops_after_its_request_limit(patient_profile):
     proc = _start(["--kind", "serial", "--n-in", "5", "--n-out", "3", "--max-requests", "3",
-                   "--max-seconds", "60"])
+                   "--max-seconds", "600"])
     try:
         port, lines = _read_resource(proc)
         assert port.startswith("/dev/")
-        with SerialLayer("emulator", port, n_in=5, n_out=3) as layer:
+        # SAFE, the third request, is the emulator's last: its reply must still reach close()
+        with SerialLayer(patient_profile, port, n_in=5, n_out=3) as layer:
             layer(np.full((2, 5), 0.5, np.float32))
+        assert layer.stats.retries == 0
         out, err = _finish(proc, lines)  # HELLO, MEASURE, SAFE: it stops by itself
     finally:
         if proc.poll() is None:

@@ -68,10 +68,10 @@ def _same_training(rec, ref):
 
 
 @pytest.mark.slow
-def test_phyll_through_scpi_emulator_matches_the_simulator(data, shape, direct):
+def test_phyll_through_scpi_emulator_matches_the_simulator(data, shape, direct, patient_profile):
     n_in, n_out = shape
-    with ScpiEmulator("acoustic", n_in, n_out, seed=SYSTEM_SEED, max_seconds=120) as emu:
-        with VisaLayer("emulator", emu.resource, n_in=n_in, n_out=n_out) as layer:
+    with ScpiEmulator("acoustic", n_in, n_out, seed=SYSTEM_SEED, max_seconds=600) as emu:
+        with VisaLayer(patient_profile, emu.resource, n_in=n_in, n_out=n_out) as layer:
             rec = phyll.train([layer], data, CFG, seed=SEED)
     _same_training(rec, direct)
     assert rec["test_accuracy"] > 1 / data.n_classes  # it learned something
@@ -81,10 +81,10 @@ def test_phyll_through_scpi_emulator_matches_the_simulator(data, shape, direct):
 
 
 @pytest.mark.slow
-def test_phyll_through_serial_emulator_matches_the_simulator(data, shape, direct):
+def test_phyll_through_serial_emulator_matches_the_simulator(data, shape, direct, patient_profile):
     n_in, n_out = shape
-    with SerialEmulator("acoustic", n_in, n_out, seed=SYSTEM_SEED, max_seconds=120) as emu:
-        with SerialLayer("emulator", emu.port, n_in=n_in, n_out=n_out) as layer:
+    with SerialEmulator("acoustic", n_in, n_out, seed=SYSTEM_SEED, max_seconds=600) as emu:
+        with SerialLayer(patient_profile, emu.port, n_in=n_in, n_out=n_out) as layer:
             rec = phyll.train([layer], data, CFG, seed=SEED)
     _same_training(rec, direct)
     assert emu.log.samples_measured == rec["cost"]["physical_queries"] == layer.stats.samples

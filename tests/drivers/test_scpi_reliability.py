@@ -24,12 +24,6 @@ CONNECT_REQUESTS = 12
 BATCH_REQUESTS = 10
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _emu(layer, **faults):
     return ScpiEmulator(layer=layer, n_in=5, n_out=3, faults=Faults(**faults), max_seconds=60)
 
@@ -38,8 +32,8 @@ def _layer(profile, emu, **kw):
     return VisaLayer(profile, emu.resource, n_in=5, n_out=3, **kw)
 
 
-def test_round_trip_is_exact_and_counted_once(fast_layer, fast_profile, drives):
-    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+def test_round_trip_is_exact_and_counted_once(fast_layer, patient_profile, drives):
+    with _emu(fast_layer) as emu, _layer(patient_profile, emu) as layer:
         ledger = Ledger()
         y = ledger.query(layer, drives)
         assert layer.idn.startswith("PNN,Emulator-SCPI")
@@ -50,25 +44,47 @@ def test_round_trip_is_exact_and_counted_once(fast_layer, fast_profile, drives):
     assert emu.log.commands[-2:] == ["OUTP OFF", "SYST:ERR?"] and not emu.output_on
 
 
-def test_unreachable_instrument_fails_fast(fast_profile):
-    layer = VisaLayer(fast_profile, f"TCPIP::127.0.0.1::{_free_port()}::SOCKET", n_in=5, n_out=3)
-    t0 = time.monotonic()
-    with pytest.raises(InstrumentConnectionError, match="'TCPIP::127.0.0.1::.*' is unreachable "
-                                                        r"\(ConnectionRefusedError"):
-        layer.connect()
-    assert time.monotonic() - t0 < 3.0  # refused at once, not retried (slack for busy CI)
+class CountingRM:
+    """A pyvisa-py resource manager that records every open_resource call."""
+
+    def __init__(self):
+        import pyvisa
+
+        self.rm = pyvisa.ResourceManager("@py")
+        self.opened = []
+
+    def open_resource(self, name, **kw):
+        self.opened.append(name)
+        return self.rm.open_resource(name, **kw)
+
+    def close(self):
+        self.rm.close()
+
+
+def test_unreachable_instrument_fails_fast(fast_profile, dead_port):
+    rm = CountingRM()
+    resource = f"TCPIP::127.0.0.1::{dead_port}::SOCKET"
+    layer = VisaLayer(fast_profile, resource, n_in=5, n_out=3, resource_manager=rm)
+    try:
+        with pytest.raises(InstrumentConnectionError, match="'TCPIP::127.0.0.1::.*' is "
+                                                            r"unreachable \(ConnectionRefusedError"):
+            layer.connect()
+    finally:
+        rm.close()
+    assert rm.opened == [resource]  # refused, and not retried
     assert not layer.connected
 
 
 def test_silent_instrument_fails_within_its_timeout(fast_layer, fast_profile):
-    with _emu(fast_layer, delay_s=10.0) as emu:
+    with _emu(fast_layer, delay_s=600.0) as emu:
         layer = _layer(fast_profile, emu)
         t0 = time.monotonic()
         with pytest.raises(InstrumentConnectionError,
                            match=r"did not answer '\*IDN\?' within 300 ms"):
             layer.connect()
-        elapsed = time.monotonic() - t0
-    assert 0.25 < elapsed < 0.3 + 0.5 + 3.0  # read timeout (+ open timeout, + slack); the reply is 10 s away
+        assert time.monotonic() - t0 >= 0.3  # it waited its read timeout ...
+    # ... once, on one connection: no retry (the reply was 10 minutes away)
+    assert emu.log.commands == ["*IDN?"] and emu.log.connections == 1
 
 
 @pytest.mark.parametrize("at, drop_reply, retries", [
@@ -104,10 +120,10 @@ def test_lost_instrument_fails_after_bounded_retries(fast_layer, fast_profile, d
         layer = _layer(fast_profile, emu).connect()
         layer(drives)
         emu.stop()  # the instrument goes away for good
-        t0 = time.monotonic()
         with pytest.raises(InstrumentConnectionError, match=r"failed 3 time\(s\) in a row"):
             layer(drives)
-        assert time.monotonic() - t0 < 3 * (0.3 + 0.5) + 3.0
+        # bounded: the batch was tried max_retries + 1 = 3 times, then given up
+        assert layer.stats.retries == 2 and layer.stats.connects == 1
         assert layer.stats.samples == len(drives)
         with pytest.raises(InstrumentError, match="could not confirm the safe state"):
             layer.close()
@@ -115,8 +131,8 @@ def test_lost_instrument_fails_after_bounded_retries(fast_layer, fast_profile, d
         emu.stop()
 
 
-def test_wrong_length_reply_raises(fast_layer, fast_profile, drives):
-    with _emu(fast_layer, short_trace=True) as emu, _layer(fast_profile, emu) as layer:
+def test_wrong_length_reply_raises(fast_layer, patient_profile, drives):
+    with _emu(fast_layer, short_trace=True) as emu, _layer(patient_profile, emu) as layer:
         with pytest.raises(ReplyFormatError, match=r"'FETC\?' returned 143 values, expected "
                                                    r"batch 12 x n_out 3 x points_per_feature "
                                                    r"4 = 144"):
@@ -128,8 +144,8 @@ def test_wrong_length_reply_raises(fast_layer, fast_profile, drives):
     ("FETC", "reply to 'FETC\\?' is not an IEEE 488.2 binary block"),
     ("SYST:ERR", r"the reply to 'SYST:ERR\?' is not ASCII text"),
 ])
-def test_garbage_reply_raises(fast_layer, fast_profile, drives, on, match):
-    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+def test_garbage_reply_raises(fast_layer, patient_profile, drives, on, match):
+    with _emu(fast_layer) as emu, _layer(patient_profile, emu) as layer:
         emu.set_faults(Faults(garbage_replies=1, garbage_on=on))  # after a clean connect
         with pytest.raises(ReplyFormatError, match=match):
             layer(drives)
@@ -138,9 +154,9 @@ def test_garbage_reply_raises(fast_layer, fast_profile, drives, on, match):
         assert layer.stats.connects == 2
 
 
-def test_instrument_error_raises_and_output_is_made_safe(fast_layer, fast_profile, drives):
+def test_instrument_error_raises_and_output_is_made_safe(fast_layer, patient_profile, drives):
     with _emu(fast_layer, errors=(("INIT", -241, "Hardware missing"),)) as emu:
-        layer = _layer(fast_profile, emu)
+        layer = _layer(patient_profile, emu)
         with pytest.raises(InstrumentError, match=r"after 'OUTP ON; INIT': -241,\"Hardware "
                                                   r"missing\""):
             with layer:
@@ -150,10 +166,10 @@ def test_instrument_error_raises_and_output_is_made_safe(fast_layer, fast_profil
         assert emu.log.commands[-3:] == ["OUTP OFF", "OUTP OFF", "SYST:ERR?"]
 
 
-def test_drive_beyond_the_limits_never_reaches_the_instrument(fast_layer, fast_profile, drives):
+def test_drive_beyond_the_limits_never_reaches_the_instrument(fast_layer, patient_profile, drives):
     x = drives * 0.5
     x[3, 2] = 0.9
-    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+    with _emu(fast_layer) as emu, _layer(patient_profile, emu) as layer:
         layer.safety.restrict(hi=0.5, max_amplitude=0.5)
         with pytest.raises(SafetyError, match=r"1 entries outside \[0, 0.5\]"):
             layer(x)  # a single entry out of limits refuses the whole batch
@@ -166,10 +182,10 @@ def test_drive_beyond_the_limits_never_reaches_the_instrument(fast_layer, fast_p
     assert layer.safety.counts.refused_batches == 1
 
 
-def test_clip_mode_sends_only_clipped_values(fast_layer, fast_profile, drives):
-    guard = SafetyLimits(fast_profile.safety, on_violation="clip")
+def test_clip_mode_sends_only_clipped_values(fast_layer, patient_profile, drives):
+    guard = SafetyLimits(patient_profile.safety, on_violation="clip")
     guard.restrict(hi=0.5, max_amplitude=0.5)
-    with _emu(fast_layer) as emu, _layer(fast_profile, emu, safety=guard) as layer:
+    with _emu(fast_layer) as emu, _layer(patient_profile, emu, safety=guard) as layer:
         with pytest.warns(SafetyWarning, match="clipped"):
             y = layer(drives)
     np.testing.assert_array_equal(y, fast_layer(np.minimum(drives, 0.5)))
@@ -177,14 +193,14 @@ def test_clip_mode_sends_only_clipped_values(fast_layer, fast_profile, drives):
     assert guard.counts.clipped == int((drives > 0.5).sum())
 
 
-def test_looser_safety_than_the_profile_is_refused(fast_profile):
+def test_looser_safety_than_the_profile_is_refused(patient_profile):
     loose = SafetyLimits(Limits(0.0, 2.0, 2.0))
     with pytest.raises(ValueError, match="looser than the profile's"):
-        VisaLayer(fast_profile, "TCPIP::127.0.0.1::1::SOCKET", n_in=5, n_out=3, safety=loose)
+        VisaLayer(patient_profile, "TCPIP::127.0.0.1::1::SOCKET", n_in=5, n_out=3, safety=loose)
 
 
-def test_rate_limit_is_enforced(fast_layer, fast_profile, drives):
-    with _emu(fast_layer) as emu, _layer(fast_profile, emu) as layer:
+def test_rate_limit_is_enforced(fast_layer, patient_profile, drives):
+    with _emu(fast_layer) as emu, _layer(patient_profile, emu) as layer:
         layer.safety.restrict(max_rate_hz=100.0)
         t0 = time.monotonic()
         for _ in range(3):
@@ -195,11 +211,14 @@ def test_rate_limit_is_enforced(fast_layer, fast_profile, drives):
 def test_emulator_stops_by_itself_and_binds_loopback_only(fast_layer):
     emu = ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_requests=2, max_seconds=5).start()
     assert emu.address == ("127.0.0.1", emu.port)
-    with socket.create_connection(("127.0.0.1", emu.port), timeout=1) as s:
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=120) as s:
         s.sendall(b"*IDN?\n*IDN?\n*IDN?\n")
-        time.sleep(0.2)
-    assert emu.wait(2.0) and not emu.running
+        replies = b""
+        while chunk := s.recv(4096):  # two replies, then the emulator closes the connection
+            replies += chunk
+    assert replies == (emu.idn + "\n").encode() * 2
+    assert emu.wait(120) and not emu.running  # 120: a bound against a hang
     assert emu.log.requests == 2
     emu = ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=0.3).start()
-    assert emu.wait(2.0)
+    assert emu.wait(120)
     assert emu.error is None
