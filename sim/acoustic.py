@@ -395,7 +395,7 @@ class AcousticLayer(AbstractSimulator):
             f"{name}: speed_scale = {s:.6g} is outside the stable range (0, {s_lim:.4f}] and "
             f"{', '.join(others)}: with dt = {self.dt:.4g} s fixed at construction the Courant "
             f"number would be {c_max * self.dt / self.dx:.4f} > 1/sqrt(2) at the largest speed "
-            f"any drive can reach, c_max = speed_scale*(c0*(1 + disorder) + c_nl*u_sat^2) = "
+            f"the nonlinearity can reach, c_max = speed_scale*(c0*(1 + disorder) + c_nl*u_sat^2) = "
             f"{c_max:.5g} m/s (disorder = {self.disorder:.3g}; the nonlinearity saturates at "
             f"u_sat), and the scheme would blow up; bring one of them back into its range, or "
             f"build the layer with dt <= {self.dx / (math.sqrt(2.0) * c_max):.4g} s to allow "

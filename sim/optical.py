@@ -104,6 +104,12 @@ _MAX_NL_PHASE_PER_STEP = 0.5
 _MAX_SHG_ROTATION_PER_STEP = 0.5
 
 
+def _steps_needed(total: float, per_step: float) -> int:
+    """The fewest steps that keep ``total / n <= per_step``, forgiving float32 round-off in the
+    stored parameters (2000 * 30 * 1e-3 must ask for 120 steps, not 121)."""
+    return max(1, math.ceil(total / per_step * (1 - 1e-6)))
+
+
 def interp_basis(grid: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Hat-function weights B (len(grid), len(centres)) with ``B @ v`` the piecewise-linear
     interpolant of ``(centres, v)`` at ``grid``, constant beyond the outer centres."""
@@ -598,7 +604,7 @@ class OpticalLayer(AbstractSimulator):
                     f"rad, above {_MAX_NL_PHASE_PER_STEP} rad, where the splitting error "
                     f"dominates; keep gamma*peak_power*length <= "
                     f"{_MAX_NL_PHASE_PER_STEP * self.n_steps:.4g} rad, or build the layer with "
-                    f"n_steps >= {math.ceil(phi * self.n_steps / _MAX_NL_PHASE_PER_STEP)}")
+                    f"n_steps >= {_steps_needed(phi * self.n_steps, _MAX_NL_PHASE_PER_STEP)}")
         else:
             rot = v["kappa"] * math.sqrt(v["peak_power"]) * v["crystal_length"] / self.n_steps
             if rot > _MAX_SHG_ROTATION_PER_STEP * (1 + 1e-6):
@@ -609,4 +615,4 @@ class OpticalLayer(AbstractSimulator):
                     f"{_MAX_SHG_ROTATION_PER_STEP} rad, where the RK4 error dominates; keep "
                     f"kappa*sqrt(peak_power)*crystal_length <= "
                     f"{_MAX_SHG_ROTATION_PER_STEP * self.n_steps:.4g}, or build the layer with "
-                    f"n_steps >= {math.ceil(rot * self.n_steps / _MAX_SHG_ROTATION_PER_STEP)}")
+                    f"n_steps >= {_steps_needed(rot * self.n_steps, _MAX_SHG_ROTATION_PER_STEP)}")

@@ -1,5 +1,8 @@
 """The acoustic FDTD layer against the physics it claims: speed, energy, (non)linearity."""
 
+import math
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,30 +135,103 @@ def test_too_many_sources_refused():
         AcousticLayer(40, 2, ny=36)
 
 
-def test_conformance_shapes_jit_vmap_determinism():
-    layer = AcousticLayer(3, 5, seed=1)
-    x = np.random.default_rng(0).uniform(0, 1, (4, 3)).astype(np.float32)
-    y = np.asarray(layer(x))
-    assert y.shape == (4, 5) and y.dtype == np.float32 and np.all(y >= 0)
-    np.testing.assert_array_equal(y, np.asarray(AcousticLayer(3, 5, seed=1)(x)))
-    # each sample is independent of the others in its batch
-    np.testing.assert_allclose(np.asarray(layer(x[1:2]))[0], y[1], rtol=1e-5)
-    # differentiable (the in-silico baseline needs it) and finite
-    g = jax.grad(lambda z: layer._forward(z).sum())(jnp.asarray(x))
-    assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
-    # absorbing layer: a long run leaves little energy behind
-    assert layer.sigma.max() > 0
+# ---------------------------------------------------------------------------- hardening
+def _small():
+    return AcousticLayer(3, 2, nx=24, ny=24, pml_width=4, n_steps=40)
 
 
 @pytest.mark.parametrize(
-    "x, match",
+    "param, factor, blows_up, match",
     [
-        (np.zeros((3,)), r"acoustic: expected a batch of drives of shape \(batch, 3\), got an array of rank 1"),
-        (np.zeros((2, 4)), r"acoustic: expected 3 drive channels .* got shape \(2, 4\)"),
-        (np.array([[0.1, np.nan, 0.2]]), r"acoustic: drives must be finite, got nan"),
-        (np.array([[0.1, 1.5, 0.2]]), r"acoustic: drives must lie in the safe range \[0.0, 1.0\].*got values in \[0.1, 1.5\]"),
+        ("c0", 3.0, True, r"c0 = 1029 m/s is outside the stable range \(0, 384.6\] m/s.*Courant number "
+                    r"would be 1.5918 > 1/sqrt\(2\) at the largest speed the nonlinearity can "
+                    r"reach, "
+                    r"c_max = .* = 1333.3 m/s.*build the layer with dt <= 2.652e-06 s"),
+        ("c_nl", 100.0, True, r"c_nl = 15000 m/s/Pa\^2 is outside the stable range \[0, 197.8\] "
+                        r"m/s/Pa\^2.*Courant number would be 18.3789"),
+        # a bound, not a prediction: these drives never reach u_sat, so this one is refused
+        # although this run would have stayed stable; a stronger drive would not
+        ("u_sat", 2.0, False, r"u_sat = 2 Pa is outside the stable range \(0, 1.148\] Pa"),
     ],
 )
-def test_bad_input_messages(x, match):
+def test_speed_parameters_moved_past_the_courant_limit_are_refused(param, factor, blows_up,
+                                                                  match):
+    """c0, c_nl and u_sat raise the largest reachable speed as speed_scale does; every path
+    that sets them (by name, a jump, a schedule, a hand edit) is refused before simulating."""
+    from pnn.adapt import ScheduledPhysics
+    from pnn.perturb import Jump, with_param
+
+    layer = _small()
+    x = np.full((2, 3), 0.5, np.float32)
+    value = float(getattr(layer, param)) * factor
     with pytest.raises(ValueError, match=match):
-        AcousticLayer(3, 2)(x)
+        with_param(layer, param, value)
+    with pytest.raises(ValueError, match=match):
+        Jump(layer, at=0, factor=factor, param=param)
+    w = ScheduledPhysics(layer, param)
+    with pytest.raises(ValueError, match=match):
+        w.set_value(value)
+    assert w.value == float(getattr(layer, param))  # the refused value was not applied
+    edited = eqx.tree_at(lambda m: getattr(m, param), layer, jnp.asarray(value))
+    with pytest.raises(ValueError, match=match):
+        edited(x)
+    if blows_up:  # the refusal guards a real instability: the unvalidated physics blows up
+        y = np.asarray(edited.forward(jnp.asarray(x)))
+        assert not np.all(np.isfinite(y)) or np.max(y) > 1e6 * np.max(np.asarray(layer(x)))
+
+
+def test_the_courant_limit_is_the_largest_reachable_speed():
+    """Just inside the limit for c0 runs (finite output); just outside is refused."""
+    from pnn.perturb import with_param
+
+    layer = _small()
+    c_lim = layer.dx / (np.sqrt(2) * layer.dt)
+    c0_lim = (c_lim - float(layer.c_nl) * float(layer.u_sat) ** 2) / (1 + layer.disorder)
+    x = np.full((2, 3), 1.0, np.float32)
+    assert np.all(np.isfinite(np.asarray(with_param(layer, "c0", 0.999 * c0_lim)(x))))
+    with pytest.raises(ValueError, match=r"c0 = [0-9.]+ m/s is outside the stable range"):
+        with_param(layer, "c0", 1.001 * c0_lim)
+    assert layer.c_max == pytest.approx(343 * 1.15 + 150)
+
+
+@pytest.mark.parametrize(
+    "param, value, match",
+    [
+        ("c0", -343.0, r"c0 = -343 must be positive and finite \(the background wave speed; in "
+                       r"m/s\); set c0 back to a value in range"),
+        ("speed_scale", 0.0, r"speed_scale = 0 must be positive and finite"),
+        ("u_sat", math.inf, r"u_sat = inf must be positive and finite"),
+        ("c_nl", -1.0, r"c_nl = -1 must be >= 0 and finite"),
+        ("source_amplitude", -1.0, r"source_amplitude = -1 must be >= 0 and finite"),
+    ],
+)
+def test_scalars_out_of_range_after_construction_are_refused(param, value, match):
+    from pnn.perturb import with_param
+
+    with pytest.raises(ValueError, match=rf"acoustic: {match}"):
+        with_param(_small(), param, value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dt": 0.0}, r"dt must be positive and finite \(the leapfrog time step, s\), got 0.0; "
+                      r"pass dt=None"),
+        ({"dt": math.nan}, r"dt must be positive and finite .* got nan"),
+        ({"source_amplitude": math.nan}, r"source_amplitude must be >= 0 and finite"),
+        ({"c0": math.nan}, r"c0 must be positive and finite, got nan"),
+        ({"c_nl": math.inf}, r"c_nl must be >= 0 and finite, got inf"),
+        ({"speed_scale": math.nan}, r"speed_scale must be positive and finite"),
+        ({"dx": 0.0}, r"dx must be positive and finite"),
+    ],
+)
+def test_non_finite_or_zero_scalars_refused_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=rf"acoustic: {match}"):
+        AcousticLayer(2, 2, **kwargs)
+
+
+def test_discretisation_is_static_and_cannot_be_drifted():
+    from pnn.perturb import ParameterDrift
+
+    with pytest.raises(ValueError, match=r"field 'dt' of AcousticLayer is static"):
+        ParameterDrift(_small(), "dt", rate=1e-9)

@@ -221,33 +221,56 @@ def test_bad_configurations_refused(kwargs, match):
         OpticalLayer(2, 2, **kwargs)
 
 
-def test_conformance_shapes_determinism_independence_gradient():
-    layer = OpticalLayer(14, 20, seed=1)
-    y = np.asarray(layer(X16))
-    assert y.shape == (16, 20) and y.dtype == np.float32 and np.all(y >= 0)
-    np.testing.assert_array_equal(y, np.asarray(OpticalLayer(14, 20, seed=1)(X16)))
-    # each sample is independent of the others in its batch (same shape: no recompilation)
-    x2 = X16[::-1].copy()
-    x2[-1] = 0.5
-    np.testing.assert_allclose(np.asarray(layer(x2))[:-1], y[::-1][:-1], rtol=1e-5, atol=1e-7)
-    g = jax.grad(lambda z: layer._forward(z).sum())(jnp.asarray(X16))
-    assert g.shape == X16.shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+def test_shg_readout_both_shapes_and_gradient():
     shg = OpticalLayer(14, 6, medium="shg", readout="both")
     ys = np.asarray(shg(X16))
     assert ys.shape == (16, 6) and np.all(np.isfinite(ys)) and np.all(ys >= 0)
-    gs = jax.grad(lambda z: shg._forward(z).sum())(jnp.asarray(X16))
-    assert bool(jnp.all(jnp.isfinite(gs)))
+    gs = jax.grad(lambda z: shg.forward(z).sum())(jnp.asarray(X16))
+    assert bool(jnp.all(jnp.isfinite(gs))) and float(jnp.abs(gs).max()) > 0
+
+
+# ---------------------------------------------------------------------------- hardening
+def test_peak_power_drives_the_pulse_and_its_limit_is_checked():
+    """A laser power change scales the field (linear fibre: every channel by the same factor)
+    and counts in the split-step limit; a stronger pulse past it is refused."""
+    from pnn.perturb import Jump, with_param
+
+    lin = OpticalLayer(14, 20, gamma=0.0)
+    y = np.asarray(lin(X16))
+    np.testing.assert_allclose(np.asarray(with_param(lin, "peak_power", 990.0)(X16)), 1.1 * y,
+                               rtol=1e-5, atol=1e-6 * y.max())
+    layer = OpticalLayer(14, 20)  # gamma*P0*L/n_steps = 0.225 rad
+    with pytest.raises(ValueError, match=r"optical: gamma = 0.01, length = 1, peak_power = 2700 "
+                                         r"make the nonlinear phase per split step 0.675 rad, "
+                                         r"above 0.5 rad.*keep gamma\*peak_power\*length <= 20 "
+                                         r"rad, or build the layer with n_steps >= 54"):
+        Jump(layer, at=0, factor=3.0, param="peak_power")
+    shg = OpticalLayer(4, 4, medium="shg")  # kappa*sqrt(P0)*L/n = 20*30*1e-3/40 = 0.015 rad
+    with pytest.raises(ValueError, match=r"kappa = 2000, .* make kappa\*sqrt\(P0\)\*h = 1.5 rad "
+                                         r"per RK4 step, above 0.5 rad.*n_steps >= 120"):
+        with_param(shg, "kappa", 2000.0)
 
 
 @pytest.mark.parametrize(
-    "x, match",
+    "param, value, match",
     [
-        (np.zeros((3,)), r"optical: expected a batch of drives of shape \(batch, 3\), got an array of rank 1"),
-        (np.zeros((2, 4)), r"optical: expected 3 drive channels .* got shape \(2, 4\)"),
-        (np.array([[0.1, np.nan, 0.2]]), r"optical: drives must be finite, got nan"),
-        (np.array([[0.1, 1.5, 0.2]]), r"optical: drives must lie in the safe range \[0.0, 1.0\].*got values in \[0.1, 1.5\]"),
+        ("phase_range", 0.0, r"phase_range = 0 must be positive \(the shaper's largest spectral "
+                             r"phase\); set phase_range to a positive value"),
+        ("peak_power", -1.0, r"peak_power = -1 must be positive"),
+        ("crystal_length", 0.0, r"crystal_length = 0 must be positive"),
+        ("kappa", -1.0, r"kappa = -1 must be >= 0"),
+        ("beta2", math.inf, r"beta2 = inf must be finite \(in ps\^2/m\)"),
     ],
 )
-def test_bad_input_messages(x, match):
-    with pytest.raises(ValueError, match=match):
-        OpticalLayer(3, 2)(x)
+def test_scalars_out_of_range_after_construction_are_refused(param, value, match):
+    from pnn.perturb import with_param
+
+    with pytest.raises(ValueError, match=rf"optical: {match}"):
+        with_param(OpticalLayer(4, 4), param, value)
+
+
+def test_pulse_width_is_frozen_at_construction():
+    from pnn.perturb import ParameterDrift
+
+    with pytest.raises(ValueError, match=r"field 'pulse_width' of OpticalLayer is static"):
+        ParameterDrift(OpticalLayer(4, 4), "pulse_width", rate=1e-3)
