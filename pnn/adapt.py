@@ -156,12 +156,21 @@ class Schedule:
         self.eval_every = max(1, round(steps_per_epoch / evals_per_epoch))
         self.event_steps = [e.at_step(steps_per_epoch) for e in events]
         self.trace: list[dict] = []
+        self.x_test = self.y_test = None
+
+    def measure_on(self, x_test, y_test) -> "Schedule":
+        """The samples the trace measures (the test split: the trace is a diagnostic of
+        recovery, labelled as test accuracy; no choice is made on it)."""
+        self.x_test, self.y_test = x_test, y_test
+        return self
 
     def __call__(self, step: int, evaluate) -> None:
         at_event = step in self.event_steps
         if at_event or step % self.eval_every == 0:
+            # a diagnostic trace of test accuracy (nothing is selected on it)
+            acc = evaluate(self.x_test, self.y_test)
             self.trace.append({"step": step, "epoch": round(step / self.spe, 4),
-                               "test_accuracy": evaluate(), "param_value": self.wrapped[0].value})
+                               "test_accuracy": acc, "param_value": self.wrapped[0].value})
         self._apply(step, self.wrapped)
 
     def _apply(self, step: int, wrapped: list[ScheduledPhysics]) -> None:
@@ -258,20 +267,25 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
     n_train = len(data.y_train)
     plans = {}
     for method in methods:  # every schedule is checked before any training starts
-        mod = registry.method_module(method)
-        cfg = dataclasses.replace(mod.Config(), epochs=epochs)
+        trainer = registry.get_trainer(method)
+        if not trainer.uses_physical_layers:
+            raise ValueError(f"adapt changes the physics during training; {method!r} has no "
+                             "physical layer")
+        # the run ends on the changed physics: keep the last state, not the best validated
+        cfg = trainer.Config(epochs=epochs, restore_best=False)
         spe = math.ceil(n_train / cfg.batch_size)
         base = registry.build_layers(system, method, cfg, data, seed=seed)
         wrapped = [ScheduledPhysics(layer, param) for layer in base]
-        schedule = Schedule(events, wrapped, spe, evals_per_epoch)
+        schedule = Schedule(events, wrapped, spe, evals_per_epoch).measure_on(data.x_test,
+                                                                              data.y_test)
         schedule.check(spe * epochs)
-        plans[method] = (mod, cfg, spe, base, wrapped, schedule)
-    for method, (mod, cfg, spe, base, wrapped, schedule) in plans.items():
-        kwargs = {"on_step": schedule}
-        if method == "insilico":
-            kwargs["model_layers"] = base  # keeps its (now wrong) model
-        if method == "pat" and twin == "refit":
-            kwargs["refit_at_steps"] = schedule.refit_steps(spe * epochs)
+        plans[method] = (trainer, cfg, spe, base, wrapped, schedule)
+    for method, (trainer, cfg, spe, base, wrapped, schedule) in plans.items():
+        options = {}
+        if trainer.needs_differentiable_model:
+            options["model_layers"] = base  # keeps its (now wrong) model
+        if trainer.has_digital_twin and twin == "refit":
+            options["refit_at_steps"] = schedule.refit_steps(spe * epochs)
         bar = progress_factory(method, cfg) if progress_factory else None
 
         def on_epoch(rec, bar=bar, wrapped=wrapped):
@@ -280,11 +294,11 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
                 bar.update(rec)
 
         try:
-            res = mod.train(wrapped, data, cfg, seed=seed, progress=on_epoch, **kwargs)
+            res, _ = trainer.train(wrapped, data, cfg, seed=seed, progress=on_epoch,
+                                   on_step=schedule, options=options)
         finally:
             if bar:
                 bar.close()
-        res = {k: v for k, v in res.items() if k != "model"}
         res["steps_per_epoch"] = spe
         res["trace"] = schedule.trace
         out["methods"][method] = res

@@ -84,17 +84,32 @@ def _load_data(args, seed: int):
                               download=args.download)
 
 
-def _progress_bar(total: int, desc: str):
+def _progress_bar(total_steps: int, desc: str):
+    """A per-step progress bar; returns ``(bar, on_epoch, on_batch)``."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+    last = {}
 
-    def update(rec: dict) -> None:
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", train=f"{rec['train_accuracy']:.3f}",
-                        test=f"{rec['test_accuracy']:.3f}")
-        bar.update(1)
+    def on_batch(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.update(step - bar.n)
+        last["loss"] = f"{loss:.3f}"
+        bar.set_postfix(last, refresh=False)
 
-    return bar, update
+    def on_epoch(rec: dict) -> None:
+        last["epoch"] = rec["epoch"]
+        if "val_accuracy" in rec:
+            last["val"] = f"{rec['val_accuracy']:.3f}"
+        if "train_accuracy" in rec:
+            last["train"] = f"{rec['train_accuracy']:.3f}"
+        bar.set_postfix(last)
+
+    return bar, on_epoch, on_batch
+
+
+def _steps_total(cfg, data) -> int:
+    return cfg.epochs * -(-len(data.y_train) // cfg.batch_size)
 
 
 def _strip(rec: dict) -> dict:
@@ -112,10 +127,13 @@ def _summary(rec: dict, system: str, data) -> str:
     c = rec["cost"]
     held_out = ("samples from unseen speakers" if data.name.startswith("vowels")
                 else "held-out samples")
+    val = rec.get("val_accuracy")
+    val_text = f", validation {val:.1%}" if val is not None else ""
     return (
         f"{rec['method']} on {system} / {data.name}: test accuracy {rec['test_accuracy']:.1%} "
-        f"({len(data.y_test)} {held_out}), train accuracy "
-        f"{rec['train_accuracy']:.1%}, after {len(rec['history'])} epochs with seed {rec['seed']}. "
+        f"({len(data.y_test)} {held_out}, measured once){val_text}, train accuracy "
+        f"{rec['train_accuracy']:.1%} (subset), model of epoch {rec['selected_epoch']} "
+        f"(selected on validation) of {rec['epochs_run']} run, seed {rec['seed']}. "
         f"{rec['n_trainable_params']} trainable parameters. Cost: {c['physical_queries']:,} "
         f"physical queries, {c['digital_flops']:.3g} digital FLOPs, {c['wall_s']:.1f} s wall "
         f"({c['physical_s']:.1f} s in physical layers, {c['digital_s']:.1f} s digital)"
@@ -124,10 +142,29 @@ def _summary(rec: dict, system: str, data) -> str:
     )
 
 
+def _parse_set(items) -> dict:
+    """``--set key=value`` (repeatable) -> {key: value}; values parsed as JSON when they can be
+    (numbers, true/false, lists), else kept as strings."""
+    out = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set lr=0.01")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def _method_config(method: str, args):
-    mod = registry.method_module(method)
-    cfg = mod.Config()
-    fields = {f.name for f in dataclasses.fields(cfg)}
+    """The method's Config from its defaults, the common flags and ``--set`` overrides
+    (validated: a bad value raises :class:`pnn.config.ConfigError`, exit status 2)."""
+    from pnn.config import config_from_dict
+
+    trainer = registry.get_trainer(method)
+    fields = {f.name for f in dataclasses.fields(trainer.Config)}
     overrides = {}
     for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                         ("lr", args.lr), ("hidden", args.hidden), ("n_meas", args.n_meas),
@@ -135,26 +172,29 @@ def _method_config(method: str, args):
                         ("goodness", args.goodness)):
         if value is not None and name in fields:
             overrides[name] = value
-    return dataclasses.replace(cfg, **overrides)
+    overrides.update(_parse_set(getattr(args, "set", None)))
+    return config_from_dict(trainer.Config, overrides, where=f"--set for {method}")
 
 
-#: trainers that only need measurements from their physical layers (no simulator gradients)
-INSTRUMENT_METHODS = ("phyll", "pat", "zo")
+def _instrument_methods() -> list[str]:
+    """Methods that only measure their physical layers, so they can train on instruments."""
+    return [n for n, t in registry.TRAINERS.items() if t.runs_on_instruments]
 
 
 def _instrument_layers(args, cfg, data) -> list:
     """One driver layer per block from ``--instrument kind:address`` (not connected yet)."""
-    if args.method not in INSTRUMENT_METHODS:
-        why = ("needs a differentiable simulator" if args.method == "insilico"
-               else "has no physical layer")
+    trainer = registry.get_trainer(args.method)
+    if not trainer.runs_on_instruments:
+        why = ("needs a differentiable model of its layers" if
+               trainer.needs_differentiable_model else "has no physical layer"
+               if not trainer.uses_physical_layers else "cannot run on instruments")
         raise ValueError(f"--instrument works with the methods that only measure their physical "
-                         f"layers ({', '.join(INSTRUMENT_METHODS)}); {args.method!r} {why}")
+                         f"layers ({', '.join(_instrument_methods())}); {args.method!r} {why}")
     from pnn.drivers.profile import load_profile
     from pnn.drivers.serial import SerialLayer
     from pnn.drivers.visa import VisaLayer
 
-    shapes = registry.method_module(args.method).layer_shapes(cfg, data.n_features,
-                                                              data.n_classes)
+    shapes = trainer.shapes(cfg, data.n_features, data.n_classes)
     need = "; ".join(f"block {k}: n_in={i}, n_out={o}" for k, (i, o) in enumerate(shapes))
     if len(args.instrument) != len(shapes):
         raise ValueError(f"{args.method} with hidden={tuple(cfg.hidden)} needs {len(shapes)} "
@@ -187,8 +227,11 @@ def _instrument_record(layer) -> dict:
 def cmd_train(args) -> int:
     import contextlib
 
-    data = _load_data(args, args.seed)
+    from pnn.config import check_seed
+
+    check_seed(args.seed)
     cfg = _method_config(args.method, args)
+    data = _load_data(args, args.seed)
     if args.instrument:
         layers = _instrument_layers(args, cfg, data)
         instruments = list(layers)
@@ -205,13 +248,10 @@ def _train_on(args, data, cfg, layers, instruments) -> int:
     import jax
 
     system = "instrument" if instruments else args.system
-    mod = registry.method_module(args.method)
+    trainer = registry.get_trainer(args.method)
     perturbations = []
-    kwargs = {}
+    kwargs, options = {}, {}
     if args.checkpoint_dir or args.resume:
-        if args.method != "phyll":
-            raise ValueError(f"--checkpoint-dir/--resume are supported by the phyll trainer; "
-                             f"{args.method!r} runs are short enough to restart")
         if not args.checkpoint_dir:
             raise ValueError("--resume needs --checkpoint-dir (where the checkpoints are)")
         kwargs.update(checkpoint_dir=args.checkpoint_dir,
@@ -220,27 +260,28 @@ def _train_on(args, data, cfg, layers, instruments) -> int:
         from pnn.perturb import compose, parse_perturbations, perturbations_of
 
         specs = parse_perturbations(args.perturb)
-        if args.method == "insilico":
-            kwargs["model_layers"] = layers  # the model stays ideal; the deployed system is not
+        if trainer.needs_differentiable_model:
+            options["model_layers"] = layers  # the model stays ideal; the deployed system not
         layers = [compose(layer, *specs, seed=args.seed * 1000 + k)
                   for k, layer in enumerate(layers)]
         perturbations = [[w.describe() for w in perturbations_of(layer)] for layer in layers]
     where = (", ".join(f"{i.spec.name} ({i.idn})" for i in instruments) if instruments
-             else args.system)
+             else args.system if trainer.uses_physical_layers else "digital")
     print(f"pnn train: {args.method} on {where} ({len(layers)} physical layer(s)), "
-          f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test samples, "
-          f"{data.n_classes} classes; JAX on {jax.default_backend()}", file=sys.stderr)
-    bar, update = _progress_bar(cfg.epochs, args.method)
+          f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
+          f"{len(data.y_test)} test samples, {data.n_classes} classes; JAX on "
+          f"{jax.default_backend()}", file=sys.stderr)
+    bar, on_epoch, on_batch = _progress_bar(_steps_total(cfg, data), args.method)
     try:
-        rec = mod.train(layers, data, cfg, seed=args.seed, progress=update, **kwargs)
+        rec, model = trainer.train(layers, data, cfg, seed=args.seed, progress=on_epoch,
+                                   on_batch=on_batch, options=options, **kwargs)
     finally:
         bar.close()
-    rec = _strip(rec)
-    rec.update({"system": system, "task": args.task, "data": data.describe(),
-                "perturbations": perturbations})
+    rec.update({"system": system if trainer.uses_physical_layers else "digital",
+                "task": args.task, "data": data.describe(), "perturbations": perturbations})
     if instruments:
         rec["instruments"] = [_instrument_record(i) for i in instruments]
-    print(_summary(rec, system, data))
+    print(_summary(rec, rec["system"], data))
     for i in rec.get("instruments", []):
         d, sc = i["driver"], i["safety"]
         print(f"{i['name']} ({i['idn']}): {d['samples']:,} samples in {d['batches']} batches, "
@@ -253,30 +294,36 @@ def _train_on(args, data, cfg, layers, instruments) -> int:
 
 
 def plot_learning_curves(records: dict, path: Path, title: str) -> None:
-    """Test accuracy per epoch for each record, with the references as horizontal lines."""
+    """Validation accuracy per epoch of the trained networks (the selected epoch marked), and
+    every reference's validation accuracy as a horizontal line. Test accuracy is not plotted:
+    it is measured once, at the end, and printed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    values = [r["test_accuracy"] for label, rec in records.items() if label.startswith("phyll")
-              for r in rec["history"]]
-    values += [rec["test_accuracy"] for rec in records.values()]
-    for label, rec in records.items():
-        h = rec["history"]
-        if label.startswith("phyll"):
+    values = []
+    for j, (label, rec) in enumerate(records.items()):
+        h = [r for r in rec["history"] if "val_accuracy" in r]
+        if len(h) > 1:
             ep = [r["epoch"] for r in h]
-            ax.plot(ep, [r["test_accuracy"] for r in h], "o-", label=f"{label} (test)")
-            ax.plot(ep, [r["train_accuracy"] for r in h], "--", alpha=0.6,
-                    label=f"{label} (train, subset)")
-            values += [r["train_accuracy"] for r in h]
-        else:
-            ax.axhline(rec["test_accuracy"], ls=":", color="k" if label == "linear" else "C3",
-                       label=f"{label} (test, final)")
-    ax.set_ylim(min(values) - 0.03, min(1.0, max(values) + 0.03))
+            ax.plot(ep, [r["val_accuracy"] for r in h], "o-", color=f"C{j}",
+                    label=f"{label} (validation)")
+            if all("train_accuracy" in r for r in h):
+                ax.plot(ep, [r["train_accuracy"] for r in h], "--", color=f"C{j}", alpha=0.5,
+                        label=f"{label} (training subset)")
+                values += [r["train_accuracy"] for r in h]
+            ax.plot([rec["selected_epoch"]], [rec["val_accuracy"]], "*", ms=12, color=f"C{j}")
+            values += [r["val_accuracy"] for r in h]
+        elif rec.get("val_accuracy") is not None:
+            ax.axhline(rec["val_accuracy"], ls=":", color=f"C{j}",
+                       label=f"{label} (validation, selected)")
+            values.append(rec["val_accuracy"])
+    if values:
+        ax.set_ylim(min(values) - 0.03, min(1.0, max(values) + 0.03))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("validation accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -295,18 +342,19 @@ def cmd_demo(args) -> int:
     cfg = phyll.PhyLLConfig(epochs=args.epochs)
     layers = registry.build_layers("acoustic", "phyll", cfg, data, seed=args.seed)
     print(f"pnn demo: PhyLL (model-free forward-forward) on the nonlinear acoustic simulator, "
-          f"{data.name} ({len(data.y_train)} train / {len(data.y_test)} test, split by speaker)",
-          file=sys.stderr)
-    bar, update = _progress_bar(cfg.epochs, "phyll/acoustic")
+          f"{data.name} ({len(data.y_train)} train / {len(data.y_val)} validation / "
+          f"{len(data.y_test)} test, split by speaker)", file=sys.stderr)
+    bar, on_epoch, on_batch = _progress_bar(_steps_total(cfg, data), "phyll/acoustic")
     try:
-        rec = _strip(phyll.train(layers, data, cfg, seed=args.seed, progress=update))
+        rec, model = phyll.train(layers, data, cfg, seed=args.seed, progress=on_epoch,
+                                 on_batch=on_batch)
     finally:
         bar.close()
     n_params = rec["n_trainable_params"]
-    print("references on the same split: linear classifier, digital MLP by backpropagation",
-          file=sys.stderr)
-    lin = _strip(bp.train_linear(data, bp.BPConfig(), seed=args.seed))
-    mlp = _strip(bp.train(None, data, bp.BPConfig(n_params=n_params), seed=args.seed))
+    print("references on the same split: logistic regression (L-BFGS, C chosen on validation), "
+          "digital MLP by backpropagation (early stopping on validation)", file=sys.stderr)
+    lin, _ = bp.train_linear(data, bp.LinearConfig(), seed=args.seed)
+    mlp, _ = bp.train(None, data, bp.BPConfig(n_params=n_params), seed=args.seed)
     records = {"phyll": rec, "linear": lin, "mlp": mlp}
     for r in records.values():
         r.update({"task": args.task, "data": data.describe()})
@@ -317,15 +365,17 @@ def cmd_demo(args) -> int:
     print()
     print(_summary(rec, "acoustic", data))
     print()
-    print(f"{'method':<34}{'params':>8}{'test acc':>10}{'train acc':>11}{'phys. queries':>15}")
+    print(f"{'method':<40}{'params':>8}{'val acc':>9}{'test acc':>10}{'phys. queries':>15}")
     rows = [("PhyLL on acoustic simulator", rec),
-            ("linear classifier (raw features)", lin),
+            (f"logistic regression (C = {lin['C']:g})", lin),
             (f"digital MLP, BP (width {mlp['hidden_width']})", mlp)]
     for name, r in rows:
-        print(f"{name:<34}{r['n_trainable_params']:>8}{r['test_accuracy']:>10.1%}"
-              f"{r['train_accuracy']:>11.1%}{r['cost']['physical_queries']:>15,}")
-    print(f"\nwrote {out / 'results.json'} and {out / 'learning_curve.png'} "
-          f"in {time.perf_counter() - t0:.0f} s")
+        print(f"{name:<40}{r['n_trainable_params']:>8}{r['val_accuracy']:>9.1%}"
+              f"{r['test_accuracy']:>10.1%}{r['cost']['physical_queries']:>15,}")
+    print("(one seed, one split: differences of a few points are within the spread between "
+          "seeds; see `pnn compare` for intervals)")
+    print(f"\nwrote {out / 'results.json'} and {out / 'learning_curve.png'} in "
+          f"{time.perf_counter() - t0:.0f} s")
     return 0
 
 
@@ -460,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the split, the initialisation, data order and the physics' "
                         "disorder (default %(default)s)")
     t.add_argument("--out", default=None, help="write the JSON result record here")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any field of the method's Config, e.g. --set patience=10 "
+                        "--set hidden=[20,20] (repeatable; validated, unknown keys refused)")
     g = t.add_argument_group("method options (defaults: the method's own)")
     g.add_argument("--hidden", type=_parse_ints, default=None,
                    help="block widths, comma-separated, e.g. 20,20 (one physical layer a block)")
@@ -476,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on instruments instead of a simulator: 'visa:RESOURCE' or "
                         "'serial:PORT', one per block, in order (the shapes each block needs "
                         "are printed if the count is wrong). Methods: "
-                        f"{', '.join(INSTRUMENT_METHODS)}. Try it with `pnn emulate`")
+                        f"{', '.join(_instrument_methods())}. Try it with `pnn emulate`")
     t.add_argument("--profile", default="emulator",
                    help="instrument profile for --instrument: a shipped name or a TOML file "
                         "(SCPI commands, serial settings, safety ceiling; default %(default)s)")

@@ -29,21 +29,17 @@ COMPARE_DEFAULTS: dict[str, dict] = {
     "pat": {"epochs": 12},
     "insilico": {"epochs": 12},
     "zo": {"epochs": 6, "lr": 3e-3},
-    "bp": {"epochs": 100},
-    "ff": {"epochs": 30},
-    "mf": {"epochs": 30},
 }
 
 
 def _config(method: str, overrides: dict, n_params: int | None):
-    mod = registry.method_module(method)
-    cfg = mod.Config()
-    fields = {f.name for f in dataclasses.fields(cfg)}
+    trainer = registry.get_trainer(method)
+    fields = {f.name for f in dataclasses.fields(trainer.Config)}
     kw = {k: v for k, v in {**COMPARE_DEFAULTS.get(method, {}), **overrides}.items()
           if k in fields}
-    if method == "bp" and n_params is not None and "n_params" in fields:
+    if trainer.matches_parameter_budget and n_params is not None:
         kw.setdefault("n_params", n_params)
-    return dataclasses.replace(cfg, **kw)
+    return trainer.Config(**kw)
 
 
 def compare(system: str, data, methods: list[str], seeds: list[int], *,
@@ -58,12 +54,12 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
     ``checkpoint(records)`` is called after every run so nothing finished is lost.
     """
     overrides = overrides or {}
-    unknown = [m for m in methods if m not in registry.METHODS]
+    unknown = [m for m in methods if m not in registry.TRAINERS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; valid methods: "
-                         f"{', '.join(sorted(registry.METHODS))}")
-    # physical methods first, so that bp can match their parameter count
-    order = sorted(methods, key=lambda m: m in ("bp", "ff", "mf"))
+                         f"{', '.join(sorted(registry.TRAINERS))}")
+    # physical methods first, so that a budget-matched reference can match their size
+    order = sorted(methods, key=lambda m: not registry.get_trainer(m).uses_physical_layers)
     records = []
     n = len(order) * len(seeds)
     i = 0
@@ -75,16 +71,15 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 on_start(method, seed, i, n)
             cfg = _config(method, overrides.get(method, {}), budget)
             layers = registry.build_layers(system, method, cfg, data, seed=seed)
-            mod = registry.method_module(method)
+            trainer = registry.get_trainer(method)
             prog = progress_factory(method, seed, cfg) if progress_factory else None
             t = time.perf_counter()
             try:
-                rec = mod.train(layers, data, cfg, seed=seed,
-                                progress=prog.update if prog else None)
+                rec, _ = trainer.train(layers, data, cfg, seed=seed,
+                                       progress=prog.update if prog else None)
             finally:
                 if prog:
                     prog.close()
-            rec = {k: v for k, v in rec.items() if k != "model"}
             rec.update({"system": system if layers else "digital", "data": data.describe(),
                         "run_s": round(time.perf_counter() - t, 2)})
             if budget is None and layers:

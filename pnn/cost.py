@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 import sys
 import time
+import contextlib
 from collections import defaultdict
 
 import numpy as np
@@ -54,6 +55,7 @@ class Ledger:
         self.physical_s = 0.0
         self._t0 = time.perf_counter()
         self._stopped: float | None = None
+        self._relabel: dict[str, str] = {}
 
     @property
     def physical_queries(self) -> int:
@@ -103,8 +105,25 @@ class Ledger:
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{spec.name}: returned non-finite measurements")
         self.queries_by_layer[spec.name] += len(x)
-        self.queries_by_purpose[purpose] += len(x)
+        self.queries_by_purpose[self._relabel.get(purpose, purpose)] += len(x)
         return y
+
+    @contextlib.contextmanager
+    def relabel(self, **mapping: str):
+        """Count queries of one purpose under another while inside, e.g. ``relabel(eval=
+        "test")`` for the final test measurement (so evaluation and test costs stay apart)."""
+        old = self._relabel
+        self._relabel = {**old, **mapping}
+        try:
+            yield self
+        finally:
+            self._relabel = old
+
+    def restart_clock(self) -> None:
+        """Let the wall clock run again after :meth:`stop` (the time stopped is not counted)."""
+        if self._stopped is not None:
+            self._t0 += time.perf_counter() - self._stopped
+            self._stopped = None
 
     def state_dict(self) -> dict:
         """Counters to checkpoint (plain data), including the wall time spent so far."""

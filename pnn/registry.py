@@ -1,18 +1,20 @@
 """One registry of every physical system, task and trainer.
 
-The CLI, the comparison harness and the conformance tests all look names up here, so adding a
-simulator or a trainer means adding one entry.
+The CLI, the comparison harness, the experiment runner and the conformance tests all look names
+up here, so adding a simulator or a trainer means adding one entry.
 
 * ``SYSTEMS[name](n_in, n_out, *, seed, name)`` builds a :class:`~pnn.layer.PhysicalLayer`.
 * ``TASKS[name](**options)`` returns a :class:`~pnn.data.vowels.Dataset`.
-* ``METHODS[name]`` is a trainer module with ``Config``, ``train(layers, data, config, *, seed,
-  ledger, progress)`` and ``layer_shapes(config, n_features, n_classes)``.
+* ``TRAINERS[name]`` is a :class:`Trainer`: a small typed record (in the manner of optax's
+  ``GradientTransformation``) declaring what a method offers. Callers read its flags; no caller
+  compares method names. :func:`register_trainer` adds one (a user's own, or a test's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 
 def _acoustic(n_in: int, n_out: int, *, seed: int = 0, name: str = "acoustic", **kw):
@@ -52,7 +54,8 @@ SYSTEMS: dict[str, Callable] = {
 def _images(*, source: str = "digits", n_features: int = 8, **kw):
     from pnn.data.images import load_images
 
-    kw = {k: v for k, v in kw.items() if k in ("seed", "test_fraction", "path", "download")}
+    kw = {k: v for k, v in kw.items()
+          if k in ("seed", "test_fraction", "val_fraction", "path", "download")}
     if source in ("mnist", "fashion_mnist"):
         kw.pop("test_fraction", None)
         kw.setdefault("n_train", 5000)
@@ -61,15 +64,126 @@ def _images(*, source: str = "digits", n_features: int = 8, **kw):
 
 
 TASKS: dict[str, Callable] = {"vowels": _vowels, "images": _images}
-METHODS: dict[str, str] = {
-    "phyll": "pnn.train.phyll",
-    "pat": "pnn.train.pat",
-    "insilico": "pnn.train.insilico",
-    "zo": "pnn.train.zo",
-    "bp": "pnn.train.bp",
-    "ff": "pnn.train.ff",
-    "mf": "pnn.train.mf",
-}
+
+
+def _resolve(ref):
+    """``"module:attr"`` -> the object; anything else is returned as it is."""
+    if isinstance(ref, str) and ":" in ref:
+        mod, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(mod), attr)
+    return ref
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """What a training method offers, declared.
+
+    Attributes:
+        name: the method's name (``--method``).
+        config: its Config class (a validated dataclass, :mod:`pnn.config`), or
+            ``"module:attr"``.
+        algorithm: its :class:`pnn.train.loop.Algorithm` subclass, or ``"module:attr"``.
+        layer_shapes: ``layer_shapes(config, n_features, n_classes) -> [(n_in, n_out), ...]``,
+            one physical layer per entry (empty for digital methods), or ``"module:attr"``.
+        description: one line for ``--help`` and reports.
+        uses_physical_layers: trains a network that contains physical layers.
+        needs_differentiable_model: needs a differentiable model of its layers (takes the
+            option ``model_layers``: the ideal simulators it backpropagates through).
+        runs_on_instruments: can be trained on real instruments (only measures its layers).
+        has_digital_twin: learns a digital model of its layers from measurements (takes the
+            option ``refit_at_steps``).
+        matches_parameter_budget: a digital reference sized to the trainable-parameter count
+            of the physical methods it is compared with (its config has ``n_params``).
+    """
+
+    name: str
+    config: Any
+    algorithm: Any
+    layer_shapes: Any
+    description: str
+    uses_physical_layers: bool
+    needs_differentiable_model: bool = False
+    runs_on_instruments: bool = False
+    has_digital_twin: bool = False
+    matches_parameter_budget: bool = False
+
+    @property
+    def Config(self):
+        return _resolve(self.config)
+
+    @property
+    def Algorithm(self):
+        return _resolve(self.algorithm)
+
+    def shapes(self, config, n_features: int, n_classes: int) -> list[tuple[int, int]]:
+        return list(_resolve(self.layer_shapes)(config, n_features, n_classes))
+
+    def search_space(self) -> dict:
+        from pnn.config import search_space
+
+        return search_space(self.Config)
+
+    def train(self, layers, data, config=None, *, seed: int = 0, **kw):
+        """Run the method through the run loop (:func:`pnn.train.loop.fit`); returns
+        ``(record, model)``. ``kw``: ledger, progress, on_batch, on_step, checkpoint_dir,
+        checkpoint_every, resume, fingerprint_extra, options (trainer-specific)."""
+        from pnn.train.loop import fit
+
+        config = self.Config() if config is None else config
+        if not self.uses_physical_layers:
+            layers = []
+        return fit(self.name, self.Algorithm, layers, data, config, seed=seed, **kw)
+
+
+def _digital_shapes(config, n_features, n_classes):
+    return []
+
+
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(trainer: Trainer, *, replace: bool = False) -> Trainer:
+    """Add a trainer to the registry (the CLI, compare, tune and run then offer it)."""
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"register_trainer expects a pnn.registry.Trainer, got "
+                        f"{type(trainer).__name__}")
+    if trainer.name in TRAINERS and not replace:
+        raise ValueError(f"a trainer named {trainer.name!r} is already registered; pass "
+                         "replace=True to replace it")
+    TRAINERS[trainer.name] = trainer
+    return trainer
+
+
+for _t in (
+    Trainer("phyll", "pnn.train.phyll:PhyLLConfig", "pnn.train.phyll:PhyLL",
+            "pnn.train.phyll:layer_shapes",
+            "model-free forward-forward (PhyLL): local contrastive loss on measured outputs",
+            uses_physical_layers=True, runs_on_instruments=True),
+    Trainer("pat", "pnn.train.pat:Config", "pnn.train.pat:PAT", "pnn.train.pat:layer_shapes",
+            "physics-aware training: physical forward pass, backward through a learned twin",
+            uses_physical_layers=True, runs_on_instruments=True, has_digital_twin=True),
+    Trainer("insilico", "pnn.train.insilico:Config", "pnn.train.insilico:InSilico",
+            "pnn.train.insilico:layer_shapes",
+            "backpropagation through the differentiable simulator, deployed on the layer",
+            uses_physical_layers=True, needs_differentiable_model=True),
+    Trainer("zo", "pnn.train.zo:Config", "pnn.train.zo:SPSA", "pnn.train.zo:layer_shapes",
+            "zeroth-order (SPSA) estimates from forward passes only",
+            uses_physical_layers=True, runs_on_instruments=True),
+    Trainer("bp", "pnn.train.bp:BPConfig", "pnn.train.bp:MLPTrainer", _digital_shapes,
+            "digital MLP of matched size, backpropagation, early stopping on validation",
+            uses_physical_layers=False, matches_parameter_budget=True),
+    Trainer("linear", "pnn.train.bp:LinearConfig", "pnn.train.bp:Linear", _digital_shapes,
+            "logistic regression by L-BFGS, C chosen on validation (converged reference)",
+            uses_physical_layers=False),
+    Trainer("ff", "pnn.train.ff:Config", "pnn.train.ff:ForwardForward", _digital_shapes,
+            "digital Forward-Forward (Hinton 2022)", uses_physical_layers=False),
+    Trainer("mf", "pnn.train.mf:Config", "pnn.train.mf:MonoForwardTrainer", _digital_shapes,
+            "digital Mono-Forward (Gong et al. 2025)", uses_physical_layers=False),
+):
+    register_trainer(_t)
+
+#: kept for callers that list method names
+METHODS = TRAINERS
 
 
 def _lookup(table: dict, kind: str, name: str):
@@ -88,14 +202,13 @@ def load_task(task: str, **kw):
     return _lookup(TASKS, "task", task)(**kw)
 
 
-def method_module(method: str):
-    return importlib.import_module(_lookup(METHODS, "method", method))
+def get_trainer(method: str) -> Trainer:
+    return _lookup(TRAINERS, "method", method)
 
 
 def build_layers(system: str, method: str, config, data, *, seed: int = 0, **system_kw):
     """The physical layers a method needs for ``data``, one per block, each seeded apart."""
-    mod = method_module(method)
-    shapes = mod.layer_shapes(config, data.n_features, data.n_classes)
+    shapes = get_trainer(method).shapes(config, data.n_features, data.n_classes)
     return [
         make_system(system, n_in, n_out, seed=seed * 1000 + k, name=f"{system}[{k}]", **system_kw)
         for k, (n_in, n_out) in enumerate(shapes)

@@ -57,7 +57,7 @@ def test_schedule_applies_jump_and_ramp_per_step_and_measures_before_the_change(
     assert sch.event_steps == [6, 8] and sch.eval_every == 2
     seen = []
     for step in range(1, 13):
-        sch(step, lambda: seen.append(w.value) or 0.5)
+        sch(step, lambda x, y: seen.append(w.value) or 0.5)
     # measured at steps 2, 4, 6 (event), 8 (event), 10, 12: each *before* that step's change
     assert [t["step"] for t in sch.trace] == [2, 4, 6, 8, 10, 12]
     assert seen[:3] == [1.0, 1.0, 1.0] and seen[3] == pytest.approx(0.8)

@@ -68,9 +68,7 @@ def test_bad_perturbation_is_a_clear_error(capsys):
     assert "wobble" in capsys.readouterr().err
 
 
-def test_checkpoint_options_only_for_phyll(capsys):
-    assert main(["train", "--method", "bp", "--checkpoint-dir", "x"]) == 2
-    assert "supported by the phyll trainer" in capsys.readouterr().err
+def test_resume_needs_a_checkpoint_dir(capsys):
     assert main(["train", "--resume"]) == 2
     assert "--resume needs --checkpoint-dir" in capsys.readouterr().err
 

@@ -1,17 +1,20 @@
-"""Digital references trained by backpropagation: a linear classifier and an MLP.
+"""Digital references trained by backpropagation: a digital MLP and a linear classifier.
 
-* :func:`train_linear`: multinomial logistic regression on the raw (standardised) features.
-* :func:`train` (``bp``): a one-hidden-layer tanh MLP whose width is chosen so that its number of
-  trainable parameters matches a given budget (:func:`mlp_width_for`), the reference for "what a
-  digital network of the same trainable size does".
+* ``bp``: a one-hidden-layer tanh MLP whose width is chosen so that its number of trainable
+  parameters matches a given budget (:func:`mlp_width_for`), the reference for "what a digital
+  network of the same trainable size does". Softmax cross-entropy, AdamW, minibatches, trained
+  to convergence: many epochs, early stopping on the validation split (``patience``), the
+  state with the best validation accuracy kept.
+* ``linear``: multinomial logistic regression fitted to convergence by L-BFGS (scikit-learn's
+  ``LogisticRegression``), with the inverse regularisation ``C`` chosen on the validation split
+  from a log grid (:class:`LinearConfig`). This is the converged linear reference.
 
-Both use full softmax cross-entropy, Adam and minibatches, and no physical layer.
+Neither uses a physical layer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import equinox as eqx
 import jax
@@ -19,23 +22,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnn.config import ConfigError, param
 from pnn.cost import Ledger, adam_flops, dense_flops
-from pnn.train.common import Progress, accuracy, minibatches, result_record
+from pnn.train.common import Progress
+from pnn.train.loop import Algorithm, LoopConfig, Result, fit
 
-__all__ = ["BPConfig", "train", "train_linear", "mlp_width_for", "MLP"]
+__all__ = ["BPConfig", "Config", "LinearConfig", "MLPTrainer", "Linear", "train", "train_linear",
+           "mlp_width_for", "MLP"]
 
 
 @dataclasses.dataclass(frozen=True)
-class BPConfig:
+class BPConfig(LoopConfig):
     """n_params: trainable-parameter budget (sets the hidden width); width overrides it.
     weight_decay: decoupled L2 (AdamW), the usual guard against over-fitting small tables."""
 
-    n_params: int = 1500
-    width: int | None = None
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    n_params: int = param(1500, integer=True, ge=1, le=10**9)
+    width: int | None = param(None, integer=True, ge=1, le=10**7, optional=True)
+    epochs: int = param(300, integer=True, ge=1, le=100_000)
+    patience: int = param(30, integer=True, ge=0, le=100_000)
+    lr: float = param(3e-3, gt=0, le=10, search=("log", 3e-4, 3e-2))
+    weight_decay: float = param(1e-4, ge=0, le=10, search=("log", 1e-6, 1e-1))
 
 
 def mlp_width_for(n_params: int, n_features: int, n_classes: int) -> int:
@@ -60,68 +66,162 @@ class MLP(eqx.Module):
         return int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(self, eqx.is_array))))
 
 
-def _fit(model, data, config, *, seed, ledger, progress, method, extra):
-    ledger = ledger or Ledger()
-    opt = optax.adamw(config.lr, weight_decay=config.weight_decay)
-    state = opt.init(eqx.filter(model, eqx.is_array))
-    sizes = [(lin.in_features, lin.out_features) for lin in model.layers]
+class MLPTrainer(Algorithm):
+    """Backpropagation through a digital MLP. State: ``model``, ``opt``."""
 
-    @eqx.filter_jit
-    def step(model, state, x, y):
-        def loss_fn(m):
-            return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
-        loss, g = eqx.filter_value_and_grad(loss_fn)(model)
-        updates, state = opt.update(g, state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), state, loss
+    def __init__(self, layers, data, config, *, seed, ledger):
+        super().__init__([], data, config, seed=seed, ledger=ledger)
+        self.width = config.width or mlp_width_for(config.n_params, data.n_features,
+                                                   data.n_classes)
+        self.opt = optax.adamw(config.lr, weight_decay=config.weight_decay)
+        opt = self.opt
 
-    @eqx.filter_jit
-    def predict(model, x):
-        return jnp.argmax(model(x), axis=1)
+        @eqx.filter_jit
+        def update(model, state, x, y):
+            def loss_fn(m):
+                return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+            loss, g = eqx.filter_value_and_grad(loss_fn)(model)
+            updates, state = opt.update(g, state, eqx.filter(model, eqx.is_array))
+            return eqx.apply_updates(model, updates), state, loss
 
-    rng = np.random.default_rng(seed)
-    xtr, ytr = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        t = time.perf_counter()
-        losses = []
-        for idx in minibatches(rng, len(ytr), config.batch_size):
-            model, state, loss = step(model, state, xtr[idx], ytr[idx])
-            losses.append(float(loss))
-            fwd = sum(dense_flops(len(idx), a, b) for a, b in sizes)
-            ledger.add_flops(3 * fwd + adam_flops(model.n_params), "trainable update")
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)),
-               "train_accuracy": accuracy(predict(model, xtr), ytr),
-               "test_accuracy": accuracy(predict(model, jnp.asarray(data.x_test)), data.y_test),
-               "physical_queries": 0, "epoch_s": round(time.perf_counter() - t, 4)}
-        history.append(rec)
-        if progress is not None:
-            progress(rec)
-    ledger.stop()
-    out = result_record(method=method, config=config, seed=seed, history=history,
-                        train_accuracy=history[-1]["train_accuracy"],
-                        test_accuracy=history[-1]["test_accuracy"], ledger=ledger,
-                        n_params=model.n_params, extra=extra)
-    out["model"] = model
-    return out
+        self._update = update
+
+    def init(self):
+        model = MLP([self.data.n_features, self.width, self.data.n_classes],
+                    key=jax.random.PRNGKey(self.seed))
+        return {"model": model, "opt": self.opt.init(eqx.filter(model, eqx.is_array))}
+
+    def step(self, state, x, y):
+        model, opt_state, loss = self._update(state["model"], state["opt"], jnp.asarray(x),
+                                              jnp.asarray(y))
+        sizes = [(lin.in_features, lin.out_features) for lin in model.layers]
+        fwd = sum(dense_flops(len(y), a, b) for a, b in sizes)
+        self.ledger.add_flops(3 * fwd + adam_flops(model.n_params), "trainable update")
+        return {"model": model, "opt": opt_state}, float(loss)
+
+    def predict(self, state, x):
+        return np.asarray(_argmax_logits(state["model"], jnp.asarray(x)))
+
+    def params(self, state):
+        return eqx.filter(state["model"], eqx.is_array)
+
+    def extra(self, state):
+        return {"hidden_width": self.width}
+
+
+@eqx.filter_jit
+def _argmax_logits(model, x):
+    return jnp.argmax(model(x), axis=1)
 
 
 def train(layers, data, config: BPConfig = BPConfig(), *, seed: int = 0,
-          ledger: Ledger | None = None, progress: Progress | None = None) -> dict:
-    """Digital MLP of (about) ``config.n_params`` trainable parameters. ``layers`` is ignored:
-    this reference uses no physics (the argument keeps the trainers' common signature)."""
-    del layers
-    width = config.width or mlp_width_for(config.n_params, data.n_features, data.n_classes)
-    model = MLP([data.n_features, width, data.n_classes], key=jax.random.PRNGKey(seed))
-    return _fit(model, data, config, seed=seed, ledger=ledger, progress=progress, method="bp",
-                extra={"hidden_width": width})
+          ledger: Ledger | None = None, progress: Progress | None = None, **kw) -> Result:
+    """Digital MLP of (about) ``config.n_params`` trainable parameters; returns ``(record,
+    model)``. ``layers`` is ignored: this reference uses no physics (the argument keeps the
+    trainers' common signature)."""
+    return fit("bp", MLPTrainer, [], data, config, seed=seed, ledger=ledger, progress=progress,
+               **kw)
 
 
-def train_linear(data, config: BPConfig = BPConfig(), *, seed: int = 0,
-                 ledger: Ledger | None = None, progress: Progress | None = None) -> dict:
-    """Multinomial logistic regression on the raw features."""
-    model = MLP([data.n_features, data.n_classes], key=jax.random.PRNGKey(seed))
-    return _fit(model, data, config, seed=seed, ledger=ledger, progress=progress,
-                method="linear", extra={})
+#: the log grid of C searched on validation (inverse L2 strength of the logistic regression)
+C_GRID = tuple(float(c) for c in np.logspace(-3, 3, 13))
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearConfig(LoopConfig):
+    """The converged linear reference: C is chosen on validation from ``C_GRID`` (``C=None``)
+    or fixed. ``max_iter``: L-BFGS iterations (convergence is checked and recorded)."""
+
+    epochs: int = param(1, integer=True, ge=1, le=1)
+    batch_size: int = param(1_000_000, integer=True, ge=1, le=10**9)
+    C: float | None = param(None, gt=0, le=1e9, optional=True)
+    max_iter: int = param(5000, integer=True, ge=10, le=10**7)
+
+
+class Linear(Algorithm):
+    """Multinomial logistic regression by L-BFGS; one "step" fits it on the whole training
+    split for every C of the grid and keeps the one with the best validation accuracy.
+    State: ``coef`` ``(C, n_features)``, ``intercept`` ``(C,)``, ``C``."""
+
+    def __init__(self, layers, data, config, *, seed, ledger):
+        super().__init__([], data, config, seed=seed, ledger=ledger)
+        if config.batch_size < len(data.y_train):
+            raise ConfigError(f"LinearConfig.batch_size = {config.batch_size}: the linear "
+                              f"reference fits the whole training split ({len(data.y_train)} "
+                              "samples) at once; leave batch_size at its default")
+
+    def init(self):
+        d, C = self.data.n_features, self.data.n_classes
+        return {"coef": np.zeros((C, d), np.float64), "intercept": np.zeros(C, np.float64),
+                "C": 0.0, "n_iter": 0}
+
+    def _fit(self, x, y, C):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=C, max_iter=self.config.max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            try:
+                clf.fit(x, y)
+            except ConvergenceWarning as e:
+                raise RuntimeError(f"linear reference: L-BFGS did not converge for C={C} in "
+                                   f"{self.config.max_iter} iterations; raise max_iter") from e
+        n_iter = int(np.max(clf.n_iter_))
+        # L-BFGS: about one loss and gradient per iteration, each 2 x (2 n d C) FLOPs
+        n, dim = x.shape
+        self.ledger.add_flops(n_iter * 4 * n * dim * self.data.n_classes, "L-BFGS fit")
+        coef, icpt = clf.coef_, clf.intercept_
+        if coef.shape[0] == 1:  # binary: sklearn keeps one row
+            coef, icpt = np.vstack([-coef, coef]) / 2, np.concatenate([-icpt, icpt]) / 2
+        return {"coef": coef, "intercept": icpt, "C": float(C), "n_iter": n_iter}
+
+    def step(self, state, x, y):
+        data = self.data
+        x = np.asarray(x, np.float64)
+        grid = (self.config.C,) if self.config.C is not None else C_GRID
+        has_val = getattr(data, "y_val", None) is not None and len(data.y_val) > 0
+        if len(grid) > 1 and not has_val:
+            raise ValueError("linear reference: choosing C needs a validation split; load the "
+                             "task with val_fraction > 0 or fix LinearConfig.C")
+        best, best_acc = None, -1.0
+        for C in grid:
+            cand = self._fit(x, y, C)
+            acc = (float(np.mean(self.predict(cand, data.x_val) == data.y_val)) if has_val
+                   else 0.0)
+            if acc > best_acc:  # ties: the stronger regularisation (smaller C) is kept
+                best, best_acc = cand, acc
+        p = np.clip(_softmax(x @ best["coef"].T + best["intercept"]), 1e-12, 1)
+        loss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
+        return best, loss
+
+    def predict(self, state, x):
+        return np.argmax(np.asarray(x, np.float64) @ state["coef"].T + state["intercept"],
+                         axis=1)
+
+    def params(self, state):
+        return {"coef": state["coef"], "intercept": state["intercept"]}
+
+    def extra(self, state):
+        return {"C": state["C"], "lbfgs_iterations": state["n_iter"],
+                "C_grid": list(C_GRID) if self.config.C is None else [self.config.C]}
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train_linear(data, config: LinearConfig = LinearConfig(), *, seed: int = 0,
+                 ledger: Ledger | None = None, progress: Progress | None = None,
+                 **kw) -> Result:
+    """The converged linear reference (see :class:`Linear`); returns ``(record, model)``."""
+    return fit("linear", Linear, [], data, config, seed=seed, ledger=ledger, progress=progress,
+               **kw)
+
 
 #: the registry's name for this trainer's configuration
 Config = BPConfig

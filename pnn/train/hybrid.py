@@ -23,21 +23,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pnn.config import param
 from pnn.cost import Ledger, dense_flops
 from pnn.network import Block, direction, to_drive
+from pnn.train.loop import Algorithm, LoopConfig
 
-__all__ = ["HybridNet", "encode", "hybrid_layer_shapes", "HybridConfig"]
+__all__ = ["HybridNet", "encode", "hybrid_layer_shapes", "HybridConfig", "HybridAlgorithm"]
 
 
 @dataclasses.dataclass(frozen=True)
-class HybridConfig:
-    """Shared shape of the hybrid network (see :func:`hybrid_layer_shapes`)."""
+class HybridConfig(LoopConfig):
+    """Shared shape of the hybrid network (see :func:`hybrid_layer_shapes`), plus the run
+    loop's fields (:class:`pnn.train.loop.LoopConfig`)."""
 
-    hidden: tuple = (20, 20)
-    n_meas: int = 20
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-3
+    hidden: tuple = param((20, 20), widths=True)
+    n_meas: int = param(20, integer=True, ge=1, le=100_000)
+    batch_size: int = param(32, integer=True, ge=1, le=1_000_000,
+                            search=("choice", [16, 32, 64, 128]))
+    lr: float = param(3e-3, gt=0, le=10, search=("log", 3e-4, 3e-2))
 
 
 def encode(x) -> jnp.ndarray:
@@ -129,72 +132,69 @@ def physical_forward(net: HybridNet, layers, x0, ledger: Ledger, purpose: str = 
 
 def evaluate(net: HybridNet, layers, x, y, ledger: Ledger, batch: int = 512) -> float:
     """Accuracy of the network as deployed on ``layers`` (physical queries counted)."""
-    correct = 0
-    for i in range(0, len(y), batch):
+    pred = predict(net, layers, x, ledger, batch)
+    return float(np.mean(pred == np.asarray(y)))
+
+
+def predict(net: HybridNet, layers, x, ledger: Ledger, batch: int = 512) -> np.ndarray:
+    """Labels predicted by the network as deployed on ``layers`` (queries charged as eval)."""
+    out = []
+    for i in range(0, len(x), batch):
         logits, _, _ = physical_forward(net, layers, encode(x[i:i + batch]), ledger, "eval")
-        correct += int(np.sum(np.argmax(np.asarray(logits), 1) == np.asarray(y[i:i + batch])))
-    return correct / len(y)
+        out.append(np.argmax(np.asarray(logits), 1))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def run_epochs(*, method, net, layers, data, config, seed, ledger, progress, step, state,
-               rng, extra=None, eval_train_max: int = 400, on_step=None):
-    """The epoch loop shared by the hybrid trainers.
+class HybridAlgorithm(Algorithm):
+    """Shared part of pat, insilico and zo for the run loop: the network, its calibration from
+    one measured batch, and prediction on the deployed layers. Subclasses supply ``step``
+    (how the gradient is obtained) and may extend the state.
 
-    ``step(net, state, idx) -> (net, state, loss)`` does one update on the training samples
-    ``idx``. Accuracy is always measured on the deployed physical ``layers`` (queries counted).
-    ``on_step``: a :data:`pnn.train.common.StepHook`, called after every step.
+    State: ``params`` (the trainable part of the network), ``opt`` (optimiser state), ``rng``.
     """
-    import time
 
-    from pnn.train.common import minibatches, result_record
+    def __init__(self, layers, data, config, *, seed, ledger, calibrate_on=None, **options):
+        super().__init__(layers, data, config, seed=seed, ledger=ledger, **options)
+        shapes = hybrid_layer_shapes(config, data.n_features, data.n_classes)
+        if len(layers) != len(shapes):
+            raise ValueError(f"hidden={config.hidden} needs {len(shapes)} physical layers, got "
+                             f"{len(layers)}")
+        for k, (layer, (n_in, _)) in enumerate(zip(layers, shapes)):
+            if layer.spec.n_in != n_in:
+                raise ValueError(f"block {k}: physical layer {layer.spec.name!r} has n_in="
+                                 f"{layer.spec.n_in}, but the block sends {n_in}")
+        self.shapes = [(n_in, layer.spec.n_out) for (n_in, _), layer in zip(shapes, layers)]
+        self.calibrate_on = calibrate_on
+        self.static = None
 
-    n_train = len(data.y_train)
-    eval_idx = rng.permutation(n_train)[:eval_train_max]
-    history = []
-    n_steps = 0
-    for epoch in range(1, config.epochs + 1):
-        t = time.perf_counter()
-        losses = []
-        for idx in minibatches(rng, n_train, config.batch_size):
-            net, state, loss = step(net, state, idx)
-            losses.append(float(loss))
-            n_steps += 1
-            if on_step is not None:
-                on_step(n_steps, lambda: evaluate(net, layers, data.x_test, data.y_test, ledger))
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)),
-               "train_accuracy": evaluate(net, layers, data.x_train[eval_idx],
-                                          data.y_train[eval_idx], ledger),
-               "test_accuracy": evaluate(net, layers, data.x_test, data.y_test, ledger),
-               "physical_queries": ledger.physical_queries,
-               "epoch_s": round(time.perf_counter() - t, 3)}
-        history.append(rec)
-        if progress is not None:
-            progress(rec)
-    train_acc = evaluate(net, layers, data.x_train, data.y_train, ledger)
-    ledger.stop()
-    out = result_record(method=method, config=config, seed=seed, history=history,
-                        train_accuracy=train_acc, test_accuracy=history[-1]["test_accuracy"],
-                        ledger=ledger, n_params=net.n_params,
-                        extra={"layers": [layer.spec.to_dict() for layer in layers],
-                               **(extra or {})})
-    out["model"] = net
-    return out
+    def make_optimizer(self):
+        import optax
 
+        return optax.adam(self.config.lr)
 
-def init_calibrated(config, layers, data, seed, ledger, calibrate_on=None):
-    """A fresh network whose measurement calibration is fixed from one measured batch
-    (of ``calibrate_on`` layers when given, e.g. the in-silico model, else of ``layers``)."""
-    shapes = hybrid_layer_shapes(config, data.n_features, data.n_classes)
-    if len(layers) != len(shapes):
-        raise ValueError(f"hidden={config.hidden} needs {len(shapes)} physical layers, got "
-                         f"{len(layers)}")
-    for k, (layer, (n_in, _)) in enumerate(zip(layers, shapes)):
-        if layer.spec.n_in != n_in:
-            raise ValueError(f"block {k}: physical layer {layer.spec.name!r} has n_in="
-                             f"{layer.spec.n_in}, but the block sends {n_in}")
-    shapes = [(n_in, layer.spec.n_out) for (n_in, _), layer in zip(shapes, layers)]
-    net = HybridNet(shapes, config.hidden, data.n_classes, key=jax.random.PRNGKey(seed))
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(data.y_train))[: config.batch_size]
-    _, ms, _ = physical_forward(net, calibrate_on or layers, encode(data.x_train[idx]), ledger)
-    return net.calibrated(ms), rng
+    def init(self) -> dict:
+        cfg, data = self.config, self.data
+        net = HybridNet(self.shapes, cfg.hidden, data.n_classes,
+                        key=jax.random.PRNGKey(self.seed))
+        rng = np.random.default_rng([self.seed, 29])
+        idx = rng.permutation(len(data.y_train))[: cfg.batch_size]
+        # calibrated on the model layers when given (a simulation: not charged as queries)
+        ledger = Ledger() if self.calibrate_on is not None else self.ledger
+        _, ms, _ = physical_forward(net, self.calibrate_on or self.layers,
+                                    encode(data.x_train[idx]), ledger)
+        net = net.calibrated(ms)
+        params, self.static = eqx.partition(net, net.trainable())
+        self.opt = self.make_optimizer()
+        return {"params": params, "opt": self.opt.init(params), "rng": rng}
+
+    def net(self, state) -> HybridNet:
+        return eqx.combine(state["params"], self.static)
+
+    def predict(self, state, x):
+        return predict(self.net(state), self.layers, x, self.ledger)
+
+    def params(self, state):
+        return state["params"]
+
+    def n_params(self, state) -> int:
+        return self.net(state).n_params

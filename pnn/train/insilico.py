@@ -23,10 +23,10 @@ import optax
 from pnn.cost import Ledger, adam_flops
 from pnn.network import to_drive
 from pnn.train.common import Progress
-from pnn.train.hybrid import (HybridConfig, encode, hybrid_layer_shapes, init_calibrated,
-                              run_epochs)
+from pnn.train.hybrid import HybridAlgorithm, HybridConfig, encode, hybrid_layer_shapes
+from pnn.train.loop import Result, fit
 
-__all__ = ["Config", "train", "layer_shapes"]
+__all__ = ["Config", "InSilico", "train", "layer_shapes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,52 +37,63 @@ class Config(HybridConfig):
 layer_shapes = hybrid_layer_shapes
 
 
-def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None, model_layers=None, on_step=None) -> dict:
-    """Backpropagate through ``model_layers`` (default: ``layers``), evaluate on ``layers``.
+class InSilico(HybridAlgorithm):
+    """Backpropagation through ``model_layers`` (default: the deployed layers themselves).
 
     Raises:
         ValueError: when a model layer is not a differentiable JAX module (e.g. a driver or a
             host-side wrapper); pass the simulators it stands for as ``model_layers``.
     """
-    ledger = ledger or Ledger()
-    model_layers = list(model_layers) if model_layers is not None else list(layers)
-    for layer in model_layers:
-        if not isinstance(layer, eqx.Module):
-            raise ValueError(
-                f"insilico: {layer.spec.name!r} is not a differentiable simulator "
-                f"({type(layer).__name__}); pass model_layers=[the simulators it stands for]")
-    # calibrated on the model (a simulation, so not charged as physical queries)
-    net, rng = init_calibrated(config, layers, data, seed, Ledger(), calibrate_on=model_layers)
-    opt = optax.adam(config.lr)
-    filt = net.trainable()
-    params, static = eqx.partition(net, filt)
-    state = opt.init(params)
-    specs = [layer.spec for layer in model_layers]
 
-    @eqx.filter_jit
-    def update(params, state, x0, y, model_layers):
-        def loss_fn(p):
-            n = eqx.combine(p, static)
-            logits = n.forward(
-                x0, lambda k, a: model_layers[k]._forward(to_drive(a, specs[k].lo, specs[k].hi)))
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = opt.update(g, state, params)
-        return eqx.apply_updates(params, upd), state, loss
+    def __init__(self, layers, data, config, *, seed, ledger, model_layers=None):
+        model_layers = list(model_layers) if model_layers is not None else list(layers)
+        for layer in model_layers:
+            if not isinstance(layer, eqx.Module):
+                raise ValueError(
+                    f"insilico: {layer.spec.name!r} is not a differentiable simulator "
+                    f"({type(layer).__name__}); pass model_layers=[the simulators it stands "
+                    "for]")
+        super().__init__(layers, data, config, seed=seed, ledger=ledger,
+                         calibrate_on=model_layers)
+        self.model_layers = model_layers
+        self.specs = [layer.spec for layer in model_layers]
+        self.sim_flops = sum(getattr(layer, "flops_per_sample", 0) for layer in model_layers)
+        self._update = None
 
-    sim_flops = sum(getattr(layer, "flops_per_sample", 0) for layer in model_layers)
+    def _compiled_update(self):
+        if self._update is None:
+            static, opt, specs = self.static, self.opt, self.specs
 
-    def step(net, state, idx):
-        params = eqx.filter(net, filt)
-        params, state, loss = update(params, state, encode(data.x_train[idx]),
-                                     jnp.asarray(data.y_train[idx]), model_layers)
-        ledger.add_flops(3 * sim_flops * len(idx), "simulator")
-        ledger.add_flops(3 * net.forward_flops(len(idx)) + adam_flops(net.n_params),
-                         "trainable update")
-        return eqx.combine(params, static), state, loss
+            @eqx.filter_jit
+            def update(params, state, x0, y, model_layers):
+                def loss_fn(p):
+                    n = eqx.combine(p, static)
+                    logits = n.forward(x0, lambda k, a: model_layers[k]._forward(
+                        to_drive(a, specs[k].lo, specs[k].hi)))
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                loss, g = jax.value_and_grad(loss_fn)(params)
+                upd, state = opt.update(g, state, params)
+                return eqx.apply_updates(params, upd), state, loss
+            self._update = update
+        return self._update
 
-    return run_epochs(method="insilico", net=net, layers=layers, data=data, config=config,
-                      seed=seed, ledger=ledger, progress=progress, step=step, state=state,
-                      rng=rng, extra={"model_layers": [s.name for s in specs]},
-                      on_step=on_step)
+    def step(self, state, x, y):
+        params, opt_state, loss = self._compiled_update()(
+            state["params"], state["opt"], encode(x), jnp.asarray(y), self.model_layers)
+        net = self.net(state)
+        self.ledger.add_flops(3 * self.sim_flops * len(y), "simulator")
+        self.ledger.add_flops(3 * net.forward_flops(len(y)) + adam_flops(net.n_params),
+                              "trainable update")
+        return {**state, "params": params, "opt": opt_state}, float(loss)
+
+    def extra(self, state):
+        return {"model_layers": [s.name for s in self.specs]}
+
+
+def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
+          progress: Progress | None = None, model_layers=None, on_step=None, **kw) -> Result:
+    """Backpropagate through ``model_layers`` (default: ``layers``), evaluate on ``layers``;
+    returns ``(record, model)``."""
+    return fit("insilico", InSilico, layers, data, config, seed=seed, ledger=ledger,
+               progress=progress, on_step=on_step, options={"model_layers": model_layers},
+               **kw)

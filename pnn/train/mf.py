@@ -9,7 +9,6 @@ uses the last layer's scores. No physics: ``layers`` is ignored.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import equinox as eqx
 import jax
@@ -17,18 +16,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnn.config import param
 from pnn.cost import Ledger, adam_flops, dense_flops
-from pnn.train.common import Progress, accuracy, minibatches, result_record
+from pnn.train.common import Progress
+from pnn.train.loop import Algorithm, LoopConfig, Result, fit
 
-__all__ = ["Config", "train", "layer_shapes"]
+__all__ = ["Config", "MonoForwardTrainer", "train", "layer_shapes"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    hidden: tuple = (64, 64)
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 3e-3
+class Config(LoopConfig):
+    hidden: tuple = param((64, 64), widths=True)
+    epochs: int = param(100, integer=True, ge=1, le=100_000)
+    patience: int = param(15, integer=True, ge=0, le=100_000)
+    lr: float = param(3e-3, gt=0, le=10, search=("log", 3e-4, 3e-2))
 
 
 def layer_shapes(config, n_features, n_classes):
@@ -58,51 +59,53 @@ class MonoForward(eqx.Module):
         return int(sum(v.size for v in jax.tree_util.tree_leaves(eqx.filter(self, eqx.is_array))))
 
 
+@eqx.filter_jit
+def _predict(model, x):
+    return jnp.argmax(model.local_scores(x)[-1], axis=1)
+
+
+class MonoForwardTrainer(Algorithm):
+    """Mono-Forward for the run loop. State: ``model``, ``opt``."""
+
+    def __init__(self, layers, data, config, *, seed, ledger):
+        super().__init__([], data, config, seed=seed, ledger=ledger)
+        self.sizes = [data.n_features, *map(int, config.hidden)]
+        self.opt = optax.adam(config.lr)
+        opt = self.opt
+
+        @eqx.filter_jit
+        def update(model, state, x, y):
+            def loss_fn(m):  # a sum of local losses; stop_gradient keeps each one local
+                return sum(optax.softmax_cross_entropy_with_integer_labels(s, y).mean()
+                           for s in m.local_scores(x))
+            loss, g = eqx.filter_value_and_grad(loss_fn)(model)
+            u, state = opt.update(g, state, eqx.filter(model, eqx.is_array))
+            return eqx.apply_updates(model, u), state, loss / len(model.layers)
+
+        self._update = update
+
+    def init(self):
+        model = MonoForward(self.sizes, self.data.n_classes, key=jax.random.PRNGKey(self.seed))
+        return {"model": model, "opt": self.opt.init(eqx.filter(model, eqx.is_array))}
+
+    def step(self, state, x, y):
+        model, opt_state, loss = self._update(state["model"], state["opt"], jnp.asarray(x),
+                                              jnp.asarray(y))
+        C = self.data.n_classes
+        fwd = sum(dense_flops(len(y), a, b) + dense_flops(len(y), b, C)
+                  for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        self.ledger.add_flops(3 * fwd + adam_flops(model.n_params), "trainable update")
+        return {"model": model, "opt": opt_state}, float(loss)
+
+    def predict(self, state, x):
+        return np.asarray(_predict(state["model"], jnp.asarray(x)))
+
+    def params(self, state):
+        return eqx.filter(state["model"], eqx.is_array)
+
+
 def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None) -> dict:
-    del layers
-    ledger = ledger or Ledger()
-    sizes = [data.n_features, *map(int, config.hidden)]
-    model = MonoForward(sizes, data.n_classes, key=jax.random.PRNGKey(seed))
-    opt = optax.adam(config.lr)
-    state = opt.init(eqx.filter(model, eqx.is_array))
-
-    @eqx.filter_jit
-    def update(model, state, x, y):
-        def loss_fn(m):  # a sum of local losses; stop_gradient keeps each one local
-            return sum(optax.softmax_cross_entropy_with_integer_labels(s, y).mean()
-                       for s in m.local_scores(x))
-        loss, g = eqx.filter_value_and_grad(loss_fn)(model)
-        u, state = opt.update(g, state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, u), state, loss / len(model.layers)
-
-    @eqx.filter_jit
-    def predict(model, x):
-        return jnp.argmax(model.local_scores(x)[-1], axis=1)
-
-    rng = np.random.default_rng(seed)
-    xtr, ytr = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        t = time.perf_counter()
-        losses = []
-        for idx in minibatches(rng, len(ytr), config.batch_size):
-            model, state, loss = update(model, state, xtr[idx], ytr[idx])
-            losses.append(float(loss))
-            fwd = sum(dense_flops(len(idx), a, b) + dense_flops(len(idx), b, data.n_classes)
-                      for a, b in zip(sizes[:-1], sizes[1:]))
-            ledger.add_flops(3 * fwd + adam_flops(model.n_params), "trainable update")
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)),
-               "train_accuracy": accuracy(predict(model, xtr), ytr),
-               "test_accuracy": accuracy(predict(model, jnp.asarray(data.x_test)), data.y_test),
-               "physical_queries": 0, "epoch_s": round(time.perf_counter() - t, 3)}
-        history.append(rec)
-        if progress is not None:
-            progress(rec)
-    ledger.stop()
-    out = result_record(method="mf", config=config, seed=seed, history=history,
-                        train_accuracy=history[-1]["train_accuracy"],
-                        test_accuracy=history[-1]["test_accuracy"], ledger=ledger,
-                        n_params=model.n_params)
-    out["model"] = model
-    return out
+          progress: Progress | None = None, **kw) -> Result:
+    """Mono-Forward (no physics: ``layers`` is ignored); returns ``(record, model)``."""
+    return fit("mf", MonoForwardTrainer, [], data, config, seed=seed, ledger=ledger,
+               progress=progress, **kw)

@@ -26,14 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnn.config import param
 from pnn.cost import Ledger, adam_flops, dense_flops
 from pnn.network import direction, to_drive
 from pnn.train.bp import MLP
 from pnn.train.common import Progress
-from pnn.train.hybrid import (HybridConfig, encode, hybrid_layer_shapes, init_calibrated,
-                              physical_forward, run_epochs)
+from pnn.train.hybrid import HybridAlgorithm, HybridConfig, encode, hybrid_layer_shapes, \
+    physical_forward
+from pnn.train.loop import Result, fit
 
-__all__ = ["Config", "train", "layer_shapes", "fit_twin"]
+__all__ = ["Config", "PAT", "train", "layer_shapes", "fit_twin"]
 
 layer_shapes = hybrid_layer_shapes
 
@@ -43,11 +45,11 @@ class Config(HybridConfig):
     """twin_samples: physical queries per layer for the twin; twin_hidden, twin_epochs,
     twin_lr: the twin MLP; twin_val_fraction: held out to report the twin's error."""
 
-    twin_samples: int = 1500
-    twin_hidden: int = 96
-    twin_epochs: int = 150
-    twin_lr: float = 3e-3
-    twin_val_fraction: float = 0.2
+    twin_samples: int = param(1500, integer=True, ge=20, le=10_000_000)
+    twin_hidden: int = param(96, integer=True, ge=1, le=100_000)
+    twin_epochs: int = param(150, integer=True, ge=1, le=100_000)
+    twin_lr: float = param(3e-3, gt=0, le=10)
+    twin_val_fraction: float = param(0.2, gt=0, lt=1)
 
 
 class Twin(eqx.Module):
@@ -71,15 +73,16 @@ def fit_twin(drives: np.ndarray, meas: np.ndarray, config: Config, *, key, ledge
     params, static = eqx.partition(twin, eqx.is_inexact_array)
     state = opt.init(params)
     x, y = jnp.asarray(drives[tr]), jnp.asarray(meas[tr])
+    bs = min(64, len(tr))  # minibatch of the twin fit
 
     @eqx.filter_jit
     def epoch(params, state, key):
         order = jax.random.permutation(key, x.shape[0])
-        nb = x.shape[0] // 64
+        nb = x.shape[0] // bs
 
         def body(carry, i):
             p, s = carry
-            idx = jax.lax.dynamic_slice(order, (i * 64,), (64,))
+            idx = jax.lax.dynamic_slice(order, (i * bs,), (bs,))
 
             def loss_fn(p):
                 return jnp.mean((eqx.combine(p, static)(x[idx]) - y[idx]) ** 2)
@@ -96,33 +99,36 @@ def fit_twin(drives: np.ndarray, meas: np.ndarray, config: Config, *, key, ledge
     twin = eqx.combine(params, static)
     fwd = sum(dense_flops(1, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
     n_par = sum(int(v.size) for v in jax.tree_util.tree_leaves(params)) - 1
-    steps = config.twin_epochs * (len(tr) // 64)
-    ledger.add_flops(steps * (3 * 64 * fwd + adam_flops(n_par)), "twin fit")
+    steps = config.twin_epochs * (len(tr) // bs)
+    ledger.add_flops(steps * (3 * bs * fwd + adam_flops(n_par)), "twin fit")
     pred = np.asarray(twin(jnp.asarray(drives[va])))
     nrmse = float(np.sqrt(np.mean((pred - meas[va]) ** 2)) / (np.std(meas[va]) + 1e-12))
     return twin, nrmse, fwd
 
 
-def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None, on_step=None, refit_at_steps=()) -> dict:
-    """Train with PAT.
+class PAT(HybridAlgorithm):
+    """PAT for the run loop: the hybrid network's state plus ``twins`` (one per layer).
 
-    ``on_step``: a :data:`pnn.train.common.StepHook`. ``refit_at_steps``: training steps after
-    which (and after ``on_step``) the twins are refitted on fresh measurements, to adapt to a
-    changed system; by default the twin is fitted once, before training."""
-    ledger = ledger or Ledger()
-    net, rng = init_calibrated(config, layers, data, seed, ledger)
-    key = jax.random.PRNGKey(seed + 7)
+    Options: ``refit_at_steps``: training steps after which the twins are refitted on fresh
+    measurements (to adapt to a changed system); by default the twin is fitted once, in init.
+    """
 
-    # 1-2: twin data and twin fit, block by block (deeper blocks see drives produced with the
-    # previous blocks' *measured* outputs)
-    n_rand = config.twin_samples // 2
+    def __init__(self, layers, data, config, *, seed, ledger, refit_at_steps=()):
+        super().__init__(layers, data, config, seed=seed, ledger=ledger)
+        self.refit_at = set(int(s) for s in refit_at_steps)
+        self.specs = [layer.spec for layer in layers]
+        self.refits = []
+        self._update = None
 
-    def collect_and_fit(net, key):
+    def collect_and_fit(self, net, rng, key):
+        """Query each layer for twin data and fit its twin, block by block (deeper blocks see
+        drives produced with the previous blocks' *measured* outputs)."""
+        cfg, data, ledger = self.config, self.data, self.ledger
+        n_rand = cfg.twin_samples // 2
         twins, errors, fwds = [], [], []
-        idx = rng.permutation(len(data.y_train))[: config.twin_samples - n_rand]
+        idx = rng.permutation(len(data.y_train))[: cfg.twin_samples - n_rand]
         h = encode(data.x_train[idx])
-        for k, layer in enumerate(layers):
+        for k, layer in enumerate(self.layers):
             spec = layer.spec
             a_data = direction(h)
             g = np.abs(rng.normal(size=(n_rand, spec.n_in)))
@@ -131,7 +137,7 @@ def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Led
                                     spec.lo, spec.hi))
             m_raw = ledger.query(layer, d)
             key, sub = jax.random.split(key)
-            twin, err, fwd = fit_twin(d, m_raw * float(net.blocks[k].cal), config, key=sub,
+            twin, err, fwd = fit_twin(d, m_raw * float(net.blocks[k].cal), cfg, key=sub,
                                       ledger=ledger)
             twins.append(twin)
             errors.append(err)
@@ -139,57 +145,62 @@ def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Led
             h = net.blocks[k](jnp.asarray(m_raw[n_rand:]), a_data)
         return twins, errors, fwds
 
-    twins, errors, twin_fwd = collect_and_fit(net, key)
-    refits = []
+    def init(self) -> dict:
+        state = super().init()
+        twins, errors, fwds = self.collect_and_fit(self.net(state), state["rng"],
+                                                   jax.random.PRNGKey(self.seed + 7))
+        self.twin_fwd = fwds
+        return {**state, "twins": twins, "twin_errors": [float(e) for e in errors]}
 
-    opt = optax.adam(config.lr)
-    filt = net.trainable()
-    params, static = eqx.partition(net, filt)
-    state = opt.init(params)
-    specs = [layer.spec for layer in layers]
+    def _compiled_update(self):
+        if self._update is None:
+            static, opt, specs = self.static, self.opt, self.specs
 
-    @eqx.filter_jit
-    def update(params, state, x0, y, measured, twins):
-        def loss_fn(p):
-            n = eqx.combine(p, static)
+            @eqx.filter_jit
+            def update(params, state, x0, y, measured, twins):
+                def loss_fn(p):
+                    n = eqx.combine(p, static)
 
-            def measure(k, a):
-                d = to_drive(a, specs[k].lo, specs[k].hi)
-                t = twins[k](d) / n.blocks[k].cal
-                return measured[k] + t - jax.lax.stop_gradient(t)
-            logits = n.forward(x0, measure)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = opt.update(g, state, params)
-        return eqx.apply_updates(params, upd), state, loss
+                    def measure(k, a):
+                        d = to_drive(a, specs[k].lo, specs[k].hi)
+                        t = twins[k](d) / n.blocks[k].cal
+                        return measured[k] + t - jax.lax.stop_gradient(t)
+                    logits = n.forward(x0, measure)
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                loss, g = jax.value_and_grad(loss_fn)(params)
+                upd, state = opt.update(g, state, params)
+                return eqx.apply_updates(params, upd), state, loss
+            self._update = update
+        return self._update
 
-    current = {"net": net}
+    def step(self, state, x, y):
+        net = self.net(state)
+        x0 = encode(x)
+        _, ms, _ = physical_forward(net, self.layers, x0, self.ledger)
+        params, opt_state, loss = self._compiled_update()(state["params"], state["opt"], x0,
+                                                          jnp.asarray(y), ms, state["twins"])
+        self.ledger.add_flops(3 * len(y) * sum(self.twin_fwd), "twin forward/backward")
+        self.ledger.add_flops(3 * net.forward_flops(len(y)) + adam_flops(net.n_params),
+                              "trainable update")
+        return {**state, "params": params, "opt": opt_state}, float(loss)
 
-    def step(net, state, idx):
-        x0 = encode(data.x_train[idx])
-        _, ms, _ = physical_forward(net, layers, x0, ledger)
-        params = eqx.filter(net, filt)
-        params, state, loss = update(params, state, x0, jnp.asarray(data.y_train[idx]), ms,
-                                     twins)
-        current["net"] = eqx.combine(params, static)
-        ledger.add_flops(3 * len(idx) * sum(twin_fwd), "twin forward/backward")
-        ledger.add_flops(3 * net.forward_flops(len(idx)) + adam_flops(net.n_params),
-                         "trainable update")
-        return eqx.combine(params, static), state, loss
+    def after_step(self, state, step):
+        if step not in self.refit_at:
+            return state
+        twins, errs, _ = self.collect_and_fit(self.net(state), state["rng"],
+                                              jax.random.fold_in(jax.random.PRNGKey(
+                                                  self.seed + 7), step))
+        self.refits.append({"after_step": step, "twin_val_nrmse": errs})
+        return {**state, "twins": twins, "twin_errors": [float(e) for e in errs]}
 
-    refit_at = set(refit_at_steps)
+    def extra(self, state):
+        return {"twin_val_nrmse": list(state["twin_errors"]),
+                "twin_samples_per_layer": self.config.twin_samples,
+                "twin_refits": list(self.refits)}
 
-    def after_step(n, evaluate):
-        if on_step is not None:
-            on_step(n, evaluate)  # may change the physics (adaptation experiments)
-        if n in refit_at:
-            new, errs, _ = collect_and_fit(current["net"], jax.random.fold_in(key, n))
-            twins[:] = new
-            refits.append({"after_step": n, "twin_val_nrmse": errs})
 
-    return run_epochs(method="pat", net=net, layers=layers, data=data, config=config, seed=seed,
-                      ledger=ledger, progress=progress, step=step, state=state, rng=rng,
-                      on_step=after_step,
-                      extra={"twin_val_nrmse": errors,
-                             "twin_samples_per_layer": config.twin_samples,
-                             "twin_refits": refits})
+def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
+          progress: Progress | None = None, on_step=None, refit_at_steps=(), **kw) -> Result:
+    """Train with PAT; returns ``(record, model)``. ``refit_at_steps``: see :class:`PAT`."""
+    return fit("pat", PAT, layers, data, config, seed=seed, ledger=ledger, progress=progress,
+               on_step=on_step, options={"refit_at_steps": tuple(refit_at_steps)}, **kw)

@@ -16,12 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnn.config import param
 from pnn.cost import Ledger, adam_flops
 from pnn.train.common import Progress
-from pnn.train.hybrid import (HybridConfig, encode, hybrid_layer_shapes, init_calibrated,
-                              physical_forward, run_epochs)
+from pnn.train.hybrid import HybridAlgorithm, HybridConfig, encode, hybrid_layer_shapes, \
+    physical_forward
+from pnn.train.loop import Result, fit
 
-__all__ = ["Config", "train", "layer_shapes"]
+__all__ = ["Config", "SPSA", "train", "layer_shapes"]
 
 layer_shapes = hybrid_layer_shapes
 
@@ -30,46 +32,46 @@ layer_shapes = hybrid_layer_shapes
 class Config(HybridConfig):
     """c: perturbation size; n_dirs: SPSA directions averaged per step."""
 
-    lr: float = 1e-2
-    c: float = 0.01
-    n_dirs: int = 2
+    lr: float = param(1e-2, gt=0, le=10, search=("log", 1e-3, 1e-1))
+    c: float = param(0.01, gt=0, le=10, search=("log", 1e-3, 1e-1))
+    n_dirs: int = param(2, integer=True, ge=1, le=10_000, search=("int", 1, 8))
+
+
+class SPSA(HybridAlgorithm):
+    """Zeroth-order training for the run loop (state as :class:`HybridAlgorithm`)."""
+
+    def loss_at(self, p, x0, y):
+        logits, _, _ = physical_forward(eqx.combine(p, self.static), self.layers, x0,
+                                        self.ledger)
+        return float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
+
+    def step(self, state, x, y):
+        cfg, rng = self.config, state["rng"]
+        params = state["params"]
+        treedef = jax.tree_util.tree_structure(params)
+        x0, y = encode(x), jnp.asarray(y)
+        grads = [np.zeros(v.shape, np.float32) for v in jax.tree_util.tree_leaves(params)]
+        losses = []
+        for _ in range(cfg.n_dirs):
+            delta = [rng.choice([-1.0, 1.0], size=g.shape).astype(np.float32) for g in grads]
+            dtree = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(d) for d in delta])
+            plus = jax.tree_util.tree_map(lambda p, d: p + cfg.c * d, params, dtree)
+            minus = jax.tree_util.tree_map(lambda p, d: p - cfg.c * d, params, dtree)
+            lp, lm = self.loss_at(plus, x0, y), self.loss_at(minus, x0, y)
+            losses += [lp, lm]
+            for g, d in zip(grads, delta):
+                g += (lp - lm) / (2 * cfg.c * cfg.n_dirs) * d
+        gtree = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(g) for g in grads])
+        upd, opt_state = self.opt.update(gtree, state["opt"], params)
+        n_params = self.n_params(state)
+        self.ledger.add_flops(adam_flops(n_params) + 4 * cfg.n_dirs * n_params,
+                              "optimiser + perturbations")
+        return ({**state, "params": eqx.apply_updates(params, upd), "opt": opt_state},
+                float(np.mean(losses)))
 
 
 def train(layers, data, config: Config = Config(), *, seed: int = 0, ledger: Ledger | None = None,
-          progress: Progress | None = None, on_step=None) -> dict:
-    ledger = ledger or Ledger()
-    net, rng = init_calibrated(config, layers, data, seed, ledger)
-    filt = net.trainable()
-    params, static = eqx.partition(net, filt)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    opt = optax.adam(config.lr)
-    state = opt.init(params)
-
-    def loss_at(p, x0, y):
-        logits, _, _ = physical_forward(eqx.combine(p, static), layers, x0, ledger)
-        return float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
-
-    def step(net, state, idx):
-        params = eqx.filter(net, filt)
-        x0, y = encode(data.x_train[idx]), jnp.asarray(data.y_train[idx])
-        grads = [np.zeros(v.shape, np.float32) for v in jax.tree_util.tree_leaves(params)]
-        losses = []
-        for _ in range(config.n_dirs):
-            delta = [rng.choice([-1.0, 1.0], size=g.shape).astype(np.float32) for g in grads]
-            dtree = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(d) for d in delta])
-            plus = jax.tree_util.tree_map(lambda p, d: p + config.c * d, params, dtree)
-            minus = jax.tree_util.tree_map(lambda p, d: p - config.c * d, params, dtree)
-            lp, lm = loss_at(plus, x0, y), loss_at(minus, x0, y)
-            losses += [lp, lm]
-            for g, d in zip(grads, delta):
-                g += (lp - lm) / (2 * config.c * config.n_dirs) * d
-        gtree = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(g) for g in grads])
-        upd, state = opt.update(gtree, state, params)
-        ledger.add_flops(adam_flops(net.n_params) + 4 * config.n_dirs * net.n_params,
-                         "optimiser + perturbations")
-        return eqx.combine(eqx.apply_updates(params, upd), static), state, float(np.mean(losses))
-
-    del leaves
-    return run_epochs(method="zo", net=net, layers=layers, data=data, config=config, seed=seed,
-                      ledger=ledger, progress=progress, step=step, state=state, rng=rng,
-                      on_step=on_step)
+          progress: Progress | None = None, on_step=None, **kw) -> Result:
+    """Zeroth-order (SPSA) training; returns ``(record, model)``."""
+    return fit("zo", SPSA, layers, data, config, seed=seed, ledger=ledger, progress=progress,
+               on_step=on_step, **kw)

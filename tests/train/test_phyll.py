@@ -18,11 +18,13 @@ def blobs(n_per_class=60, n_classes=3, n_features=4, seed=0, spread=0.35):
     y = np.repeat(np.arange(n_classes), n_per_class)
     order = rng.permutation(len(y))
     x, y = x[order].astype(np.float32), y[order].astype(np.int32)
-    n_tr = int(0.7 * len(y))
+    n_tr, n_va = int(0.55 * len(y)), int(0.7 * len(y))  # 55 % train, 15 % validation, 30 % test
     mu, sd = x[:n_tr].mean(0), x[:n_tr].std(0)
     x = (x - mu) / sd
-    return Dataset(x[:n_tr], y[:n_tr], x[n_tr:], y[n_tr:], tuple(f"c{i}" for i in range(n_classes)),
-                   tuple(f"f{i}" for i in range(n_features)), "blobs", {})
+    return Dataset(x_train=x[:n_tr], y_train=y[:n_tr], x_test=x[n_va:], y_test=y[n_va:],
+                   x_val=x[n_tr:n_va], y_val=y[n_tr:n_va],
+                   classes=tuple(f"c{i}" for i in range(n_classes)),
+                   feature_names=tuple(f"f{i}" for i in range(n_features)), name="blobs", info={})
 
 
 class RandomQuadraticLayer:
@@ -79,15 +81,18 @@ def test_phyll_learns_blobs_through_non_differentiable_layer():
     data = blobs()
     cfg = phyll.PhyLLConfig(hidden=(12, 12), n_meas=10, epochs=8, batch_size=32)
     layers = _layers(RandomQuadraticLayer, cfg, data)
-    rec = phyll.train(layers, data, cfg, seed=0)
+    rec, _ = phyll.train(layers, data, cfg, seed=0)
     assert rec["test_accuracy"] >= 0.9  # chance is 1/3
     assert rec["history"][-1]["loss"] < rec["history"][0]["loss"]
     # the ledger counted every sample sent: training sends pos+neg per sample per block,
-    # every evaluation sends each sample once per class per block
-    n_tr, n_te, C, K = len(data.y_train), len(data.y_test), data.n_classes, 2
+    # every evaluation (validation and a training subset, every epoch; test once at the end)
+    # sends each sample once per class per block
+    n_tr, n_va, n_te = len(data.y_train), len(data.y_val), len(data.y_test)
+    C, K = data.n_classes, 2
     n_eval_train = min(cfg.eval_train_max, n_tr)
-    expected = cfg.epochs * K * (2 * n_tr + C * (n_eval_train + n_te)) + K * C * n_tr
+    expected = cfg.epochs * K * (2 * n_tr + C * (n_eval_train + n_va)) + K * C * n_te
     assert rec["cost"]["physical_queries"] == expected
+    assert rec["cost"]["queries_by_purpose"]["test"] == K * C * n_te
     assert rec["cost"]["digital_flops"] > 0
 
 
@@ -98,8 +103,8 @@ def test_phyll_trains_when_the_layer_gradient_is_nan():
     # sanity: the layer's own gradient is NaN, so any gradient through it would poison training
     g = jax.grad(lambda x: layers[0](x).sum())(jnp.full((2, layers[0].spec.n_in), 0.5))
     assert bool(jnp.all(jnp.isnan(g)))
-    rec = phyll.train(layers, data, cfg, seed=0)
-    params = rec["model"].blocks[0]
+    rec, model = phyll.train(layers, data, cfg, seed=0)
+    params = model.state["blocks"][0]
     assert bool(jnp.all(jnp.isfinite(params.W)))
     assert rec["test_accuracy"] >= 0.85
 
@@ -107,24 +112,26 @@ def test_phyll_trains_when_the_layer_gradient_is_nan():
 def test_phyll_is_reproducible_from_its_seed():
     data = blobs(n_per_class=20)
     cfg = phyll.PhyLLConfig(hidden=(6,), n_meas=5, epochs=2, batch_size=16)
-    a = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=4)
-    b = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=4)
+    a, ma = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=4)
+    b, mb = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=4)
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
-    np.testing.assert_array_equal(a["model"].blocks[0].W, b["model"].blocks[0].W)
+    np.testing.assert_array_equal(ma.state["blocks"][0].W, mb.state["blocks"][0].W)
+    assert a["params_sha256"] == b["params_sha256"]
 
 
 def test_sumsq_goodness_option_trains():
     data = blobs(seed=2)
     cfg = phyll.PhyLLConfig(hidden=(12,), n_meas=10, epochs=6, batch_size=32, goodness="sumsq",
                             theta=2.0)
-    rec = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=0)
+    rec, _ = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=0)
     assert rec["test_accuracy"] >= 0.8
 
 
 def test_config_and_layer_mismatch_messages():
-    with pytest.raises(ValueError, match="goodness must be 'cosine' or 'sumsq', got 'l2'"):
+    with pytest.raises(ValueError, match="PhyLLConfig.goodness = 'l2': expected one of "
+                                         "'cosine', 'sumsq'"):
         phyll.PhyLLConfig(goodness="l2")
-    with pytest.raises(ValueError, match="inner_steps must be >= 1"):
+    with pytest.raises(ValueError, match="PhyLLConfig.inner_steps = 0: expected an integer >= 1"):
         phyll.PhyLLConfig(inner_steps=0)
     data = blobs(n_per_class=5)
     cfg = phyll.PhyLLConfig(hidden=(6, 6), n_meas=4, epochs=1)

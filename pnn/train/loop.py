@@ -1,0 +1,430 @@
+"""The one run loop every trainer goes through.
+
+A trainer supplies an :class:`Algorithm`: its state (a dict of pytrees, numpy generators and
+plain data, so that it checkpoints), one training step on a minibatch, and a predictor. The loop
+(:func:`run`) owns everything else:
+
+* epochs and minibatches (shuffled by a generator seeded from the run's seed);
+* the evaluation schedule: every ``eval_every`` epochs the model is measured on the
+  **validation** split (and on a fixed subset of the training split, a diagnostic); the state
+  with the best validation accuracy is kept, ``patience`` evaluations without improvement stop
+  the run early, and the record reports the selected epoch (``restore_best``);
+* per-batch progress (``on_batch``), per-epoch progress (``progress``), step hooks (``on_step``,
+  used by the adaptation experiment to change the physics mid-training);
+* checkpoints every ``checkpoint_every`` steps and on Ctrl-C, and resume: a resumed run ends
+  with the same parameters as an uninterrupted one. The checkpoint holds a fingerprint of
+  everything that determines the run; resuming with any difference is refused, naming the keys.
+
+The loop never reads the test split. :func:`fit` runs the loop on a *sealed* copy of the data
+(test arrays raise on access) and then measures the selected model on the test split once.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from pnn.checkpoint import load_checkpoint, save_checkpoint
+from pnn.config import ConfigError, Validated, check_seed, param
+from pnn.cost import Ledger
+from pnn.train.common import accuracy, result_record
+
+__all__ = ["Algorithm", "LoopConfig", "run", "fit", "Result", "TrainedModel", "fingerprint",
+           "ResumeMismatch", "params_digest"]
+
+#: test hook: a run whose environment sets this kills itself with SIGKILL right after the
+#: checkpoint of that step is on disk (a deterministic stand-in for a crash, used by the
+#: kill-and-resume tests; never set it in normal use)
+KILL_ENV = "PNN_TEST_SIGKILL_AFTER_STEP"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig(Validated):
+    """Fields every trainer's Config has (the run loop reads them).
+
+    epochs: passes over the training split (an upper bound when ``patience`` stops early).
+    batch_size: samples per training step.
+    eval_every: epochs between validation measurements (the last epoch is always measured).
+    patience: stop after this many validation measurements without improvement (0: never).
+    restore_best: report and keep the state with the best validation accuracy (else the last).
+    eval_train_max: training accuracy (a diagnostic) is measured on at most this many samples.
+    """
+
+    epochs: int = param(10, integer=True, ge=1, le=100_000)
+    batch_size: int = param(64, integer=True, ge=1, le=1_000_000,
+                            search=("choice", [16, 32, 64, 128]))
+    eval_every: int = param(1, integer=True, ge=1, le=100_000)
+    patience: int = param(0, integer=True, ge=0, le=100_000)
+    restore_best: bool = param(True, choices=(True, False))
+    eval_train_max: int = param(200, integer=True, ge=0, le=10_000_000)
+
+
+class ResumeMismatch(ValueError):
+    """A checkpoint was written by a run that differs from the one asked to resume it."""
+
+
+class Algorithm(abc.ABC):
+    """What a trainer supplies to the loop.
+
+    Constructed with the physical layers, the (sealed) data, the validated config, the seed, the
+    cost ledger and trainer-specific ``options``. ``state`` dicts are treated as immutable:
+    :meth:`step` returns a new dict (it may share unchanged entries), so that the loop can keep
+    the best state without copying.
+    """
+
+    def __init__(self, layers, data, config, *, seed: int, ledger: Ledger, **options):
+        self.layers = list(layers)
+        self.data = data
+        self.config = config
+        self.seed = seed
+        self.ledger = ledger
+        if options:
+            raise ConfigError(f"{type(self).__name__} takes no options {sorted(options)}")
+
+    @abc.abstractmethod
+    def init(self) -> dict:
+        """The initial state (may query the physics, e.g. to calibrate)."""
+
+    @abc.abstractmethod
+    def step(self, state: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, float]:
+        """One training step on a minibatch; returns the new state and the batch loss."""
+
+    @abc.abstractmethod
+    def predict(self, state: dict, x: np.ndarray) -> np.ndarray:
+        """Predicted labels ``(batch,)``; physical queries are charged as ``eval``."""
+
+    @abc.abstractmethod
+    def params(self, state: dict) -> Any:
+        """The trainable parameters (a pytree): what is digested, counted and saved."""
+
+    def after_step(self, state: dict, step: int) -> dict:
+        """Called after every step and its hook (PAT refits its twin here when asked to)."""
+        return state
+
+    def extra(self, state: dict) -> dict:
+        """Method-specific entries for the result record."""
+        return {}
+
+    def n_params(self, state: dict) -> int:
+        leaves = jax.tree_util.tree_leaves(self.params(state))
+        return int(sum(np.size(v) for v in leaves if hasattr(v, "shape")))
+
+
+def params_digest(tree) -> str:
+    """SHA-256 of every array leaf of ``tree`` (to compare runs bit for bit)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if hasattr(leaf, "shape"):
+            h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
+
+
+class TrainedModel:
+    """A trained network: the algorithm (with its layers and config) and the selected state.
+
+    ``predict(x)`` labels standardised feature rows; ``deploy(layers)`` returns the same model
+    measured on other layers (a perturbed simulator, instruments).
+    """
+
+    def __init__(self, method: str, algorithm: Algorithm, state: dict):
+        self.method = method
+        self.algorithm = algorithm
+        self.state = state
+
+    @property
+    def layers(self):
+        return self.algorithm.layers
+
+    @property
+    def config(self):
+        return self.algorithm.config
+
+    def predict(self, x, ledger: Ledger | None = None) -> np.ndarray:
+        algo = self.algorithm
+        if ledger is not None and ledger is not algo.ledger:
+            algo = copy.copy(algo)
+            algo.ledger = ledger
+        return np.asarray(algo.predict(self.state, np.asarray(x, np.float32)))
+
+    def accuracy(self, x, y, ledger: Ledger | None = None) -> float:
+        return accuracy(self.predict(x, ledger), y)
+
+    def deploy(self, layers, ledger: Ledger | None = None) -> "TrainedModel":
+        algo = copy.copy(self.algorithm)
+        algo.layers = list(layers)
+        if ledger is not None:
+            algo.ledger = ledger
+        return TrainedModel(self.method, algo, self.state)
+
+    @property
+    def params(self):
+        return self.algorithm.params(self.state)
+
+    @property
+    def n_params(self) -> int:
+        return self.algorithm.n_params(self.state)
+
+
+class Result(NamedTuple):
+    """What :func:`fit` and every trainer's ``train`` return: ``record, model = train(...)``."""
+
+    record: dict
+    model: TrainedModel
+
+
+def _flat(prefix: str, obj, out: dict) -> dict:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (dict, list, tuple))
+                                                         for v in obj):
+        for i, v in enumerate(obj):
+            _flat(f"{prefix}[{i}]", v, out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def layer_physics(layer) -> dict:
+    """A simulator's scalar parameters and a digest of its arrays (through any perturbation
+    wrappers), for fingerprints; ``{}`` for a driver or a user layer (its spec is what we know)."""
+    import equinox as eqx
+
+    inner = layer
+    for _ in range(64):
+        nxt = getattr(inner, "layer", None)
+        if nxt is None or nxt is inner:
+            break
+        inner = nxt
+    if not isinstance(inner, eqx.Module):
+        return {}
+    out = {"type": type(inner).__name__}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(inner)[0]:
+        if isinstance(leaf, (bool, int, float)) or (hasattr(leaf, "shape") and
+                                                    np.ndim(leaf) == 0):
+            try:
+                out[jax.tree_util.keystr(path)] = float(leaf)
+            except Exception:  # traced or not numeric
+                pass
+    out["arrays_sha256"] = params_digest(inner)
+    return out
+
+
+def fingerprint(method: str, config, seed: int, layers, data, extra: dict | None = None) -> dict:
+    """Everything that determines a run, as a JSON-able dict (compared key by key on resume)."""
+    from pnn.perturb import perturbations_of
+
+    fp = {
+        "method": method,
+        "seed": int(seed),
+        "config": dataclasses.asdict(config),
+        "data": data.describe() if hasattr(data, "describe") else {},
+        "layers": [layer.spec.to_dict() for layer in layers],
+        "physics": [layer_physics(layer) for layer in layers],
+        "perturbations": [[w.describe() for w in perturbations_of(layer)] for layer in layers],
+    }
+    if extra:
+        fp["extra"] = extra
+    return _jsonable(fp)
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    a, b = _flat("", old, {}), _flat("", new, {})
+    return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def _has_val(data) -> bool:
+    y = getattr(data, "y_val", None)
+    return y is not None and len(y) > 0
+
+
+def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
+        ledger: Ledger | None = None, progress: Callable[[dict], None] | None = None,
+        on_batch: Callable[[int, int, float], None] | None = None,
+        on_step: Callable | None = None, checkpoint_dir=None, checkpoint_every: int = 0,
+        resume: bool = False, fingerprint_extra: dict | None = None,
+        options: dict | None = None) -> Result:
+    """Train ``algorithm_cls`` on ``data`` (train and validation splits only).
+
+    Args:
+        progress: called after every evaluated epoch with that epoch's record (``loss``,
+            ``val_accuracy``, ``train_accuracy`` on a fixed training subset, queries, time).
+        on_batch: ``on_batch(step, total_steps, loss)`` after every step.
+        on_step: ``on_step(step, evaluate)`` after every step; ``evaluate(x, y)`` measures the
+            current model's accuracy on the given samples (queries charged as ``eval``). The
+            hook may change the physics; the next step sees the change.
+        checkpoint_dir, checkpoint_every, resume: durable runs (see module docstring).
+        fingerprint_extra: more entries for the run's fingerprint (e.g. the experiment).
+        options: trainer-specific options passed to the algorithm.
+
+    Returns: :class:`Result` (record without ``test_accuracy``, model).
+
+    Raises:
+        ResumeMismatch: when resuming from a checkpoint written by a different run.
+    """
+    seed = check_seed(seed)
+    ledger = ledger or Ledger()
+    algo = algorithm_cls(layers, data, config, seed=seed, ledger=ledger, **(options or {}))
+    state = algo.init()
+    rng = np.random.default_rng([seed, 7919])  # data order (and the training subset)
+    n_train = len(data.y_train)
+    eval_idx = np.sort(rng.permutation(n_train)[: config.eval_train_max])
+    has_val = _has_val(data)
+    n_batches = -(-n_train // config.batch_size)
+    total_steps = config.epochs * n_batches
+    fp = fingerprint(method, config, seed, layers, data, fingerprint_extra)
+    loop = {"epoch": 1, "batch": 0, "order": np.zeros(n_train, np.int64), "losses": [],
+            "history": [], "step": 0, "best_val": -1.0, "best_epoch": 0, "since_best": 0,
+            "stopped_early": False}
+    best = state
+
+    def snapshot():
+        from pnn.perturb import perturbation_states
+
+        return {"state": state, "best": best, "rng": rng, "loop": dict(loop),
+                "ledger": ledger.state_dict(), "perturbations": perturbation_states(layers),
+                "fingerprint": fp}
+
+    from pnn.perturb import load_perturbation_states
+
+    fresh_order = True
+    if checkpoint_dir is not None and resume:
+        found = load_checkpoint(checkpoint_dir, snapshot())
+        if found is not None:
+            st, _ = found
+            diff = _differences(st["fingerprint"], fp)
+            if diff:
+                raise ResumeMismatch(
+                    f"checkpoint in {checkpoint_dir} was written by a different run; differing "
+                    f"keys: {', '.join(diff)}. Resume with the same settings, or start afresh "
+                    "in a new --checkpoint-dir")
+            state, best, rng = st["state"], st["best"], st["rng"]
+            loop = dict(st["loop"])
+            loop["order"] = np.asarray(loop["order"])
+            ledger.load_state_dict(st["ledger"])
+            load_perturbation_states(layers, st["perturbations"])
+            fresh_order = False
+            for rec in loop["history"]:
+                if progress is not None:
+                    progress(rec)
+
+    stop = {"requested": False}
+    restore_handler = None
+    if checkpoint_dir is not None and threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):
+            if stop["requested"]:  # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            stop["requested"] = True
+        restore_handler = signal.signal(signal.SIGINT, on_sigint)
+    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+
+    def evaluate(x, y) -> float:
+        return accuracy(algo.predict(state, np.asarray(x, np.float32)), y)
+
+    try:
+        epoch = loop["epoch"]
+        while epoch <= config.epochs and not loop["stopped_early"]:
+            t_epoch = time.perf_counter()
+            if fresh_order:
+                loop["order"], loop["losses"], loop["batch"] = rng.permutation(n_train), [], 0
+            fresh_order = True
+            order = loop["order"]
+            for b in range(loop["batch"], n_batches):
+                idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+                state, loss = algo.step(state, data.x_train[idx], data.y_train[idx])
+                loop["losses"] = [*loop["losses"], float(loss)]
+                loop["step"] += 1
+                loop["batch"] = b + 1
+                if on_step is not None:
+                    on_step(loop["step"], evaluate)
+                state = algo.after_step(state, loop["step"])
+                if on_batch is not None:
+                    on_batch(loop["step"], total_steps, float(loss))
+                if checkpoint_dir is not None and (
+                        stop["requested"] or (checkpoint_every
+                                              and loop["step"] % checkpoint_every == 0)):
+                    save_checkpoint(checkpoint_dir, snapshot(), step=loop["step"])
+                    if kill_at and loop["step"] >= kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                if stop["requested"]:
+                    raise KeyboardInterrupt(f"stopped after step {loop['step']}; checkpoint "
+                                            f"written to {checkpoint_dir}")
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
+                rec = {"epoch": epoch, "step": loop["step"],
+                       "loss": float(np.mean(loop["losses"]))}
+                if has_val:
+                    rec["val_accuracy"] = evaluate(data.x_val, data.y_val)
+                if len(eval_idx):
+                    rec["train_accuracy"] = evaluate(data.x_train[eval_idx],
+                                                     data.y_train[eval_idx])
+                rec["physical_queries"] = ledger.physical_queries
+                rec["epoch_s"] = round(time.perf_counter() - t_epoch, 3)
+                loop["history"] = [*loop["history"], rec]
+                score = rec.get("val_accuracy", -1.0)
+                if score > loop["best_val"]:
+                    loop["best_val"], loop["best_epoch"], loop["since_best"] = score, epoch, 0
+                    best = state
+                else:
+                    loop["since_best"] += 1
+                    if config.patience and loop["since_best"] >= config.patience:
+                        loop["stopped_early"] = True
+                if progress is not None:
+                    progress(rec)
+            epoch += 1
+            loop["epoch"] = epoch
+    finally:
+        if restore_handler is not None:
+            signal.signal(signal.SIGINT, restore_handler)
+
+    history = loop["history"]
+    selected = best if (has_val and config.restore_best) else state
+    sel_epoch = loop["best_epoch"] if (has_val and config.restore_best) else history[-1]["epoch"]
+    sel_rec = next(r for r in history if r["epoch"] == sel_epoch)
+    ledger.stop()
+    record = result_record(
+        method=method, config=config, seed=seed, history=history,
+        train_accuracy=sel_rec.get("train_accuracy", float("nan")),
+        test_accuracy=float("nan"), ledger=ledger, n_params=algo.n_params(selected),
+        extra={"val_accuracy": sel_rec.get("val_accuracy"), "selected_epoch": sel_epoch,
+               "epochs_run": history[-1]["epoch"], "stopped_early": loop["stopped_early"],
+               "steps": loop["step"],
+               "layers": [layer.spec.to_dict() for layer in layers],
+               "params_sha256": params_digest(algo.params(selected)),
+               "fingerprint": fp, **algo.extra(selected)})
+    del record["test_accuracy"]
+    return Result(record, TrainedModel(method, algo, selected))
+
+
+def fit(method: str, algorithm_cls, layers, data, config, *, seed: int = 0, **kw) -> Result:
+    """:func:`run` on the sealed data, then one measurement of the selected model on test.
+
+    The test measurement's physical queries are charged to the ledger as ``test``.
+    """
+    sealed = data.sealed() if hasattr(data, "sealed") else data
+    record, model = run(method, algorithm_cls, layers, sealed, config, seed=seed, **kw)
+    algo = model.algorithm
+    algo.data = data
+    ledger = algo.ledger
+    t = time.perf_counter()
+    with ledger.relabel(eval="test"):
+        record["test_accuracy"] = model.accuracy(data.x_test, data.y_test)
+    record["test_eval_s"] = round(time.perf_counter() - t, 3)
+    # the counters now include the test queries (purpose "test"); the wall clock was stopped
+    # at the end of training, so test time is reported apart (test_eval_s)
+    record["cost"] = ledger.to_dict()
+    return Result(record, model)
