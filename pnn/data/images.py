@@ -580,6 +580,9 @@ def load_images(
         "validation": "stratified val_fraction of the training pool",
         "standardised_with": "train part mean/std (validation and test excluded)",
         "std_floor": STD_FLOOR,
+        # x_standardised = (features - mean) / std, per feature (in feature_names order)
+        "standardisation_mean": [float(v) for v in mu],
+        "standardisation_std": [float(v) for v in sd],
     })
     return Dataset(
         x_train=((ftr - mu) / sd).astype(np.float32), y_train=ytr.astype(np.int32),

@@ -567,6 +567,9 @@ def load_vowels(
         "split": "by speaker: test drawn from all speakers, validation from the other speakers "
                  "(stratified by talker group)",
         "standardised_with": "train part mean/std (validation and test excluded)",
+        # x_standardised = (x_raw - mean) / std, per feature (in feature_names order)
+        "standardisation_mean": [float(v) for v in mu],
+        "standardisation_std": [float(v) for v in sd],
     })
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = part(train), part(val), part(test)
     return Dataset(
