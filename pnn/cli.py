@@ -398,7 +398,8 @@ def cmd_compare(args) -> int:
           f"{len(seeds)} seed(s); results in {out}", file=sys.stderr)
     overrides = {}
     if args.epochs is not None:
-        overrides = {m: {"epochs": args.epochs} for m in ("phyll", "pat", "insilico", "zo")}
+        overrides = {m: {"epochs": args.epochs} for m, t in registry.TRAINERS.items()
+                     if t.uses_physical_layers}
 
     def on_start(method, seed, i, n):
         tqdm.write(f"[{i}/{n}] {method}, seed {seed}", file=sys.stderr)
@@ -415,7 +416,8 @@ def cmd_compare(args) -> int:
                             file=sys.stderr, leave=False, dynamic_ncols=True)
 
         def update(self, rec):
-            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", test=f"{rec['test_accuracy']:.3f}")
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}",
+                                 val=f"{rec.get('val_accuracy', float('nan')):.3f}")
             self.bar.update(1)
 
         def close(self):
@@ -445,8 +447,10 @@ def cmd_adapt(args) -> int:
     events = [parse_event(e) for e in args.event]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
-        if m not in ("phyll", "pat", "insilico"):
-            raise ValueError(f"adapt supports the methods phyll, pat, insilico; got {m!r}")
+        if not registry.get_trainer(m).uses_physical_layers:
+            physical = [n for n, t in registry.TRAINERS.items() if t.uses_physical_layers]
+            raise ValueError(f"adapt changes the physics during training; it supports the "
+                             f"methods with physical layers ({', '.join(physical)}), got {m!r}")
     data = _load_data(args, args.seed)
 
     class Bar:
@@ -455,7 +459,7 @@ def cmd_adapt(args) -> int:
                             file=sys.stderr, dynamic_ncols=True)
 
         def update(self, rec):
-            self.bar.set_postfix(test=f"{rec['test_accuracy']:.3f}",
+            self.bar.set_postfix(val=f"{rec.get('val_accuracy', float('nan')):.3f}",
                                  param=f"{rec['param_value']:.4g}")
             self.bar.update(1)
 

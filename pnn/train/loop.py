@@ -120,6 +120,33 @@ class Algorithm(abc.ABC):
         leaves = jax.tree_util.tree_leaves(self.params(state))
         return int(sum(np.size(v) for v in leaves if hasattr(v, "shape")))
 
+    # -- saved models (pnn.model_io) ---------------------------------------------------------
+    def predict_state(self, state: dict) -> dict:
+        """The part of ``state`` that :meth:`predict` reads: what a saved model holds (no
+        optimiser state, no generators). Default: every entry but ``opt`` and ``rng``."""
+        return {k: v for k, v in state.items() if k not in ("opt", "rng")}
+
+    def template_state(self) -> dict:
+        """A :meth:`predict_state` of the right structure (shapes, dtypes) whose values a
+        saved model replaces. Never queries the layers: the default takes it from :meth:`init`,
+        so an algorithm whose ``init`` measures (calibration, a twin) overrides this."""
+        return self.predict_state(self.init())
+
+    def from_predict_state(self, pstate: dict) -> dict:
+        """A state :meth:`predict` accepts, from a (loaded) :meth:`predict_state`."""
+        return dict(pstate)
+
+    def fitted(self) -> dict:
+        """Input preprocessing the algorithm fitted on the training data (JSON-able; saved in
+        a model file's header). Default: none."""
+        return {}
+
+    def load_fitted(self, fitted: dict) -> None:
+        """Restore what :meth:`fitted` returned (instead of refitting it on data)."""
+        if fitted:
+            raise ValueError(f"{type(self).__name__} fits no preprocessing, but was given "
+                             f"{sorted(fitted)}; the model file was written by another method")
+
 
 def params_digest(tree) -> str:
     """SHA-256 of every array leaf of ``tree`` (to compare runs bit for bit)."""
@@ -290,15 +317,30 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
     fp = fingerprint(method, config, seed, layers, data, fingerprint_extra)
     loop = {"epoch": 1, "batch": 0, "order": np.zeros(n_train, np.int64), "losses": [],
             "history": [], "step": 0, "best_val": -1.0, "best_epoch": 0, "since_best": 0,
-            "stopped_early": False}
+            "stopped_early": False, "eval_flops": 0, "eval_s": 0.0}
     best = state
 
     def snapshot():
         from pnn.perturb import perturbation_states
 
-        return {"state": state, "best": best, "rng": rng, "loop": dict(loop),
-                "ledger": ledger.state_dict(), "perturbations": perturbation_states(layers),
-                "fingerprint": fp}
+        snap = {"rng": rng, "order": np.asarray(loop["order"], np.int64),
+                "loop": {k: v for k, v in loop.items() if k != "order"},
+                "ledger": ledger.state_dict(),
+                "perturbations": perturbation_states(layers), "fingerprint": fp}
+        # numpy generators inside a state are stored as top-level entries of their own
+        for name, st in (("state", state), ("best", best)):
+            snap[name] = {k: v for k, v in st.items() if not isinstance(v, np.random.Generator)}
+            for k, v in st.items():
+                if isinstance(v, np.random.Generator):
+                    snap[f"{name}.{k}"] = v
+        return snap
+
+    def restore(snap, name):
+        out = dict(snap[name])
+        for key, v in snap.items():
+            if key.startswith(name + "."):
+                out[key[len(name) + 1:]] = v
+        return out
 
     from pnn.perturb import load_perturbation_states
 
@@ -313,9 +355,8 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
                     f"checkpoint in {checkpoint_dir} was written by a different run; differing "
                     f"keys: {', '.join(diff)}. Resume with the same settings, or start afresh "
                     "in a new --checkpoint-dir")
-            state, best, rng = st["state"], st["best"], st["rng"]
-            loop = dict(st["loop"])
-            loop["order"] = np.asarray(loop["order"])
+            state, best, rng = restore(st, "state"), restore(st, "best"), st["rng"]
+            loop = {**st["loop"], "order": np.asarray(st["order"])}
             ledger.load_state_dict(st["ledger"])
             load_perturbation_states(layers, st["perturbations"])
             fresh_order = False
@@ -334,7 +375,12 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 
     def evaluate(x, y) -> float:
-        return accuracy(algo.predict(state, np.asarray(x, np.float32)), y)
+        # evaluation costs are kept apart from learning costs (history: eval_flops, eval_s)
+        f0, t0 = ledger.digital_flops, time.perf_counter()
+        acc = accuracy(algo.predict(state, np.asarray(x, np.float32)), y)
+        loop["eval_flops"] = loop.get("eval_flops", 0) + ledger.digital_flops - f0
+        loop["eval_s"] = loop.get("eval_s", 0.0) + time.perf_counter() - t0
+        return acc
 
     try:
         epoch = loop["epoch"]
@@ -373,6 +419,14 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
                     rec["train_accuracy"] = evaluate(data.x_train[eval_idx],
                                                      data.y_train[eval_idx])
                 rec["physical_queries"] = ledger.physical_queries
+                # cumulative learning costs at this epoch (evaluation excluded, reported apart)
+                ev_f, ev_s = loop.get("eval_flops", 0), loop.get("eval_s", 0.0)
+                rec["train_queries"] = int(ledger.queries_by_purpose.get("train", 0))
+                rec["digital_flops"] = int(ledger.digital_flops - ev_f)
+                rec["wall_s"] = round(max(ledger.wall_s - ev_s, 0.0), 4)
+                rec["eval_queries"] = int(ledger.queries_by_purpose.get("eval", 0))
+                rec["eval_flops"] = int(ev_f)
+                rec["eval_s"] = round(ev_s, 4)
                 rec["epoch_s"] = round(time.perf_counter() - t_epoch, 3)
                 loop["history"] = [*loop["history"], rec]
                 score = rec.get("val_accuracy", -1.0)
