@@ -290,6 +290,10 @@ def _train_on(args, data, cfg, layers, instruments) -> int:
     if args.out:
         _write_json(Path(args.out), rec)
         print(f"result record written to {args.out}")
+    if getattr(args, "save", None):
+        from pnn.model_cli import save_trained
+
+        save_trained(args, rec, model, data, system=None if instruments else args.system)
     return 0
 
 
@@ -360,6 +364,9 @@ def cmd_demo(args) -> int:
         r.update({"task": args.task, "data": data.describe()})
     rec["system"] = "acoustic"
     _write_json(out / "results.json", records)
+    from pnn.model_cli import save_trained
+
+    save_trained(args, rec, model, data, system="acoustic", path=out / "model.pnn")
     plot_learning_curves(records, out / "learning_curve.png",
                          f"PhyLL on the acoustic simulator, {data.name}, seed {args.seed}")
     print()
@@ -621,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub)
+    from pnn.model_cli import add_commands as add_model_commands  # eval, predict, train --save
+
+    add_model_commands(sub)
     return p
 
 

@@ -198,3 +198,17 @@ class HybridAlgorithm(Algorithm):
 
     def n_params(self, state) -> int:
         return self.net(state).n_params
+
+    def predict_state(self, state):
+        """The whole network (trainable part and the fixed calibration): all predict needs."""
+        return {"net": self.net(state)}
+
+    def template_state(self):
+        """An uncalibrated network of the right shapes (no measurement, unlike :meth:`init`)."""
+        return {"net": HybridNet(self.shapes, self.config.hidden, self.data.n_classes,
+                                 key=jax.random.PRNGKey(self.seed))}
+
+    def from_predict_state(self, pstate):
+        net = pstate["net"]
+        params, self.static = eqx.partition(net, net.trainable())
+        return {"params": params}

@@ -258,6 +258,24 @@ class PhyLL(Algorithm):
     def params(self, state):
         return [(b.W, b.b) for b in state["blocks"]]
 
+    def predict_state(self, state):
+        return {"blocks": list(state["blocks"])}
+
+    def fitted(self):
+        """The MinMax scaler fitted on the training split (used by ``encoding="minmax"``)."""
+        return {"minmax": {"lo": [float(v) for v in np.asarray(self.scaler.lo)],
+                           "span": [float(v) for v in np.asarray(self.scaler.span)]}}
+
+    def load_fitted(self, fitted):
+        mm = fitted.get("minmax") if isinstance(fitted, dict) else None
+        d = self.data.n_features
+        if not (isinstance(mm, dict) and len(mm.get("lo", ())) == d
+                and len(mm.get("span", ())) == d):
+            raise ValueError(f"PhyLL: expected the fitted MinMax scaler as {{'minmax': {{'lo': "
+                             f"[{d} numbers], 'span': [{d} numbers]}}}}, got {fitted!r}")
+        self.scaler = MinMax(jnp.asarray(mm["lo"], jnp.float32),
+                             jnp.asarray(mm["span"], jnp.float32))
+
 
 def train(layers, data, config: PhyLLConfig = PhyLLConfig(), *, seed: int = 0,
           ledger: Ledger | None = None, progress: Progress | None = None,
