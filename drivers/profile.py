@@ -48,20 +48,34 @@ in that module): ``port`` (optional default), ``baudrate``, ``timeout_s`` (a rep
 ``measure_timeout_s``, ``max_retries``, ``resync_gap_s`` (how long to wait for more bytes after
 a bad frame before asking again), ``max_batch``, and ``scale``/``offset`` for the drive as above.
 
-Unknown keys are refused (a typo must not silently fall back to a default).
+Checked at load, each refusal naming the file, the key, the value and the fix:
+
+* unknown keys (a typo must not silently fall back to a default), and wrong types (a whole number
+  where an integer is needed: ``max_batch = 1e13`` is a float);
+* absurd numbers: every count, timeout and rate has a range (``visa.max_batch`` 1..1,000,000,
+  ``serial.max_batch`` 1..16,383, timeouts up to a day, ``max_retries`` up to 100, ...);
+* command templates: only bare placeholders (``{hi}``, ``{hi:.6f}``; not ``{lo[0]}`` or
+  ``{n_in.real}``), and each template is formatted with real values of every field (ints for
+  shapes and batch sizes, floats for the limits), so ``{hi:d}`` fails here and not at connect;
+* the wire: every value the ``[safety]`` ceiling lets through must fit the drive datatype
+  (``visa.drive.datatype``; float32 for serial). A ceiling of 40000 with ``int16`` drives is
+  refused: 36000 would wrap to -29536 on the wire (see :mod:`pnn.drivers.wire`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import string
 import tomllib
 import types
 import typing
 from pathlib import Path
 
-from pnn.drivers.safety import Limits
+from pnn.drivers import wire
+from pnn.drivers.safety import Limits, _tol
+from pnn.drivers.wire import DATATYPES
 
 __all__ = [
     "Profile",
@@ -76,6 +90,7 @@ __all__ = [
     "PROFILE_DIR",
     "TEMPLATE_FIELDS",
     "REDUCTIONS",
+    "format_command",
 ]
 
 #: the profiles shipped with pnn (``load_profile("emulator")``)
@@ -85,7 +100,42 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 TEMPLATE_FIELDS = ("n_in", "n_out", "batch", "points", "trace_points", "points_per_feature", "lo",
                    "hi", "max_amplitude", "max_rate_hz")
 REDUCTIONS = ("mean", "rms", "mean_square", "max", "min", "sum", "none")
-_DATATYPES = "bBhHiIqQfd"
+
+_DAY_MS = 86_400_000
+#: the accepted range of every numeric setting (ints: whole numbers; 0.0: exclusive, a time)
+_BOUNDS = {
+    "layer.n_in": (1, 1_000_000),
+    "layer.n_out": (1, 1_000_000),
+    "visa.timeout_ms": (1, _DAY_MS),
+    "visa.open_timeout_ms": (1, _DAY_MS),
+    "visa.measure_timeout_ms": (1, _DAY_MS),
+    "visa.max_retries": (0, 100),
+    "visa.max_batch": (1, 1_000_000),
+    "visa.baud_rate": (0, 100_000_000),
+    "visa.readout.points_per_feature": (1, 1_000_000),
+    "serial.baudrate": (1, 100_000_000),
+    "serial.timeout_s": (0.0, 86_400.0),
+    "serial.measure_timeout_s": (0.0, 86_400.0),
+    "serial.resync_gap_s": (0.0, 3_600.0),
+    "serial.max_retries": (0, 100),
+    # a MEASURE frame holds at most (65535 - 2) / 4 float32 values: 16383 drives of one channel
+    "serial.max_batch": (1, 16_383),
+}
+_BOUNDS_WHY = {
+    "n_in": "the number of channels",
+    "n_out": "the number of channels",
+    "timeout_ms": "milliseconds, at most a day",
+    "open_timeout_ms": "milliseconds, at most a day",
+    "measure_timeout_ms": "milliseconds, at most a day",
+    "timeout_s": "seconds, at most a day",
+    "measure_timeout_s": "seconds, at most a day",
+    "resync_gap_s": "seconds, at most an hour (e.g. 0.05)",
+    "max_retries": "resends of one transfer (e.g. 2)",
+    "max_batch": "drive vectors per transfer (e.g. 1024)",
+    "baud_rate": "0 keeps the default",
+    "baudrate": "bits per second (e.g. 115200)",
+    "points_per_feature": "points per feature in a trace",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,54 +266,79 @@ class Profile:
         src = self.source
         L = self.layer
         for k in ("n_in", "n_out"):
-            v = getattr(L, k)
-            if v is not None and v < 1:
-                raise ValueError(f"{src}: layer.{k} must be a positive integer, got {v!r}")
+            if getattr(L, k) is not None:
+                _check_range(src, f"layer.{k}", getattr(L, k), *_BOUNDS[f"layer.{k}"])
         if not (math.isfinite(L.lo) and math.isfinite(L.hi) and L.lo < L.hi):
             raise ValueError(f"{src}: layer drive range needs finite lo < hi, got "
                              f"lo={L.lo!r}, hi={L.hi!r}")
         if self.visa is not None:
             v = self.visa
-            for k in ("timeout_ms", "open_timeout_ms", "measure_timeout_ms", "max_batch"):
-                if getattr(v, k) < 1:
-                    raise ValueError(f"{src}: visa.{k} must be >= 1, got {getattr(v, k)!r}")
-            if v.max_retries < 0:
-                raise ValueError(f"{src}: visa.max_retries must be >= 0, got {v.max_retries!r}")
+            for k in ("timeout_ms", "open_timeout_ms", "measure_timeout_ms", "max_retries",
+                      "max_batch", "baud_rate"):
+                _check_range(src, f"visa.{k}", getattr(v, k), *_BOUNDS[f"visa.{k}"])
             for k in ("drive", "fetch"):
                 if not getattr(v.commands, k):
                     raise ValueError(f"{src}: visa.commands.{k} must be set (the "
                                      f"{'drive block header' if k == 'drive' else 'trace query'})")
             for sec, enc in (("visa.drive", v.drive), ("visa.readout", v.readout)):
-                if len(enc.datatype) != 1 or enc.datatype not in _DATATYPES:
+                if len(enc.datatype) != 1 or enc.datatype not in DATATYPES:
                     raise ValueError(f"{src}: {sec}.datatype must be one struct code of "
-                                     f"{_DATATYPES!r}, got {enc.datatype!r}")
-            if v.drive.scale == 0 or not math.isfinite(v.drive.scale):
+                                     f"{DATATYPES!r}, got {enc.datatype!r}")
+                for k in ("scale", "offset"):
+                    if not math.isfinite(getattr(enc, k)):
+                        raise ValueError(f"{src}: {sec}.{k} must be finite, got "
+                                         f"{getattr(enc, k)!r}")
+            if v.drive.scale == 0:
                 raise ValueError(f"{src}: visa.drive.scale must be finite and non-zero")
             self._check_drive_map("visa.drive", v.drive.scale, v.drive.offset)
-            if v.readout.points_per_feature < 1:
-                raise ValueError(f"{src}: visa.readout.points_per_feature must be >= 1")
+            self._check_wire("visa.drive", v.drive.datatype, v.drive.scale, v.drive.offset)
+            _check_range(src, "visa.readout.points_per_feature", v.readout.points_per_feature,
+                         *_BOUNDS["visa.readout.points_per_feature"])
             if v.readout.reduce not in REDUCTIONS:
                 raise ValueError(f"{src}: visa.readout.reduce must be one of {REDUCTIONS}, got "
                                  f"{v.readout.reduce!r}")
             if v.readout.reduce == "none" and v.readout.points_per_feature != 1:
                 raise ValueError(f"{src}: visa.readout.reduce = 'none' needs "
                                  f"points_per_feature = 1")
-            dummy = {k: 1 for k in TEMPLATE_FIELDS}
+            n_in = L.n_in if L.n_in is not None else 1
+            n_out = L.n_out if L.n_out is not None else 1
+            examples = [self.template_values(n_in, n_out, b) for b in (0, 1, v.max_batch)]
             for f in dataclasses.fields(VisaCommands):
                 val = getattr(v.commands, f.name)
                 for i, text in enumerate([val] if isinstance(val, str) else val):
                     where = f"visa.commands.{f.name}" + ("" if isinstance(val, str) else f"[{i}]")
-                    _check_template(text, dummy, src, where)
+                    _check_template(text, examples, src, where)
         if self.serial is not None:
             s = self.serial
-            for k in ("baudrate", "timeout_s", "measure_timeout_s", "resync_gap_s", "max_batch"):
-                if not getattr(s, k) > 0:
-                    raise ValueError(f"{src}: serial.{k} must be > 0, got {getattr(s, k)!r}")
-            if s.max_retries < 0:
-                raise ValueError(f"{src}: serial.max_retries must be >= 0")
+            for k in ("baudrate", "timeout_s", "measure_timeout_s", "resync_gap_s",
+                      "max_retries", "max_batch"):
+                _check_range(src, f"serial.{k}", getattr(s, k), *_BOUNDS[f"serial.{k}"])
             if s.scale == 0 or not math.isfinite(s.scale):
                 raise ValueError(f"{src}: serial.scale must be finite and non-zero")
+            if not math.isfinite(s.offset):
+                raise ValueError(f"{src}: serial.offset must be finite, got {s.offset!r}")
             self._check_drive_map("serial", s.scale, s.offset)
+            self._check_wire("serial", "f", s.scale, s.offset)
+
+    def _check_wire(self, where: str, datatype: str, scale: float, offset: float) -> None:
+        # every value the ceiling lets through must reach the wire as itself: a value the
+        # datatype cannot hold would wrap (int16: 36000 -> -29536) or overflow, unchecked
+        a_lo, a_hi = self.safety.allowed
+        why = wire.check_ceiling_fits(a_lo, a_hi, datatype,
+                                      tol=max(_tol(a_lo), _tol(a_hi)))
+        if why is None:
+            return
+        c = self.safety
+        w_lo, w_hi = wire.wire_range(datatype)
+        key = f"{where}.datatype = {datatype!r}" if where != "serial" else \
+            "the serial protocol's float32 drives"
+        raise ValueError(
+            f"{self.source}: the [safety] ceiling (lo = {c.lo!r}, hi = {c.hi!r}, max_amplitude = "
+            f"{c.max_amplitude!r}) lets values in [{a_lo:.10g}, {a_hi:.10g}] through to "
+            f"{key} ({wire.describe(datatype)}; drive mapped by offset {offset!r} + scale "
+            f"{scale!r} * x), but {why}: such a value would wrap or overflow on the wire. Lower "
+            f"safety.lo / hi / max_amplitude into [{w_lo:.10g}, {w_hi:.10g}]"
+            + (" or choose a wider datatype" if where != "serial" else ""))
 
     def _check_drive_map(self, where: str, scale: float, offset: float) -> None:
         # a layer range the ceiling forbids would make every trainer's drive a violation
@@ -286,22 +361,65 @@ class Profile:
                 "max_rate_hz": c.max_rate_hz}
 
 
-def _check_template(text: str, dummy: dict, source: str, where: str) -> None:
+def _check_template(text: str, examples: list, source: str, where: str) -> None:
+    """Refuse a command template that would fail when the driver fills it in.
+
+    Placeholders must be bare names of :data:`TEMPLATE_FIELDS` (no index, no attribute), and the
+    template is formatted with real values of every field (ints for the shape and batch fields,
+    floats for the limits), so a format spec that does not suit a field's type fails here.
+    """
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as e:
-        raise ValueError(f"{source}: {where} = {text!r} is not a valid template: {e}") from None
+        raise ValueError(f"{source}: {where} = {text!r} is not a valid template: {e} (write "
+                         f"literal braces as {{{{ and }}}})") from None
+    valid = ", ".join("{" + k + "}" for k in TEMPLATE_FIELDS)
     for f in fields:
-        base = f.split(".")[0].split("[")[0]
-        if base not in dummy:
-            raise ValueError(
-                f"{source}: {where} = {text!r} uses the unknown placeholder {{{f}}}; valid: "
-                + ", ".join("{" + k + "}" for k in TEMPLATE_FIELDS)
-                + " (write literal braces as {{ and }})")
+        if f in TEMPLATE_FIELDS:
+            continue
+        base = re.split(r"[.\[]", f, maxsplit=1)[0]
+        if f == "":
+            why = "uses a positional placeholder {}"
+        elif base in TEMPLATE_FIELDS:
+            why = (f"uses {{{f}}}: placeholders take no index or attribute (write "
+                   f"{{{base}}}, with a format spec after ':' if needed)")
+        else:
+            why = f"uses the unknown placeholder {{{f}}}"
+        raise ValueError(f"{source}: {where} = {text!r} {why}; valid: {valid} (write literal "
+                         f"braces as {{{{ and }}}})")
+    for values in examples:
+        format_command(text, values, source=source, where=where)
+
+
+def format_command(text: str, values: dict, *, source: str, where: str) -> str:
+    """Fill in a command template with :meth:`Profile.template_values`.
+
+    Raises:
+        ValueError: naming the file, the key, the template and the field values, when the
+            template cannot be formatted (a format spec that does not suit a field's type, such
+            as ``{hi:d}``: ``hi`` is a float).
+    """
     try:
-        text.format(**dummy)
-    except (ValueError, IndexError, KeyError) as e:
-        raise ValueError(f"{source}: {where} = {text!r} cannot be formatted: {e}") from None
+        return text.format(**values)
+    except Exception as e:  # any failure of str.format: ValueError, TypeError, KeyError, ...
+        used = sorted({f for _, f, _, _ in string.Formatter().parse(text) if f})
+        shown = ", ".join(f"{f} = {values[f]!r} ({type(values[f]).__name__})"
+                          for f in used if f in values)
+        raise ValueError(f"{source}: {where} = {text!r} cannot be formatted with the driver's "
+                         f"values ({shown or 'no fields'}): {type(e).__name__}: {e}. Fix the "
+                         f"format spec (e.g. {{hi:.6f}} for a float, {{n_in:d}} for an "
+                         f"integer)") from None
+
+
+def _check_range(source: str, where: str, value, lo, hi) -> None:
+    """``lo <= value <= hi`` (``lo`` exclusive when it is the float 0.0: a positive time)."""
+    positive = isinstance(lo, float) and lo == 0.0
+    ok = (lo < value <= hi) if positive else (lo <= value <= hi)  # False for nan
+    if not ok:
+        kind = "an integer" if isinstance(hi, int) else "a number"
+        rng = f"(0, {hi:g}]" if positive else f"[{lo}, {hi}]"
+        raise ValueError(f"{source}: {where} must be {kind} in {rng}, got {value!r}; "
+                         f"{_BOUNDS_WHY.get(where.split('.')[-1], 'set a sensible value')}")
 
 
 def _check_table(value, where: str, source: str) -> None:
@@ -342,8 +460,10 @@ def _coerce(value, typ, source: str, where: str):
     else:  # pragma: no cover - a field type this loader does not know
         raise TypeError(f"unsupported profile field type {typ!r}")
     if not ok:
+        hint = "; write a whole number without a decimal point or exponent, e.g. 1024" \
+            if typ is int else ""
         raise ValueError(f"{source}: {where} must be {typ.__name__}, got {value!r} "
-                         f"({type(value).__name__})")
+                         f"({type(value).__name__}){hint}")
     return value
 
 

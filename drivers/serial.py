@@ -58,17 +58,15 @@ from typing import Callable
 
 import numpy as np
 
-from pnn.drivers.base import InstrumentLayer
+from pnn.drivers.base import InstrumentLayer, TransientError
 from pnn.drivers.errors import (
     ChecksumError,
     InstrumentConnectionError,
     InstrumentError,
     ReplyFormatError,
 )
-from pnn.drivers.profile import Profile, load_profile
-from pnn.drivers.safety import SafetyLimits, layer_spec_and_limits
-from pnn.drivers.stats import DriverStats
-from pnn.layer import validate_input
+from pnn.drivers.profile import Profile
+from pnn.drivers.safety import SafetyLimits
 
 __all__ = [
     "SerialLayer",
@@ -201,6 +199,9 @@ def _transport_errors() -> tuple:
 class SerialLayer(InstrumentLayer):
     """A microcontroller speaking the framed protocol above, as a :class:`~pnn.layer.PhysicalLayer`.
 
+    The common path (validation, safety, chunking into ``max_batch``, retries, counters) is
+    :class:`~pnn.drivers.base.InstrumentLayer`'s; this class is the wire: frames over pyserial.
+
     Args:
         profile: a :class:`~pnn.drivers.profile.Profile`, TOML path or shipped name; its ``[serial]``
             table gives the baud rate, timeouts, retries, resync gap, batch size and the drive
@@ -213,38 +214,29 @@ class SerialLayer(InstrumentLayer):
     No I/O here: use :meth:`connect` / ``with``. Outputs are ``float32`` ``(batch, n_out)``.
     """
 
-    pad_batches = False
+    _section = "serial"
+    _kind = "SerialLayer"
+    _wire_datatype = "f"  # the protocol's drives are float32
+    _encoding_key = "[serial] scale/offset"
 
     def __init__(self, profile: Profile | str = "emulator", port: str | None = None, *,
                  n_in: int | None = None, n_out: int | None = None, name: str | None = None,
                  safety: SafetyLimits | None = None, session: int | None = None):
-        self.profile = load_profile(profile)
-        if self.profile.serial is None:
-            raise ValueError(f"profile {self.profile.source} has no [serial] table; SerialLayer "
-                             f"needs one (see drivers/profile.py)")
-        self._s = self.profile.serial
+        self._s = self._load_settings(profile)
         self.port = port or self._s.port
         if not self.port:
             raise ValueError(f"SerialLayer: no port given and profile {self.profile.source} sets "
                              f"no serial.port")
-        name = name or f"serial:{self.port}"
-        self.spec, self.safety = layer_spec_and_limits(self.profile, n_in, n_out, name, safety)
+        self._init_instrument(n_in=n_in, n_out=n_out, name=name or f"serial:{self.port}",
+                              safety=safety)
         self.session = int.from_bytes(os.urandom(4), "little") if session is None else session
         self._ser = None
         self._rx = bytearray()
         self._seq = 0
-        self._connected = False
         self._max_batch = self._s.max_batch
-        self.idn: str | None = None
-        self.stats = DriverStats()
         self.parse_stats = ParseStats()
 
     # ------------------------------------------------------------------ connection
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
     def connect(self) -> "SerialLayer":
         """Open the port and shake hands (HELLO); check the device's shape. Returns ``self``.
 
@@ -255,10 +247,10 @@ class SerialLayer(InstrumentLayer):
             InstrumentConnectionError: the port cannot be opened, or no reply within timeout_s.
             ReplyFormatError: the device's shape differs from the layer's.
         """
-        if self._ser is None:
-            self._open()
-        self._connected = True
-        return self
+        return super().connect()
+
+    def _link_open(self) -> bool:
+        return self._ser is not None
 
     def _open_port(self) -> None:
         import serial
@@ -272,7 +264,7 @@ class SerialLayer(InstrumentLayer):
                 f"{self._s.baudrate} baud: {e}") from e
         self._rx.clear()
 
-    def _open(self) -> None:
+    def _open_link(self) -> None:
         self._open_port()
         try:
             try:
@@ -298,7 +290,6 @@ class SerialLayer(InstrumentLayer):
         except BaseException:
             self._discard()
             raise
-        self.stats.connects += 1
 
     def _discard(self) -> None:
         ser, self._ser = self._ser, None
@@ -315,19 +306,17 @@ class SerialLayer(InstrumentLayer):
         Raises:
             InstrumentError: when SAFE could not be confirmed (the port is closed regardless).
         """
-        was_connected, self._connected = self._connected, False
-        failure = None
+        super().close()
+
+    def _make_safe(self, was_connected: bool) -> str | None:
+        if not (was_connected or self._ser is not None):
+            return None
         try:
-            if was_connected or self._ser is not None:
-                try:
-                    self._transact(MsgType.SAFE, b"", timeout_s=self._s.timeout_s)
-                except (InstrumentError, _NoReply) as e:
-                    failure = e
-        finally:
-            self._discard()
-        if failure is not None:
-            raise InstrumentError(f"{self.spec.name}: could not confirm SAFE on {self.port!r} "
-                                  f"({failure}); check the device's outputs by hand")
+            self._transact(MsgType.SAFE, b"", timeout_s=self._s.timeout_s)
+        except (InstrumentError, _NoReply) as e:
+            return (f"{self.spec.name}: could not confirm SAFE on {self.port!r} ({e}); check the "
+                    f"device's outputs by hand")
+        return None
 
     # ------------------------------------------------------------------ transactions
     def _plausible(self, type_: int, length: int) -> bool:
@@ -341,65 +330,70 @@ class SerialLayer(InstrumentLayer):
             return 2 <= length <= 2 + MAX_ERROR_TEXT
         return False
 
+    def _new_request(self, type_: MsgType, payload: bytes) -> tuple:
+        """The frame of a new transaction (the next SEQ); every resend repeats these bytes."""
+        self._seq = (self._seq + 1) & 0xFF
+        return type_, self._seq, encode_frame(type_, self._seq, payload)
+
     def _transact(self, type_: MsgType, payload: bytes, *, timeout_s: float,
                   retry_no_reply: bool = True, reopen: bool = True) -> Frame:
         """Send one request and return its reply, resending the same bytes on failure."""
-        self._seq = (self._seq + 1) & 0xFF
-        seq = self._seq
-        frame = encode_frame(type_, seq, payload)
-        attempts = self._s.max_retries + 1
-        last: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                self.stats.retries += 1
-            try:
-                if self._ser is None:
-                    if not reopen:
-                        raise InstrumentConnectionError(f"{self.spec.name}: port is closed")
-                    self._open()
-                if not attempt:
-                    # a new transaction: whatever is still buffered answers an earlier one. A
-                    # resend keeps it: a late reply to this very request is as good as the
-                    # resend's (same SEQ, and the device answers repeats from its memory)
-                    self._ser.reset_input_buffer()
-                    self._rx.clear()
-                self._ser.write(frame)
-                self._ser.flush()
-                reply = self._read_reply(seq, time.monotonic() + timeout_s)
-            except ChecksumError as e:
-                last = e
-                continue
-            except _NoReply as e:
-                if not retry_no_reply:
-                    raise
-                last = e
-                continue
-            except _transport_errors() as e:
-                last = e
-                self._discard()
+        request = self._new_request(type_, payload)
+        return self._with_retries(
+            lambda i: self._attempt(request, i, timeout_s=timeout_s,
+                                    retry_no_reply=retry_no_reply, reopen=reopen),
+            lambda tries, last: self._frame_gave_up(type_, tries, last))
+
+    def _attempt(self, request: tuple, attempt: int, *, timeout_s: float,
+                 retry_no_reply: bool = True, reopen: bool = True) -> Frame:
+        """One try at a request: a failure a resend may cure raises :class:`TransientError`."""
+        type_, seq, frame = request
+        try:
+            if self._ser is None:
                 if not reopen:
-                    raise InstrumentConnectionError(
-                        f"{self.spec.name}: port {self.port!r} failed: {e}") from e
-                continue
-            except InstrumentConnectionError as e:
-                last = e
-                continue
-            if reply.type == MsgType.ERROR:
-                (code,) = struct.unpack_from("<h", reply.payload)
-                msg = reply.payload[2:].decode("ascii", "replace")
-                raise InstrumentError(f"{self.spec.name}: device reported error {code} "
-                                      f"({msg!r}) to {type_.name}")
-            if reply.type != REPLY_TO[type_]:
-                raise ReplyFormatError(f"{self.spec.name}: reply of type 0x{reply.type:02X} to "
-                                       f"{type_.name}, expected {REPLY_TO[type_].name}")
-            return reply
+                    raise InstrumentConnectionError(f"{self.spec.name}: port is closed")
+                self._open()
+            if not attempt:
+                # a new transaction: whatever is still buffered answers an earlier one. A
+                # resend keeps it: a late reply to this very request is as good as the
+                # resend's (same SEQ, and the device answers repeats from its memory)
+                self._ser.reset_input_buffer()
+                self._rx.clear()
+            self._ser.write(frame)
+            self._ser.flush()
+            reply = self._read_reply(seq, time.monotonic() + timeout_s)
+        except ChecksumError as e:
+            raise TransientError(e) from e
+        except _NoReply as e:
+            if not retry_no_reply:
+                raise
+            raise TransientError(e) from e
+        except _transport_errors() as e:
+            self._discard()
+            if not reopen:
+                raise InstrumentConnectionError(
+                    f"{self.spec.name}: port {self.port!r} failed: {e}") from e
+            raise TransientError(e) from e
+        except InstrumentConnectionError as e:
+            raise TransientError(e) from e
+        if reply.type == MsgType.ERROR:
+            (code,) = struct.unpack_from("<h", reply.payload)
+            msg = reply.payload[2:].decode("ascii", "replace")
+            raise InstrumentError(f"{self.spec.name}: device reported error {code} "
+                                  f"({msg!r}) to {type_.name}")
+        if reply.type != REPLY_TO[type_]:
+            raise ReplyFormatError(f"{self.spec.name}: reply of type 0x{reply.type:02X} to "
+                                   f"{type_.name}, expected {REPLY_TO[type_].name}")
+        return reply
+
+    def _frame_gave_up(self, type_: MsgType, tries: int, last) -> Exception:
         if isinstance(last, ChecksumError):
-            raise ChecksumError(f"{self.spec.name}: {type_.name} reply failed its checksum "
-                                f"{attempts} time(s) in a row; last: {last}") from last
-        raise InstrumentConnectionError(
-            f"{self.spec.name}: {type_.name} to {self.port!r} failed {attempts} time(s) in a row "
+            return ChecksumError(f"{self.spec.name}: {type_.name} reply failed its checksum "
+                                 f"{tries} time(s) in a row; last: {last}")
+        return InstrumentConnectionError(
+            f"{self.spec.name}: {type_.name} to {self.port!r} failed {tries} time(s) in a row "
             f"(serial.max_retries = {self._s.max_retries}); last error: "
-            f"{type(last).__name__}: {last}") from last
+            f"{type(last).__name__}: {last}")
 
     def _read_reply(self, seq: int, deadline: float) -> Frame:
         stats = self.parse_stats
@@ -434,27 +428,20 @@ class SerialLayer(InstrumentLayer):
     def to_instrument(self, x) -> np.ndarray:
         return self._s.offset + self._s.scale * np.asarray(x, np.float64)
 
-    def __call__(self, x) -> np.ndarray:
-        """Measure a batch: ``(batch, n_in)`` drives in ``[lo, hi]`` -> ``(batch, n_out)``.
+    def _batch_limit(self) -> int:
+        return self._max_batch
 
-        Raises: as :meth:`pnn.drivers.visa.VisaLayer.__call__` (``ChecksumError`` when every
-        resend came back corrupted).
-        """
-        validate_input(self.spec, x)
-        if not self._connected:
-            raise InstrumentError(f"{self.spec.name}: not connected; use `with layer:` or call "
-                                  f"layer.connect() first")
-        x = np.clip(np.asarray(x, np.float64), self.spec.lo, self.spec.hi)
-        values = self.safety.check(self.to_instrument(x))
-        step = self._max_batch
-        outs = [self._measure(values[i : i + step]) for i in range(0, len(values), step)]
-        return np.concatenate(outs)
+    def _max_retries(self) -> int:
+        return self._s.max_retries
 
-    def _measure(self, values: np.ndarray) -> np.ndarray:
-        b = len(values)
-        self.safety.pace(b)
-        payload = struct.pack("<H", b) + values.astype("<f4").tobytes()
-        reply = self._transact(MsgType.MEASURE, payload, timeout_s=self._s.measure_timeout_s)
+    def _prepare(self, values: np.ndarray, encoded: np.ndarray) -> tuple:
+        payload = struct.pack("<H", len(encoded)) + encoded.astype("<f4").tobytes()
+        return self._new_request(MsgType.MEASURE, payload)
+
+    def _exchange(self, request: tuple, attempt: int) -> np.ndarray:
+        # one try; the base's retries resend the same bytes
+        reply = self._attempt(request, attempt, timeout_s=self._s.measure_timeout_s)
+        b = struct.unpack_from("<H", request[2], 5)[0]
         want = 2 + 4 * b * self.spec.n_out
         p = reply.payload
         b_field = struct.unpack_from("<H", p)[0] if len(p) >= 2 else None
@@ -466,9 +453,10 @@ class SerialLayer(InstrumentLayer):
         if not np.all(np.isfinite(y)):
             raise ReplyFormatError(f"{self.spec.name}: MEASURE reply holds "
                                    f"{int((~np.isfinite(y)).sum())} non-finite values")
-        self.stats.batches += 1
-        self.stats.samples += b
         return y.astype(np.float32)
+
+    def _gave_up(self, n_values: int, tries: int, last) -> Exception:
+        return self._frame_gave_up(MsgType.MEASURE, tries, last)
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "not connected"

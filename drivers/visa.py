@@ -10,7 +10,9 @@ One batch of ``b`` drive vectors (``x``, shape ``(b, n_in)``, drive units) is me
 
 1. ``v = offset + scale * x`` (instrument units; rounded for integer encodings), checked by
    :class:`~pnn.drivers.safety.SafetyLimits` (refused or clipped, counted; nothing out of limits is
-   sent), and paced to the rate limit;
+   sent), encoded as the drive datatype (a value that would wrap or overflow is refused, see
+   :mod:`pnn.drivers.wire`), split into transfers of at most ``max_batch`` and paced to the rate
+   limit (all of this is :class:`~pnn.drivers.base.InstrumentLayer`'s);
 2. ``before_batch`` commands; ``drive`` + an IEEE 488.2 definite-length binary block of the
    ``b * n_in`` values (sample-major), written with ``write_binary_values``; error queue read;
 3. ``run`` commands; the ``wait`` query (``*OPC?``) with ``measure_timeout_ms``; error queue read;
@@ -43,12 +45,10 @@ import struct
 
 import numpy as np
 
-from pnn.drivers.base import InstrumentLayer
+from pnn.drivers.base import InstrumentLayer, TransientError
 from pnn.drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
-from pnn.drivers.profile import Profile, load_profile
-from pnn.drivers.safety import SafetyLimits, layer_spec_and_limits
-from pnn.drivers.stats import DriverStats
-from pnn.layer import validate_input
+from pnn.drivers.profile import Profile, format_command
+from pnn.drivers.safety import SafetyLimits
 
 __all__ = ["VisaLayer", "parse_error_reply"]
 
@@ -89,6 +89,9 @@ _REDUCE = {
 class VisaLayer(InstrumentLayer):
     """A VISA instrument pair as a :class:`~pnn.layer.PhysicalLayer` (plain Python, not traceable).
 
+    The common path (validation, safety, chunking into ``max_batch``, retries, counters) is
+    :class:`~pnn.drivers.base.InstrumentLayer`'s; this class is the wire: SCPI through pyvisa.
+
     Args:
         profile: a :class:`~pnn.drivers.profile.Profile`, a TOML path, or a shipped profile's name.
         resource: the VISA address, e.g. ``"TCPIP::192.168.0.5::5025::SOCKET"``; default: the
@@ -109,38 +112,31 @@ class VisaLayer(InstrumentLayer):
             missing, or ``safety`` is looser than the profile.
     """
 
-    #: drivers take any batch size: the ledger need not pad
-    pad_batches = False
+    _section = "visa"
+    _kind = "VisaLayer"
+    _encoding_key = "[visa.drive]"
 
     def __init__(self, profile: Profile | str = "emulator", resource: str | None = None, *,
                  n_in: int | None = None, n_out: int | None = None, name: str | None = None,
                  backend: str | None = None, resource_manager=None,
                  safety: SafetyLimits | None = None):
-        self.profile = load_profile(profile)
-        if self.profile.visa is None:
-            raise ValueError(f"profile {self.profile.source} has no [visa] table; VisaLayer "
-                             f"needs one (see drivers/profile.py)")
-        self._v = self.profile.visa
+        self._v = self._load_settings(profile)
         self.resource = resource or self._v.resource
         if not self.resource:
             raise ValueError(f"VisaLayer: no VISA resource given and profile "
                              f"{self.profile.source} sets no visa.resource")
-        name = name or f"visa:{self.resource}"
-        self.spec, self.safety = layer_spec_and_limits(self.profile, n_in, n_out, name, safety)
+        self._init_instrument(n_in=n_in, n_out=n_out,
+                              name=name or f"visa:{self.resource}", safety=safety)
         self.backend = backend or self._v.backend
         self._rm_external = resource_manager
         self._rm = None
         self._res = None
-        self._connected = False
-        self.idn: str | None = None
-        self.stats = DriverStats()
-
-    # ------------------------------------------------------------------ connection
 
     @property
-    def connected(self) -> bool:
-        return self._connected
+    def _wire_datatype(self) -> str:
+        return self._v.drive.datatype
 
+    # ------------------------------------------------------------------ connection
     def connect(self) -> "VisaLayer":
         """Open the resource, check ``*IDN?``, run ``setup`` (each step error-checked), check the
         shape. Returns ``self``.
@@ -151,10 +147,10 @@ class VisaLayer(InstrumentLayer):
             InstrumentError: when a setup step leaves an error in the queue.
             ReplyFormatError: when the shape query's reply is malformed or does not match.
         """
-        if self._res is None:
-            self._open()
-        self._connected = True
-        return self
+        return super().connect()
+
+    def _link_open(self) -> bool:
+        return self._res is not None
 
     def _resource_manager(self):
         if self._rm_external is not None:
@@ -186,7 +182,7 @@ class VisaLayer(InstrumentLayer):
                 f"{type(e).__name__}: {e}") from e
         return res
 
-    def _open(self) -> None:
+    def _open_link(self) -> None:
         c = self._v.commands
         res = self._open_raw()
         self._res = res
@@ -212,12 +208,12 @@ class VisaLayer(InstrumentLayer):
             self.idn = idn
             tv = self._template()
             try:
-                for cmd in c.setup:
-                    text = cmd.format(**tv)
+                for i, cmd in enumerate(c.setup):
+                    text = self._format(cmd, tv, f"setup[{i}]")
                     self._res.write(text)
                     self._check_errors(text)
                 if c.shape:
-                    self._check_shape(c.shape.format(**tv))
+                    self._check_shape(self._format(c.shape, tv, "shape"))
             except _transport_errors() as e:
                 raise InstrumentConnectionError(
                     f"{self.spec.name}: link to {self.resource!r} failed during setup: "
@@ -232,7 +228,6 @@ class VisaLayer(InstrumentLayer):
         except BaseException:
             self._discard()
             raise
-        self.stats.connects += 1
 
     def _discard(self) -> None:
         """Forget the session without talking to the instrument (the link is suspect)."""
@@ -252,40 +247,48 @@ class VisaLayer(InstrumentLayer):
             InstrumentError: when the safe commands could not be sent (the instrument may not be
                 in a safe state: check it by hand); the resource is closed regardless.
         """
-        was_connected, self._connected = self._connected, False
+        super().close()
+
+    def _make_safe(self, was_connected: bool) -> str | None:
         failures = []
-        try:
-            if self._v.commands.safe and (self._res is not None or was_connected):
-                if self._res is None:
-                    try:
-                        self._res = self._open_raw()
-                    except InstrumentConnectionError as e:
-                        failures.append(str(e))
-                if self._res is not None:
-                    try:
-                        for cmd in self._v.commands.safe:
-                            text = cmd.format(**self._template())
-                            self._res.write(text)
-                        # a query makes sure the instrument has processed the safe commands
-                        self._check_errors("; ".join(self._v.commands.safe))
-                    except Exception as e:
-                        failures.append(f"{type(e).__name__}: {e}")
-        finally:
-            self._discard()
-            if self._rm is not None:
+        safe = self._v.commands.safe
+        if safe and (self._res is not None or was_connected):
+            if self._res is None:
                 try:
-                    self._rm.close()
-                except Exception:
-                    pass
-                self._rm = None
-        if failures:
-            raise InstrumentError(
-                f"{self.spec.name}: could not confirm the safe state of {self.resource!r} "
+                    self._res = self._open_raw()
+                except InstrumentConnectionError as e:
+                    failures.append(str(e))
+            if self._res is not None:
+                try:
+                    for i, cmd in enumerate(safe):
+                        self._res.write(self._format(cmd, self._template(), f"safe[{i}]"))
+                    # a query makes sure the instrument has processed the safe commands
+                    self._check_errors("; ".join(safe))
+                except Exception as e:
+                    failures.append(f"{type(e).__name__}: {e}")
+        if not failures:
+            return None
+        return (f"{self.spec.name}: could not confirm the safe state of {self.resource!r} "
                 f"({'; '.join(failures)}); check the instrument's output by hand")
+
+    def _release(self) -> None:
+        self._discard()
+        if self._rm is not None:
+            try:
+                self._rm.close()
+            except Exception:
+                pass
+            self._rm = None
 
     # ------------------------------------------------------------------ SCPI helpers
     def _template(self, batch: int = 0) -> dict:
         return self.profile.template_values(self.spec.n_in, self.spec.n_out, batch)
+
+    def _format(self, template: str, values: dict, key: str) -> str:
+        """Fill in a command template (already checked at profile load, see
+        :func:`pnn.drivers.profile.format_command`)."""
+        return format_command(template, values, source=self.profile.source,
+                              where=f"visa.commands.{key}")
 
     def _query(self, cmd: str, *, timeout_ms: int | None = None) -> str:
         old = self._res.timeout
@@ -337,110 +340,82 @@ class VisaLayer(InstrumentLayer):
             v = np.rint(v)
         return v
 
-    def __call__(self, x) -> np.ndarray:
-        """Measure a batch: ``(batch, n_in)`` drives in ``[lo, hi]`` -> ``(batch, n_out)``.
+    def _batch_limit(self) -> int:
+        return self._v.max_batch
 
-        Raises:
-            ValueError: bad shape, non-finite or out-of-range drives (``validate_input``), or a
-                drive outside the safety limits (:class:`~pnn.drivers.errors.SafetyError`): nothing
-                is sent.
-            InstrumentError: not connected, or the instrument reported an error.
-            ReplyFormatError: a reply of the wrong length or format.
-            InstrumentConnectionError: the link failed more than ``max_retries`` times in a row.
-        """
-        validate_input(self.spec, x)
-        if not self._connected:
-            raise InstrumentError(f"{self.spec.name}: not connected; use `with layer:` or call "
-                                  f"layer.connect() first")
-        # validate_input allows a 1e-6 tolerance; keep that rounding slack off the wire
-        x = np.clip(np.asarray(x, np.float64), self.spec.lo, self.spec.hi)
-        values = self.safety.check(self.to_instrument(x))
-        step = self._v.max_batch
-        outs = [self._measure_with_retries(values[i : i + step])
-                for i in range(0, len(values), step)]
-        return np.concatenate(outs).astype(np.float32)
+    def _max_retries(self) -> int:
+        return self._v.max_retries
 
-    def _measure_with_retries(self, values: np.ndarray) -> np.ndarray:
-        attempts = self._v.max_retries + 1
-        last: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                self.stats.retries += 1
-            if self._res is None:
-                try:
-                    self._open()
-                except InstrumentConnectionError as e:
-                    last = e
-                    continue
-            self.safety.pace(len(values))
-            try:
-                out = self._measure_once(values)
-            except _transport_errors() as e:
-                last = e
-                self._discard()
-                continue
-            except ReplyFormatError:
-                self._discard()
-                raise
-            except InstrumentError:
-                self._make_safe_quietly()
-                raise
-            self.stats.batches += 1
-            self.stats.samples += len(values)
-            self._after_batch()
-            return out
-        raise InstrumentConnectionError(
-            f"{self.spec.name}: a batch of {len(values)} drives to {self.resource!r} failed "
-            f"{attempts} time(s) in a row (visa.max_retries = {self._v.max_retries}); last "
-            f"error: {type(last).__name__}: {last}") from last
+    def _prepare(self, values: np.ndarray, encoded: np.ndarray):
+        return encoded
+
+    def _gave_up(self, n_values: int, tries: int, last) -> Exception:
+        return InstrumentConnectionError(
+            f"{self.spec.name}: a batch of {n_values} drives to {self.resource!r} failed "
+            f"{tries} time(s) in a row (visa.max_retries = {self._v.max_retries}); last "
+            f"error: {type(last).__name__}: {last}")
+
+    def _on_bad_reply(self) -> None:
+        self._discard()  # the next transfer starts from a clean stream
+
+    def _on_instrument_error(self) -> None:
+        self._make_safe_quietly()
 
     def _make_safe_quietly(self) -> None:
         try:
-            for cmd in self._v.commands.safe:
-                self._res.write(cmd.format(**self._template()))
+            for i, cmd in enumerate(self._v.commands.safe):
+                self._res.write(self._format(cmd, self._template(), f"safe[{i}]"))
         except Exception:
             self._discard()
 
-    def _measure_once(self, values: np.ndarray) -> np.ndarray:
+    def _exchange(self, encoded: np.ndarray, attempt: int) -> np.ndarray:
+        try:
+            return self._measure_once(encoded)
+        except _transport_errors() as e:
+            self._discard()
+            raise TransientError(e) from e
+
+    def _measure_once(self, encoded: np.ndarray) -> np.ndarray:
         c, v = self._v.commands, self._v
-        b = len(values)
+        b = len(encoded)
         tv = self._template(b)
-        for cmd in c.before_batch:
-            text = cmd.format(**tv)
+        for i, cmd in enumerate(c.before_batch):
+            text = self._format(cmd, tv, f"before_batch[{i}]")
             self._res.write(text)
             self._check_errors(text)
-        head = c.drive.format(**tv)
-        data = values.astype(np.dtype(v.drive.datatype)).ravel().tolist()
-        self._res.write_binary_values(head, data, datatype=v.drive.datatype,
+        head = self._format(c.drive, tv, "drive")
+        self._res.write_binary_values(head, encoded.ravel().tolist(), datatype=v.drive.datatype,
                                       is_big_endian=v.drive.big_endian)
         self._check_errors(head + "<block>")
-        for cmd in c.run:
-            self._res.write(cmd.format(**tv))
+        for i, cmd in enumerate(c.run):
+            self._res.write(self._format(cmd, tv, f"run[{i}]"))
         if c.wait:
-            reply = self._query(c.wait.format(**tv), timeout_ms=v.measure_timeout_ms).strip()
+            wait = self._format(c.wait, tv, "wait")
+            reply = self._query(wait, timeout_ms=v.measure_timeout_ms).strip()
             if c.wait_reply and reply != c.wait_reply:
                 raise ReplyFormatError(f"{self.spec.name}: reply {reply!r} to {c.wait!r}, "
                                        f"expected {c.wait_reply!r}")
         if c.run:
             self._check_errors("; ".join(c.run))
-        fetch = c.fetch.format(**tv)
+        fetch = self._format(c.fetch, tv, "fetch")
         trace = self._fetch(fetch)
         self._check_errors(fetch)
         return self.reduce(trace, b, source=fetch)
 
-    def _after_batch(self) -> None:
+    def _after_exchange(self) -> None:
         """Run ``after_batch`` once the batch's data is safely in hand.
 
         The data is not measured again if this fails: a lost link is re-opened at once (``setup``
         brings the instrument back to a safe state) or, failing that, by the next batch or by
-        :meth:`close`; an instrument error makes the instrument safe and raises.
+        :meth:`close`; an instrument error makes the instrument safe and raises (and the caller
+        receives nothing, so nothing is counted).
         """
         c = self._v.commands
         if not c.after_batch:
             return
         try:
-            for cmd in c.after_batch:
-                self._res.write(cmd.format(**self._template()))
+            for i, cmd in enumerate(c.after_batch):
+                self._res.write(self._format(cmd, self._template(), f"after_batch[{i}]"))
             self._check_errors("; ".join(c.after_batch))
         except _transport_errors():
             self._discard()

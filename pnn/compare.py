@@ -1,17 +1,26 @@
-"""The comparison harness: every method on the same physics, split and seeds, with its cost.
+"""The comparison harness: every method on the same physics and seeds, with its cost.
 
-:func:`compare` trains each requested method for each seed on one shared data split (fixed by
-``split_seed``), each on freshly built physical layers of the same system, and collects the
-result records. :func:`write_report` writes ``results.json`` (every record), ``table.md``
-(accuracy mean ± std, physical queries, digital FLOPs, wall time) and ``cost_vs_accuracy.png``
-(test accuracy against physical queries and against digital FLOPs).
+:func:`compare` trains each requested method for each seed, each on freshly built physical
+layers of the same system, and collects the result records. ``data`` is one Dataset (one
+split shared by every seed) or a callable ``seed -> Dataset`` (each seed its own split and
+initialisation; the same seed gives every method the same split, so differences pair by
+seed). With ``tune_trials = N`` every method is first tuned (:func:`pnn.tune.tune`, N trials
+on the validation split of the first seed's split, test sealed) and its best configuration is
+then run on every seed.
+
+:func:`write_report` writes ``results.json`` (every record), ``stats.json`` and ``table.md``
+(test accuracy mean ± std with a 95 % t interval, paired differences against PhyLL, learning
+costs to a target validation accuracy with evaluation costs apart, modelled energy) and
+``cost_vs_accuracy.png``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,9 +28,10 @@ from typing import Callable
 import numpy as np
 
 from pnn import registry
+from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows
 
 __all__ = ["compare", "summarise", "markdown_table", "plot_costs", "write_report",
-           "COMPARE_DEFAULTS"]
+           "COMPARE_DEFAULTS", "cmd_compare", "cmd_tune"]
 
 #: per-method settings that keep a 3-seed comparison within minutes on 2 CPU cores
 COMPARE_DEFAULTS: dict[str, dict] = {
@@ -32,58 +42,118 @@ COMPARE_DEFAULTS: dict[str, dict] = {
 }
 
 
-def _config(method: str, overrides: dict, n_params: int | None):
+def _base_values(method: str, overrides: dict, n_params: int | None) -> dict:
+    """The fixed Config values of ``method`` in a comparison (defaults, overrides, budget)."""
     trainer = registry.get_trainer(method)
     fields = {f.name for f in dataclasses.fields(trainer.Config)}
     kw = {k: v for k, v in {**COMPARE_DEFAULTS.get(method, {}), **overrides}.items()
           if k in fields}
     if trainer.matches_parameter_budget and n_params is not None:
         kw.setdefault("n_params", n_params)
-    return trainer.Config(**kw)
+    return kw
+
+
+def _config(method: str, overrides: dict, n_params: int | None):
+    return registry.get_trainer(method).Config(**_base_values(method, overrides, n_params))
+
+
+
+
+def _data_for(data) -> Callable:
+    if callable(data) and not hasattr(data, "x_train"):
+        return data
+    return lambda seed: data
 
 
 def compare(system: str, data, methods: list[str], seeds: list[int], *,
             overrides: dict | None = None, on_start: Callable | None = None,
             on_done: Callable | None = None, progress_factory: Callable | None = None,
-            checkpoint: Callable | None = None) -> list[dict]:
+            checkpoint: Callable | None = None, tune_trials: int = 0,
+            tune_options: dict | None = None, on_tuned: Callable | None = None) -> list[dict]:
     """Run ``methods`` x ``seeds``; returns the result records (models dropped).
 
-    ``overrides`` maps a method name to config overrides. The digital MLP (``bp``) gets the
-    trainable-parameter budget of the first physical method run with the same seed.
-    ``on_start(method, seed, i, n)`` / ``on_done(record)`` report progress;
-    ``checkpoint(records)`` is called after every run so nothing finished is lost.
+    Args:
+        data: a Dataset (one split for every seed) or ``seed -> Dataset`` (a split per seed).
+        overrides: method name -> Config overrides (fixed during tuning too).
+        tune_trials: 0, or the Optuna trials per method (:func:`pnn.tune.tune` on the first
+            seed's split, test sealed); each method's best configuration then runs on every
+            seed.
+        tune_options: more :func:`pnn.tune.tune` arguments (``storage``, ``out``, ``jobs``,
+            ``task_options``).
+        on_tuned: ``on_tuned(method, tune_result)`` after each method's study.
+        on_start, on_done, progress_factory, checkpoint: progress (``on_start(method, seed,
+            i, n)``, ``on_done(record)``, ``progress_factory(method, seed, cfg)`` -> object with
+            ``update(history_entry)`` and ``close()``, ``checkpoint(records)`` after every run).
+
+    The digital MLP (``bp``) gets the trainable-parameter budget of the first physical method
+    run with the same seed (physical methods run first).
     """
     overrides = overrides or {}
     unknown = [m for m in methods if m not in registry.TRAINERS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; valid methods: "
                          f"{', '.join(sorted(registry.TRAINERS))}")
+    if not seeds:
+        raise ValueError("compare: expected at least one seed, got none")
+    if isinstance(tune_trials, bool) or not isinstance(tune_trials, int) or tune_trials < 0:
+        raise ValueError(f"tune_trials = {tune_trials!r}: expected 0 (no tuning) or a "
+                         "positive number of trials per method")
+    data_for = _data_for(data)
+    cache: dict[int, object] = {}
+
+    def split(seed):
+        if seed not in cache:
+            cache[seed] = data_for(seed)
+        return cache[seed]
+
     # physical methods first, so that a budget-matched reference can match their size
     order = sorted(methods, key=lambda m: not registry.get_trainer(m).uses_physical_layers)
-    records = []
+    records: list[dict] = []
+    budget: dict[int, int] = {}
     n = len(order) * len(seeds)
     i = 0
-    for seed in seeds:
-        budget = None
-        for method in order:
+    for method in order:
+        trainer = registry.get_trainer(method)
+        tuned = None
+        if tune_trials:
+            from pnn.tune import tune
+
+            opts = dict(tune_options or {})
+            base = _base_values(method, overrides.get(method, {}), budget.get(seeds[0]))
+            tuned = tune(method, system, opts.pop("task_options", {}), n_trials=tune_trials,
+                         seed=seeds[0], base_config=base, data=split(seeds[0]), **opts)
+            if on_tuned:
+                on_tuned(method, tuned)
+        for seed in seeds:
             i += 1
             if on_start:
                 on_start(method, seed, i, n)
-            cfg = _config(method, overrides.get(method, {}), budget)
-            layers = registry.build_layers(system, method, cfg, data, seed=seed)
-            trainer = registry.get_trainer(method)
+            d = split(seed)
+            if tuned is not None:
+                values = dict(tuned["best_config"])
+                if trainer.matches_parameter_budget and seed in budget:
+                    values["n_params"] = budget[seed]
+                cfg = trainer.Config(**values)
+            else:
+                cfg = _config(method, overrides.get(method, {}), budget.get(seed))
+            layers = registry.build_layers(system, method, cfg, d, seed=seed)
             prog = progress_factory(method, seed, cfg) if progress_factory else None
             t = time.perf_counter()
             try:
-                rec, _ = trainer.train(layers, data, cfg, seed=seed,
+                rec, _ = trainer.train(layers, d, cfg, seed=seed,
                                        progress=prog.update if prog else None)
             finally:
                 if prog:
                     prog.close()
-            rec.update({"system": system if layers else "digital", "data": data.describe(),
+            rec.update({"system": system if layers else "digital", "data": d.describe(),
                         "run_s": round(time.perf_counter() - t, 2)})
-            if budget is None and layers:
-                budget = rec["n_trainable_params"]
+            if tuned is not None:
+                rec["tuned"] = {"study_name": tuned["study_name"], "n_trials": tune_trials,
+                                "tuned_on_seed": seeds[0],
+                                "best_val_accuracy": tuned["best_val_accuracy"],
+                                "best_params": tuned["best_params"]}
+            if layers and seed not in budget:
+                budget[seed] = rec["n_trainable_params"]
             records.append(rec)
             if on_done:
                 on_done(rec)
@@ -92,76 +162,275 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
     return records
 
 
-def summarise(records: list[dict]) -> list[dict]:
-    """One row a method: means and standard deviations over seeds."""
-    rows = []
-    for method in dict.fromkeys(r["method"] for r in records):
-        rs = [r for r in records if r["method"] == method]
-        acc = np.array([r["test_accuracy"] for r in rs])
-        rows.append({
-            "method": method,
-            "system": rs[0]["system"],
-            "n_seeds": len(rs),
-            "test_acc_mean": float(acc.mean()),
-            "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
-            "physical_queries": float(np.mean([r["cost"]["physical_queries"] for r in rs])),
-            "train_queries": float(np.mean([r["cost"].get("queries_by_purpose", {})
-                                            .get("train", 0) for r in rs])),
-            "digital_flops": float(np.mean([r["cost"]["digital_flops"] for r in rs])),
-            "wall_s": float(np.mean([r["cost"]["wall_s"] for r in rs])),
-            "params": int(rs[0]["n_trainable_params"]),
-        })
-    return rows
+def summarise(records: list[dict], *, reference: str = "phyll", target: float | None = None,
+              confidence: float = 0.95) -> list[dict]:
+    """One row a method (see :func:`pnn.stats.summary_rows`)."""
+    return summary_rows(records, reference=reference, target=target, confidence=confidence)[0]
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| method | runs on | test accuracy (mean ± std) | physical queries: all "
-             "(training only) | digital FLOPs | wall time (s) | trainable params |",
-             "|---|---|---|---:|---:|---:|---:|"]
+def _pct(v) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
+
+
+def _num(v, fmt: str) -> str:
+    return "–" if v is None or not math.isfinite(v) else format(v, fmt)
+
+
+def markdown_table(rows: list[dict], *, reference: str = "phyll",
+                   target: float | None = None) -> str:
+    """The comparison table: accuracy with its 95 % interval, paired difference to
+    ``reference``, learning costs to the target (evaluation apart), modelled energy."""
+    lines = [
+        f"| method | runs on | seeds | test accuracy % (mean ± std) | 95 % interval | "
+        f"Δ vs {reference} (points) [95 % interval] | reached target | train queries to "
+        "target | digital FLOPs to target | wall s to target | modelled energy to target "
+        "(J) | eval queries (apart) | trainable params |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = sorted(rows, key=lambda r: r["method"] != reference)  # the reference first
     for r in rows:
+        d = r.get("diff")
+        if r["method"] == reference:
+            dtext = "reference"
+        elif d is None:
+            dtext = "–"
+        elif d["n"] < 2:
+            dtext = f"{100 * d['mean']:+.1f} (1 seed, no interval)"
+        else:
+            flag = " **excludes 0**" if d["excludes_zero"] else " (includes 0)"
+            dtext = f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]{flag}"
+        # accuracies lie in [0, 1]: the displayed interval is clipped there (stats.json keeps
+        # the raw t interval)
+        ci = ("n/a (1 seed)" if not math.isfinite(r["test_acc_lo"]) else
+              f"[{_pct(max(r['test_acc_lo'], 0.0))}, {_pct(min(r['test_acc_hi'], 1.0))}]")
         lines.append(
-            f"| {r['method']} | {r['system']} | {100 * r['test_acc_mean']:.1f} ± "
-            f"{100 * r['test_acc_std']:.1f} % | {r['physical_queries']:,.0f} "
-            f"({r['train_queries']:,.0f}) | "
-            f"{r['digital_flops']:.2e} | {r['wall_s']:.1f} | {r['params']} |")
-    return "\n".join(lines) + "\n"
+            f"| {r['method']} | {r['system']} | {r['n_seeds']} | {_pct(r['test_acc_mean'])} ± "
+            f"{_pct(r['test_acc_std'])} | {ci} | {dtext} | {r['reached']}/{r['n_seeds']} | "
+            f"{_num(r['target_train_queries'], ',.0f')} | {_num(r['target_flops'], '.2e')} | "
+            f"{_num(r['target_wall_s'], '.2f')} | {_num(r['target_energy_j'], '.2e')} | "
+            f"{r['eval_queries']:,.0f} | {r['params']} |")
+    notes = []
+    if target is not None:
+        notes.append(f"Target: validation accuracy {100 * target:.1f} % (costs to target are "
+                     "medians over the seeds that reached it; learning only: physical queries "
+                     "of purpose train, digital FLOPs and wall time, evaluation excluded and "
+                     "listed apart).")
+    notes.append("Intervals: two-sided 95 % Student t over seeds (accuracy intervals shown "
+                 "clipped to [0, 100]; raw values in stats.json); Δ pairs runs by seed (same "
+                 "split and initialisation seed).")
+    notes.append(ENERGY_NOTE.format(flop=ENERGY_PER_FLOP_J) + ".")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
-def plot_costs(records: list[dict], path: Path, title: str) -> None:
+def _train_flops(r: dict) -> float:
+    h = r.get("history") or []
+    if h and "digital_flops" in h[-1]:
+        return float(h[-1]["digital_flops"])
+    return float(r["cost"]["digital_flops"])
+
+
+def plot_costs(records: list[dict], path: Path, title: str, *,
+               confidence: float = 0.95) -> None:
+    """Test accuracy against learning costs, error bars from the t interval.
+
+    Left: physical methods against their training physical queries (log axis); digital methods
+    have none and are not placed on that axis (named in the panel instead). Right: every
+    method against its training digital FLOPs. A dashed line marks chance accuracy.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    from pnn.stats import t_interval
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    n_classes = max((len(r.get("data", {}).get("classes", [])) for r in records), default=0)
+    digital = []
     for j, method in enumerate(dict.fromkeys(r["method"] for r in records)):
         rs = [r for r in records if r["method"] == method]
         acc = [r["test_accuracy"] for r in rs]
-        for ax, key in zip(axes, ("physical_queries", "digital_flops")):
-            xs = [max(r["cost"][key], 1) for r in rs]
-            ax.scatter(xs, acc, color=f"C{j}", label=method, alpha=0.8)
-            ax.errorbar(np.mean(xs), np.mean(acc), yerr=np.std(acc), color=f"C{j}", fmt="x",
-                        capsize=3)
-    axes[0].set_xlabel("physical queries (samples sent through physical layers; 1 = none)")
-    axes[1].set_xlabel("digital FLOPs (counted from shapes)")
-    axes[0].set_ylabel("test accuracy")
+        iv = t_interval(acc, confidence)
+        h = iv["half_width"] if math.isfinite(iv["half_width"]) else 0.0
+        m = iv["mean"]  # the interval, clipped to the possible range [0, 1]
+        err = [[m - max(m - h, 0.0)], [min(m + h, 1.0) - m]]
+        q = [r["cost"].get("queries_by_purpose", {}).get("train", 0) for r in rs]
+        f = [_train_flops(r) for r in rs]
+        style = dict(color=f"C{j % 10}", capsize=3, markersize=7)
+        if all(v > 0 for v in q):
+            axes[0].scatter(q, acc, color=f"C{j % 10}", alpha=0.35, s=14)
+            axes[0].errorbar(np.mean(q), iv["mean"], yerr=err, fmt="o", label=method, **style)
+        else:
+            digital.append(method)
+        if all(v > 0 for v in f):
+            axes[1].scatter(f, acc, color=f"C{j % 10}", alpha=0.35, s=14)
+            axes[1].errorbar(np.mean(f), iv["mean"], yerr=err,
+                             fmt="o" if method not in digital else "s", label=method, **style)
     for ax in axes:
+        if n_classes:
+            ax.axhline(1 / n_classes, color="grey", ls="--", lw=1,
+                       label=f"chance (1/{n_classes})")
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
+    if digital:
+        axes[0].text(0.02, 0.98, "digital, no physical queries (not placed here): "
+                     + ", ".join(digital), transform=axes[0].transAxes, fontsize=7, va="top")
+    axes[0].set_xlabel("physical queries for learning (purpose train; physical methods)")
+    axes[1].set_xlabel("digital FLOPs for learning (counted; squares: digital methods)")
+    axes[0].set_ylabel(f"test accuracy (mean, {int(confidence * 100)} % t interval)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_report(records: list[dict], out: Path, title: str) -> dict:
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def write_report(records: list[dict], out: Path, title: str, *, reference: str = "phyll",
+                 target: float | None = None) -> dict:
+    """Write results.json, stats.json, table.md and cost_vs_accuracy.png into ``out``."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(records, indent=2, default=str))
-    os.replace(tmp, out / "results.json")
-    rows = summarise(records)
-    table = markdown_table(rows)
+    _write_json(out / "results.json", records)
+    rows, target = summary_rows(records, reference=reference, target=target)
+    table = markdown_table(rows, reference=reference, target=target)
+    _write_json(out / "stats.json", {"target_val_accuracy": target, "reference": reference,
+                                     "rows": rows})
     (out / "table.md").write_text(f"# {title}\n\n{table}")
     plot_costs(records, out / "cost_vs_accuracy.png", title)
-    return {"rows": rows, "table": table}
+    return {"rows": rows, "table": table, "target": target}
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in registry.TRAINERS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown or text!r}; valid methods: "
+                         f"{', '.join(sorted(registry.TRAINERS))}")
+    return methods
+
+
+def _task_options(args) -> dict:
+    """The data options of a command line, for study settings (JSON-able)."""
+    keys = ("task", "vowel_source", "classes", "test_fraction", "image_source", "n_features")
+    return {k: getattr(args, k, None) for k in keys}
+
+
+def cmd_compare(args, load_data: Callable) -> int:
+    """``pnn compare``; ``load_data(args, split_seed)`` loads the command line's task."""
+    from tqdm import tqdm
+
+    methods = _methods(args.methods)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    tune_trials = int(getattr(args, "tune", 0) or 0)
+    per_seed = tune_trials > 0 or getattr(args, "split_per_seed", False)
+    out = Path(args.out)
+    if per_seed:
+        data = lambda seed: load_data(args, seed)  # noqa: E731
+        first = data(seeds[0])
+        splits = "a split per seed"
+    else:
+        data = first = load_data(args, args.split_seed)
+        splits = f"split seed {args.split_seed}"
+    title = (f"{args.system} / {first.name}: {len(first.y_train)} train, {len(first.y_val)} "
+             f"val, {first.n_test} test; seeds {seeds[0]}..{seeds[-1]} ({splits})"
+             + (f"; tuned, {tune_trials} trials a method" if tune_trials else ""))
+    print(f"pnn compare: {', '.join(methods)} on {args.system}, {first.name}, {len(seeds)} "
+          f"seed(s), {splits}{f', {tune_trials} tuning trials a method' if tune_trials else ''}"
+          f"; results in {out}", file=sys.stderr)
+    overrides = {}
+    if args.epochs is not None:
+        overrides = {m: {"epochs": args.epochs} for m in methods
+                     if registry.get_trainer(m).uses_physical_layers}
+    tuned_all: dict[str, dict] = {}
+
+    def on_tuned(method, res):
+        tuned_all[method] = res
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "tuned_configs.json", tuned_all)
+        tqdm.write(f"      {method}: tuned, best validation {res['best_val_accuracy']:.1%} "
+                   f"({res['n_complete']} trials): {res['best_params']}", file=sys.stderr)
+
+    def on_start(method, seed, i, n):
+        tqdm.write(f"[{i}/{n}] {method}, seed {seed}", file=sys.stderr)
+
+    def on_done(rec):
+        c = rec["cost"]
+        tqdm.write(f"      {rec['method']}: val {rec['val_accuracy']:.1%}, test "
+                   f"{rec['test_accuracy']:.1%}, {c['physical_queries']:,} physical queries, "
+                   f"{c['digital_flops']:.2e} FLOPs, {c['wall_s']:.1f} s", file=sys.stderr)
+
+    class Bar:
+        def __init__(self, method, seed, cfg):
+            self.bar = tqdm(total=cfg.epochs, desc=f"{method}/seed {seed}", unit="epoch",
+                            file=sys.stderr, leave=False, dynamic_ncols=True)
+
+        def update(self, rec):
+            post = {"loss": f"{rec['loss']:.3f}"}
+            if "val_accuracy" in rec:
+                post["val"] = f"{rec['val_accuracy']:.3f}"
+            self.bar.set_postfix(post)
+            self.bar.update(1)
+
+        def close(self):
+            self.bar.close()
+
+    def checkpoint(records):
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "results.partial.json", records)
+
+    tune_options = {"out": out, "jobs": getattr(args, "jobs", 1) or 1,
+                    "storage": getattr(args, "storage", None),
+                    "task_options": _task_options(args)}
+    records = compare(args.system, data, methods, seeds, overrides=overrides,
+                      on_start=on_start, on_done=on_done, progress_factory=Bar,
+                      checkpoint=checkpoint, tune_trials=tune_trials,
+                      tune_options=tune_options, on_tuned=on_tuned)
+    report = write_report(records, out, title, target=getattr(args, "target", None))
+    (out / "results.partial.json").unlink(missing_ok=True)
+    print(report["table"])
+    written = ["results.json", "stats.json", "table.md", "cost_vs_accuracy.png"]
+    if tuned_all:
+        written.append("tuned_configs.json")
+    print("wrote " + ", ".join(str(out / w) for w in written))
+    return 0
+
+
+def cmd_tune(args, load_data: Callable) -> int:
+    """``pnn tune``: tune each method on the validation split; write tuned_configs.json."""
+    from pnn.tune import tune
+
+    methods = _methods(args.methods)
+    out = Path(args.out)
+    data = load_data(args, args.seed)
+    results = {}
+    for method in methods:
+        print(f"pnn tune: {method} on {args.system}, {data.name}, {args.trials} trials "
+              f"(validation split, test sealed); study in {args.storage or out}",
+              file=sys.stderr)
+        base = _base_values(method, {"epochs": args.epochs} if args.epochs else {}, None)
+        res = tune(method, args.system, _task_options(args), n_trials=args.trials,
+                   seed=args.seed, storage=args.storage, jobs=args.jobs, base_config=base,
+                   out=out, data=data,
+                   progress=lambda k, v, m=method: print(f"  {m} trial {k}: val {v:.1%}",
+                                                         file=sys.stderr))
+        results[method] = res
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "tuned_configs.json", results)
+        print(f"{method}: best validation accuracy {res['best_val_accuracy']:.1%} "
+              f"(trial {res['best_trial']} of {res['n_complete']}): {res['best_params']}")
+    print(f"wrote {out / 'tuned_configs.json'}")
+    return 0

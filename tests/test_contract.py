@@ -132,3 +132,25 @@ def test_a_registered_toy_trainer_runs_through_train_and_compare(toy, tmp_path, 
                  "--out", str(folder)]) == 0
     recs = json.loads((folder / "results.json").read_text())
     assert {r["method"] for r in recs} == {"toy", "linear"}
+
+
+def test_trainers_see_a_sealed_test_split_and_test_is_measured_once():
+    from pnn.data import TestSetSealed
+    from pnn.data.vowels import load_vowels
+    from pnn.train.loop import fit
+
+    data = load_vowels(classes=("iy", "uw", "aa"), seed=0)
+    layer = registry.make_system("acoustic", data.n_features, 6, seed=0)
+
+    class Peeking(NearestMean):
+        def step(self, state, x, y):
+            np.asarray(self.data.y_test)  # a trainer that looks at test labels
+            return super().step(state, x, y)
+
+    with pytest.raises(TestSetSealed, match="sealed until the final measurement"):
+        fit("peek", Peeking, [layer], data, ToyConfig(epochs=1))
+    rec, _ = fit("toy", NearestMean, [layer], data, ToyConfig(epochs=2))
+    # validation every epoch; test exactly once, at the end, on the selected state
+    assert rec["cost"]["queries_by_purpose"]["test"] == len(data.y_test)
+    assert rec["cost"]["queries_by_purpose"]["eval"] == 2 * (len(data.y_val) + min(
+        ToyConfig().eval_train_max, len(data.y_train)))

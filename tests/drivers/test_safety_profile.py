@@ -82,6 +82,56 @@ def test_reduce_none_needs_one_point():
         Profile.from_dict(d)
 
 
+def _toml_with(tmp_path, table: str, key: str, value: str):
+    """The shipped emulator profile with one value replaced, as a file."""
+    text = (PROFILE_DIR / "emulator.toml").read_text()
+    lines, section, done = [], None, False
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        if section == f"[{table}]" and line.split("=")[0].strip() == key:
+            line, done = f"{key} = {value}", True
+        lines.append(line)
+    assert done, (table, key)
+    f = tmp_path / "edited.toml"
+    f.write_text("\n".join(lines) + "\n")
+    return f
+
+
+@pytest.mark.parametrize("table, key, value, match", [
+    ("visa", "max_batch", "1e13", r"visa.max_batch must be int, got 10000000000000.0 \(float\); "
+                                  r"write a whole number"),
+    ("visa", "max_batch", "1024.0", r"visa.max_batch must be int, got 1024.0 \(float\)"),
+    ("visa", "max_batch", "10000000000000", r"visa.max_batch must be an integer in \[1, "
+                                            r"1000000\], got 10000000000000; drive vectors "
+                                            r"per transfer"),
+    ("visa", "max_batch", "0", r"visa.max_batch must be an integer in \[1, 1000000\], got 0"),
+    ("visa", "max_retries", "-1", r"visa.max_retries must be an integer in \[0, 100\]"),
+    ("visa", "timeout_ms", "true", r"visa.timeout_ms must be int, got True \(bool\)"),
+    ("visa", "measure_timeout_ms", "100000000000", r"visa.measure_timeout_ms must be an integer "
+                                                   r"in \[1, 86400000\]"),
+    ("visa.readout", "points_per_feature", "1e13", r"visa.readout.points_per_feature must be "
+                                                   r"int"),
+    ("serial", "max_batch", "20000", r"serial.max_batch must be an integer in \[1, 16383\]"),
+    ("serial", "timeout_s", "inf", r"serial.timeout_s must be a number in \(0, 86400\], got inf"),
+    ("serial", "timeout_s", "nan", r"serial.timeout_s must be a number in \(0, 86400\], got nan"),
+    ("serial", "resync_gap_s", "0.0", r"serial.resync_gap_s must be a number in \(0, 3600\]"),
+    ("serial", "baudrate", "115200.5", r"serial.baudrate must be int"),
+    ("serial", "offset", "inf", r"serial.offset must be finite, got inf"),
+    ("visa.readout", "scale", "nan", r"visa.readout.scale must be finite, got nan"),
+])
+def test_absurd_numbers_are_refused_naming_file_and_key(tmp_path, table, key, value, match):
+    with pytest.raises(ValueError, match=r"edited.toml: " + match):
+        load_profile(_toml_with(tmp_path, table, key, value))
+
+
+def test_sensible_numbers_at_the_bounds_load(tmp_path):
+    assert load_profile(_toml_with(tmp_path, "visa", "max_batch", "1000000")).visa.max_batch \
+        == 1_000_000
+    assert load_profile(_toml_with(tmp_path, "serial", "max_batch", "16383")).serial.max_batch \
+        == 16383
+
+
 # ---------------------------------------------------------------------------- safety
 CEILING = Limits(lo=-1.0, hi=2.0, max_amplitude=1.5, max_rate_hz=1000.0)
 

@@ -248,3 +248,66 @@ def test_error_after_the_drive_block_raises_and_switches_output_off():
                                                   r'-222,"Data out of range"; -350'):
             layer(np.array([[0.5]]))
     assert res.transcript == []
+
+
+def test_a_batch_lost_to_an_error_after_output_off_is_not_counted():
+    # the data was fetched, but the error queue after OUTP OFF reports an error: the caller gets
+    # an exception, not the batch, so the counters must not count it either
+    prof = load_profile("emulator")
+    ok = '+0,"No error"'
+    setup = [("query", "*IDN?", "PNN,Emulator-SCPI,x,0.1")]
+    for cmd in ("*RST", "*CLS", "OUTP OFF", "SOUR:VOLT:LIM 1.000000", "ACQ:POIN 4"):
+        setup += [("write", cmd, None), ("query", "SYST:ERR?", ok)]
+    setup += [("query", "CONF:CHAN?", "1,1")]
+    transcript = setup + [
+        ("write_binary", ("WAV:DATA ", (0.5,), "f", False), None),
+        ("query", "SYST:ERR?", ok),
+        ("write", "OUTP ON", None), ("write", "INIT", None),
+        ("query", "*OPC?", "1"), ("query", "SYST:ERR?", ok),
+        ("query_binary", ("FETC?", "f", False), [2.0] * 4), ("query", "SYST:ERR?", ok),
+        ("write", "OUTP OFF", None), ("query", "SYST:ERR?", '-200,"Execution error"'),
+        ("query", "SYST:ERR?", ok),
+        ("write", "OUTP OFF", None),  # made safe at once
+        ("write", "OUTP OFF", None), ("query", "SYST:ERR?", ok),  # and again by close()
+    ]
+    res = ProtocolResource(transcript)
+    with VisaLayer(prof, "X", n_in=1, n_out=1, resource_manager=ProtocolRM(res)) as layer:
+        with pytest.raises(InstrumentError, match=r"after 'OUTP OFF': -200,\"Execution error\""):
+            layer(np.array([[0.5]]))
+        assert (layer.stats.batches, layer.stats.samples) == (0, 0)
+    assert res.transcript == []
+
+
+# ---------------------------------------------------------------------------- templates
+@pytest.mark.parametrize("template, match", [
+    ("*RST {hi:d}", r"'\*RST \{hi:d\}' cannot be formatted with the "
+                    r"driver's values \(hi = 1.0 \(float\)\): ValueError: Unknown format code 'd'"),
+    ("*RST {lo[0]}", r"'\*RST \{lo\[0\]\}' uses \{lo\[0\]\}: "
+                     r"placeholders take no index or attribute \(write \{lo\}"),
+    ("*RST {n_in.real}", r"uses \{n_in.real\}: placeholders take no index or attribute"),
+    ("*RST {}", r"uses a positional placeholder \{\}; valid: \{n_in\}"),
+    ("*RST {volts}", r"uses the unknown placeholder \{volts\}"),
+    ("*RST {hi", r"is not a valid template"),
+])
+def test_a_template_that_would_fail_at_connect_is_refused_at_load(tmp_path, template, match):
+    f = tmp_path / "awg.toml"
+    f.write_text(SIM_PROFILE.replace('setup = ["*RST"', f'setup = ["{template}"'))
+    with pytest.raises(ValueError, match=r"awg.toml: visa.commands.setup\[0\] = .*" + match):
+        load_profile(f)
+
+
+def test_templates_with_format_specs_that_suit_the_fields_load(tmp_path):
+    f = tmp_path / "awg.toml"
+    f.write_text(SIM_PROFILE.replace('setup = ["*RST"',
+                                     'setup = ["*RST {n_in:d},{hi:.3f},{batch:04d},{{x}}"'))
+    assert load_profile(f).visa.commands.setup[0] == "*RST {n_in:d},{hi:.3f},{batch:04d},{{x}}"
+
+
+def test_a_template_edited_in_code_fails_at_connect_naming_its_key(rm, sim_profile):
+    # dataclasses.replace skips the loader: the driver still names the file and the key
+    bad = dataclasses.replace(sim_profile.visa.commands, setup=("*RST", "ACQ:POIN {hi:d}"))
+    prof = dataclasses.replace(sim_profile,
+                               visa=dataclasses.replace(sim_profile.visa, commands=bad))
+    with pytest.raises(ValueError, match=r"sim_awg.toml: visa.commands.setup\[1\] = 'ACQ:POIN "
+                                         r"\{hi:d\}' cannot be formatted"):
+        VisaLayer(prof, AWG, resource_manager=rm).connect()

@@ -166,3 +166,24 @@ def test_bp_width_matches_parameter_budget():
     data = blobs()
     rec, model = bp.train(None, data, bp.BPConfig(n_params=500, epochs=1), seed=0)
     assert abs(rec["n_trainable_params"] - 500) <= 4 + data.n_features + data.n_classes
+
+
+def test_linear_reference_matches_a_logistic_regression_tuned_on_the_same_validation_split():
+    """The converged linear reference: within 1 point of scikit-learn's L-BFGS logistic
+    regression whose C is chosen here, independently, on the demo split's validation part."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pnn.data.vowels import load_vowels
+
+    data = load_vowels(seed=0)
+    best = max(
+        (float(np.mean(LogisticRegression(C=C, max_iter=5000).fit(data.x_train, data.y_train)
+                       .predict(data.x_val) == data.y_val)), -C, C)
+        for C in np.logspace(-3, 3, 13))
+    ref = LogisticRegression(C=best[2], max_iter=5000).fit(data.x_train, data.y_train)
+    ref_test = float(np.mean(ref.predict(data.x_test) == data.y_test))
+    rec, model = bp.train_linear(data, seed=0)
+    assert rec["C"] == pytest.approx(best[2])
+    assert abs(rec["test_accuracy"] - ref_test) <= 0.01
+    assert rec["val_accuracy"] == pytest.approx(best[0])
+    assert rec["cost"]["digital_flops"] > 0 and rec["lbfgs_iterations"] > 0

@@ -1,0 +1,228 @@
+"""Hyperparameter tuning on the validation split, with the same budget for every method.
+
+:func:`tune` runs one Optuna study per method: every trial builds the method's Config from
+``base_config`` plus values drawn from the search space declared next to the Config's fields
+(:meth:`pnn.registry.Trainer.search_space`), trains one run through the run loop and returns
+the run's selected **validation** accuracy. The data given to the trials is **sealed**
+(:meth:`pnn.data.vowels.Dataset.sealed`): any use of the test arrays raises
+:class:`~pnn.data.vowels.TestSetSealed`, and the trial (and the study) fail loudly. Nothing is
+measured on test here.
+
+Studies persist in an Optuna storage: by default a journal file (``JournalFileBackend``) in
+the output folder, or any URL Optuna accepts (``sqlite:///tune.db``, ``postgresql://...``).
+Studies are opened with ``load_if_exists=True``, so a sweep resumes after a crash and several
+processes (or machines sharing a database) can work on one study. ``n_trials`` is the number of
+*completed* trials the study should hold: a call runs only the missing ones, so every method
+gets the same budget even when a sweep was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pnn import registry
+from pnn.config import ConfigError, check_seed
+
+__all__ = ["tune", "suggest", "open_storage", "TuneMismatch", "default_study_name"]
+
+
+class TuneMismatch(ValueError):
+    """An existing study was created with different settings than the ones asked for."""
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def suggest(trial, name: str, spec) -> Any:
+    """Draw ``name`` from a declared search spec (see :mod:`pnn.config`)."""
+    if not isinstance(spec, (tuple, list)) or not spec:
+        raise ConfigError(f"search space of {name!r} = {spec!r}: expected ('log', lo, hi), "
+                          "('float', lo, hi), ('int', lo, hi), ('choice', [...]) or "
+                          "('widths', depths, widths)")
+    kind = spec[0]
+    if kind == "log":
+        return trial.suggest_float(name, float(spec[1]), float(spec[2]), log=True)
+    if kind == "float":
+        return trial.suggest_float(name, float(spec[1]), float(spec[2]))
+    if kind == "int":
+        return trial.suggest_int(name, int(spec[1]), int(spec[2]))
+    if kind == "choice":
+        return trial.suggest_categorical(name, list(spec[1]))
+    if kind == "widths":
+        depths, widths = list(spec[1]), list(spec[2])
+        depth = trial.suggest_categorical(f"{name}.depth", depths)
+        return tuple(trial.suggest_categorical(f"{name}[{i}]", widths) for i in range(depth))
+    raise ConfigError(f"search space of {name!r} = {spec!r}: unknown kind {kind!r}; expected "
+                      "one of log, float, int, choice, widths")
+
+
+def open_storage(storage, out: str | Path = "tune_results"):
+    """An Optuna storage: ``None`` -> a journal file ``<out>/tune.journal``; a string with
+    ``://`` -> that URL (RDB storages); any other string or path -> a journal file there."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if storage is None:
+        storage = Path(out) / "tune.journal"
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    if isinstance(storage, str) and "://" in storage:
+        return storage
+    path = Path(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def default_study_name(method: str, system: str, task_options: dict, seed: int,
+                       base_config: dict) -> str:
+    digest = hashlib.sha256(json.dumps(_jsonable([task_options, base_config]), sort_keys=True)
+                            .encode()).hexdigest()[:10]
+    return f"{method}-{system}-seed{seed}-{digest}"
+
+
+def _load_data(task_options: dict, seed: int):
+    opts = dict(task_options or {})
+    task = opts.pop("task", "vowels")
+    opts.setdefault("seed", seed)
+    return registry.load_task(task, **opts)
+
+
+def tune(method: str, system: str, task_options: dict | None = None, *, n_trials: int,
+         seed: int = 0, storage=None, study_name: str | None = None, jobs: int = 1,
+         base_config: dict | None = None, out: str | Path = "tune_results", data=None,
+         timeout: float | None = None, progress=None) -> dict:
+    """Tune ``method`` on the validation split; returns the best configuration.
+
+    Args:
+        method: a name in :data:`pnn.registry.TRAINERS`.
+        system: a name in :data:`pnn.registry.SYSTEMS` (ignored by digital methods).
+        task_options: ``{"task": name, **loader options}``; the data split seed is
+            ``task_options["seed"]`` if given, else ``seed``.
+        n_trials: completed trials the study should hold (a resumed study runs the rest).
+        seed: seeds the TPE sampler, the split (see above) and every trial's training run.
+        storage: ``None`` (journal file ``<out>/tune.journal``), a journal file path, an
+            Optuna URL (``sqlite:///...``, ``postgresql://...``) or an Optuna storage.
+        study_name: default: method, system, seed and a digest of the task and base config.
+        jobs: trials run in parallel threads (Optuna ``n_jobs``).
+        base_config: fixed Config values (e.g. ``{"epochs": 3}``); searched fields override.
+        data: an already loaded Dataset (used instead of loading ``task_options``); it is
+            sealed before any trial sees it.
+
+    Returns:
+        ``{"method", "study_name", "storage", "best_config" (every Config value),
+        "best_params" (the searched values), "best_val_accuracy", "best_trial",
+        "n_complete", "trials" (number, state, params, val_accuracy, selected_epoch),
+        "search_space", "data"}``.
+
+    Raises:
+        TestSetSealed: a trainer read the test split during a trial.
+        TuneMismatch: the named study exists with a different method, system, task, seed or
+            base config.
+    """
+    import optuna
+
+    from pnn.train.loop import run
+
+    trainer = registry.get_trainer(method)
+    seed = check_seed(seed)
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials = {n_trials!r}: expected a positive integer (the number "
+                         "of completed trials per method)")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs = {jobs!r}: expected a positive integer (parallel trials)")
+    if system not in registry.SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; valid systems: "
+                         f"{', '.join(sorted(registry.SYSTEMS))}")
+    base_config = dict(base_config or {})
+    task_options = dict(task_options or {})
+    space = trainer.search_space()
+    fields = {f.name for f in dataclasses.fields(trainer.Config)}
+    unknown = sorted(set(base_config) - fields)
+    if unknown:
+        raise ConfigError(f"base_config for {method}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(sorted(fields))}")
+    trainer.Config(**base_config)  # fail before any trial on a bad base config
+    if data is None:
+        data = _load_data(task_options, seed)
+    sealed = data.sealed()  # trials can never read the test split
+
+    study_name = study_name or default_study_name(method, system, task_options, seed,
+                                                  base_config)
+    store = open_storage(storage, out)
+    settings = _jsonable({"method": method, "system": system, "task_options": task_options,
+                          "seed": seed, "base_config": base_config, "data": sealed.describe(),
+                          "search_space": space})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                load_if_exists=True)
+    old = study.user_attrs.get("settings")
+    if old is None:
+        study.set_user_attr("settings", settings)
+    elif old != settings:
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        raise TuneMismatch(f"study {study_name!r} in {storage or store} was created with other "
+                           f"settings (differing: {', '.join(diff)}); use the same settings to "
+                           "resume it, or another study_name / storage for a new sweep")
+
+    def objective(trial):
+        values = {name: suggest(trial, name, spec) for name, spec in space.items()}
+        cfg = trainer.Config(**{**base_config, **values})
+        layers = (registry.build_layers(system, method, cfg, sealed, seed=seed)
+                  if trainer.uses_physical_layers else [])
+        rec, _ = run(method, trainer.Algorithm, layers, sealed, cfg, seed=seed)
+        val = rec.get("val_accuracy")
+        if val is None or not math.isfinite(val):
+            raise ValueError(f"{method}: the run reported no validation accuracy; tuning needs "
+                             "a validation split (val_fraction > 0)")
+        trial.set_user_attr("config", _jsonable(dataclasses.asdict(cfg)))
+        trial.set_user_attr("val_accuracy", float(val))
+        trial.set_user_attr("selected_epoch", rec.get("selected_epoch"))
+        trial.set_user_attr("data_sealed", bool(sealed.is_sealed))
+        trial.set_user_attr("train_queries",
+                            rec["cost"].get("queries_by_purpose", {}).get("train", 0))
+        trial.set_user_attr("digital_flops", rec["cost"]["digital_flops"])
+        trial.set_user_attr("wall_s", rec["cost"]["wall_s"])
+        if progress is not None:
+            progress(trial.number, float(val))
+        return float(val)
+
+    done = lambda: sum(t.state == optuna.trial.TrialState.COMPLETE  # noqa: E731
+                       for t in study.get_trials(deepcopy=False))
+    # a method without a search space (e.g. the linear reference, whose C is chosen on
+    # validation inside its run) is deterministic: one trial is its whole study
+    target = n_trials if space else 1
+    missing = target - done()
+    if missing > 0:
+        stop = optuna.study.MaxTrialsCallback(target,
+                                              states=(optuna.trial.TrialState.COMPLETE,))
+        study.optimize(objective, n_trials=missing, n_jobs=jobs, callbacks=[stop],
+                       timeout=timeout, catch=())
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"study {study_name!r}: no trial completed; see the errors above")
+    best = study.best_trial
+    return {
+        "method": method,
+        "system": system,
+        "study_name": study_name,
+        "storage": str(storage) if storage is not None else str(Path(out) / "tune.journal"),
+        "best_config": dict(best.user_attrs["config"]),
+        "best_params": dict(best.params),
+        "best_val_accuracy": float(best.value),
+        "best_trial": best.number,
+        "n_complete": len(complete),
+        "search_space": _jsonable(space),
+        "data": settings["data"],
+        "trials": [{"number": t.number, "state": t.state.name, "params": dict(t.params),
+                    "val_accuracy": t.user_attrs.get("val_accuracy"),
+                    "selected_epoch": t.user_attrs.get("selected_epoch"),
+                    "data_sealed": t.user_attrs.get("data_sealed")} for t in trials],
+    }

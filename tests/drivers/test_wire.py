@@ -1,0 +1,177 @@
+"""The bytes on the wire hold the safety promise: encoding never wraps, profiles that would are
+refused at load, and a profile that slipped past the loader is refused at send time."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from pnn.drivers.emulator import SerialEmulator
+from pnn.drivers.errors import SafetyError
+from pnn.drivers.profile import load_profile
+from pnn.drivers.safety import Limits
+from pnn.drivers.serial import SerialLayer
+from pnn.drivers.visa import VisaLayer
+from pnn.drivers.wire import check_ceiling_fits, encode, wire_range
+
+from tests.drivers.test_visa_sim import ProtocolResource, ProtocolRM
+
+INT16_PROFILE = """
+[layer]
+n_in = 2
+n_out = 1
+
+[safety]
+lo = -{hi}
+hi = {hi}
+max_amplitude = {hi}
+
+[visa]
+resource = "X"
+
+[visa.commands]
+idn = ""
+error = ""
+wait = ""
+drive = "WAV:DATA "
+fetch = "FETC?"
+safe = ["OUTP OFF"]
+
+[visa.drive]
+datatype = "{datatype}"
+scale = {scale}
+
+[visa.readout]
+points_per_feature = 1
+"""
+
+
+def _write(tmp_path, name, **kw):
+    f = tmp_path / name
+    f.write_text(INT16_PROFILE.format(**kw))
+    return f
+
+
+# ---------------------------------------------------------------------------- encode
+def test_wire_ranges():
+    assert wire_range("h") == (-32768, 32767)
+    assert wire_range("B") == (0, 255)
+    assert wire_range("Q") == (0, 2**64 - 1)
+    assert wire_range("f")[1] == pytest.approx(3.4028235e38)
+
+
+def test_integers_are_rounded_and_refused_when_they_would_wrap():
+    out = encode([-32768.0, -0.4, 32766.6, 32767.0], "h", name="awg", where="[visa.drive]")
+    assert out.dtype == np.int16 and out.tolist() == [-32768, 0, 32767, 32767]
+    for bad in (32767.5, 36000.0, -32769.0):  # 32767.5 rounds (ties to even) to 32768
+        with pytest.raises(SafetyError, match=r"awg: refusing to send 1 value\(s\) that the wire "
+                                              r"datatype 'h' \(int16\) cannot carry \(it holds "
+                                              r"\[-32768, 32767\]"):
+            encode([0.0, bad], "h", name="awg", where="[visa.drive]")
+    with pytest.raises(SafetyError, match=r"'B' \(uint8\).*got values in \[-1, -1\].*fix "
+                                          r"\[visa.drive\]"):
+        encode([-1.0, 3.0], "B", name="awg", where="[visa.drive]")
+
+
+def test_64_bit_integers_are_checked_exactly():
+    # float(2**63 - 1) == 2**63: a naive comparison with the type's max would let 2**63 through
+    assert encode([2.0**62, -(2.0**63)], "q", name="x", where="w").tolist() == [2**62, -(2**63)]
+    with pytest.raises(SafetyError, match="'q' \\(int64\\)"):
+        encode([2.0**63], "q", name="x", where="w")
+    with pytest.raises(SafetyError, match="'Q' \\(uint64\\)"):
+        encode([2.0**64], "Q", name="x", where="w")
+
+
+def test_floats_overflowing_float32_are_refused():
+    out = encode([0.1, -1e38, 0.0], "f", name="mcu", where="[serial] scale/offset")
+    assert out.dtype == np.float32
+    with pytest.raises(SafetyError, match=r"mcu: .*'f' \(float32\)"):
+        encode([1e39], "f", name="mcu", where="[serial] scale/offset")
+    assert encode([1e300], "d", name="x", where="w")[0] == 1e300
+
+
+def test_check_ceiling_fits():
+    assert check_ceiling_fits(-32768, 32767, "h") is None
+    assert "do not fit the wire datatype 'h' (int16)" in check_ceiling_fits(0, 40000, "h")
+    assert check_ceiling_fits(0, 32767.4, "h") is None  # rounds to 32767
+    assert check_ceiling_fits(0, 32767.5, "h") is not None  # rounds to 32768
+    assert check_ceiling_fits(-1, 1, "H") is not None
+    assert check_ceiling_fits(0, 1e39, "f") is not None
+    assert check_ceiling_fits(0, 1e39, "d") is None
+
+
+# ---------------------------------------------------------------------------- at profile load
+def test_int16_profile_whose_ceiling_would_wrap_is_refused_at_load(tmp_path):
+    f = _write(tmp_path, "awg16.toml", hi=40000, datatype="h", scale=40000)
+    with pytest.raises(ValueError, match=r"awg16.toml: the \[safety\] ceiling \(lo = -40000.0, "
+                                         r"hi = 40000.0, max_amplitude = 40000.0\) lets values "
+                                         r"in \[-40000, 40000\] through to visa.drive.datatype "
+                                         r"= 'h' .*carries only \[-32768, 32767\].*would wrap"):
+        load_profile(f)
+    with pytest.raises(ValueError, match=r"visa.drive.datatype = 'H' .*uint16"):
+        load_profile(_write(tmp_path, "awg16u.toml", hi=1000, datatype="H", scale=1000))
+
+
+def test_int16_profile_within_the_wire_loads_and_sends_exact_codes(tmp_path):
+    prof = load_profile(_write(tmp_path, "ok.toml", hi=32767, datatype="h", scale=32767))
+    x = np.array([[0.9, 1.0]])  # 0.9 * 32767 = 29490.3 -> 29490
+    transcript = [
+        ("write_binary", ("WAV:DATA ", (29490, 32767), "h", False), None),
+        ("query_binary", ("FETC?", "f", False), [0.5]),
+        ("write", "OUTP OFF", None),
+    ]
+    res = ProtocolResource(transcript)
+    with VisaLayer(prof, resource_manager=ProtocolRM(res)) as layer:
+        np.testing.assert_array_equal(layer(x), [[0.5]])
+    assert res.transcript == []
+
+
+def test_serial_ceiling_beyond_float32_is_refused_at_load(tmp_path):
+    f = tmp_path / "mcu.toml"
+    f.write_text("""
+[safety]
+lo = 0.0
+hi = 1e39
+max_amplitude = 1e39
+
+[serial]
+port = "/dev/null"
+""")
+    with pytest.raises(ValueError, match=r"mcu.toml: the \[safety\] ceiling .* through to the "
+                                         r"serial protocol's float32 drives"):
+        load_profile(f)
+
+
+# ---------------------------------------------------------------------------- at send time
+def _bypassing_the_loader(prof, **safety):
+    """A profile edited in code (dataclasses.replace skips the loader's checks)."""
+    return dataclasses.replace(prof, safety=Limits(**safety))
+
+
+def test_visa_refuses_at_send_time_what_would_wrap(tmp_path):
+    prof = load_profile(_write(tmp_path, "ok.toml", hi=32767, datatype="h", scale=32767))
+    prof = _bypassing_the_loader(prof, lo=-40000.0, hi=40000.0, max_amplitude=40000.0)
+    prof = dataclasses.replace(prof, visa=dataclasses.replace(
+        prof.visa, drive=dataclasses.replace(prof.visa.drive, scale=40000.0)))
+    res = ProtocolResource([("write", "OUTP OFF", None)])  # close() only: nothing else is sent
+    with VisaLayer(prof, resource_manager=ProtocolRM(res)) as layer:
+        with pytest.raises(SafetyError, match=r"refusing to send 1 value\(s\) that the wire "
+                                              r"datatype 'h' \(int16\) cannot carry .*got values "
+                                              r"in \[36000, 36000\].*Nothing was sent; fix "
+                                              r"\[visa.drive\]"):
+            layer(np.array([[0.9, 0.5]]))
+        assert layer.stats.samples == 0 and layer.safety.counts.refused_batches == 1
+    assert res.transcript == []
+
+
+def test_serial_refuses_at_send_time_what_would_overflow_float32(fast_layer, fast_profile,
+                                                                 drives):
+    prof = _bypassing_the_loader(fast_profile, lo=0.0, hi=1e39, max_amplitude=1e39)
+    prof = dataclasses.replace(prof, serial=dataclasses.replace(prof.serial, scale=1e39))
+    with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600) as emu:
+        with SerialLayer(prof, emu.port, n_in=5, n_out=3) as layer:
+            with pytest.raises(SafetyError, match=r"'f' \(float32\) cannot carry"):
+                layer(drives)
+            assert emu.log.commands == ["HELLO"] and emu.log.drives == []
+    assert math.isfinite(emu.log.max_abs_drive())
