@@ -387,61 +387,15 @@ def cmd_demo(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tqdm import tqdm
+    from pnn.compare import cmd_compare as run_compare
 
-    from pnn.compare import compare, write_report
+    return run_compare(args, _load_data)
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in registry.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; valid methods: "
-                         f"{', '.join(sorted(registry.METHODS))}")
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    data = _load_data(args, args.split_seed)
-    out = Path(args.out)
-    title = (f"{args.system} / {data.name}: {len(data.y_train)} train, {len(data.y_test)} test; "
-             f"seeds {seeds[0]}..{seeds[-1]}")
-    print(f"pnn compare: {', '.join(methods)} on {args.system}, {data.name}, "
-          f"{len(seeds)} seed(s); results in {out}", file=sys.stderr)
-    overrides = {}
-    if args.epochs is not None:
-        overrides = {m: {"epochs": args.epochs} for m, t in registry.TRAINERS.items()
-                     if t.uses_physical_layers}
 
-    def on_start(method, seed, i, n):
-        tqdm.write(f"[{i}/{n}] {method}, seed {seed}", file=sys.stderr)
+def cmd_tune(args) -> int:
+    from pnn.compare import cmd_tune as run_tune
 
-    def on_done(rec):
-        c = rec["cost"]
-        tqdm.write(f"      {rec['method']}: test {rec['test_accuracy']:.1%}, "
-                   f"{c['physical_queries']:,} physical queries, {c['digital_flops']:.2e} "
-                   f"FLOPs, {c['wall_s']:.1f} s", file=sys.stderr)
-
-    class Bar:
-        def __init__(self, method, seed, cfg):
-            self.bar = tqdm(total=cfg.epochs, desc=f"{method}/seed {seed}", unit="epoch",
-                            file=sys.stderr, leave=False, dynamic_ncols=True)
-
-        def update(self, rec):
-            self.bar.set_postfix(loss=f"{rec['loss']:.3f}",
-                                 val=f"{rec.get('val_accuracy', float('nan')):.3f}")
-            self.bar.update(1)
-
-        def close(self):
-            self.bar.close()
-
-    def checkpoint(records):
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "results.partial.json", records)
-
-    records = compare(args.system, data, methods, seeds, overrides=overrides,
-                      on_start=on_start, on_done=on_done, progress_factory=Bar,
-                      checkpoint=checkpoint)
-    report = write_report(records, out, title)
-    (out / "results.partial.json").unlink(missing_ok=True)
-    print(report["table"])
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'cost_vs_accuracy.png'}")
-    return 0
+    return run_tune(args, _load_data)
 
 
 def cmd_adapt(args) -> int:
@@ -590,8 +544,41 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=None,
                    help="epochs of the physical methods (default: see pnn.compare)")
     c.add_argument("--out", default="compare_results", help="output folder")
+    c.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="tune every method first: N Optuna trials on the validation split of "
+                        "the first seed's split (test sealed), then run the best configuration "
+                        "on every seed, each seed its own split (default: no tuning)")
+    c.add_argument("--split-per-seed", action="store_true",
+                   help="each seed its own data split (implied by --tune; else --split-seed)")
+    c.add_argument("--storage", default=None,
+                   help="Optuna storage for --tune: a journal file path or a URL "
+                        "(sqlite:///tune.db, postgresql://...); default OUT/tune.journal")
+    c.add_argument("--jobs", type=int, default=1, help="parallel tuning trials")
+    c.add_argument("--target", type=float, default=None,
+                   help="validation accuracy (0..1) to report costs to (default: 95 %% of the "
+                        "best method's mean validation accuracy)")
     _add_data_options(c)
     c.set_defaults(func=cmd_compare)
+
+    tu = sub.add_parser("tune", help="tune methods on the validation split (Optuna; test "
+                                     "sealed); studies resume from their storage",
+                        description="Tune each method's declared search space with the same "
+                                    "number of Optuna trials, maximising validation accuracy; "
+                                    "write tuned_configs.json.")
+    tu.add_argument("--system", type=_choice(registry.SYSTEMS, "system"), default="acoustic",
+                    help=f"physical system; valid: {', '.join(sorted(registry.SYSTEMS))}")
+    tu.add_argument("--methods", default="phyll", help="comma-separated methods")
+    tu.add_argument("--trials", type=int, default=20,
+                    help="completed trials per method (default %(default)s)")
+    tu.add_argument("--seed", type=int, default=0,
+                    help="sampler, split and training seed (default %(default)s)")
+    tu.add_argument("--epochs", type=int, default=None, help="epochs of every trial")
+    tu.add_argument("--storage", default=None,
+                    help="journal file path or Optuna URL (default OUT/tune.journal)")
+    tu.add_argument("--jobs", type=int, default=1, help="parallel trials (default 1)")
+    tu.add_argument("--out", default="tune_results", help="output folder")
+    _add_data_options(tu)
+    tu.set_defaults(func=cmd_tune)
 
     a = sub.add_parser("adapt", help="change the physics during training and measure each "
                                      "method's drop and recovery",
