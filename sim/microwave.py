@@ -484,7 +484,7 @@ class MicrowaveLayer(AbstractSimulator):
             require(name, k, v[k], ok, rule, unit=units[k], why=why,
                     fix=f"set {k} back into its range")
         radius = 2.0 * self.H.shape[0] * self.mode_spacing / math.pi
-        half_band = float(jnp.max(jnp.abs(self.freqs)))
+        half_band = float(np.max(np.abs(np.asarray(self.freqs))))  # host-side: no device op
         reach = half_band + abs(v["detuning"])
         if reach > _MAX_BAND_FRACTION * radius:
             raise ValueError(

@@ -237,11 +237,12 @@ def test_discretisation_is_static_and_cannot_be_drifted():
         ParameterDrift(_small(), "dt", rate=1e-9)
 
 
-def test_cells_first_solver_matches_the_documented_step():
+@pytest.mark.parametrize("n", [3, 9])  # both layouts: (batch, nx, ny) and (nx, ny, batch)
+def test_cells_first_solver_matches_the_documented_step(n):
     """simulate() holds fields as (nx, ny, batch); the public step() on (batch, nx, ny) fields,
     scanned by hand, gives the same probe traces."""
     layer = _small()
-    x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (3, 3)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (n, 3)), jnp.float32)
     src = layer.source_field(x)
     px, py = (jnp.array([p[i] for p in layer.probe_xy]) for i in (0, 1))
 
@@ -250,10 +251,10 @@ def test_cells_first_solver_matches_the_documented_step():
         u_next = layer.step(u_prev, u, src * w)
         return (u, u_next), u_next[:, px, py]
 
-    z = jnp.zeros((3, layer.nx, layer.ny))
+    z = jnp.zeros((n, layer.nx, layer.ny))
     _, ref = jax.lax.scan(body, (z, z), layer.waveform)
     traces, _ = layer.simulate(x)
-    assert traces.shape == (layer.n_steps, 3, 2)
+    assert traces.shape == (layer.n_steps, n, 2)
     np.testing.assert_allclose(np.asarray(traces), np.asarray(ref), rtol=1e-6,
                                atol=1e-6 * float(jnp.abs(ref).max()))
     assert float(jnp.abs(ref).max()) > 0
