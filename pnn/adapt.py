@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -391,9 +390,9 @@ def table(record: dict) -> str:
 
 
 def write_record(record: dict, out: Path) -> None:
+    from pnn.fileio import atomic_write_text
+
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "adapt.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, out / "adapt.json")
-    (out / "adapt.md").write_text(table(record))
+    atomic_write_text(out / "adapt.json", json.dumps(record, indent=2, default=str))
+    atomic_write_text(out / "adapt.md", table(record))
     plot_adaptation(record, out / "adapt.png")

@@ -6,7 +6,6 @@ Run ``pnn <command> --help`` for every option.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -88,7 +87,10 @@ def _progress_bar(total_steps: int, desc: str):
     """A per-step progress bar; returns ``(bar, on_epoch, on_batch)``."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+    # in a log file (not a terminal) a refresh every few seconds, not every step
+    every = 0.1 if sys.stderr.isatty() else 5.0
+    bar = tqdm(total=total_steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
+               mininterval=every)
     last = {}
 
     def on_batch(step: int, total: int, loss: float) -> None:
@@ -117,10 +119,10 @@ def _strip(rec: dict) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
+    from pnn.fileio import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def _summary(rec: dict, system: str, data) -> str:
@@ -140,40 +142,6 @@ def _summary(rec: dict, system: str, data) -> str:
         + (f", peak memory {c['peak_rss_mb']:.0f} MB." if c.get("peak_rss_mb") is not None
            else ".")
     )
-
-
-def _parse_set(items) -> dict:
-    """``--set key=value`` (repeatable) -> {key: value}; values parsed as JSON when they can be
-    (numbers, true/false, lists), else kept as strings."""
-    out = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set lr=0.01")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        out[key.strip()] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def _method_config(method: str, args):
-    """The method's Config from its defaults, the common flags and ``--set`` overrides
-    (validated: a bad value raises :class:`pnn.config.ConfigError`, exit status 2)."""
-    from pnn.config import config_from_dict
-
-    trainer = registry.get_trainer(method)
-    fields = {f.name for f in dataclasses.fields(trainer.Config)}
-    overrides = {}
-    for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                        ("lr", args.lr), ("hidden", args.hidden), ("n_meas", args.n_meas),
-                        ("inner_steps", args.inner_steps), ("theta", args.theta),
-                        ("goodness", args.goodness)):
-        if value is not None and name in fields:
-            overrides[name] = value
-    overrides.update(_parse_set(getattr(args, "set", None)))
-    return config_from_dict(trainer.Config, overrides, where=f"--set for {method}")
 
 
 def _instrument_methods() -> list[str]:
@@ -218,83 +186,11 @@ def _instrument_layers(args, cfg, data) -> list:
     return layers
 
 
-def _instrument_record(layer) -> dict:
-    return {"name": layer.spec.name, "idn": layer.idn, "profile": str(layer.profile.source),
-            "driver": dataclasses.asdict(layer.stats),
-            "safety": dataclasses.asdict(layer.safety.counts)}
-
-
 def cmd_train(args) -> int:
-    import contextlib
+    """``pnn train``: the flags become an experiment (:mod:`pnn.experiment_cli`), which runs."""
+    from pnn.experiment_cli import cmd_train as run_train
 
-    from pnn.config import check_seed
-
-    check_seed(args.seed)
-    cfg = _method_config(args.method, args)
-    data = _load_data(args, args.seed)
-    if args.instrument:
-        layers = _instrument_layers(args, cfg, data)
-        instruments = list(layers)
-    else:
-        layers = registry.build_layers(args.system, args.method, cfg, data, seed=args.seed)
-        instruments = []
-    with contextlib.ExitStack() as stack:
-        for layer in instruments:  # connected now; left safe (outputs off) on any exit
-            stack.enter_context(layer)
-        return _train_on(args, data, cfg, layers, instruments)
-
-
-def _train_on(args, data, cfg, layers, instruments) -> int:
-    import jax
-
-    system = "instrument" if instruments else args.system
-    trainer = registry.get_trainer(args.method)
-    perturbations = []
-    kwargs, options = {}, {}
-    if args.checkpoint_dir or args.resume:
-        if not args.checkpoint_dir:
-            raise ValueError("--resume needs --checkpoint-dir (where the checkpoints are)")
-        kwargs.update(checkpoint_dir=args.checkpoint_dir,
-                      checkpoint_every=args.checkpoint_every, resume=args.resume)
-    if args.perturb:
-        from pnn.perturb import compose, parse_perturbations, perturbations_of
-
-        specs = parse_perturbations(args.perturb)
-        if trainer.needs_differentiable_model:
-            options["model_layers"] = layers  # the model stays ideal; the deployed system not
-        layers = [compose(layer, *specs, seed=args.seed * 1000 + k)
-                  for k, layer in enumerate(layers)]
-        perturbations = [[w.describe() for w in perturbations_of(layer)] for layer in layers]
-    where = (", ".join(f"{i.spec.name} ({i.idn})" for i in instruments) if instruments
-             else args.system if trainer.uses_physical_layers else "digital")
-    print(f"pnn train: {args.method} on {where} ({len(layers)} physical layer(s)), "
-          f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
-          f"{len(data.y_test)} test samples, {data.n_classes} classes; JAX on "
-          f"{jax.default_backend()}", file=sys.stderr)
-    bar, on_epoch, on_batch = _progress_bar(_steps_total(cfg, data), args.method)
-    try:
-        rec, model = trainer.train(layers, data, cfg, seed=args.seed, progress=on_epoch,
-                                   on_batch=on_batch, options=options, **kwargs)
-    finally:
-        bar.close()
-    rec.update({"system": system if trainer.uses_physical_layers else "digital",
-                "task": args.task, "data": data.describe(), "perturbations": perturbations})
-    if instruments:
-        rec["instruments"] = [_instrument_record(i) for i in instruments]
-    print(_summary(rec, rec["system"], data))
-    for i in rec.get("instruments", []):
-        d, sc = i["driver"], i["safety"]
-        print(f"{i['name']} ({i['idn']}): {d['samples']:,} samples in {d['batches']} batches, "
-              f"{d['retries']} retries, {d['connects']} connection(s); safety: "
-              f"{sc['refused_batches']} batches refused, {sc['clipped']} values clipped")
-    if args.out:
-        _write_json(Path(args.out), rec)
-        print(f"result record written to {args.out}")
-    if getattr(args, "save", None):
-        from pnn.model_cli import save_trained
-
-        save_trained(args, rec, model, data, system=None if instruments else args.system)
-    return 0
+    return run_train(args)
 
 
 def plot_learning_curves(records: dict, path: Path, title: str) -> None:
@@ -475,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the split, the initialisation, data order and the physics' "
                         "disorder (default %(default)s)")
     t.add_argument("--out", default=None, help="write the JSON result record here")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="set any field of the method's Config, e.g. --set patience=10 "
-                        "--set hidden=[20,20] (repeatable; validated, unknown keys refused)")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="set any value of the experiment (see `pnn run`), e.g. --set "
+                        "method.patience=10 --set method.hidden=[20,20] --set system.c_nl=200 "
+                        "--set task.val_fraction=0.25; a bare KEY=VALUE sets method.KEY "
+                        "(repeatable; validated, unknown keys refused naming the valid ones)")
     g = t.add_argument_group("method options (defaults: the method's own)")
     g.add_argument("--hidden", type=_parse_ints, default=None,
                    help="block widths, comma-separated, e.g. 20,20 (one physical layer a block)")
@@ -608,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(a)
     a.set_defaults(func=cmd_adapt)
 
+    from pnn.experiment_cli import add_run_command; add_run_command(sub)  # `pnn run`
     # hardware commands (`pnn instruments`, `pnn emulate`) live with the drivers
     try:
         from pnn.drivers.cli import add_commands

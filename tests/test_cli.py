@@ -56,7 +56,7 @@ def test_train_phyll_acoustic_end_to_end(tmp_path, capsys):
     assert [p["name"] for p in pert] == ["dead", "noise"]
     assert pert[0]["channels"] == [0] and pert[1]["std"] == 1e-6 and "seed" in pert[1]
     q = rec["cost"]["queries_by_purpose"]
-    assert q["train"] + q["eval"] == rec["cost"]["physical_queries"]
+    assert q["train"] + q["eval"] + q["test"] == rec["cost"]["physical_queries"]
     assert rec["cost"]["physical_queries"] > 0 and rec["system"] == "acoustic"
     assert rec["config"]["hidden"] == [6]
     assert rec["test_accuracy"] > 0.5  # three well-separated vowels, chance 1/3
@@ -87,7 +87,7 @@ def test_parser_builds():
     (["adapt", "--event", "jump:epoch=x"], "event parameter epoch in 'jump:epoch=x' must be a "
                                             "number"),
     (["adapt", "--methods", "phyll,bp", "--event", "jump:epoch=1"],
-     "adapt supports the methods phyll, pat, insilico; got 'bp'"),
+     "it supports the methods with physical layers (phyll, pat, insilico, zo), got 'bp'"),
     (["adapt", "--epochs", "3", "--event", "jump:epoch=3.5"],
      "the last event is at epoch 3.5, but training has only 3 epochs"),
 ])

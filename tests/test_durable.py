@@ -79,7 +79,7 @@ def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path):
     p = _run([*args, "--checkpoint-dir", str(ck), "--checkpoint-every", "3"], env=env)
     p.wait(timeout=600)
     assert _steps(ck) == [3]
-    changed = [a if a != "0.02" else "0.03" for a in args]  # noise std
+    changed = [a.replace("noise:std=0.02", "noise:std=0.03") for a in args]
     changed = [*changed, "--set", "theta=4.0"]
     r = _run([*changed, "--checkpoint-dir", str(ck), "--resume"])
     err = r.communicate(timeout=600)[1]
