@@ -1,5 +1,8 @@
 """Real instruments as physical layers, and virtual ones to test them without a lab.
 
+* :class:`InstrumentLayer` (``pnn.drivers.base``): the instrument, once: validation, safety,
+  wire encoding (:mod:`pnn.drivers.wire`), chunking, pacing, retries and counters. The drivers
+  below supply only their transport.
 * :class:`VisaLayer` (``pnn.drivers.visa``): a source + receiver over SCPI through pyvisa.
 * :class:`SerialLayer` (``pnn.drivers.serial``): a microcontroller over a framed serial protocol.
 * :class:`SafetyLimits` (``pnn.drivers.safety``): limits on everything sent out.
@@ -11,6 +14,7 @@ pyvisa and pyserial are imported only when a driver connects, so ``import driver
 without the ``[hardware]`` extra.
 """
 
+from pnn.drivers.base import InstrumentLayer
 from pnn.drivers.emulator import EmulatorLog, Faults, Measurement, ScpiEmulator, SerialEmulator
 from pnn.drivers.errors import (
     ChecksumError,
@@ -26,6 +30,7 @@ from pnn.drivers.stats import DriverStats
 from pnn.drivers.visa import VisaLayer
 
 __all__ = [
+    "InstrumentLayer",
     "VisaLayer",
     "SerialLayer",
     "SafetyLimits",

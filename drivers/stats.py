@@ -9,8 +9,10 @@ __all__ = ["DriverStats"]
 
 @dataclasses.dataclass
 class DriverStats:
-    """Batches and samples measured (each counted once, whatever the retries), retries (a batch
-    or frame sent again after a failure), connects (sessions opened, the first included)."""
+    """Batches (transfers of at most ``max_batch`` drives) and samples the caller received: each
+    counted once, whatever the retries, and only when the call returned them (a call that raises
+    counts nothing, even if some of its transfers were measured); retries (a transfer or frame
+    sent again after a failure); connects (sessions opened, the first included)."""
 
     batches: int = 0
     samples: int = 0
