@@ -455,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", type=float, default=None,
                    help="validation accuracy (0..1) to report costs to (default: 95 %% of the "
                         "best method's mean validation accuracy)")
+    c.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method's setting, repeatable (e.g. --set bp.epochs=5); fixed during "
+                        "tuning")
     _add_data_options(c)
     c.set_defaults(func=cmd_compare)
 
@@ -475,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="journal file path or Optuna URL (default OUT/tune.journal)")
     tu.add_argument("--jobs", type=int, default=1, help="parallel trials (default 1)")
     tu.add_argument("--out", default="tune_results", help="output folder")
+    tu.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                    help="a fixed (not searched) setting, repeatable (e.g. --set phyll.hidden="
+                         "[6])")
     _add_data_options(tu)
     tu.set_defaults(func=cmd_tune)
 

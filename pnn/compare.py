@@ -31,7 +31,7 @@ from pnn import registry
 from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows
 
 __all__ = ["compare", "summarise", "markdown_table", "plot_costs", "write_report",
-           "COMPARE_DEFAULTS", "cmd_compare", "cmd_tune"]
+           "COMPARE_DEFAULTS", "cmd_compare", "cmd_tune", "parse_overrides"]
 
 #: per-method settings that keep a 3-seed comparison within minutes on 2 CPU cores
 COMPARE_DEFAULTS: dict[str, dict] = {
@@ -323,6 +323,30 @@ def _methods(text: str) -> list[str]:
     return methods
 
 
+def parse_overrides(items, methods: list[str]) -> dict:
+    """``--set METHOD.KEY=VALUE`` (repeatable) -> ``{method: {key: value}}``; values are read
+    as JSON when they parse (numbers, true/false, lists -> tuples), else kept as strings."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        lhs, sep, text = item.partition("=")
+        method, dot, key = lhs.strip().partition(".")
+        if not sep or not dot or not method or not key:
+            raise ValueError(f"--set {item!r}: expected METHOD.KEY=VALUE, e.g. --set bp.epochs=5")
+        if method not in methods:
+            raise ValueError(f"--set {item!r}: method {method!r} is not compared here; "
+                             f"compared methods: {', '.join(methods)}")
+        fields = [f.name for f in dataclasses.fields(registry.get_trainer(method).Config)]
+        if key not in fields:
+            raise ValueError(f"--set {item!r}: {method} has no setting {key!r}; valid keys: "
+                             f"{', '.join(fields)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(method, {})[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def _task_options(args) -> dict:
     """The data options of a command line, for study settings (JSON-able)."""
     keys = ("task", "vowel_source", "classes", "test_fraction", "image_source", "n_features")
@@ -334,6 +358,12 @@ def cmd_compare(args, load_data: Callable) -> int:
     from tqdm import tqdm
 
     methods = _methods(args.methods)
+    target = getattr(args, "target", None)
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"--target {target!r}: expected a validation accuracy in (0, 1], "
+                         "e.g. --target 0.9")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds}: expected at least 1 seed")
     seeds = list(range(args.seed, args.seed + args.seeds))
     tune_trials = int(getattr(args, "tune", 0) or 0)
     per_seed = tune_trials > 0 or getattr(args, "split_per_seed", False)
@@ -351,10 +381,12 @@ def cmd_compare(args, load_data: Callable) -> int:
     print(f"pnn compare: {', '.join(methods)} on {args.system}, {first.name}, {len(seeds)} "
           f"seed(s), {splits}{f', {tune_trials} tuning trials a method' if tune_trials else ''}"
           f"; results in {out}", file=sys.stderr)
-    overrides = {}
+    overrides: dict[str, dict] = {}
     if args.epochs is not None:
         overrides = {m: {"epochs": args.epochs} for m in methods
                      if registry.get_trainer(m).uses_physical_layers}
+    for m, kv in parse_overrides(getattr(args, "set", None), methods).items():
+        overrides.setdefault(m, {}).update(kv)
     tuned_all: dict[str, dict] = {}
 
     def on_tuned(method, res):
@@ -399,7 +431,7 @@ def cmd_compare(args, load_data: Callable) -> int:
                       on_start=on_start, on_done=on_done, progress_factory=Bar,
                       checkpoint=checkpoint, tune_trials=tune_trials,
                       tune_options=tune_options, on_tuned=on_tuned)
-    report = write_report(records, out, title, target=getattr(args, "target", None))
+    report = write_report(records, out, title, target=target)
     (out / "results.partial.json").unlink(missing_ok=True)
     print(report["table"])
     written = ["results.json", "stats.json", "table.md", "cost_vs_accuracy.png"]
@@ -414,6 +446,7 @@ def cmd_tune(args, load_data: Callable) -> int:
     from pnn.tune import tune
 
     methods = _methods(args.methods)
+    overrides = parse_overrides(getattr(args, "set", None), methods)
     out = Path(args.out)
     data = load_data(args, args.seed)
     results = {}
@@ -421,7 +454,9 @@ def cmd_tune(args, load_data: Callable) -> int:
         print(f"pnn tune: {method} on {args.system}, {data.name}, {args.trials} trials "
               f"(validation split, test sealed); study in {args.storage or out}",
               file=sys.stderr)
-        base = _base_values(method, {"epochs": args.epochs} if args.epochs else {}, None)
+        fixed = {"epochs": args.epochs} if args.epochs else {}
+        fixed.update(overrides.get(method, {}))
+        base = _base_values(method, fixed, None)
         res = tune(method, args.system, _task_options(args), n_trials=args.trials,
                    seed=args.seed, storage=args.storage, jobs=args.jobs, base_config=base,
                    out=out, data=data,

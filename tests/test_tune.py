@@ -1,0 +1,180 @@
+"""Tuning on the validation split: trials see only sealed data, studies persist and resume,
+and `pnn compare --tune` writes tuned configurations and a table with intervals."""
+
+import json
+
+import optuna
+import pytest
+
+from pnn import registry
+from pnn.cli import main
+from pnn.config import ConfigError
+from pnn.data.vowels import TestSetSealed
+from pnn.train.bp import MLPTrainer
+from pnn.tune import TuneMismatch, tune
+
+TASK = {"task": "vowels", "classes": ("iy", "uw", "aa")}
+BP_BASE = {"epochs": 1, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return registry.load_task("vowels", classes=("iy", "uw", "aa"), seed=0)
+
+
+class _Spy(MLPTrainer):
+    """bp, but it notes what data every trial was given and tries to read the test split."""
+
+    seen: list = []
+
+    def init(self):
+        try:
+            len(self.data.y_test)
+            touched = "readable"
+        except TestSetSealed:
+            touched = "sealed"
+        _Spy.seen.append((self.data.is_sealed, touched))
+        return super().init()
+
+
+class _Peek(MLPTrainer):
+    """A trainer that reads test labels (forbidden): its trial must fail."""
+
+    def init(self):
+        self.peeked = int(self.data.y_test.sum())
+        return super().init()
+
+
+@pytest.fixture
+def spy_trainers():
+    bp = registry.get_trainer("bp")
+    for name, algo in (("spy", _Spy), ("peek", _Peek)):
+        registry.register_trainer(registry.Trainer(
+            name, bp.config, algo, bp.layer_shapes, "test trainer", uses_physical_layers=False))
+    _Spy.seen = []
+    yield
+    for name in ("spy", "peek"):
+        del registry.TRAINERS[name]
+
+
+def test_trials_get_sealed_data_and_the_study_completes(spy_trainers, data, tmp_path):
+    res = tune("spy", "acoustic", TASK, n_trials=2, seed=0, out=tmp_path, data=data,
+               base_config=BP_BASE)
+    # every trial trained on data whose test split refused to be read
+    assert _Spy.seen == [(True, "sealed"), (True, "sealed")]
+    assert res["n_complete"] == 2
+    assert [t["state"] for t in res["trials"]] == ["COMPLETE", "COMPLETE"]
+    assert all(t["data_sealed"] is True for t in res["trials"])
+    assert res["data"]["test_sealed"] is True
+    assert (tmp_path / "tune.journal").stat().st_size > 0
+    # the best configuration is a valid config inside the declared search space
+    cfg = registry.get_trainer("bp").Config(**res["best_config"])
+    assert 3e-4 <= cfg.lr <= 3e-2 and cfg.batch_size in (16, 32, 64, 128)
+    assert cfg.epochs == 1
+    best = max(res["trials"], key=lambda t: t["val_accuracy"])
+    assert res["best_val_accuracy"] == best["val_accuracy"]
+
+
+def test_a_trainer_that_reads_test_labels_fails_the_study(spy_trainers, data, tmp_path):
+    with pytest.raises(TestSetSealed, match="sealed until the final measurement"):
+        tune("peek", "acoustic", TASK, n_trials=1, seed=0, out=tmp_path, data=data,
+             base_config=BP_BASE)
+
+
+def test_phyll_tiny_tune_on_sealed_data(tmp_path):
+    base = {"epochs": 1, "hidden": (6,), "n_meas": 6}
+    res = tune("phyll", "acoustic", TASK, n_trials=2, seed=0, out=tmp_path, base_config=base)
+    assert res["n_complete"] == 2 and all(t["data_sealed"] for t in res["trials"])
+    assert set(res["best_params"]) == set(registry.get_trainer("phyll").search_space())
+    assert res["best_config"]["hidden"] == [6] and res["best_config"]["n_meas"] == 6
+    assert 0 <= res["best_val_accuracy"] <= 1
+
+
+def test_a_second_call_resumes_the_study_from_its_journal(data, tmp_path):
+    journal = tmp_path / "sweep.journal"
+    first = tune("bp", "acoustic", TASK, n_trials=1, seed=0, storage=journal, data=data,
+                 base_config=BP_BASE)
+    assert first["n_complete"] == 1
+    again = tune("bp", "acoustic", TASK, n_trials=3, seed=0, storage=journal, data=data,
+                 base_config=BP_BASE)
+    assert again["study_name"] == first["study_name"]
+    assert [t["number"] for t in again["trials"]] == [0, 1, 2]  # added, not started over
+    assert again["trials"][0]["params"] == first["trials"][0]["params"]
+    # the budget is the number of completed trials: asking for 3 again runs none
+    same = tune("bp", "acoustic", TASK, n_trials=3, seed=0, storage=journal, data=data,
+                base_config=BP_BASE)
+    assert len(same["trials"]) == 3
+    study = optuna.load_study(study_name=first["study_name"],
+                              storage=optuna.storages.JournalStorage(
+                                  optuna.storages.journal.JournalFileBackend(str(journal))))
+    assert len(study.trials) == 3
+    assert all("val_accuracy" in t.user_attrs and "config" in t.user_attrs
+               for t in study.trials)
+
+
+def test_an_rdb_url_storage_works(data, tmp_path):
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    res = tune("bp", "acoustic", TASK, n_trials=1, seed=0, storage=url, data=data,
+               base_config=BP_BASE)
+    assert res["n_complete"] == 1 and res["storage"] == url
+    assert len(optuna.load_study(study_name=res["study_name"], storage=url).trials) == 1
+
+
+def test_resuming_with_other_settings_and_bad_arguments_are_refused(data, tmp_path):
+    journal = tmp_path / "t.journal"
+    tune("bp", "acoustic", TASK, n_trials=1, seed=0, storage=journal, data=data,
+         base_config=BP_BASE, study_name="s")
+    with pytest.raises(TuneMismatch, match=r"differing: base_config.*another study_name"):
+        tune("bp", "acoustic", TASK, n_trials=1, seed=0, storage=journal, data=data,
+             base_config={"epochs": 2, "patience": 0}, study_name="s")
+    with pytest.raises(ValueError, match="n_trials = 0: expected a positive integer"):
+        tune("bp", "acoustic", TASK, n_trials=0, seed=0, out=tmp_path, data=data)
+    with pytest.raises(ConfigError, match="base_config for bp: unknown key.*hiden.*valid keys"):
+        tune("bp", "acoustic", TASK, n_trials=1, seed=0, out=tmp_path, data=data,
+             base_config={"hiden": (4,)})
+    with pytest.raises(ValueError, match="unknown system 'acustic'; valid systems"):
+        tune("bp", "acustic", TASK, n_trials=1, seed=0, out=tmp_path, data=data)
+
+
+def test_compare_with_tuning_on_digital_methods_writes_configs_and_intervals(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "bp,linear,mf", "--tune", "2", "--seeds", "2",
+                 "--classes", "iy,uw,aa", "--set", "bp.epochs=4", "--set", "mf.epochs=4",
+                 "--out", str(out)]) == 0
+    tuned = json.loads((out / "tuned_configs.json").read_text())
+    assert set(tuned) == {"bp", "linear", "mf"}
+    assert tuned["bp"]["n_complete"] == 2 and tuned["mf"]["n_complete"] == 2
+    assert tuned["linear"]["n_complete"] == 1  # nothing to search: one deterministic trial
+    assert all(t["data_sealed"] for m in tuned.values() for t in m["trials"])
+    recs = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["seed"]) for r in recs) == [
+        (m, s) for m in ("bp", "linear", "mf") for s in (0, 1)]
+    # each seed its own split, shared by every method on that seed
+    assert {r["data"]["seed"] for r in recs} == {0, 1}
+    assert all(r["data"]["seed"] == r["seed"] for r in recs)
+    # the tuned configuration is what ran (bp keeps its searched values on every seed)
+    for r in recs:
+        if r["method"] == "bp":
+            assert r["tuned"]["tuned_on_seed"] == 0 and r["config"]["epochs"] == 4
+            for k, v in tuned["bp"]["best_params"].items():
+                assert r["config"][k] == v
+    table = (out / "table.md").read_text()
+    assert "95 % interval" in table and "reached target" in table
+    for m in ("bp", "linear", "mf"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {m} |"))
+        assert "| 2 |" in row and "[" in row and "n/a" not in row.split("|")[5]
+    stats = json.loads((out / "stats.json").read_text())
+    assert all(row["n_seeds"] == 2 and row["test_acc_lo"] <= row["test_acc_mean"]
+               for row in stats["rows"])
+    assert (out / "cost_vs_accuracy.png").exists()
+
+
+def test_compare_refuses_bad_settings_naming_what_is_valid(capsys):
+    assert main(["compare", "--methods", "bp", "--set", "bp.epoch=3"]) == 2
+    assert "bp has no setting 'epoch'; valid keys: " in capsys.readouterr().err
+    assert main(["compare", "--methods", "bp", "--set", "mf.epochs=3"]) == 2
+    assert "method 'mf' is not compared here" in capsys.readouterr().err
+    assert main(["compare", "--methods", "bp", "--set", "epochs=3"]) == 2
+    assert "expected METHOD.KEY=VALUE" in capsys.readouterr().err
+    assert main(["compare", "--methods", "bp", "--target", "95"]) == 2
+    assert "--target 95.0: expected a validation accuracy in (0, 1]" in capsys.readouterr().err
