@@ -1,0 +1,234 @@
+"""Experiments as data: TOML files, validation, overrides, `pnn run` and replay."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pnn.cli import build_parser, main
+from pnn.config import ConfigError
+from pnn.experiment import Experiment, parse_override, read_records, run_experiment
+from pnn.experiment_cli import experiment_from_train_args
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
+
+TINY = """
+seeds = [0]
+
+[task]
+name = "vowels"
+classes = ["iy", "uw", "aa"]
+
+[system]
+name = "acoustic"
+
+[method]
+name = "phyll"
+epochs = 1
+hidden = [6]
+n_meas = 6
+"""
+
+
+def _write(tmp_path, text, name="exp.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_there_is_one_toml_per_experiment_of_run_all():
+    names = {p.stem for p in EXPERIMENTS}
+    assert {"train_optical_vowels", "train_microwave_vowels", "compare_acoustic_vowels",
+            "compare_acoustic_images", "adapt_acoustic", "adapt_optical", "adapt_microwave",
+            "adapt_acoustic_x0.92", "adapt_optical_seed1", "adapt_microwave_seed2"} <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_file_is_valid_and_round_trips(path, tmp_path):
+    exp = Experiment.from_toml(path)
+    assert Experiment.from_dict(exp.to_dict()) == exp
+    again = Experiment.from_toml(_write(tmp_path, exp.to_toml()))
+    assert again == exp and again.to_dict() == exp.to_dict()
+    assert exp.output.out and exp.output.out.startswith("experiments/results/")
+
+
+def test_toml_round_trip_keeps_every_section(tmp_path):
+    exp = Experiment.from_toml(_write(tmp_path, "perturb = ['noise:std=0.01', 'dead:channels=[0]']"
+                                      "\nseeds = [3, 4]\n" + TINY.replace("seeds = [0]", "") + """
+[run]
+checkpoint_dir = "ck"
+checkpoint_every = 5
+resume = true
+
+[output]
+out = "r.json"
+save = "m.pnn"
+"""))
+    d = exp.to_dict()
+    assert d["seeds"] == [3, 4] and d["perturb"] == ["noise:std=0.01", "dead:channels=[0]"]
+    assert d["task"]["classes"] == ["iy", "uw", "aa"] and d["task"]["val_fraction"] == 0.2
+    assert d["method"]["hidden"] == [6] and d["method"]["theta"] == 4.5  # every config field
+    assert d["run"] == {"checkpoint_dir": "ck", "checkpoint_every": 5, "resume": True}
+    assert d["output"] == {"out": "r.json", "save": "m.pnn"}
+    assert Experiment.from_toml(_write(tmp_path, exp.to_toml(), "b.toml")) == exp
+    assert json.loads(json.dumps(d)) == d
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("[task]\nname = 'vowels'\nshuffle = true\n",
+     r"exp\.toml: \[task\]: unknown key\(s\) shuffle; valid keys: name, source, classes"),
+    ("[run]\nevery = 3\n",
+     r"exp\.toml: \[run\]: unknown key\(s\) every; valid keys: checkpoint_dir, "
+     r"checkpoint_every, resume"),
+    ("[outputs]\nout = 'x'\n",
+     r"exp\.toml: unknown section\(s\) or key\(s\) outputs; valid: seeds, perturb, methods, "
+     r"task, system"),
+])
+def test_unknown_section_or_key_names_file_section_key_and_valid_keys(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        Experiment.from_toml(_write(tmp_path, "[method]\nname = 'phyll'\n" + extra))
+
+
+def test_unknown_system_parameter_lists_the_simulators_constructor_arguments(tmp_path):
+    p = _write(tmp_path, TINY.replace('name = "acoustic"', 'name = "acoustic"\nc_nonlin = 3'))
+    with pytest.raises(ConfigError, match=r"exp\.toml: \[system\] unknown key\(s\) c_nonlin for "
+                                          r"the acoustic simulator; valid keys: name, nx, ny, "
+                                          r"dx, .*c_nl"):
+        Experiment.from_toml(p)
+    p = _write(tmp_path, TINY.replace('name = "acoustic"', 'name = "optical"\ngamma = 0.004'))
+    assert Experiment.from_toml(p).system.kwargs == {"gamma": 0.004}
+
+
+def test_unknown_method_key_is_refused_by_the_config(tmp_path):
+    p = _write(tmp_path, TINY.replace("epochs = 1", "epochs = 1\nlearning_rate = 0.1"))
+    with pytest.raises(ConfigError, match=r"exp\.toml: \[method\] phyll: unknown key\(s\) "
+                                          r"learning_rate for PhyLLConfig; valid keys: .*lr"):
+        Experiment.from_toml(p)
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"seeds": [0, -1]}, r"seeds: seed = -1: expected an integer in \[0, "),
+    ({"seeds": [1, 1]}, r"seeds = \[1, 1\]: a seed is repeated"),
+    ({"perturb": "wobble:std=1"}, r"perturb = 'wobble:std=1': .*wobble"),
+    ({"methods": ["phyll", "magic"]}, r"unknown method\(s\) magic; valid methods: .*bp"),
+    ({"task": {"test_fraction": 1.5}}, r"\[task\] test_fraction = 1\.5: expected a number "
+                                        r"between 0 and 1"),
+    ({"task": {"source": "timit"}}, r"\[task\] source = 'timit': expected one of "
+                                     r"peterson_barney, hillenbrand"),
+    ({"task": {"n_features": 8}}, r"n_features = 8: only the images task"),
+    ({"run": {"resume": True}}, r"resume = true needs checkpoint_dir"),
+    ({"method": {"name": "phyll", "lr": -1}}, r"PhyLLConfig\.lr = -1"),
+    ({"system": {"name": "laser"}}, r"unknown system; valid systems: acoustic"),
+])
+def test_bad_values_are_refused_with_what_was_expected(values, match):
+    d = {"method": {"name": "phyll"}, **values}
+    with pytest.raises(ConfigError, match=r"^cmd: .*" + match):
+        Experiment.from_dict(d, where="cmd")
+
+
+def test_set_overrides_sections_top_level_and_bare_method_keys():
+    exp = Experiment.from_dict({"method": {"name": "phyll", "epochs": 3}})
+    new = exp.with_overrides(["method.lr=0.01", "system.c_nl=200", "seeds=[1, 2]",
+                              "theta=4.0", "task.classes=pat", "task.source=hillenbrand",
+                              "perturb='noise:std=0.02'"])
+    assert new.method.config.lr == 0.01 and new.method.config.theta == 4.0
+    assert new.method.config.epochs == 3 and new.system.kwargs == {"c_nl": 200}
+    assert new.seeds == (1, 2) and new.task.classes == "pat"
+    assert new.task.source == "hillenbrand" and new.perturb == ("noise:std=0.02",)
+    assert exp.method.config.lr != 0.01  # frozen: the original is unchanged
+    # another method starts from its own Config (phyll's fields would not fit bp's)
+    bp = exp.with_overrides(["method.name=bp", "method.epochs=2"])
+    assert bp.method.name == "bp" and bp.method.config.epochs == 2
+    with pytest.raises(ConfigError, match=r"--set 'sytem.c_nl=1': unknown section 'sytem'; "
+                                          r"valid sections: task, system, method"):
+        exp.with_overrides(["sytem.c_nl=1"])
+    with pytest.raises(ConfigError, match=r"--set: \[system\] unknown key\(s\) gamma for the "
+                                          r"acoustic simulator"):
+        exp.with_overrides(["system.gamma=0.004"])
+
+
+@pytest.mark.parametrize("text, value", [("0.01", 0.01), ("[20, 20]", [20, 20]), ("true", True),
+                                         ("hillenbrand", "hillenbrand"), ('"a b"', "a b"),
+                                         ("null", None), ("1e-3", 1e-3)])
+def test_override_values_are_read_as_toml_or_json(text, value):
+    assert parse_override(f"method.x={text}") == ("method.x", value)
+
+
+def test_pnn_train_flags_build_the_same_experiment_as_a_file(tmp_path):
+    args = build_parser().parse_args([
+        "train", "--method", "phyll", "--epochs", "1", "--hidden", "6", "--n-meas", "6",
+        "--classes", "iy,uw,aa", "--set", "method.lr=0.01", "--set", "system.c_nl=120",
+        "--set", "theta=4.0"])
+    exp = experiment_from_train_args(args)
+    from_file = Experiment.from_toml(_write(tmp_path, TINY)).with_overrides(
+        ["method.lr=0.01", "system.c_nl=120", "method.theta=4.0"])
+    assert exp == from_file
+
+
+def test_pnn_train_bad_set_exits_2_naming_the_valid_keys(capsys):
+    assert main(["train", "--method", "bp", "--set", "system.c_nonlin=1"]) == 2
+    assert "valid keys: name, nx, ny" in capsys.readouterr().err
+    assert main(["train", "--method", "bp", "--set", "method.lr=-0.5"]) == 2
+    assert "BPConfig.lr = -0.5" in capsys.readouterr().err
+
+
+def test_pnn_run_bad_value_exits_2(tmp_path, capsys):
+    p = _write(tmp_path, TINY.replace("epochs = 1", "epochs = 0"))
+    assert main(["run", str(p)]) == 2
+    assert "PhyLLConfig.epochs = 0: expected an integer >= 1" in capsys.readouterr().err
+    assert main(["run", str(_write(tmp_path, "seeds = [", "broken.toml"))]) == 2
+    assert "broken.toml: not valid TOML" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_records_of_several_seeds_are_written_as_each_finishes(tmp_path):
+    out = tmp_path / "r.json"
+    exp = Experiment.from_dict({"seeds": [0, 1], "methods": ["bp", "linear"],
+                                "method": {"name": "bp", "epochs": 2},
+                                "task": {"classes": ["iy", "uw", "aa"]},
+                                "output": {"out": str(out)}})
+    seen = []
+
+    class Spy:
+        def start(self, *a):
+            return None, None
+
+        def end(self, exp, seed, rec, data):
+            pass
+
+        def saved(self, path):
+            pass
+
+        def written(self, path, records):
+            seen.append(len(read_records(path)))
+
+    records = run_experiment(exp, progress=Spy())
+    assert seen == [1, 2, 3, 4]
+    assert [(r["method"], r["seed"]) for r in records] == [("bp", 0), ("bp", 1), ("linear", 0),
+                                                           ("linear", 1)]
+    # each record holds the single-method experiment that made it
+    assert records[0]["experiment"]["method"]["epochs"] == 2
+    assert records[2]["experiment"]["method"]["name"] == "linear"
+    assert "methods" not in records[2]["experiment"]
+    assert [r["test_accuracy"] for r in read_records(out)] == \
+        [r["test_accuracy"] for r in records]
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.slow
+def test_pnn_run_then_replay_the_record_gives_the_identical_test_accuracy(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    p = _write(tmp_path, TINY + f'\n[output]\nout = "{out}"\n')
+    assert main(["run", str(p)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["experiment"] == Experiment.from_toml(p).to_dict()
+    assert rec["config"]["hidden"] == [6] and rec["system"] == "acoustic"
+    capsys.readouterr()
+    replay = tmp_path / "replay.json"
+    assert main(["run", str(out), "--out", str(replay)]) == 0
+    text = capsys.readouterr().out
+    assert "identical" in text and "DIFFERENT" not in text
+    again = json.loads(replay.read_text())
+    assert again["test_accuracy"] == rec["test_accuracy"]
+    assert again["params_sha256"] == rec["params_sha256"]
+    assert json.loads(out.read_text()) == rec  # the replay did not overwrite the record
