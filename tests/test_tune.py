@@ -45,15 +45,28 @@ class _Peek(MLPTrainer):
         return super().init()
 
 
+class _Flaky(MLPTrainer):
+    """bp whose second run dies (a stand-in for a crash in the middle of a sweep)."""
+
+    runs = 0
+
+    def init(self):
+        _Flaky.runs += 1
+        if _Flaky.runs == 2:
+            raise RuntimeError("simulated crash")
+        return super().init()
+
+
 @pytest.fixture
 def spy_trainers():
     bp = registry.get_trainer("bp")
-    for name, algo in (("spy", _Spy), ("peek", _Peek)):
+    _Flaky.runs = 0
+    for name, algo in (("spy", _Spy), ("peek", _Peek), ("flaky", _Flaky)):
         registry.register_trainer(registry.Trainer(
             name, bp.config, algo, bp.layer_shapes, "test trainer", uses_physical_layers=False))
     _Spy.seen = []
     yield
-    for name in ("spy", "peek"):
+    for name in ("spy", "peek", "flaky"):
         del registry.TRAINERS[name]
 
 
@@ -178,3 +191,32 @@ def test_compare_refuses_bad_settings_naming_what_is_valid(capsys):
     assert "expected METHOD.KEY=VALUE" in capsys.readouterr().err
     assert main(["compare", "--methods", "bp", "--target", "95"]) == 2
     assert "--target 95.0: expected a validation accuracy in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_sweep_that_crashed_resumes_to_the_same_budget(spy_trainers, data, tmp_path):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tune("flaky", "acoustic", TASK, n_trials=3, seed=0, out=tmp_path, data=data,
+             base_config=BP_BASE)
+    res = tune("flaky", "acoustic", TASK, n_trials=3, seed=0, out=tmp_path, data=data,
+               base_config=BP_BASE)
+    states = [t["state"] for t in res["trials"]]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert res["n_complete"] == 3
+
+
+def test_parallel_trials(data, tmp_path):
+    res = tune("bp", "acoustic", TASK, n_trials=2, seed=0, out=tmp_path, data=data,
+               base_config=BP_BASE, jobs=2)
+    assert res["n_complete"] == 2
+    with pytest.raises(ValueError, match="jobs = 0: expected a positive integer"):
+        tune("bp", "acoustic", TASK, n_trials=2, seed=0, out=tmp_path, data=data, jobs=0)
+
+
+def test_tune_command_writes_tuned_configs(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["tune", "--methods", "bp", "--trials", "1", "--set", "bp.epochs=1",
+                 "--classes", "iy,uw,aa", "--out", str(out)]) == 0
+    tuned = json.loads((out / "tuned_configs.json").read_text())
+    assert tuned["bp"]["n_complete"] == 1 and tuned["bp"]["best_config"]["epochs"] == 1
+    assert (out / "tune.journal").exists()
+    assert "bp: best validation accuracy" in capsys.readouterr().out
