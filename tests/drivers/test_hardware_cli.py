@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_instruments_lists_idn_and_reports_failures_per_resource(fast_layer, dead_port, capsys):
     dead = f"TCPIP::127.0.0.1::{dead_port}::SOCKET"
-    with ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=30) as emu:
+    with ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600) as emu:
+        # a timeout that never fires: the live one answers, the dead one refuses at once
         rc = main(["instruments", "--no-scan", "--resource", emu.resource, "--resource", dead,
-                   "--timeout-ms", "300"])
+                   "--timeout-ms", "120000"])
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
     assert any(line.startswith(emu.resource) and "PNN,Emulator-SCPI,tanh-5x3" in line
@@ -143,14 +144,16 @@ def _block_shape():
 
 
 @pytest.mark.slow
-def test_train_on_a_visa_instrument_equals_training_on_its_simulator(tmp_path, capsys):
+def test_train_on_a_visa_instrument_equals_training_on_its_simulator(tmp_path, capsys,
+                                                                     patient_profile_file):
     import json
 
     n_in, n_out = _block_shape()
     main([*TRAIN, "--system", "acoustic", "--out", str(tmp_path / "sim.json")])
     # build_layers seeds block 0 of seed 0 with 0: the emulator runs that very simulator
-    with ScpiEmulator("acoustic", n_in, n_out, seed=0, max_seconds=300) as emu:
+    with ScpiEmulator("acoustic", n_in, n_out, seed=0, max_seconds=600) as emu:
         assert main([*TRAIN, "--instrument", f"visa:{emu.resource}",
+                     "--profile", str(patient_profile_file),
                      "--out", str(tmp_path / "hw.json")]) == 0
         assert not emu.output_on  # left safe at the end
     sim = json.loads((tmp_path / "sim.json").read_text())
@@ -165,15 +168,17 @@ def test_train_on_a_visa_instrument_equals_training_on_its_simulator(tmp_path, c
     assert "on visa[0]:" in capsys.readouterr().err
 
 
-def test_train_on_a_serial_instrument_with_the_shape_checks(tmp_path, capsys):
+def test_train_on_a_serial_instrument_with_the_shape_checks(tmp_path, capsys,
+                                                            patient_profile_file):
     from pnn.drivers.emulator import SerialEmulator
     from tests.drivers.conftest import TanhLayer
 
     n_in, n_out = _block_shape()
     with SerialEmulator(layer=TanhLayer(n_in, n_out), n_in=n_in, n_out=n_out,
-                        max_seconds=120) as emu:
+                        max_seconds=600) as emu:
         out = tmp_path / "r.json"
-        assert main([*TRAIN, "--instrument", f"serial:{emu.port}", "--out", str(out)]) == 0
+        assert main([*TRAIN, "--instrument", f"serial:{emu.port}",
+                     "--profile", str(patient_profile_file), "--out", str(out)]) == 0
         assert not emu.output_on
         assert emu.log.commands[0] == "HELLO" and emu.log.commands[-1] == "SAFE"
         # one instrument for a two-block network: the message lists what each block needs
