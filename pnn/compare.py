@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -291,9 +290,9 @@ def _json_default(o):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    from pnn.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
 def write_report(records: list[dict], out: Path, title: str, *, reference: str = "phyll",
@@ -306,7 +305,9 @@ def write_report(records: list[dict], out: Path, title: str, *, reference: str =
     table = markdown_table(rows, reference=reference, target=target)
     _write_json(out / "stats.json", {"target_val_accuracy": target, "reference": reference,
                                      "rows": rows})
-    (out / "table.md").write_text(f"# {title}\n\n{table}")
+    from pnn.fileio import atomic_write_text
+
+    atomic_write_text(out / "table.md", f"# {title}\n\n{table}")
     plot_costs(records, out / "cost_vs_accuracy.png", title)
     return {"rows": rows, "table": table, "target": target}
 
