@@ -68,7 +68,7 @@ def test_a_loaded_model_predicts_exactly_as_the_trained_one(trained, data, metho
     assert h["record"]["test_accuracy"] == rec["test_accuracy"]
     assert h["system"]["kwargs"] == SMALL and h["system"]["layer_seeds"] == [1000]
     # only what prediction needs: no optimiser state, no generator, no twin
-    assert h["payload"]["entries"] == {"phyll": ["blocks"], "pat": ["net"]}[method]
+    assert h["payload"]["entries"] == {"phyll": ["blocks", "readout"], "pat": ["net"]}[method]
     assert h["classes"] == list(data.classes)
 
 
@@ -224,3 +224,17 @@ def test_pnn_predict_labels_csv_rows(cli_model, tmp_path, capsys):
     assert main(["predict", str(path), str(bad)]) == 2
     assert "lacks the feature column(s) ['F2', 'F3']" in capsys.readouterr().err
 
+
+
+def test_a_phyll_model_with_a_linear_readout_reloads_exactly(tmp_path):
+    from pnn.train.phyll import PhyLLConfig
+
+    data = blobs(seed=3, n_per_class=20)
+    cfg = PhyLLConfig(hidden=(6,), n_meas=5, epochs=2, batch_size=16, readout="linear")
+    layers = registry.build_layers("acoustic", "phyll", cfg, data, seed=0, **SMALL)
+    rec, model = phyll.train(layers, data, cfg, seed=0)
+    path = save_model(model, tmp_path / "m.pnn", record=rec, system="acoustic",
+                      system_kwargs=SMALL, data=data)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(data.x_test), model.predict(data.x_test))
+    assert loaded.accuracy(data.x_test, data.y_test) == rec["test_accuracy"]

@@ -108,6 +108,11 @@ class Algorithm(abc.ABC):
     def params(self, state: dict) -> Any:
         """The trainable parameters (a pytree): what is digested, counted and saved."""
 
+    def before_eval(self, state: dict) -> dict:
+        """Called before each scheduled evaluation (a read-out fitted on the training split,
+        such as PhyLL's ``readout="linear"``, is refitted here; its costs count as learning)."""
+        return state
+
     def after_step(self, state: dict, step: int) -> dict:
         """Called after every step and its hook (PAT refits its twin here when asked to)."""
         return state
@@ -411,6 +416,7 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
                     raise KeyboardInterrupt(f"stopped after step {loop['step']}; checkpoint "
                                             f"written to {checkpoint_dir}")
             if epoch % config.eval_every == 0 or epoch == config.epochs:
+                state = algo.before_eval(state)
                 rec = {"epoch": epoch, "step": loop["step"],
                        "loss": float(np.mean(loop["losses"]))}
                 if has_val:

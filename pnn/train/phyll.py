@@ -56,6 +56,12 @@ class PhyLLConfig(LoopConfig):
     lr_schedule: ``"cosine"`` decays the rate to 5 % over the run; ``"constant"`` keeps it.
     negatives: wrong labels drawn per sample per batch (paper: 1). Each costs one more physical
         query per sample per block; ``C - 1`` or more means every wrong label once.
+    readout: ``"goodness"`` (the paper: embed every label, sum the goodness, argmax; C passes
+        through the physics per sample) or ``"linear"`` (a lever of ours: one pass with a
+        neutral label, every block's output direction concatenated, and a logistic regression
+        read-out fitted by L-BFGS on the training split before each evaluation; the blocks are
+        still trained by the local contrastive loss and no gradient reaches the physics).
+    readout_C: inverse L2 strength of the linear read-out.
     """
 
     hidden: tuple = param((20, 20), widths=True)
@@ -67,6 +73,8 @@ class PhyLLConfig(LoopConfig):
     encoding: str = param("split", choices=("split", "minmax"))
     lr_schedule: str = param("cosine", choices=("cosine", "constant"))
     negatives: int = param(1, integer=True, ge=1, le=1000, search=("int", 1, 3))
+    readout: str = param("goodness", choices=("goodness", "linear"))
+    readout_C: float = param(1.0, gt=0, le=1e6, search=("log", 1e-2, 1e3))
 
 
 def input_dim(n_features: int, n_classes: int, encoding: str = "split") -> int:
@@ -186,8 +194,11 @@ class PhyLL(Algorithm):
                   for (n_in, _), layer, h, k in zip(self.shapes, self.layers, self.config.hidden,
                                                      keys)]
         opt = [self.opt.init(eqx.filter(b, b.trainable())) for b in blocks]
+        C, width = self.data.n_classes, int(sum(self.config.hidden))
+        readout = {"coef": jnp.zeros((C, width), jnp.float32),
+                   "intercept": jnp.zeros((C,), jnp.float32)}
         return {"blocks": blocks, "opt": opt, "calibrated": [False] * len(blocks),
-                "rng": np.random.default_rng([self.seed, 17])}
+                "rng": np.random.default_rng([self.seed, 17]), "readout": readout}
 
     def prepare(self, x):
         return _prepare(jnp.asarray(x, jnp.float32), self.scaler.lo, self.scaler.span,
@@ -230,7 +241,8 @@ class PhyLL(Algorithm):
             batch_loss += float(loss)
             if k + 1 < len(blocks):
                 drives = np.asarray(d_next)
-        return {"blocks": blocks, "opt": opts, "calibrated": calibrated, "rng": rng}, batch_loss
+        return {**state, "blocks": blocks, "opt": opts, "calibrated": calibrated,
+                "rng": rng}, batch_loss
 
     def scores(self, state, x) -> np.ndarray:
         """Summed goodness for every label, shape ``(batch, n_classes)``."""
@@ -252,14 +264,65 @@ class PhyLL(Algorithm):
             drives = np.asarray(d_next)
         return np.asarray(jnp.reshape(total, (C, -1)).T)
 
+    def features(self, state, x, purpose: str = "eval") -> np.ndarray:
+        """Every block's output direction for a neutral label (each label slot max|x| / C),
+        concatenated: shape ``(batch, sum(hidden))``. One pass through the physics."""
+        C = self.data.n_classes
+        x0 = self.prepare(x)
+        m0 = jnp.max(jnp.abs(x0), axis=1, keepdims=True)
+        a = direction(x0.at[:, :C].set(jnp.broadcast_to(m0 / C, (x0.shape[0], C))))
+        spec0 = self.layers[0].spec
+        drives = np.asarray(to_drive(a, spec0.lo, spec0.hi))
+        out = []
+        blocks = state["blocks"]
+        for k, blk in enumerate(blocks):
+            m = self.ledger.query(self.layers[k], drives, purpose)
+            nxt = self.layers[k + 1].spec if k + 1 < len(blocks) else spec0
+            _, a, d_next = _eval_block(blk, jnp.asarray(m), a, nxt.lo, nxt.hi,
+                                       kind=self.config.goodness)
+            self.ledger.add_flops(dense_flops(len(drives), blk.W.shape[1], blk.W.shape[0]),
+                                  "trainable forward")
+            out.append(np.asarray(a))
+            drives = np.asarray(d_next)
+        return np.concatenate(out, axis=1)
+
+    def before_eval(self, state):
+        if self.config.readout != "linear":
+            return state
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        f = self.features(state, self.data.x_train, "train")  # learning: charged as train
+        y = np.asarray(self.data.y_train)
+        clf = LogisticRegression(C=self.config.readout_C, max_iter=3000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the iteration cap is the budget
+            clf.fit(f.astype(np.float64), y)
+        coef, icpt = clf.coef_, clf.intercept_
+        if coef.shape[0] == 1:  # binary: one row in scikit-learn
+            coef, icpt = np.vstack([-coef, coef]) / 2, np.concatenate([-icpt, icpt]) / 2
+        full_c = np.zeros((self.data.n_classes, f.shape[1]), np.float32)
+        full_i = np.full(self.data.n_classes, -1e9, np.float32)  # a class absent from training
+        full_c[clf.classes_], full_i[clf.classes_] = coef, icpt
+        n_iter = int(np.max(clf.n_iter_))
+        self.ledger.add_flops(n_iter * 4 * f.size * self.data.n_classes, "read-out fit")
+        return {**state, "readout": {"coef": jnp.asarray(full_c), "intercept": jnp.asarray(
+            full_i)}}
+
     def predict(self, state, x):
+        if self.config.readout == "linear":
+            r = state["readout"]
+            f = self.features(state, x, "eval")
+            return np.argmax(f @ np.asarray(r["coef"]).T + np.asarray(r["intercept"]), axis=1)
         return np.argmax(self.scores(state, x), axis=1)
 
     def params(self, state):
         return [(b.W, b.b) for b in state["blocks"]]
 
     def predict_state(self, state):
-        return {"blocks": list(state["blocks"])}
+        return {"blocks": list(state["blocks"]), "readout": dict(state["readout"])}
 
     def fitted(self):
         """The MinMax scaler fitted on the training split (used by ``encoding="minmax"``)."""

@@ -147,3 +147,21 @@ def test_label_embedding_matches_the_paper():
     x = jnp.array([[0.3, 0.9, 0.1, 0.5, 0.7]])
     e = embed_label(x, jnp.array([1]), 3)
     np.testing.assert_allclose(e, [[0.0, 0.9, 0.0, 0.5, 0.7]])
+
+
+def test_linear_readout_learns_with_one_pass_per_sample():
+    """readout="linear": one neutral-label pass per sample and block at evaluation (not one per
+    class), a logistic-regression read-out refitted on the training split before each
+    evaluation (its passes are learning: charged as train)."""
+    data = blobs(seed=2)
+    cfg = phyll.PhyLLConfig(hidden=(12, 12), n_meas=10, epochs=4, batch_size=32,
+                            readout="linear", eval_train_max=0)
+    rec, model = phyll.train(_layers(RandomQuadraticLayer, cfg, data), data, cfg, seed=0)
+    assert rec["test_accuracy"] >= 0.9  # chance is 1/3
+    n_tr, n_va, n_te, K = len(data.y_train), len(data.y_val), len(data.y_test), 2
+    q = rec["cost"]["queries_by_purpose"]
+    assert q["eval"] == cfg.epochs * K * n_va and q["test"] == K * n_te
+    assert q["train"] == cfg.epochs * K * (2 * n_tr + n_tr)  # pos+neg steps, read-out fits
+    r = model.state["readout"]
+    assert np.asarray(r["coef"]).shape == (data.n_classes, sum(cfg.hidden))
+    assert rec["cost"]["flops_by_item"]["read-out fit"] > 0
