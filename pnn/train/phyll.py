@@ -73,7 +73,8 @@ class PhyLLConfig(LoopConfig):
     encoding: str = param("split", choices=("split", "minmax"))
     lr_schedule: str = param("cosine", choices=("cosine", "constant"))
     negatives: int = param(1, integer=True, ge=1, le=1000, search=("int", 1, 3))
-    readout: str = param("goodness", choices=("goodness", "linear"))
+    readout: str = param("goodness", choices=("goodness", "linear"),
+                         search=("choice", ["goodness", "linear"]))
     readout_C: float = param(1.0, gt=0, le=1e6, search=("log", 1e-2, 1e3))
 
 
