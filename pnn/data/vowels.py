@@ -45,6 +45,7 @@ __all__ = [
     "TestSetSealed",
     "load_vowels",
     "parse_hillenbrand",
+    "parse_hillenbrand_csv",
     "peterson_barney_table",
     "PAT_VOWELS",
     "HILLENBRAND_URL",
@@ -338,6 +339,60 @@ def parse_hillenbrand(text: str, origin: str = "vowdata") -> list[dict]:
     return rows
 
 
+_CSV_HEADER = ("speaker", "vowel")
+
+
+def parse_hillenbrand_csv(text: str, origin: str = "hillenbrand.csv") -> list[dict]:
+    """Parse the CSV form of the Hillenbrand measurements (as distributed with the PhyLL
+    paper's code): a header ``speaker,vowel,<12 formant columns>`` (F1-F3 at steady state, then
+    at 20 %, 50 % and 80 % of the vowel, in that order), one token a row, speakers coded like
+    ``w01``. Same checks as :func:`parse_hillenbrand` (column count, numbers, finiteness, a
+    complete last line); rows carry no duration or f0.
+
+    Raises:
+        ValueError: naming ``origin``, the line and what was expected.
+    """
+    import csv
+    import io
+
+    lines = text.splitlines()
+    if not text.endswith(("\n", "\r")):
+        raise ValueError(f"{origin} line {len(lines)}: the file ends inside this row (expected a "
+                         f"line break after it), so its last number may be cut short; the file "
+                         f"is truncated")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or tuple(h.strip() for h in header[:2]) != _CSV_HEADER or len(header) != 14:
+        raise ValueError(f"{origin} line 1: expected the header speaker,vowel and 12 formant "
+                         f"columns, got {header!r}")
+    pat = re.compile(r"^([mwbg])(\d\d)$")
+    rows = []
+    for lineno, parts in enumerate(reader, 2):
+        if not parts:
+            continue
+        where = f"{origin} line {lineno}"
+        if len(parts) != 14:
+            raise ValueError(f"{where}: expected 14 columns, got {len(parts)} in {parts!r}")
+        m = pat.match(parts[0].strip())
+        if not m:
+            raise ValueError(f"{where}: speaker {parts[0]!r} is not like 'w01'")
+        vowel = parts[1].strip()
+        if vowel not in _HILL_VOWELS:
+            raise ValueError(f"{where}: unknown vowel code {vowel!r}")
+        try:
+            vals = [float(v) for v in parts[2:]]
+        except ValueError as e:
+            raise ValueError(f"{where}: non-numeric value in {parts!r}; expected 12 numbers") \
+                from e
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"{where}: non-finite value in {parts!r}; expected finite numbers")
+        rows.append({"group": m.group(1), "speaker": parts[0].strip(), "vowel": vowel,
+                     "duration": float("nan"), "f0": float("nan"), "features": vals})
+    if not rows:
+        raise ValueError(f"{origin}: no rows after the header")
+    return rows
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -474,7 +529,9 @@ def load_vowels(
             stratified by talker group (:func:`speaker_val_split`); 0 gives an empty
             validation part. In [0, 1).
         seed: seeds the speaker splits.
-        path: a local ``vowdata.dat`` (Hillenbrand only); skips the cache and download.
+        path: a local ``vowdata.dat``, or the CSV form of the same measurements (header
+            ``speaker,vowel,...``, see :func:`parse_hillenbrand_csv`) (Hillenbrand only); skips
+            the cache and download.
         cache_dir: where downloads are cached (default ``$PNN_CACHE`` or ``~/.cache/pnn``).
         download: allow fetching ``url`` when the file is not cached.
 
@@ -507,7 +564,11 @@ def load_vowels(
             cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
             fpath, data = _fetch(url, cdir, download)
         origin = str(fpath)
-        rows = parse_hillenbrand(data.decode("latin-1"), origin=origin)
+        text = data.decode("latin-1")
+        if text.lstrip().lower().startswith("speaker,vowel"):  # the CSV form
+            rows = parse_hillenbrand_csv(text, origin=origin)
+        else:
+            rows = parse_hillenbrand(text, origin=origin)
         all_groups = ("m", "w", "b", "g")
         groups = tuple(groups) if groups is not None else ("w",)
         names = _HILL_FEATURES

@@ -373,3 +373,29 @@ def test_pat_task_has_every_vowel_in_all_three_speaker_disjoint_parts(tmp_path):
                                                                   (149, 38, 71)][seed]
         for y in (d.y_train, d.y_val, d.y_test):
             assert sorted(set(y.tolist())) == list(range(7))
+
+
+def test_the_csv_form_of_hillenbrand_loads_like_vowdata(tmp_path):
+    import numpy as np
+
+    from pnn.data.vowels import load_vowels
+
+    rng = np.random.default_rng(0)
+    header = "speaker,vowel," + ",".join(f"F{i}" for i in range(12))
+    lines, dat = [header], []
+    for spk in range(1, 13):
+        for v in PAT_VOWELS:
+            vals = [int(x) for x in rng.integers(300, 3000, size=12)]
+            lines.append(f"w{spk:02d},{v}," + ",".join(map(str, vals)))
+            dat.append(f"w{spk:02d}{v} 300 200 {vals[0]} {vals[1]} {vals[2]} 4000 "
+                       + " ".join(map(str, vals[3:])))
+    csv_path, dat_path = tmp_path / "h.csv", tmp_path / "vowdata.dat"
+    csv_path.write_text("\n".join(lines) + "\n")
+    dat_path.write_text("\n".join(dat) + "\n")
+    a = load_vowels("hillenbrand", path=csv_path, classes=PAT_VOWELS, seed=1)
+    b = load_vowels("hillenbrand", path=dat_path, classes=PAT_VOWELS, seed=1)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    csv_path.write_text("\n".join(lines)[:-2])  # cut inside the last number
+    with pytest.raises(ValueError, match=r"h\.csv line 85: the file ends inside this row"):
+        load_vowels("hillenbrand", path=csv_path, classes=PAT_VOWELS)
