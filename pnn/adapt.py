@@ -247,8 +247,14 @@ def analyse(record: dict) -> dict:
 
 def run_adaptation(system: str, data, methods: list[str], events: list[Event], *, epochs: int,
                    seed: int = 0, twin: str = "stale", progress_factory=None,
-                   tolerance: float = 0.02, evals_per_epoch: int = 3) -> dict:
-    """Train every method with the scheduled changes; returns the record (no models)."""
+                   tolerance: float = 0.02, evals_per_epoch: int = 3,
+                   overrides: dict | None = None, system_kwargs: dict | None = None) -> dict:
+    """Train every method with the scheduled changes; returns the record (no models).
+
+    ``overrides``: method name -> Config values (``epochs`` and ``restore_best`` are the
+    adaptation's own); ``system_kwargs``: the simulator's physical parameters (default: its
+    own).
+    """
     if twin not in ("stale", "refit"):
         raise ValueError(f"twin must be 'stale' or 'refit', got {twin!r}")
     if not events:
@@ -271,9 +277,16 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
             raise ValueError(f"adapt changes the physics during training; {method!r} has no "
                              "physical layer")
         # the run ends on the changed physics: keep the last state, not the best validated
-        cfg = trainer.Config(epochs=epochs, restore_best=False)
+        fixed = sorted({"epochs", "restore_best"} & set((overrides or {}).get(method, {})))
+        if fixed:
+            raise ValueError(f"adapt sets {', '.join(fixed)} of every method itself (epochs: "
+                             f"the run's epochs; restore_best: false); remove them from "
+                             f"{method}'s settings")
+        cfg = trainer.Config(**{**(overrides or {}).get(method, {}), "epochs": epochs,
+                                "restore_best": False})
         spe = math.ceil(n_train / cfg.batch_size)
-        base = registry.build_layers(system, method, cfg, data, seed=seed)
+        base = registry.build_layers(system, method, cfg, data, seed=seed,
+                                     **(system_kwargs or {}))
         wrapped = [ScheduledPhysics(layer, param) for layer in base]
         schedule = Schedule(events, wrapped, spe, evals_per_epoch).measure_on(data.x_test,
                                                                               data.y_test)

@@ -68,7 +68,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             overrides: dict | None = None, on_start: Callable | None = None,
             on_done: Callable | None = None, progress_factory: Callable | None = None,
             checkpoint: Callable | None = None, tune_trials: int = 0,
-            tune_options: dict | None = None, on_tuned: Callable | None = None) -> list[dict]:
+            tune_options: dict | None = None, on_tuned: Callable | None = None,
+            system_kwargs: dict | None = None) -> list[dict]:
     """Run ``methods`` x ``seeds``; returns the result records (models dropped).
 
     Args:
@@ -80,6 +81,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         tune_options: more :func:`pnn.tune.tune` arguments (``storage``, ``out``, ``jobs``,
             ``task_options``).
         on_tuned: ``on_tuned(method, tune_result)`` after each method's study.
+        system_kwargs: the simulator's physical parameters (constructor arguments; default:
+            its own). Tuning builds the default simulator, so it refuses them.
         on_start, on_done, progress_factory, checkpoint: progress (``on_start(method, seed,
             i, n)``, ``on_done(record)``, ``progress_factory(method, seed, cfg)`` -> object with
             ``update(history_entry)`` and ``close()``, ``checkpoint(records)`` after every run).
@@ -97,6 +100,10 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
     if isinstance(tune_trials, bool) or not isinstance(tune_trials, int) or tune_trials < 0:
         raise ValueError(f"tune_trials = {tune_trials!r}: expected 0 (no tuning) or a "
                          "positive number of trials per method")
+    system_kwargs = dict(system_kwargs or {})
+    if tune_trials and system_kwargs:
+        raise ValueError(f"tuning runs on the {system} simulator with its default parameters; "
+                         f"drop the physical parameters {sorted(system_kwargs)} or tune_trials")
     data_for = _data_for(data)
     cache: dict[int, object] = {}
 
@@ -135,7 +142,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 cfg = trainer.Config(**values)
             else:
                 cfg = _config(method, overrides.get(method, {}), budget.get(seed))
-            layers = registry.build_layers(system, method, cfg, d, seed=seed)
+            layers = registry.build_layers(system, method, cfg, d, seed=seed, **system_kwargs)
             prog = progress_factory(method, seed, cfg) if progress_factory else None
             t = time.perf_counter()
             try:

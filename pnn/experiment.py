@@ -65,8 +65,9 @@ from pnn import registry
 from pnn.config import ConfigError, check_seed, config_from_dict
 
 __all__ = ["Experiment", "TaskSpec", "SystemSpec", "MethodSpec", "RunSpec", "OutputSpec",
-           "InstrumentSpec", "RunProgress", "run_experiment", "parse_override", "system_keys",
-           "write_records", "read_records"]
+           "InstrumentSpec", "CompareSpec", "AdaptSpec", "KINDS", "RunProgress",
+           "run_experiment", "record_status", "parse_override", "system_keys", "write_records",
+           "read_records"]
 
 #: the simulator class of each registered system (its constructor's keywords are the system's
 #: parameters); a system registered without an entry here is checked against its factory
@@ -221,6 +222,17 @@ class TaskSpec:
             "classes": classes, "data_path": self.path, "download": self.download,
             "test_fraction": self.test_fraction, "n_features": self.n_features or 8}}
 
+    def cli_options(self) -> dict:
+        """The data options as ``pnn compare`` / ``pnn tune`` name them in a study's settings
+        (:func:`pnn.tune.tune`'s ``task_options``), so a study resumes from either."""
+        images = self.name == "images"
+        return {"task": self.name, "vowel_source": "peterson_barney" if images else self.source,
+                "classes": (None if self.classes is None else self.classes
+                            if isinstance(self.classes, str) else ",".join(self.classes)),
+                "test_fraction": self.test_fraction,
+                "image_source": self.source if images else "digits",
+                "n_features": self.n_features or 8}
+
     def load(self, seed: int):
         """The dataset for ``seed`` (the split depends on it)."""
         from pnn.data.vowels import PAT_VOWELS
@@ -246,8 +258,10 @@ def system_keys(system: str) -> list[str]:
         import importlib
 
         target = getattr(importlib.import_module(mod), attr).__init__
-    else:
+    elif system in registry.SYSTEMS:
         target = registry.SYSTEMS[system]
+    else:  # a plug-in (entry point, module:factory, recorded:PATH): its factory validates
+        return ["*"]
     params = inspect.signature(target).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return ["*"]
@@ -257,30 +271,44 @@ def system_keys(system: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class SystemSpec:
-    """The physical system and overrides of its simulator's constructor arguments."""
+    """The physical system and overrides of its simulator's constructor arguments.
+
+    ``name``: a registered system, an installed package's ``pnn.systems`` entry point,
+    ``package.module:factory`` or ``recorded:PATH`` (see :func:`pnn.registry.resolve_system`);
+    the keys of a plug-in system are passed to its factory, which validates them.
+    ``shared``: one layer of the system serves every block (see :class:`pnn.layers.Shared`)."""
 
     name: str = "acoustic"
     params: tuple = ()  # ((key, value), ...), sorted by key
+    shared: bool = False
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "SystemSpec":
         d = dict(_table(where, "system", d))
         name = d.pop("name", "acoustic")
-        if name not in registry.SYSTEMS:
+        shared = _bool(f"{where}: [system]", "shared", d.pop("shared", False))
+        if not isinstance(name, str) or (":" not in name
+                                         and name not in registry.system_names()):
             raise ConfigError(f"{where}: [system] name = {name!r}: unknown system; valid "
-                              f"systems: {', '.join(sorted(registry.SYSTEMS))}")
+                              f"systems: {', '.join(registry.system_names())}; or "
+                              f"'package.module:factory' or 'recorded:PATH'")
+        try:
+            registry.resolve_system(name)
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(f"{where}: [system] name = {name!r}: {e}") from None
         valid = system_keys(name)
         if valid != ["*"]:
             unknown = set(d) - set(valid)
             if unknown:
                 raise ConfigError(
                     f"{where}: [system] unknown key(s) {', '.join(sorted(unknown))} for the "
-                    f"{name} simulator; valid keys: name, {', '.join(valid)}")
+                    f"{name} simulator; valid keys: name, shared, {', '.join(valid)}")
         for k, v in d.items():
             if not isinstance(v, (bool, int, float, str, list, tuple)):
                 raise ConfigError(f"{where}: [system] {k} = {v!r}: expected a number, a "
                                   f"string, true/false or a list")
-        return cls(name=name, params=tuple(sorted((k, _frozen(v)) for k, v in d.items())))
+        return cls(name=name, params=tuple(sorted((k, _frozen(v)) for k, v in d.items())),
+                   shared=shared)
 
     @property
     def kwargs(self) -> dict:
@@ -378,6 +406,160 @@ class InstrumentSpec:
         return cls(addresses=tuple(addresses), profile=profile)
 
 
+def _int(where: str, key: str, value, *, low: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or value != int(value) or value < low:
+        raise ConfigError(f"{where} {key} = {value!r}: expected an integer >= {low} ({hint})")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareSpec:
+    """How ``kind = "compare"`` runs its methods (see :func:`pnn.compare.compare`).
+
+    ``split``: ``"shared"`` (one train/validation/test split, made with ``split_seed``, for
+    every seed) or ``"per_seed"`` (each seed its own split, as tuning requires);
+    ``tune_trials``: 0, or Optuna trials per method on the first seed's validation split
+    (``tune_storage``: journal path or URL, default ``<out>/tune.journal``; ``tune_jobs``:
+    parallel trials); ``target``: the validation accuracy the table reports costs to (default:
+    95 % of the best method's mean)."""
+
+    split: str = "shared"
+    split_seed: int | None = 0
+    tune_trials: int = 0
+    tune_storage: str | None = None
+    tune_jobs: int = 1
+    target: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "CompareSpec":
+        d = dict(_table(where, "compare", d))
+        _check_keys(where, "compare", d, [f.name for f in dataclasses.fields(cls)])
+        w = f"{where}: [compare]"
+        trials = _int(w, "tune_trials", d.get("tune_trials", 0), low=0,
+                      hint="Optuna trials per method; 0: no tuning")
+        split = d.get("split", "per_seed" if trials else "shared")
+        if split not in ("shared", "per_seed"):
+            raise ConfigError(f"{w} split = {split!r}: expected \"shared\" (one split for "
+                              f"every seed, made with split_seed) or \"per_seed\" (each seed "
+                              f"its own split)")
+        if trials and split != "per_seed":
+            raise ConfigError(f"{w} split = {split!r} with tune_trials = {trials}: tuning "
+                              f"runs each seed on its own split; set split = \"per_seed\" or "
+                              f"remove the key")
+        if split == "per_seed":
+            if d.get("split_seed") is not None:
+                raise ConfigError(f"{w} split_seed = {d['split_seed']!r} with split = "
+                                  f"\"per_seed\": each seed makes its own split; remove "
+                                  f"split_seed or set split = \"shared\"")
+            split_seed = None
+        else:
+            try:
+                split_seed = check_seed(d.get("split_seed", 0))
+            except ConfigError as e:
+                raise ConfigError(f"{w} split_{e}") from None
+        target = d.get("target")
+        if target is not None and (isinstance(target, bool)
+                                   or not isinstance(target, (int, float))
+                                   or not 0 < target <= 1):
+            raise ConfigError(f"{w} target = {target!r}: expected a validation accuracy in "
+                              f"(0, 1], e.g. 0.9, or no key (95 % of the best method's mean)")
+        storage = _opt_str(w, "tune_storage", d.get("tune_storage"))
+        if storage and not trials:
+            raise ConfigError(f"{w} tune_storage = {storage!r} without tune_trials: set "
+                              f"tune_trials = N (trials per method) or remove the key")
+        return cls(split=split, split_seed=split_seed, tune_trials=trials,
+                   tune_storage=storage,
+                   tune_jobs=_int(w, "tune_jobs", d.get("tune_jobs", 1), low=1,
+                                  hint="parallel tuning trials"),
+                   target=None if target is None else float(target))
+
+
+def _event_text(ev) -> str:
+    """An event as the ``--event`` text that :func:`pnn.adapt.parse_event` reads back."""
+    from pnn.adapt import Event
+
+    parts = [f"epoch={ev.epoch!r}"]
+    for f in dataclasses.fields(Event):
+        if f.name not in ("kind", "epoch") and getattr(ev, f.name) != f.default:
+            parts.append(f"{f.name}={getattr(ev, f.name)}")
+    return f"{ev.kind}:{','.join(parts)}"
+
+
+def _events(where: str, value) -> tuple:
+    from pnn.adapt import Event, parse_event
+
+    names = [f.name for f in dataclasses.fields(Event)]
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{where} events = {value!r}: expected a non-empty list of events, "
+                          f"each a string like \"jump:epoch=10.5,factor=1.05\" or a table "
+                          f"like {{kind = \"drift\", epoch = 15.5, rate = 0.005}}")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            if isinstance(item, str):
+                ev = parse_event(item)
+            elif isinstance(item, dict):
+                unknown = sorted(set(item) - set(names))
+                if unknown:
+                    raise ValueError(f"unknown key(s) {', '.join(unknown)}; valid keys: "
+                                     f"{', '.join(names)}")
+                bad = [k for k, v in item.items() if isinstance(v, bool)
+                       or not isinstance(v, (int, float, str))]
+                if bad:
+                    raise ValueError(f"{', '.join(bad)}: expected a number (param: a name)")
+                # the same checks as the text form
+                ev = parse_event(f"{item.get('kind')}:" + ",".join(
+                    f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in item.items() if k != "kind"))
+            else:
+                raise ValueError(f"expected a string or a table, got {type(item).__name__}")
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where} events[{i}] = {item!r}: {e}") from None
+        out.append(ev)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptSpec:
+    """What ``kind = "adapt"`` changes and measures (see :func:`pnn.adapt.run_adaptation`):
+    the ``events`` (``--event`` strings or tables), the training ``epochs``, test-accuracy
+    measurements per epoch, PAT's twin after an event (``"stale"`` or ``"refit"``) and the
+    recovery tolerance (accuracy points, as a fraction)."""
+
+    events: tuple = ()
+    epochs: int = 16
+    evals_per_epoch: int = 3
+    pat_twin: str = "stale"
+    tolerance: float = 0.02
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "AdaptSpec":
+        d = dict(_table(where, "adapt", d))
+        _check_keys(where, "adapt", d, [f.name for f in dataclasses.fields(cls)])
+        w = f"{where}: [adapt]"
+        if "events" not in d:
+            raise ConfigError(f"{w}: no events; give events = [\"jump:epoch=10.5,"
+                              f"factor=1.05\", ...] (the same text as pnn adapt --event)")
+        events = _events(w, d["events"])
+        epochs = _int(w, "epochs", d.get("epochs", 16), low=1, hint="training epochs")
+        last = max(e.epoch for e in events)
+        if last >= epochs:
+            raise ConfigError(f"{w} epochs = {epochs}: the last event is at epoch {last:g}; "
+                              f"give more epochs than that, so that recovery is measured")
+        twin = d.get("pat_twin", "stale")
+        if twin not in ("stale", "refit"):
+            raise ConfigError(f"{w} pat_twin = {twin!r}: expected \"stale\" (PAT keeps its "
+                              f"twin) or \"refit\" (refits it after each event)")
+        tol = d.get("tolerance", 0.02)
+        return cls(events=events, epochs=epochs,
+                   evals_per_epoch=_int(w, "evals_per_epoch", d.get("evals_per_epoch", 3),
+                                        low=1, hint="test measurements per epoch"),
+                   pat_twin=twin, tolerance=_fraction(w, "tolerance", tol))
+
+
 def _perturb(where: str, value) -> tuple:
     from pnn.perturb import parse_perturbations
 
@@ -427,10 +609,77 @@ def _seeds(where: str, value) -> tuple:
 
 
 # ------------------------------------------------------------------------------ experiment
+#: what an experiment does: train (each method of ``methods`` or ``[method]``, seed by seed),
+#: compare (:func:`pnn.compare.compare`: the methods on the same system and seeds, with the
+#: table, statistics and plot) or adapt (:func:`pnn.adapt.run_adaptation`: the physics changes
+#: during training)
+KINDS = ("train", "compare", "adapt")
 _SECTIONS = {"task": TaskSpec, "system": SystemSpec, "method": MethodSpec, "run": RunSpec,
-             "output": OutputSpec, "instrument": InstrumentSpec}
+             "output": OutputSpec, "instrument": InstrumentSpec, "compare": CompareSpec,
+             "adapt": AdaptSpec}
 _TOP = ("seeds", "perturb", "methods")
-VALID_TOP = (*_TOP, *_SECTIONS)
+#: the top-level keys and sections each kind reads
+VALID_BY_KIND = {
+    "train": ("seeds", "perturb", "methods", "task", "system", "method", "run", "output",
+              "instrument", "kind"),
+    "compare": ("kind", "seeds", "methods", "task", "system", "method", "compare", "output"),
+    "adapt": ("kind", "seeds", "methods", "task", "system", "method", "adapt", "output"),
+}
+VALID_TOP = VALID_BY_KIND["train"]
+
+
+def _kind(where: str, value) -> str:
+    if value not in KINDS:
+        raise ConfigError(f"{where}: kind = {value!r}: expected one of "
+                          f"{', '.join(repr(k) for k in KINDS)} (default \"train\")")
+    return value
+
+
+def _per_method(where: str, kind: str, value, methods: tuple) -> tuple:
+    """``[method.<name>]`` tables of a compare or adapt experiment, validated by each method's
+    Config: ``((name, ((key, value), ...)), ...)`` in the order of ``methods``."""
+    value = _table(where, "method", value)
+    example = f"[method.{methods[0] if methods else 'phyll'}]\nepochs = 12"
+    for name, table in value.items():
+        if name not in registry.TRAINERS:
+            raise ConfigError(
+                f"{where}: [method]: {name!r} is not a method; a {kind} experiment sets each "
+                f"method's Config in its own table ({example!r}); valid methods: "
+                f"{', '.join(sorted(registry.TRAINERS))}")
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{where}: [method] {name} = {table!r}: a {kind} experiment has no "
+                f"single [method]; set each method's Config in its own table, e.g. "
+                f"{example!r}")
+        if name not in methods:
+            raise ConfigError(f"{where}: [method.{name}]: {name} is not in methods = "
+                              f"{list(methods)}; add it there or remove the table")
+    out = []
+    for name in methods:
+        given = dict(value.get(name, {}))
+        if kind == "compare":
+            from pnn.compare import COMPARE_DEFAULTS
+
+            fields = {f.name for f in dataclasses.fields(registry.get_trainer(name).Config)}
+            given = {**{k: v for k, v in COMPARE_DEFAULTS.get(name, {}).items()
+                        if k in fields}, **given}
+        if kind == "adapt":
+            fixed = sorted({"epochs", "restore_best"} & set(given))
+            if fixed:
+                raise ConfigError(f"{where}: [method.{name}] {', '.join(fixed)}: an adapt "
+                                  f"experiment sets these itself ([adapt] epochs; "
+                                  f"restore_best = false: the run ends on the changed "
+                                  f"physics); remove them")
+        try:
+            cfg = config_from_dict(registry.get_trainer(name).Config, given,
+                                   where=f"{where}: [method.{name}]")
+        except ConfigError as e:
+            if str(e).startswith(f"{where}:"):
+                raise
+            raise ConfigError(f"{where}: [method.{name}] {e}") from None
+        if given:
+            out.append((name, tuple(sorted((k, _frozen(getattr(cfg, k))) for k in given))))
+    return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,9 +690,14 @@ class Experiment:
     validate themselves (:meth:`from_dict`). ``to_dict()`` gives a plain dict (TOML and JSON
     types) with every data option and every config field, and ``from_dict(to_dict())``
     equals the experiment.
+
+    ``kind = "train"`` trains ``[method]`` (or each of ``methods``) on every seed;
+    ``kind = "compare"`` and ``kind = "adapt"`` run ``methods`` through :mod:`pnn.compare` or
+    :mod:`pnn.adapt`, each method's Config set in ``[method.<name>]`` (``per_method``), with
+    the ``[compare]`` or ``[adapt]`` section; their output is a folder.
     """
 
-    method: MethodSpec
+    method: MethodSpec | None = None
     task: TaskSpec = TaskSpec()
     system: SystemSpec = SystemSpec()
     perturb: tuple = ()
@@ -452,22 +706,79 @@ class Experiment:
     run: RunSpec = RunSpec()
     output: OutputSpec = OutputSpec()
     instrument: InstrumentSpec = InstrumentSpec()
+    kind: str = "train"
+    per_method: tuple = ()
+    compare: CompareSpec | None = None
+    adapt: AdaptSpec | None = None
 
     # -- construction
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "experiment") -> "Experiment":
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a table of sections, got {type(d).__name__}")
-        unknown = set(d) - set(VALID_TOP)
+        kind = _kind(where, d.get("kind", "train"))
+        valid = VALID_BY_KIND[kind]
+        unknown = set(d) - set(valid)
         if unknown:
+            elsewhere = {k: [n for n in KINDS if k in VALID_BY_KIND[n]] for k in unknown}
+            hints = "".join(f"; {k} belongs to kind = {' or '.join(repr(n) for n in ks)}"
+                            for k, ks in sorted(elsewhere.items()) if ks)
             raise ConfigError(f"{where}: unknown section(s) or key(s) "
-                              f"{', '.join(sorted(unknown))}; valid: "
-                              f"{', '.join(VALID_TOP)}")
-        sections = {name: spec.from_dict(d.get(name, {}), where)
-                    for name, spec in _SECTIONS.items()}
-        return cls(perturb=_perturb(where, d.get("perturb")),
-                   seeds=_seeds(where, d.get("seeds", [0])),
-                   methods=_methods(where, d.get("methods", [])), **sections)
+                              f"{', '.join(sorted(unknown))}; valid: {', '.join(valid)}"
+                              + (f" (kind = {kind!r})" if kind != "train" else "") + hints)
+        seeds = _seeds(where, d.get("seeds", [0]))
+        common = dict(task=TaskSpec.from_dict(d.get("task", {}), where),
+                      system=SystemSpec.from_dict(d.get("system", {}), where),
+                      output=OutputSpec.from_dict(d.get("output", {}), where), seeds=seeds)
+        if kind == "train":
+            sections = {name: _SECTIONS[name].from_dict(d.get(name, {}), where)
+                        for name in ("method", "run", "instrument")}
+            return cls(perturb=_perturb(where, d.get("perturb")),
+                       methods=_methods(where, d.get("methods", [])), **common, **sections)
+        if "methods" not in d:
+            raise ConfigError(f"{where}: a {kind} experiment needs methods = [...], e.g. "
+                              f"methods = [\"phyll\", \"pat\", \"insilico\"]; valid methods: "
+                              f"{', '.join(sorted(registry.TRAINERS))}")
+        methods = _methods(where, d["methods"])
+        if not methods:
+            raise ConfigError(f"{where}: methods = []: a {kind} experiment needs at least one "
+                              f"method")
+        if common["output"].save:
+            raise ConfigError(f"{where}: [output] save = {common['output'].save!r}: a {kind} "
+                              f"experiment keeps no models (its output is the folder [output] "
+                              f"out); remove the key")
+        extra: dict[str, Any] = {}
+        if kind == "compare":
+            extra["compare"] = CompareSpec.from_dict(d.get("compare", {}), where)
+            if extra["compare"].tune_trials and common["system"].params:
+                raise ConfigError(f"{where}: [compare] tune_trials = "
+                                  f"{extra['compare'].tune_trials} with physical parameters "
+                                  f"in [system] ({', '.join(common['system'].kwargs)}): "
+                                  f"tuning builds the simulator with its default parameters; "
+                                  f"remove one or the other")
+        else:
+            spec = AdaptSpec.from_dict(d.get("adapt", {}), where)
+            extra["adapt"] = spec
+            digital = [m for m in methods
+                       if not registry.get_trainer(m).uses_physical_layers]
+            if digital:
+                physical = [n for n, t in registry.TRAINERS.items() if t.uses_physical_layers]
+                raise ConfigError(f"{where}: methods: {', '.join(digital)} has no physical "
+                                  f"layer, and adapt changes the physics during training; "
+                                  f"valid methods: {', '.join(physical)}")
+            if len(seeds) != 1:
+                raise ConfigError(f"{where}: seeds = {list(seeds)}: an adapt experiment runs "
+                                  f"one seed (its record is one adapt.json); write one file "
+                                  f"per seed, e.g. seeds = [{seeds[0]}]")
+            from pnn.adapt import ev_param
+
+            try:
+                ev_param(list(spec.events), common["system"].name)
+            except ValueError as e:
+                raise ConfigError(f"{where}: [adapt] events: {e}") from None
+        return cls(kind=kind, methods=methods,
+                   per_method=_per_method(where, kind, d.get("method", {}), methods),
+                   **common, **extra)
 
     @classmethod
     def from_toml(cls, path) -> "Experiment":
@@ -481,55 +792,87 @@ class Experiment:
         return cls.from_dict(d, where=str(path))
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"seeds": list(self.seeds)}
+        d: dict[str, Any] = {"kind": self.kind, "seeds": list(self.seeds)}
         if self.perturb:
             d["perturb"] = list(self.perturb)
         if self.methods:
             d["methods"] = list(self.methods)
         d["task"] = {k: _plain(v) for k, v in dataclasses.asdict(self.task).items()
                      if v is not None}
-        d["system"] = {"name": self.system.name, **_plain(self.system.kwargs)}
-        d["method"] = {"name": self.method.name,
-                       **_plain(dataclasses.asdict(self.method.config))}
-        d["run"] = {k: v for k, v in dataclasses.asdict(self.run).items() if v is not None}
+        d["system"] = {"name": self.system.name, **_plain(self.system.kwargs),
+                       **({"shared": True} if self.system.shared else {})}
+        if self.kind == "train":
+            d["method"] = {"name": self.method.name,
+                           **_plain(dataclasses.asdict(self.method.config))}
+            d["run"] = {k: v for k, v in dataclasses.asdict(self.run).items() if v is not None}
+        elif self.per_method:
+            d["method"] = {name: {k: _plain(v) for k, v in items}
+                           for name, items in self.per_method}
         out = {k: v for k, v in dataclasses.asdict(self.output).items() if v is not None}
         if out:
             d["output"] = out
         if self.instrument.addresses:
             d["instrument"] = {"addresses": list(self.instrument.addresses),
                                "profile": self.instrument.profile}
+        if self.compare is not None:
+            d["compare"] = {k: v for k, v in dataclasses.asdict(self.compare).items()
+                            if v is not None}
+        if self.adapt is not None:
+            d["adapt"] = {"events": [_event_text(e) for e in self.adapt.events],
+                          **{k: v for k, v in dataclasses.asdict(self.adapt).items()
+                             if k != "events"}}
         return d
 
     def to_toml(self) -> str:
         """The experiment as TOML text (what :meth:`from_toml` reads)."""
         d = self.to_dict()
-        lines = [f"{k} = {_toml_value(d[k])}" for k in _TOP if k in d]
+        lines = [f"{k} = {_toml_value(d[k])}" for k in ("kind", *_TOP) if k in d]
         for section in _SECTIONS:
-            if section in d:
-                lines += ["", f"[{section}]"]
-                lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
+            if section not in d:
+                continue
+            if section == "method" and self.kind != "train":
+                for name, table in d[section].items():
+                    lines += ["", f"[method.{name}]"]
+                    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+                continue
+            lines += ["", f"[{section}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
         return "\n".join(lines) + "\n"
 
     def with_overrides(self, items, *, where: str = "--set") -> "Experiment":
-        """A copy with ``section.key=value`` overrides applied (``seeds=[..]`` and
-        ``perturb=...`` at the top level; a bare ``key=value`` sets ``method.key``). Values are
-        read as TOML or JSON (numbers, true/false, strings in quotes, lists), else kept as a
-        string; the result is validated as a whole."""
+        """A copy with ``section.key=value`` overrides applied (``seeds=[..]``, ``methods=[..]``,
+        ``perturb=...`` and ``kind=...`` at the top level; a bare ``key=value`` sets
+        ``method.key``; a compare or adapt experiment sets a method's field with
+        ``method.<name>.key=value``). Values are read as TOML or JSON (numbers, true/false,
+        strings in quotes, lists), else kept as a string; the result is validated as a
+        whole."""
         d = self.to_dict()
         method_fields_set = set()
         for item in items or []:
             path, value = parse_override(item, where=where)
             section, dot, key = path.partition(".")
             if not dot:
-                if path in _TOP:
+                if path in (*_TOP, "kind"):
                     d[path] = value
                     continue
+                if d.get("kind", "train") != "train":
+                    raise ConfigError(f"{where} {item!r}: expected section.key=value (a "
+                                      f"{d['kind']} experiment sets a method's field with "
+                                      f"method.<name>.{path}=...)")
                 section, key = "method", path
             if section not in _SECTIONS:
                 raise ConfigError(f"{where} {item!r}: unknown section {section!r}; valid "
                                   f"sections: {', '.join(_SECTIONS)} (and the top-level keys "
-                                  f"{', '.join(_TOP)})")
+                                  f"kind, {', '.join(_TOP)})")
             table = d.setdefault(section, {})
+            if section == "method" and d.get("kind", "train") != "train":
+                name, dot, key = key.partition(".")
+                if not dot:
+                    raise ConfigError(f"{where} {item!r}: a {d['kind']} experiment sets a "
+                                      f"method's field with method.<name>.<key>=value, e.g. "
+                                      f"method.bp.epochs=5")
+                table.setdefault(name, {})[key] = value
+                continue
             if section == "method" and key == "name" and value != table.get("name"):
                 # another method: its own Config defaults, plus the fields set here
                 table = d["method"] = {k: v for k, v in table.items() if k in method_fields_set}
@@ -541,8 +884,8 @@ class Experiment:
     def variants(self) -> list["Experiment"]:
         """One single-method experiment per entry of ``methods`` (the method named in
         ``[method]`` keeps its fields; the others run with their Config defaults), or
-        ``[self]`` when ``methods`` is empty."""
-        if not self.methods:
+        ``[self]`` when ``methods`` is empty (or the experiment is not ``kind = "train"``)."""
+        if not self.methods or self.kind != "train":
             return [self]
         return [dataclasses.replace(self, methods=()) if m == self.method.name else
                 dataclasses.replace(self, methods=(),
@@ -550,14 +893,37 @@ class Experiment:
                 for m in self.methods]
 
     # -- helpers
+    def settings(self, method: str) -> dict:
+        """The Config values a compare or adapt experiment sets for ``method``."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for name, items in self.per_method if name == method for k, v in items}
+
     @property
     def trainer(self):
+        if self.method is None:
+            raise ValueError(f"a {self.kind} experiment has no single method; its methods: "
+                             f"{', '.join(self.methods)}")
         return registry.get_trainer(self.method.name)
 
+    def record_path(self) -> Path | None:
+        """Where the run writes the record that embeds this experiment (``None``: nowhere)."""
+        if not self.output.out:
+            return None
+        out = Path(self.output.out)
+        return {"train": out, "compare": out / "results.json",
+                "adapt": out / "adapt.json"}[self.kind]
+
     def describe(self) -> str:
+        seeds = f"seeds {', '.join(map(str, self.seeds))}"
+        if self.kind == "compare":
+            return (f"compare {', '.join(self.methods)} on {self.system.name} / "
+                    f"{self.task.name}, {seeds}")
+        if self.kind == "adapt":
+            return (f"adapt {', '.join(self.methods)} on {self.system.name} / "
+                    f"{self.task.name}, {len(self.adapt.events)} event(s), {seeds}")
         return (f"{self.method.name} on "
                 f"{'instruments' if self.instrument.addresses else self.system.name} / "
-                f"{self.task.name}, seeds {', '.join(map(str, self.seeds))}")
+                f"{self.task.name}, {seeds}")
 
 
 def _toml_value(v) -> str:
@@ -610,6 +976,29 @@ class RunProgress:
 
     def saved(self, path: Path) -> None:
         pass
+
+    # compare and adapt experiments
+    def item(self, exp: Experiment, i: int, n: int, label: str) -> None:
+        """Run ``i`` of ``n`` starts (a method and seed)."""
+
+    def epochs(self, exp: Experiment, label: str, total: int):
+        """An object with ``update(history_entry)`` and ``close()`` (a bar over ``total``
+        epochs), or ``None``."""
+        return None
+
+    def item_done(self, exp: Experiment, record: dict) -> None:
+        pass
+
+    def note(self, exp: Experiment, text: str) -> None:
+        """A line worth showing (a method tuned, the files written)."""
+
+    def report(self, exp: Experiment, text: str) -> None:
+        """The finished experiment's table (Markdown)."""
+
+
+def _hook(progress, name: str):
+    """``progress.name``, or a no-op when the progress object does not define it."""
+    return getattr(progress, name, None) or (lambda *a, **k: None)
 
 
 def write_records(path, records: list[dict]) -> None:
@@ -673,6 +1062,10 @@ def run_experiment(exp: Experiment, progress: RunProgress | None = None) -> list
     run.
     """
     progress = progress or RunProgress()
+    if exp.kind == "compare":
+        return _run_compare(exp, progress)
+    if exp.kind == "adapt":
+        return [_run_adapt(exp, progress)]
     variants = exp.variants()
     for v in variants:
         _saver(v)  # refuse before any training
@@ -699,12 +1092,15 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
     with contextlib.ExitStack() as stack:
         if exp.instrument.addresses:
             layers = _instrument_layers(exp, cfg, data)
-            instruments = list(layers)
+            from pnn.layers import devices
+
+            instruments = devices(layers)  # one entry per device, however many blocks use it
             for layer in instruments:  # connected now; left safe (outputs off) on any exit
                 stack.enter_context(layer)
         else:
             layers = registry.build_layers(exp.system.name, exp.method.name, cfg, data,
-                                           seed=seed, **exp.system.kwargs)
+                                           seed=seed, shared=exp.system.shared,
+                                           **exp.system.kwargs)
             instruments = []
         options: dict[str, Any] = {}
         if specs and layers:
@@ -733,7 +1129,7 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
                                       for layer in layers] if specs else []})
         if instruments:
             rec["instruments"] = [_instrument_record(i) for i in instruments]
-        rec["experiment"] = exp.to_dict()
+        _embed(rec, exp)
     progress.end(exp, seed, rec, data)
     if save is not None:
         target = Path(exp.output.save)
@@ -747,3 +1143,168 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
         rec["saved_model"] = str(target)
         progress.saved(target)
     return rec
+
+
+def _embed(record: dict, exp: Experiment) -> dict:
+    """Put the experiment (and the pnn version that ran it) into ``record``, so it replays."""
+    from pnn import __version__
+
+    record["experiment"] = exp.to_dict()
+    record["pnn_version"] = __version__
+    return record
+
+
+def _seeds_text(seeds) -> str:
+    seeds = list(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}..{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def _run_compare(exp: Experiment, progress) -> list[dict]:
+    """``kind = "compare"``: :func:`pnn.compare.compare` over ``methods`` x ``seeds`` with each
+    method's ``[method.<name>]`` settings; with ``[output] out`` (a folder) the report of
+    :func:`pnn.compare.write_report` (results.json holds every record, each embedding the
+    experiment), tuned_configs.json when tuned, results.partial.json while it runs."""
+    from pnn.compare import _write_json, compare, write_report
+
+    spec = exp.compare
+    seeds = list(exp.seeds)
+    out = Path(exp.output.out) if exp.output.out else None
+    cache: dict[int, Any] = {}
+
+    def split(seed):
+        if seed not in cache:
+            cache[seed] = exp.task.load(seed)
+        return cache[seed]
+
+    if spec.split == "per_seed":
+        data, first, splits = split, split(seeds[0]), "a split per seed"
+    else:
+        data = first = split(spec.split_seed)
+        splits = f"split seed {spec.split_seed}"
+    trials = spec.tune_trials
+    title = (f"{exp.system.name} / {first.name}: {len(first.y_train)} train, "
+             f"{len(first.y_val)} val, {first.n_test} test; seeds {_seeds_text(seeds)} "
+             f"({splits})" + (f"; tuned, {trials} trials a method" if trials else ""))
+    _hook(progress, "note")(exp, f"{', '.join(exp.methods)} on {exp.system.name}, "
+                                 f"{first.name}, {len(seeds)} seed(s), {splits}"
+                                 + (f", {trials} tuning trials a method" if trials else "")
+                                 + (f"; results in {out}" if out else ""))
+    tuned_all: dict[str, dict] = {}
+
+    def on_tuned(method, res):
+        tuned_all[method] = res
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(out / "tuned_configs.json", tuned_all)
+        _hook(progress, "note")(exp, f"{method}: tuned, best validation "
+                                     f"{res['best_val_accuracy']:.1%} ({res['n_complete']} "
+                                     f"trials): {res['best_params']}")
+
+    def checkpoint(records):
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(out / "results.partial.json", records)
+
+    def on_done(rec):
+        _embed(rec, exp)
+        _hook(progress, "item_done")(exp, rec)
+
+    tune_options = {"out": out or "tune_results", "jobs": spec.tune_jobs,
+                    "storage": spec.tune_storage, "task_options": exp.task.cli_options()}
+    records = compare(
+        exp.system.name, data, list(exp.methods), seeds,
+        overrides={m: exp.settings(m) for m in exp.methods},
+        on_start=lambda m, seed, i, n: _hook(progress, "item")(exp, i, n, f"{m}, seed {seed}"),
+        on_done=on_done,
+        progress_factory=lambda m, seed, cfg: _hook(progress, "epochs")(
+            exp, f"{m}/seed {seed}", cfg.epochs) or _NoBar(),
+        checkpoint=checkpoint, tune_trials=trials, tune_options=tune_options,
+        on_tuned=on_tuned, system_kwargs=exp.system.kwargs)
+    if out:
+        report = write_report(records, out, title, target=spec.target)
+        (out / "results.partial.json").unlink(missing_ok=True)
+        _hook(progress, "report")(exp, report["table"])
+        written = ["results.json", "stats.json", "table.md", "cost_vs_accuracy.png"]
+        if tuned_all:
+            written.append("tuned_configs.json")
+        _hook(progress, "note")(exp, "wrote " + ", ".join(str(out / w) for w in written))
+    return records
+
+
+class _NoBar:
+    def update(self, rec):
+        pass
+
+    def close(self):
+        pass
+
+
+def _run_adapt(exp: Experiment, progress) -> dict:
+    """``kind = "adapt"``: :func:`pnn.adapt.run_adaptation` with the ``[adapt]`` events on the
+    one seed; the record embeds the experiment; with ``[output] out`` (a folder) adapt.json,
+    adapt.md and adapt.png."""
+    from pnn.adapt import run_adaptation, table, write_record
+
+    spec = exp.adapt
+    seed = exp.seeds[0]
+    data = exp.task.load(seed)
+    n = len(exp.methods)
+    step = iter(range(1, n + 1))
+
+    def bar(method, cfg):
+        _hook(progress, "item")(exp, next(step), n, f"{method}, seed {seed}")
+        return _hook(progress, "epochs")(exp, f"{method}/{exp.system.name}", cfg.epochs) \
+            or _NoBar()
+
+    record = run_adaptation(exp.system.name, data, list(exp.methods), list(spec.events),
+                            epochs=spec.epochs, seed=seed, twin=spec.pat_twin,
+                            progress_factory=bar, tolerance=spec.tolerance,
+                            evals_per_epoch=spec.evals_per_epoch,
+                            overrides={m: exp.settings(m) for m in exp.methods},
+                            system_kwargs=exp.system.kwargs)
+    _embed(record, exp)
+    _hook(progress, "report")(exp, table(record))
+    if exp.output.out:
+        out = Path(exp.output.out)
+        write_record(record, out)
+        _hook(progress, "note")(exp, f"wrote {out / 'adapt.json'}, {out / 'adapt.md'} and "
+                                     f"{out / 'adapt.png'}")
+    return record
+
+
+# ------------------------------------------------------------------------------ currency
+def record_status(exp: Experiment) -> tuple[bool, str]:
+    """Whether the record at :meth:`Experiment.record_path` is current: it exists, embeds an
+    experiment identical to ``exp`` (for every method and seed) and was written by this pnn
+    version. Returns ``(current, why)``."""
+    from pnn import __version__
+
+    path = exp.record_path()
+    if path is None:
+        return False, "no [output] out, so no record to find"
+    if not path.exists():
+        return False, f"no record at {path} yet"
+    try:
+        records = read_records(path)
+    except (ValueError, OSError) as e:
+        return False, f"{path} unreadable ({e})"
+    versions = {r.get("pnn_version") for r in records}
+    if versions != {__version__}:
+        return False, (f"{path} was written by pnn "
+                       f"{', '.join(sorted(map(str, versions)))}, this is {__version__}")
+    try:
+        held = [Experiment.from_dict(r["experiment"], where=f"{path} (experiment)")
+                for r in records]
+    except (KeyError, ConfigError):
+        return False, f"{path} holds no valid experiment"
+    if exp.kind == "train":
+        expected = [(v, seed) for v in exp.variants() for seed in v.seeds]
+        got = [(h, r.get("seed")) for h, r in zip(held, records)]
+    else:
+        n = len(exp.methods) * len(exp.seeds) if exp.kind == "compare" else 1
+        expected, got = [exp] * n, held
+    if got != expected:
+        return False, f"{path} holds a different experiment (or runs)"
+    return True, f"{path} is current"

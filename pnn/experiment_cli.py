@@ -1,4 +1,4 @@
-"""``pnn run`` (an experiment file, or a record to replay) and the experiment behind
+"""``pnn run`` (an experiment file, a folder of them, or a record to replay) and the experiment behind
 ``pnn train``: the command line builds an :class:`~pnn.experiment.Experiment` and hands it to
 :func:`~pnn.experiment.run_experiment`."""
 
@@ -12,20 +12,15 @@ from pnn import registry
 from pnn.experiment import Experiment, RunProgress, read_records, run_experiment
 
 __all__ = ["add_run_command", "cmd_run", "cmd_train", "experiment_from_train_args",
-           "CliProgress"]
+           "experiment_from_compare_args", "experiment_from_adapt_args", "CliProgress"]
 
 #: ``pnn train`` flags that set a field of the method's Config (when it has that field)
 _CONFIG_FLAGS = ("epochs", "batch_size", "lr", "hidden", "n_meas", "inner_steps", "theta",
                  "goodness")
 
 
-def experiment_from_train_args(args) -> Experiment:
-    """The experiment that ``pnn train``'s flags describe (validated like a TOML file, with
-    ``--set`` applied last)."""
-    fields = {f.name for f in dataclasses.fields(registry.get_trainer(args.method).Config)}
-    method = {"name": args.method}
-    method.update({k: getattr(args, k) for k in _CONFIG_FLAGS
-                   if getattr(args, k, None) is not None and k in fields})
+def _task_from_args(args) -> dict:
+    """The ``[task]`` table of the data flags (``--task``, ``--classes``, ...)."""
     task = {"name": args.task, "test_fraction": args.test_fraction, "download": args.download}
     if args.task == "images":
         task.update(source=args.image_source, n_features=args.n_features)
@@ -35,7 +30,72 @@ def experiment_from_train_args(args) -> Experiment:
         task["classes"] = args.classes
     if args.data_path:
         task["path"] = args.data_path
-    d = {"seeds": [args.seed], "task": task, "system": {"name": args.system}, "method": method,
+    return task
+
+
+def _methods_arg(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def experiment_from_compare_args(args) -> Experiment:
+    """The ``kind = "compare"`` experiment that ``pnn compare``'s flags describe: ``--epochs``
+    sets the physical methods' epochs, ``--set METHOD.KEY=VALUE`` any method's field."""
+    from pnn.experiment import parse_override
+
+    methods = _methods_arg(args.methods)
+    per_method: dict[str, dict] = {}
+    if args.epochs is not None:
+        per_method = {m: {"epochs": args.epochs} for m in methods if m in registry.TRAINERS
+                      and registry.get_trainer(m).uses_physical_layers}
+    for item in getattr(args, "set", None) or []:
+        path, value = parse_override(item, where="--set")
+        name, dot, key = path.partition(".")
+        if not dot or not key:
+            raise ValueError(f"--set {item!r}: expected METHOD.KEY=VALUE, e.g. --set "
+                             f"bp.epochs=5")
+        per_method.setdefault(name, {})[key] = value
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds}: expected at least 1 seed")
+    tune = int(getattr(args, "tune", 0) or 0)
+    compare: dict = {"tune_trials": tune, "tune_jobs": getattr(args, "jobs", 1) or 1}
+    if tune or getattr(args, "split_per_seed", False):
+        compare["split"] = "per_seed"
+    else:
+        compare.update(split="shared", split_seed=args.split_seed)
+    if getattr(args, "storage", None):
+        compare["tune_storage"] = args.storage
+    if getattr(args, "target", None) is not None:
+        compare["target"] = args.target
+    d = {"kind": "compare", "seeds": list(range(args.seed, args.seed + args.seeds)),
+         "methods": methods, "task": _task_from_args(args), "system": {"name": args.system},
+         "method": per_method, "compare": compare, "output": {"out": args.out}}
+    return Experiment.from_dict(d, where="command line")
+
+
+def experiment_from_adapt_args(args) -> Experiment:
+    """The ``kind = "adapt"`` experiment that ``pnn adapt``'s flags describe."""
+    if not args.event:
+        raise ValueError("give at least one --event, e.g. --event jump:epoch=6.5,factor=0.9")
+    d = {"kind": "adapt", "seeds": [args.seed], "methods": _methods_arg(args.methods),
+         "task": _task_from_args(args), "system": {"name": args.system},
+         "adapt": {"events": list(args.event), "epochs": args.epochs,
+                   "evals_per_epoch": args.evals_per_epoch, "pat_twin": args.pat_twin},
+         "output": {"out": args.out}}
+    return Experiment.from_dict(d, where="command line")
+
+
+def experiment_from_train_args(args) -> Experiment:
+    """The experiment that ``pnn train``'s flags describe (validated like a TOML file, with
+    ``--set`` applied last)."""
+    fields = {f.name for f in dataclasses.fields(registry.get_trainer(args.method).Config)}
+    method = {"name": args.method}
+    method.update({k: getattr(args, k) for k in _CONFIG_FLAGS
+                   if getattr(args, k, None) is not None and k in fields})
+    task = _task_from_args(args)
+    system = {"name": args.system}
+    if getattr(args, "shared", False):
+        system["shared"] = True
+    d = {"seeds": [args.seed], "task": task, "system": system, "method": method,
          "run": {"checkpoint_every": args.checkpoint_every, "resume": args.resume}}
     if args.checkpoint_dir:
         d["run"]["checkpoint_dir"] = args.checkpoint_dir
@@ -92,6 +152,57 @@ class CliProgress(RunProgress):
             self.bar.close()
             self.bar = None
 
+    # compare and adapt experiments
+    def item(self, exp, i, n, label):
+        from tqdm import tqdm
+
+        tqdm.write(f"[{i}/{n}] {label}", file=sys.stderr)
+
+    def epochs(self, exp, label, total):
+        from tqdm import tqdm
+
+        return _EpochBar(tqdm(total=total, desc=label, unit="epoch", file=sys.stderr,
+                              leave=False, dynamic_ncols=True))
+
+    def item_done(self, exp, rec):
+        from tqdm import tqdm
+
+        c = rec["cost"]
+        val = rec.get("val_accuracy")
+        tqdm.write(f"      {rec['method']}: "
+                   + (f"val {val:.1%}, " if isinstance(val, float) else "")
+                   + f"test {rec['test_accuracy']:.1%}, {c['physical_queries']:,} physical "
+                   f"queries, {c['digital_flops']:.2e} FLOPs, {c['wall_s']:.1f} s",
+                   file=sys.stderr)
+
+    def note(self, exp, text):
+        print(f"pnn {self.command}: {text}", file=sys.stderr)
+
+    def report(self, exp, text):
+        print(text)
+
+
+class _EpochBar:
+    """An epoch bar for compare and adapt runs (loss, validation accuracy, the changing
+    physical parameter)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def update(self, rec):
+        post = {}
+        if "loss" in rec:
+            post["loss"] = f"{rec['loss']:.3f}"
+        if "val_accuracy" in rec:
+            post["val"] = f"{rec['val_accuracy']:.3f}"
+        if "param_value" in rec:
+            post["param"] = f"{rec['param_value']:.4g}"
+        self.bar.set_postfix(post)
+        self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+
 
 def _run(exp: Experiment, command: str) -> list[dict]:
     progress = CliProgress(command)
@@ -111,6 +222,18 @@ def _is_record_file(path: Path) -> bool:
     return path.suffix.lower() == ".json"
 
 
+def _runs(exp: Experiment, records: list[dict]) -> dict[str, tuple]:
+    """``{run: (test accuracy, parameter digest)}`` of records, the runs named by seed
+    (train), method and seed (compare, several-method train) or method (adapt: the final
+    accuracy on the changed physics)."""
+    if exp.kind == "adapt":
+        return {f"{m}, seed {r['seed']}": (res["test_accuracy"], res.get("params_sha256"))
+                for r in records for m, res in r["methods"].items()}
+    named = exp.kind == "compare" or len(exp.variants()) > 1
+    return {(f"{r['method']}, seed {r['seed']}" if named else f"seed {r['seed']}"):
+            (r["test_accuracy"], r.get("params_sha256")) for r in records}
+
+
 def _replay(path: Path, args) -> int:
     records = read_records(path)
     missing = [i for i, r in enumerate(records) if "experiment" not in r]
@@ -119,33 +242,137 @@ def _replay(path: Path, args) -> int:
                          f"experiments were recorded); replay needs a record from `pnn run` "
                          f"or `pnn train`")
     exp = Experiment.from_dict(records[0]["experiment"], where=f"{path} (experiment)")
-    # the replay runs the recorded seeds from scratch and writes only where told to
-    exp = dataclasses.replace(exp, seeds=tuple(int(r["seed"]) for r in records),
-                              run=dataclasses.replace(exp.run, checkpoint_dir=None,
-                                                      resume=False),
-                              output=dataclasses.replace(exp.output, out=args.out, save=None))
+    # the replay runs from scratch and writes only where told to
+    if exp.kind == "train":
+        exp = dataclasses.replace(exp, seeds=tuple(dict.fromkeys(int(r["seed"])
+                                                                for r in records)),
+                                  run=dataclasses.replace(exp.run, checkpoint_dir=None,
+                                                          resume=False),
+                                  output=dataclasses.replace(exp.output, out=args.out,
+                                                             save=None))
+    else:
+        exp = dataclasses.replace(exp, output=dataclasses.replace(exp.output, out=args.out))
+        if exp.compare is not None and exp.compare.tune_trials:
+            # a fresh study: the recorded one would hand back its finished trials
+            exp = dataclasses.replace(exp, compare=dataclasses.replace(exp.compare,
+                                                                       tune_storage=None))
     exp = exp.with_overrides(args.set, where="--set")
     print(f"pnn run: replaying {exp.describe()} from {path}", file=sys.stderr)
-    replayed = _run(exp, "run")
-    same = True
-    for old, new in zip(records, replayed):
-        a, b = old.get("test_accuracy"), new["test_accuracy"]
-        equal = a == b
+    if exp.kind == "compare" and exp.compare.tune_trials and not args.out:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pnn-replay-") as tmp:
+            exp = dataclasses.replace(exp, output=dataclasses.replace(exp.output, out=tmp))
+            replayed = _run(exp, "run")
+    else:
+        replayed = _run(exp, "run")
+    old, new = _runs(exp, records), _runs(exp, replayed)
+    same = old.keys() == new.keys()
+    if not same:
+        print(f"replay: the runs differ from the record's: recorded {sorted(old)}, replayed "
+              f"{sorted(new)}")
+    for key, (acc, sha) in new.items():
+        was, was_sha = old.get(key, (None, None))
+        equal = was == acc
         same &= equal
-        print(f"seed {new['seed']}: test accuracy {b:.4%} replayed, {a:.4%} recorded: "
-              f"{'identical' if equal else 'DIFFERENT'}"
-              + ("" if new.get("params_sha256") == old.get("params_sha256") else
-                 " (trained parameters differ)"))
+        print(f"{key}: test accuracy {acc:.4%} replayed, "
+              + (f"{was:.4%} recorded" if was is not None else "none recorded")
+              + f": {'identical' if equal else 'DIFFERENT'}"
+              + ("" if sha == was_sha else " (trained parameters differ)"))
     print("replay: " + ("every test accuracy identical to the record" if same else
                         "test accuracy differs from the record (see above)"))
     return 0 if same or args.set else 1
 
 
+def _headline(exp: Experiment, records: list[dict]) -> str:
+    """The results of a run in a few words: test accuracy per method (mean over seeds)."""
+    import statistics
+
+    by: dict[str, list[float]] = {}
+    for key, (acc, _) in _runs(exp, records).items():
+        by.setdefault(key.rpartition(", seed")[0] if ", seed" in key else "", []).append(acc)
+    return "; ".join(f"{m + ' ' if m else ''}{100 * statistics.mean(a):.1f} %"
+                     + (f" ({len(a)} seeds)" if len(a) > 1 else "") for m, a in by.items())
+
+
+def _run_folder(folder: Path, args) -> int:
+    """``pnn run FOLDER``: every ``*.toml`` in it, sorted; those whose record is current
+    (:func:`pnn.experiment.record_status`) are skipped unless ``--force``."""
+    import time
+
+    from pnn.config import ConfigError
+    from pnn.experiment import record_status
+
+    given = [flag for flag, v in (("--out", args.out), ("--set", args.set),
+                                  ("--print", args.print)) if v]
+    if given:
+        raise ValueError(f"{' and '.join(given)} apply to one experiment file, not to the "
+                         f"folder {folder}; run the file itself, e.g. pnn run "
+                         f"{folder / 'NAME.toml'} {given[0]} ...")
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no experiment files (*.toml) in this folder; see "
+                                f"experiments/ for examples")
+    experiments, errors = [], []
+    for f in files:  # every file checked before anything runs
+        try:
+            experiments.append((f, Experiment.from_toml(f)))
+        except ConfigError as e:
+            errors.append(str(e))
+    if errors:
+        raise ConfigError("\n".join(errors) + f"\n{len(errors)} of {len(files)} experiment "
+                          f"file(s) in {folder} invalid; nothing was run")
+    n = len(experiments)
+    rows: list[tuple[str, str, str, str]] = []
+    t_all = time.perf_counter()
+    interrupted = False
+    for i, (f, exp) in enumerate(experiments, 1):
+        current, why = record_status(exp)
+        if current and not args.force:
+            print(f"[{i}/{n}] {f.name}: skipped, {why} (--force reruns it)", file=sys.stderr)
+            rows.append((f.name, "current", "–",
+                         _headline(exp, read_records(exp.record_path()))))
+            continue
+        print(f"[{i}/{n}] {f.name}: {exp.describe()} ("
+              f"{'--force' if current else why}); {time.perf_counter() - t_all:.0f} s so far",
+              file=sys.stderr)
+        t = time.perf_counter()
+        try:
+            records = _run(exp, "run")
+        except KeyboardInterrupt:
+            rows.append((f.name, "interrupted", f"{time.perf_counter() - t:.0f}", ""))
+            interrupted = True
+            break
+        except Exception as e:  # noqa: BLE001 - one failed experiment does not stop the rest
+            rows.append((f.name, "FAILED", f"{time.perf_counter() - t:.0f}",
+                         f"{type(e).__name__}: {e}"))
+            print(f"[{i}/{n}] {f.name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        rows.append((f.name, "ran", f"{time.perf_counter() - t:.0f}", _headline(exp, records)))
+    for f, _ in experiments[len(rows):]:
+        rows.append((f.name, "not run", "–", ""))
+    width = max(len("experiment"), *(len(r[0]) for r in rows))
+    print(f"\nsummary of {folder} ({n} experiments, {time.perf_counter() - t_all:.0f} s):")
+    print(f"{'experiment':<{width}}  {'status':<11}  {'s':>6}  test accuracy")
+    for name, status, secs, head in rows:
+        print(f"{name:<{width}}  {status:<11}  {secs:>6}  {head}")
+    failed = sum(r[1] == "FAILED" for r in rows)
+    counts = {s: sum(r[1] == s for r in rows) for s in ("ran", "current", "FAILED")}
+    print(f"{counts['ran']} ran, {counts['current']} current (skipped), {failed} failed"
+          + (", interrupted" if interrupted else ""))
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
 def cmd_run(args) -> int:
     path = Path(args.file)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file; give an experiment (.toml, see "
-                                f"experiments/) or a result record (.json) to replay")
+        raise FileNotFoundError(f"{path}: no such file or folder; give an experiment (.toml, "
+                                f"see experiments/), a folder of them, or a result record "
+                                f"(.json) to replay")
+    if path.is_dir():
+        return _run_folder(path, args)
     if _is_record_file(path):
         return _replay(path, args)
     exp = Experiment.from_toml(path).with_overrides(args.set, where="--set")
@@ -161,13 +388,22 @@ def cmd_run(args) -> int:
 def add_run_command(sub) -> None:
     """Register ``pnn run`` on the ``pnn`` sub-command parser."""
     r = sub.add_parser(
-        "run", help="run an experiment file (TOML), or replay the experiment in a record (JSON)",
-        description="Run an experiment described by a TOML file (task, system and its physical "
-                    "parameters, method and its config, perturbations, seeds, outputs; see "
-                    "experiments/*.toml and pnn.experiment), or replay the experiment embedded "
-                    "in a result record and compare the test accuracy with the recorded one "
-                    "(exit status 1 if it differs).")
-    r.add_argument("file", help="experiment .toml, or a result record .json to replay")
+        "run", help="run an experiment file (TOML) or a folder of them, or replay the "
+                    "experiment in a record (JSON)",
+        description="Run an experiment described by a TOML file (kind = train, compare or "
+                    "adapt; task, system and its physical parameters, methods and their "
+                    "configs, perturbations or events, seeds, outputs; see experiments/*.toml "
+                    "and pnn.experiment), every experiment of a folder (sorted; a progress "
+                    "line each and a summary at the end; those whose record embeds the same "
+                    "experiment and pnn version are skipped unless --force), or replay the "
+                    "experiment embedded in a result record (a train record, a comparison's "
+                    "results.json, adapt.json) and compare the test accuracies with the "
+                    "recorded ones (exit status 1 if any differs).")
+    r.add_argument("file", help="experiment .toml, a folder of them (each run in turn, those "
+                                "whose record is current skipped), or a result record .json "
+                                "(results.json of a comparison, adapt.json) to replay")
+    r.add_argument("--force", action="store_true",
+                   help="with a folder: rerun experiments whose record is current too")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one value, e.g. --set method.lr=0.01 --set system.gamma=0.004 "
                         "--set seeds=[0,1] (repeatable; values read as TOML; validated)")
