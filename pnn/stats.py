@@ -29,6 +29,9 @@ __all__ = ["t_interval", "paired_differences", "cost_to_target", "default_target
 #: laser plus photodetection; microwave, ~10 us of a ~1 W source and receiver.
 ENERGY_PER_QUERY_J: dict[str, float] = {"acoustic": 5e-3, "optical": 1e-6, "microwave": 1e-5,
                                         "digital": 0.0}
+#: the ablation stand-ins of sim/ablation.py are small digital maps (about 10^3 FLOPs a sample
+#: at the usual widths): modelled at 10^3 FLOPs x ENERGY_PER_FLOP_J a query
+ENERGY_PER_QUERY_J.update({"none": 1e-7, "random_linear": 1e-7, "random_nonlinear": 1e-7})
 #: modelled energy of one digital FLOP in J (a CPU core at about 10 GFLOP/J).
 ENERGY_PER_FLOP_J: float = 1e-10
 ENERGY_NOTE = ("modelled energy = train queries x per-query energy of the system + digital "

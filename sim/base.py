@@ -90,11 +90,12 @@ def _jit_forward(layer, x, key):
     return layer.forward(x, key=key)
 
 
-def _check_traced_input(spec: LayerSpec, x, atol: float = 1e-6):
-    """Finiteness and range of a traced batch of drives, checked on the device."""
+def _check_traced_input(spec: LayerSpec, x, atol: float = 1e-6, *, tie_to=None):
+    """Finiteness and range of a traced batch of drives, checked on the device; returns ``x``
+    (or ``tie_to``) carrying the check."""
     bad = ~jnp.isfinite(x) | (x < spec.lo - atol) | (x > spec.hi + atol)
     return eqx.error_if(
-        x, jnp.any(bad),
+        x if tie_to is None else tie_to, jnp.any(bad),
         f"{spec.name}: drives must be finite and lie in the safe range [{spec.lo}, {spec.hi}] "
         f"{spec.units}; a traced call received values outside it; rescale the drive into the "
         f"range before sending it")
@@ -181,9 +182,13 @@ class AbstractSimulator(eqx.Module):
         validate_input(self.spec, x)
         self.validate_params()
         x = jnp.asarray(x)
-        if is_traced(x):
-            x = _check_traced_input(self.spec, x)
-        return _jit_forward(self, x, self.noise_key(key))
+        if not is_traced(x):
+            return _jit_forward(self, x, self.noise_key(key))
+        checked = _check_traced_input(self.spec, x)
+        y = _jit_forward(self, checked, self.noise_key(key))
+        # the check is also tied to the output: XLA drops a check whose result nothing uses, as
+        # when a reading ignores the drive's values (sim/ablation.py's ``none``)
+        return _check_traced_input(self.spec, x, tie_to=y)
 
     def _forward(self, x, key=None):
         """The jitted :meth:`forward`, unvalidated (the name callers used before
