@@ -36,6 +36,24 @@ def _choice(table: dict, kind: str):
     return check
 
 
+def _system_choice(name: str) -> str:
+    """``--system``: a registered name, an installed package's ``pnn.systems`` entry point,
+    ``package.module:factory`` or ``recorded:PATH`` (checked now, built later)."""
+    try:
+        registry.resolve_system(name)
+    except (ValueError, FileNotFoundError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
+def _system_help() -> str:
+    return (f"physical system: a name ({', '.join(registry.system_names())}; packages add "
+            f"theirs through the 'pnn.systems' entry points), 'package.module:factory' (a "
+            f"factory(n_in, n_out, *, seed, name, **params) returning a layer), or "
+            f"'recorded:PATH' (recorded input/output pairs, .npz or .csv, served by a fitted "
+            f"surrogate; see pnn.layers) (default %(default)s)")
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--task", type=_choice(registry.TASKS, "task"), default="vowels",
@@ -164,10 +182,33 @@ def _instrument_layers(args, cfg, data) -> list:
 
     shapes = trainer.shapes(cfg, data.n_features, data.n_classes)
     need = "; ".join(f"block {k}: n_in={i}, n_out={o}" for k, (i, o) in enumerate(shapes))
+    if len(args.instrument) == 1 and len(shapes) > 1:
+        # one apparatus for every block (time-multiplexed): built as wide as the widest block
+        # (or as the profile fixes it), each block a padded view (pnn.layers.Shared)
+        from pnn.layers import share
+
+        profile = load_profile(args.profile)
+        L = profile.layer
+        text = args.instrument[0]
+        kind, sep, where = text.partition(":")
+        if not sep or kind not in ("visa", "serial") or not where:
+            raise ValueError(f"--instrument {text!r}: expected 'visa:RESOURCE' (e.g. "
+                             f"visa:TCPIP::192.168.0.5::INSTR) or 'serial:PORT' (e.g. "
+                             f"serial:/dev/ttyACM0)")
+        n_in = L.n_in if L.n_in is not None else max(i for i, _ in shapes)
+        n_out = L.n_out if L.n_out is not None else max(o for _, o in shapes)
+        cls = VisaLayer if kind == "visa" else SerialLayer
+        device = cls(profile, where, n_in=n_in, n_out=n_out, name=f"{kind}:{where}")
+        try:
+            return share(device, shapes)
+        except ValueError as e:
+            raise ValueError(f"--instrument {text!r} for every block (profile "
+                             f"{profile.source}): {e}") from None
     if len(args.instrument) != len(shapes):
         raise ValueError(f"{args.method} with hidden={tuple(cfg.hidden)} needs {len(shapes)} "
                          f"physical layer(s) ({need}), but {len(args.instrument)} --instrument "
-                         f"was given: give one per block, in order (or change --hidden)")
+                         f"was given: give one per block, in order, or a single one that "
+                         f"every block shares (or change --hidden)")
     profile = load_profile(args.profile)
     L = profile.layer
     layers = []
@@ -360,9 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one method on one physical system and task",
                        description="Train one method on one physical system and task, with a "
                                    "progress bar, a summary, and a JSON result record.")
-    t.add_argument("--system", type=_choice(registry.SYSTEMS, "system"), default="acoustic",
-                   help=f"physical system; valid: {', '.join(sorted(registry.SYSTEMS))} "
-                        f"(default %(default)s)")
+    t.add_argument("--system", type=_system_choice, default="acoustic", help=_system_help())
+    t.add_argument("--shared", action="store_true",
+                   help="one physical layer for every block (one apparatus, time-multiplexed): "
+                        "built as wide as the widest block; narrower drives (PhyLL's first "
+                        "block) are padded with the layer's lower bound and each block reads "
+                        "the first n_meas channels; the ledger counts queries per block and "
+                        "per device. One --instrument for several blocks does the same")
     t.add_argument("--method", type=_choice(registry.METHODS, "method"), default="phyll",
                    help=f"training method; valid: {', '.join(sorted(registry.METHODS))} "
                         f"(default %(default)s)")
@@ -431,8 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run several methods on the same physical system, data split "
                                    "and seeds; write results.json, table.md and "
                                    "cost_vs_accuracy.png.")
-    c.add_argument("--system", type=_choice(registry.SYSTEMS, "system"), default="acoustic",
-                   help=f"physical system; valid: {', '.join(sorted(registry.SYSTEMS))}")
+    c.add_argument("--system", type=_system_choice, default="acoustic", help=_system_help())
     c.add_argument("--methods", default="phyll,pat,insilico,zo,bp,ff,mf",
                    help="comma-separated methods (default %(default)s)")
     c.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")

@@ -4,7 +4,9 @@ Every trainer sends each physical query through :meth:`Ledger.query` and reports
 it does with :meth:`Ledger.add_flops`. The ledger records
 
 * ``physical_queries``: samples sent through each physical layer (total, per layer, and per
-  purpose: ``train`` for learning, twin data and calibration, ``eval`` for measuring accuracy);
+  purpose: ``train`` for learning, twin data and calibration, ``eval`` for measuring accuracy),
+  and per device (``queries_by_device``: one entry for a layer that several blocks share, see
+  :class:`pnn.layers.Shared`, whose per-block views are the entries of ``queries_by_layer``);
 * ``digital_flops``: floating-point operations of the trainable digital parts, of any digital twin
   and of the optimiser, *counted from array shapes* (a multiply-add is 2 FLOPs; the count is
   stated per item in ``flops_by_item``);
@@ -40,6 +42,12 @@ def adam_flops(n_params: int) -> int:
     return 12 * int(n_params)
 
 
+def _device_name(layer) -> str:
+    from pnn.layers import device_name
+
+    return device_name(layer)
+
+
 class Ledger:
     """Counts physical queries, digital FLOPs, wall time and memory for one run.
 
@@ -51,6 +59,7 @@ class Ledger:
         self.max_batch = int(max_batch)
         self.queries_by_layer: dict[str, int] = defaultdict(int)
         self.queries_by_purpose: dict[str, int] = defaultdict(int)
+        self.queries_by_device: dict[str, int] = defaultdict(int)
         self.flops_by_item: dict[str, int] = defaultdict(int)
         self.physical_s = 0.0
         self._t0 = time.perf_counter()
@@ -105,6 +114,7 @@ class Ledger:
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{spec.name}: returned non-finite measurements")
         self.queries_by_layer[spec.name] += len(x)
+        self.queries_by_device[_device_name(layer)] += len(x)
         self.queries_by_purpose[self._relabel.get(purpose, purpose)] += len(x)
         return y
 
@@ -129,6 +139,7 @@ class Ledger:
         """Counters to checkpoint (plain data), including the wall time spent so far."""
         return {"queries_by_layer": dict(self.queries_by_layer),
                 "queries_by_purpose": dict(self.queries_by_purpose),
+                "queries_by_device": dict(self.queries_by_device),
                 "flops_by_item": dict(self.flops_by_item), "physical_s": self.physical_s,
                 "wall_s": self.wall_s}
 
@@ -139,6 +150,10 @@ class Ledger:
         self.queries_by_purpose.clear()
         self.queries_by_purpose.update(
             {k: int(v) for k, v in state.get("queries_by_purpose", {}).items()})
+        self.queries_by_device.clear()
+        # a checkpoint from before per-device counts: every layer its own device
+        self.queries_by_device.update({k: int(v) for k, v in state.get(
+            "queries_by_device", state["queries_by_layer"]).items()})
         self.flops_by_item.clear()
         self.flops_by_item.update({k: int(v) for k, v in state["flops_by_item"].items()})
         self.physical_s = float(state["physical_s"])
@@ -166,6 +181,7 @@ class Ledger:
             "physical_queries": self.physical_queries,
             "queries_by_layer": dict(self.queries_by_layer),
             "queries_by_purpose": dict(self.queries_by_purpose),
+            "queries_by_device": dict(self.queries_by_device),
             "digital_flops": self.digital_flops,
             "flops_by_item": dict(self.flops_by_item),
             "flops_method": "counted from array shapes (multiply-add = 2 FLOPs)",

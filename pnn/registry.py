@@ -4,6 +4,12 @@ The CLI, the comparison harness, the experiment runner and the conformance tests
 up here, so adding a simulator or a trainer means adding one entry.
 
 * ``SYSTEMS[name](n_in, n_out, *, seed, name)`` builds a :class:`~pnn.layer.PhysicalLayer`.
+  A system is named in one of four ways (:func:`resolve_system`): a name in ``SYSTEMS``
+  (:func:`register_system` adds one); a name that an installed package declares in the
+  ``pnn.systems`` entry-point group (``[project.entry-points."pnn.systems"] my-rig =
+  "my_lab.rig:factory"`` in its ``pyproject.toml``: no edit of pnn); ``module:factory``, a
+  factory importable from Python; ``recorded:PATH``, recorded input/output pairs served by a
+  fitted surrogate (:func:`pnn.layers.recorded_system`).
 * ``TASKS[name](**options)`` returns a :class:`~pnn.data.vowels.Dataset`.
 * ``TRAINERS[name]`` is a :class:`Trainer`: a small typed record (in the manner of optax's
   ``GradientTransformation``) declaring what a method offers. Callers read its flags; no caller
@@ -38,6 +44,10 @@ def _microwave(n_in: int, n_out: int, *, seed: int = 0, name: str = "microwave",
     from pnn.sim.microwave import MicrowaveLayer
 
     return MicrowaveLayer(n_in, n_out, seed=seed, name=name, **kw)
+
+
+#: the entry-point group through which installed packages register systems
+SYSTEM_ENTRY_POINTS = "pnn.systems"
 
 
 def _vowels(**kw):
@@ -220,10 +230,117 @@ def _lookup(table: dict, kind: str, name: str):
     return table[name]
 
 
+def register_system(name: str, factory: Callable, *, replace: bool = False) -> Callable:
+    """Add a physical system: ``factory(n_in, n_out, *, seed, name, **params)`` returns a
+    :class:`~pnn.layer.PhysicalLayer` (the CLI, experiments, compare and tune then offer it
+    as ``--system NAME``). Returns ``factory``."""
+    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
+        raise ValueError(f"register_system: name must be a non-empty string without ':' or "
+                         f"surrounding spaces (':' marks 'module:factory'), got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"register_system({name!r}): factory must be callable as "
+                        f"factory(n_in, n_out, *, seed, name, **params), got "
+                        f"{type(factory).__name__}")
+    if name in SYSTEMS and not replace and SYSTEMS[name] is not factory:
+        raise ValueError(f"a system named {name!r} is already registered; pass replace=True "
+                         f"to replace it")
+    SYSTEMS[name] = factory
+    return factory
+
+
+def _entry_points() -> dict:
+    """The ``pnn.systems`` entry points of the installed packages, by name (not loaded)."""
+    import importlib.metadata
+
+    try:
+        eps = importlib.metadata.entry_points(group=SYSTEM_ENTRY_POINTS)
+    except TypeError:  # pragma: no cover - Python < 3.10 selection API
+        eps = importlib.metadata.entry_points().get(SYSTEM_ENTRY_POINTS, [])
+    return {ep.name: ep for ep in eps}
+
+
+def system_names() -> list[str]:
+    """Every system offered by name: registered ones and installed packages' entry points."""
+    return sorted(set(SYSTEMS) | set(_entry_points()))
+
+
+_SYSTEM_FORMS = ("a registered name, a name from an installed package's 'pnn.systems' entry "
+                 "points, 'package.module:factory', or 'recorded:PATH' (.npz or .csv)")
+
+
+def resolve_system(system: str) -> Callable:
+    """The factory a system name stands for (see the module docstring for the four forms).
+
+    Raises:
+        ValueError: unknown name, a module or attribute that cannot be imported, an entry
+            point that fails to load, or a factory that is not callable.
+        FileNotFoundError: ``recorded:PATH`` names no file.
+    """
+    if not isinstance(system, str) or not system:
+        raise ValueError(f"system must be a name, got {system!r}; valid forms: {_SYSTEM_FORMS}")
+    if system in SYSTEMS:
+        return SYSTEMS[system]
+    if system.startswith("recorded:"):
+        from pnn.layers import recorded_system
+
+        path = system.partition(":")[2]
+        if not path:
+            raise ValueError("system 'recorded:': give the recorded data's path, e.g. "
+                             "recorded:cavity.npz")
+        return recorded_system(path)
+    eps = _entry_points()
+    if system in eps:
+        ep = eps[system]
+        try:
+            factory = ep.load()
+        except Exception as e:
+            raise ValueError(f"system {system!r}: the entry point {ep.value!r} (group "
+                             f"{SYSTEM_ENTRY_POINTS}) failed to load: {type(e).__name__}: {e}"
+                             ) from e
+        where = f"entry point {system!r} = {ep.value!r}"
+    elif ":" in system:
+        mod, _, attr = system.partition(":")
+        try:
+            factory = importlib.import_module(mod)
+            for part in attr.split("."):
+                factory = getattr(factory, part)
+        except ImportError as e:
+            raise ValueError(f"system {system!r}: cannot import module {mod!r} ({e}); check "
+                             f"the spelling and that its package is installed or on "
+                             f"PYTHONPATH") from None
+        except AttributeError:
+            raise ValueError(f"system {system!r}: module {mod!r} has no attribute {attr!r}; "
+                             f"expected 'package.module:factory'") from None
+        where = system
+    else:
+        raise ValueError(f"unknown system {system!r}; valid systems: "
+                         f"{', '.join(system_names())}; or {_SYSTEM_FORMS}")
+    if not callable(factory):
+        raise ValueError(f"system {system!r}: {where} is a {type(factory).__name__}, not a "
+                         f"factory(n_in, n_out, *, seed, name, **params)")
+    return factory
+
+
 def make_system(system: str, n_in: int, n_out: int, *, seed: int = 0, name: str | None = None,
                 **kw):
-    factory = _lookup(SYSTEMS, "system", system)
-    return factory(n_in, n_out, seed=seed, name=name or system, **kw)
+    factory = resolve_system(system)
+    try:
+        layer = factory(n_in, n_out, seed=seed, name=name or system, **kw)
+    except TypeError as e:  # most often a parameter the factory does not take
+        given = ", ".join(f"{k}={v!r}" for k, v in kw.items()) or "no parameters"
+        raise ValueError(f"system {system!r}: its factory failed with {given}: {e}; check the "
+                         f"[system] keys (or --set system.KEY=...) against the factory's "
+                         f"parameters") from e
+    spec = getattr(layer, "spec", None)
+    if spec is None or not callable(layer):
+        raise ValueError(f"system {system!r}: its factory returned {type(layer).__name__}, not "
+                         f"a physical layer (an object with .spec and __call__)")
+    if (spec.n_in, spec.n_out) != (n_in, n_out):
+        raise ValueError(f"system {system!r}: asked for a layer with n_in={n_in}, n_out={n_out}, "
+                         f"its factory returned {spec.name!r} with n_in={spec.n_in}, "
+                         f"n_out={spec.n_out}; a factory must build the shape it is given (wrap "
+                         f"a fixed-size device in pnn.layers.Shared to pad narrower drives)")
+    return layer
 
 
 def load_task(task: str, **kw):
@@ -234,9 +351,22 @@ def get_trainer(method: str) -> Trainer:
     return _lookup(TRAINERS, "method", method)
 
 
-def build_layers(system: str, method: str, config, data, *, seed: int = 0, **system_kw):
-    """The physical layers a method needs for ``data``, one per block, each seeded apart."""
+def build_layers(system: str, method: str, config, data, *, seed: int = 0,
+                 shared: bool = False, **system_kw):
+    """The physical layers a method needs for ``data``, one per block, each seeded apart.
+
+    With ``shared=True`` one layer serves every block (one apparatus, time-multiplexed): it is
+    built with the widest drive and measurement any block needs (seed ``1000 * seed``, named
+    after the system) and each block gets a :class:`pnn.layers.Shared` view of it (narrower
+    drives padded with ``lo``, the first ``n_out`` channels read)."""
     shapes = get_trainer(method).shapes(config, data.n_features, data.n_classes)
+    if shared and shapes:
+        from pnn.layers import share
+
+        n_in = max(i for i, _ in shapes)
+        n_out = max(o for _, o in shapes)
+        device = make_system(system, n_in, n_out, seed=seed * 1000, name=system, **system_kw)
+        return share(device, shapes)
     return [
         make_system(system, n_in, n_out, seed=seed * 1000 + k, name=f"{system}[{k}]", **system_kw)
         for k, (n_in, n_out) in enumerate(shapes)
