@@ -281,3 +281,198 @@ def test_pnn_run_then_replay_the_record_gives_the_identical_test_accuracy(tmp_pa
     assert again["test_accuracy"] == rec["test_accuracy"]
     assert again["params_sha256"] == rec["params_sha256"]
     assert json.loads(out.read_text()) == rec  # the replay did not overwrite the record
+
+
+# ------------------------------------------------------------------------------ compare, adapt
+COMPARE = """
+kind = "compare"
+seeds = [0, 1]
+methods = ["bp", "linear"]
+
+[task]
+classes = ["iy", "uw", "aa"]
+
+[method.bp]
+epochs = 2
+
+[compare]
+split_seed = 0
+"""
+
+ADAPT = """
+kind = "adapt"
+seeds = [0]
+methods = ["phyll", "insilico"]
+
+[task]
+classes = ["iy", "uw", "aa"]
+
+[method.phyll]
+hidden = [6]
+
+[adapt]
+epochs = 3
+events = ["jump:epoch=1.5,factor=1.05", {kind = "drift", epoch = 2.5, rate = 0.01}]
+"""
+
+
+def test_compare_and_adapt_experiments_round_trip_with_their_sections(tmp_path):
+    cmp = Experiment.from_toml(_write(tmp_path, COMPARE))
+    assert cmp.kind == "compare" and cmp.settings("bp") == {"epochs": 2}
+    assert cmp.compare.split == "shared" and cmp.compare.split_seed == 0
+    assert cmp.settings("linear") == {} and cmp.method is None
+    ad = Experiment.from_toml(_write(tmp_path, ADAPT, "adapt.toml"))
+    assert [e.kind for e in ad.adapt.events] == ["jump", "drift"]
+    # an event given as a table is the event given as text
+    assert ad.to_dict()["adapt"]["events"] == ["jump:epoch=1.5,factor=1.05",
+                                               "drift:epoch=2.5,rate=0.01"]
+    assert ad.settings("phyll") == {"hidden": [6]} and ad.adapt.evals_per_epoch == 3
+    for exp in (cmp, ad):
+        assert Experiment.from_dict(json.loads(json.dumps(exp.to_dict()))) == exp
+        assert Experiment.from_toml(_write(tmp_path, exp.to_toml(), "again.toml")) == exp
+    new = cmp.with_overrides(["method.bp.lr=0.01", "compare.tune_trials=2", "seeds=[3]",
+                              "compare.split=per_seed", "compare.split_seed=null"])
+    assert new.settings("bp") == {"epochs": 2, "lr": 0.01} and new.seeds == (3,)
+    assert new.compare.split == "per_seed" and new.compare.split_seed is None
+    with pytest.raises(ConfigError, match=r"a compare experiment sets a method's field with "
+                                          r"method\.<name>\.<key>=value, e.g\. "
+                                          r"method\.bp\.epochs=5"):
+        cmp.with_overrides(["method.epochs=3"])
+
+
+@pytest.mark.parametrize("text, match", [
+    (COMPARE + "shuffle = true\n",
+     r"exp\.toml: \[compare\]: unknown key\(s\) shuffle; valid keys: split, split_seed, "
+     r"tune_trials, tune_storage, tune_jobs, target"),
+    (COMPARE.replace("[compare]", "[compare]\ntune_trials = 2\nsplit = 'shared'"),
+     r"split = 'shared' with tune_trials = 2: tuning runs each seed on its own split; set "
+     r"split = \"per_seed\""),
+    (COMPARE + "target = 95\n", r"\[compare\] target = 95: expected a validation accuracy in "
+                                r"\(0, 1\]"),
+    (COMPARE.replace("[method.bp]", "[method.mf]"),
+     r"\[method\.mf\]: mf is not in methods = \['bp', 'linear'\]; add it there or remove"),
+    (COMPARE.replace("[method.bp]\nepochs = 2", "[method]\nname = 'bp'"),
+     r"\[method\]: 'name' is not a method; a compare experiment sets each method's Config in "
+     r"its own table"),
+    (COMPARE.replace("epochs = 2", "epoch = 2"),
+     r"exp\.toml: \[method\.bp\]: unknown key\(s\) epoch for BPConfig; valid keys: "),
+    (COMPARE.replace('kind = "compare"', 'kind = "compare"\nperturb = "noise:std=0.1"'),
+     r"unknown section\(s\) or key\(s\) perturb; valid: kind, seeds, methods, task, system, "
+     r"method, compare, output \(kind = 'compare'\); perturb belongs to kind = 'train'"),
+    (COMPARE.replace('kind = "compare"', 'kind = "sweep"'),
+     r"exp\.toml: kind = 'sweep': expected one of 'train', 'compare', 'adapt'"),
+    (COMPARE.replace('methods = ["bp", "linear"]', ""),
+     r"a compare experiment needs methods = \[\.\.\.\]"),
+    (ADAPT + "evals = 3\n", r"\[adapt\]: unknown key\(s\) evals; valid keys: events, epochs, "
+                            r"evals_per_epoch, pat_twin, tolerance"),
+    (ADAPT.replace("epochs = 3", "epochs = 2"),
+     r"\[adapt\] epochs = 2: the last event is at epoch 2\.5; give more epochs"),
+    (ADAPT.replace("rate = 0.01", "rate = 0.01, speed = 2"),
+     r"\[adapt\] events\[1\] = .*: unknown key\(s\) speed; valid keys: kind, epoch, factor, "
+     r"offset, rate, param"),
+    (ADAPT.replace("jump:epoch=1.5", "hop:epoch=1.5"),
+     r"\[adapt\] events\[0\] = 'hop:epoch=1\.5,factor=1\.05': unknown event 'hop'"),
+    (ADAPT.replace('"insilico"]', '"bp"]'),
+     r"methods: bp has no physical layer, and adapt changes the physics during training"),
+    (ADAPT.replace("seeds = [0]", "seeds = [0, 1]"),
+     r"an adapt experiment runs one seed .*write one file per seed"),
+    (ADAPT.replace("hidden = [6]", "epochs = 4"),
+     r"\[method\.phyll\] epochs: an adapt experiment sets these itself"),
+    (ADAPT + "pat_twin = 'fresh'\n", r"pat_twin = 'fresh': expected \"stale\""),
+    (ADAPT.replace("[adapt]", "[adapt]\nevents_ = 1").replace("events = [", "x = ["),
+     r"\[adapt\]: unknown key\(s\) events_, x"),
+])
+def test_compare_and_adapt_sections_are_validated_naming_file_section_and_key(tmp_path, text,
+                                                                              match):
+    with pytest.raises(ConfigError, match=match):
+        Experiment.from_toml(_write(tmp_path, text))
+
+
+@pytest.mark.slow
+def test_compare_experiment_runs_and_replays_from_its_results_json(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    p = _write(tmp_path, COMPARE + f'\n[output]\nout = "{out}"\n')
+    assert main(["run", str(p)]) == 0
+    records = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["seed"]) for r in records) == [
+        ("bp", 0), ("bp", 1), ("linear", 0), ("linear", 1)]
+    exp = Experiment.from_toml(p)
+    assert all(r["experiment"] == exp.to_dict() for r in records)
+    assert {r["config"]["epochs"] for r in records if r["method"] == "bp"} == {2}
+    # one split shared by both seeds (split_seed = 0), as pnn compare makes it
+    assert len({json.dumps(r["data"], sort_keys=True) for r in records}) == 1
+    for name in ("stats.json", "table.md", "cost_vs_accuracy.png"):
+        assert (out / name).exists()
+    capsys.readouterr()
+    again = tmp_path / "again"
+    assert main(["run", str(out / "results.json"), "--out", str(again)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("identical") == 5 and "DIFFERENT" not in text
+    replayed = json.loads((again / "results.json").read_text())
+    key = lambda r: (r["method"], r["seed"])  # noqa: E731
+    assert [r["test_accuracy"] for r in sorted(replayed, key=key)] == \
+        [r["test_accuracy"] for r in sorted(records, key=key)]
+    # a record that differs from the replay is reported, with exit status 1
+    records[0]["test_accuracy"] = 0.123
+    (out / "results.json").write_text(json.dumps(records))
+    assert main(["run", str(out / "results.json")]) == 1
+    assert "DIFFERENT" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ folder
+FAST = """
+[task]
+classes = ["iy", "uw", "aa"]
+
+[method]
+name = "linear"
+"""
+
+
+def test_pnn_run_folder_skips_experiments_whose_record_is_current(tmp_path, capsys):
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    for name in ("b", "a"):
+        _write(folder, FAST + f'\n[output]\nout = "{tmp_path / name}.json"\n', f"{name}.toml")
+    assert main(["run", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert out.err.index("[1/2] a.toml") < out.err.index("[2/2] b.toml")  # sorted
+    assert "no record at" in out.err
+    assert "2 ran, 0 current (skipped), 0 failed" in out.out
+    first = (tmp_path / "a.json").read_text()
+    assert json.loads(first)["pnn_version"]
+    # again: both current, nothing rerun (the records stay byte for byte)
+    assert main(["run", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "0 ran, 2 current (skipped), 0 failed" in out.out
+    assert "a.toml: skipped" in out.err and (tmp_path / "a.json").read_text() == first
+    # a changed experiment, another pnn version, or --force: run again
+    _write(folder, FAST.replace('"linear"', '"linear"\nmax_iter = 4000')
+           + f'\n[output]\nout = "{tmp_path / "a"}.json"\n', "a.toml")
+    rec = json.loads((tmp_path / "b.json").read_text())
+    rec["pnn_version"] = "0.0.1"
+    (tmp_path / "b.json").write_text(json.dumps(rec))
+    assert main(["run", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "holds a different experiment" in out.err and "written by pnn 0.0.1" in out.err
+    assert "2 ran, 0 current" in out.out
+    assert main(["run", str(folder), "--force"]) == 0
+    assert "2 ran, 0 current" in capsys.readouterr().out
+
+
+def test_pnn_run_folder_checks_every_file_before_running_any(tmp_path, capsys):
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    _write(folder, FAST + f'\n[output]\nout = "{tmp_path / "a"}.json"\n', "a.toml")
+    _write(folder, FAST.replace("[task]", "[task]\nshuffle = true"), "b.toml")
+    assert main(["run", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "b.toml: [task]: unknown key(s) shuffle" in err
+    assert "1 of 2 experiment file(s)" in err and "nothing was run" in err
+    assert not (tmp_path / "a.json").exists()
+    assert main(["run", str(folder), "--set", "seeds=[1]"]) == 2
+    assert "--set apply to one experiment file, not to the folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", str(empty)]) == 2
+    assert "no experiment files (*.toml)" in capsys.readouterr().err
