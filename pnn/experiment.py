@@ -44,6 +44,13 @@ A TOML experiment (every key but ``[method] name`` optional; defaults shown wher
     addresses = ["visa:TCPIP::192.168.0.5::INSTR"]
     profile = "emulator"
 
+``kind = "compare"`` (run by :func:`pnn.compare.compare`, the report in the folder ``[output]
+out``) and ``kind = "adapt"`` (:func:`pnn.adapt.run_adaptation`, one seed) take ``methods``, one
+``[method.<name>]`` table of Config fields per method, and a ``[compare]`` (``split = "shared"``
+with ``split_seed``, or ``"per_seed"``; ``tune_trials``, ``tune_storage``, ``tune_jobs``,
+``target``) or ``[adapt]`` section (``events`` as ``pnn adapt --event`` strings or tables,
+``epochs``, ``evals_per_epoch``, ``pat_twin``, ``tolerance``); see experiments/*.toml.
+
 Every section and key is checked: an unknown one is refused naming the file (or "command
 line"), the section, the key and the valid keys; values are checked by the trainer's Config
 (:mod:`pnn.config`), :func:`pnn.config.check_seed` and :func:`pnn.perturb.parse_perturbations`.
