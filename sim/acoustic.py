@@ -82,6 +82,29 @@ def _laplacian_cells_first(u: Float[Array, "nx ny ..."]) -> Float[Array, "nx ny 
     return p[2:, 1:-1] + p[:-2, 1:-1] + p[1:-1, 2:] + p[1:-1, :-2] - 4.0 * u
 
 
+def _remat_scan(body, carry, xs, k: int):
+    """``jax.lax.scan(body, carry, xs)[1][0]`` (the stacked first outputs) computed as an outer
+    scan over segments of ``k`` steps whose inner scan is wrapped in ``jax.checkpoint``: reverse
+    mode stores the carry once per segment and recomputes the segment, so memory grows as
+    ``n/k + k`` steps instead of ``n``. The same steps in the same order: forward values are
+    identical to the plain scan. A remainder of ``n mod k`` steps runs as a plain scan."""
+    n = xs.shape[0]
+    n_seg = n // k
+
+    def inner(c, seg):
+        c, (out, _) = jax.lax.scan(body, c, seg)
+        return c, out
+
+    seg_fn = jax.checkpoint(inner, prevent_cse=False)
+    head = xs[: n_seg * k].reshape((n_seg, k) + xs.shape[1:])
+    carry, outs = jax.lax.scan(seg_fn, carry, head)
+    outs = outs.reshape((n_seg * k,) + outs.shape[2:])
+    if n_seg * k < n:
+        carry, (rest, _) = jax.lax.scan(body, carry, xs[n_seg * k:])
+        outs = jnp.concatenate([outs, rest])
+    return outs
+
+
 def discrete_energy(u_next, u, c, dx, dt):
     """Conserved discrete energy of the leapfrog scheme (undamped, constant c), J-like units.
 
@@ -129,6 +152,13 @@ class AcousticLayer(AbstractSimulator):
         speed_scale: global multiplicative speed factor (temperature-like drift parameter).
         seed: seeds the disorder field.
         name: layer name used in error messages.
+        remat_every: memory of a gradient through :meth:`forward`: the time loop is split into
+            segments of this many steps, each wrapped in ``jax.checkpoint``, so that reverse
+            mode keeps one field per segment and recomputes the steps inside a segment instead
+            of storing every step's field. ``None`` (default) picks about sqrt(``n_steps``)
+            (memory grows as sqrt(n_steps) instead of n_steps, for one extra forward pass in
+            the backward pass); ``0`` keeps the plain scan (every step stored). Forward results
+            are the same bit for bit either way.
 
     The physical scalars ``c0``, ``c_nl``, ``u_sat``, ``speed_scale`` and ``source_amplitude``
     are 0-d arrays (traced: a drift or a jump sets them without recompiling); the discretisation
@@ -152,6 +182,7 @@ class AcousticLayer(AbstractSimulator):
     dx: float = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     disorder: float = eqx.field(static=True)
+    remat_every: int = eqx.field(static=True)
     c0: Array
     c_nl: Array
     u_sat: Array
@@ -184,6 +215,7 @@ class AcousticLayer(AbstractSimulator):
         speed_scale: float = 1.0,
         seed: int = 0,
         name: str = "acoustic",
+        remat_every: int | None = None,
     ):
         for label, v in (("dx", dx), ("c0", c0), ("u_sat", u_sat), ("frequency", frequency),
                          ("burst_cycles", burst_cycles), ("speed_scale", speed_scale)):
@@ -203,6 +235,11 @@ class AcousticLayer(AbstractSimulator):
             raise ValueError(f"{name}: disorder must be in [0, 0.5), got {disorder!r}")
         if n_steps < 1:
             raise ValueError(f"{name}: n_steps must be >= 1, got {n_steps!r}")
+        if remat_every is None:
+            remat_every = max(1, int(round(math.sqrt(n_steps))))
+        if isinstance(remat_every, bool) or int(remat_every) != remat_every or remat_every < 0:
+            raise ValueError(f"{name}: remat_every must be an integer >= 0 (0: no checkpointing) "
+                             f"or None (about sqrt(n_steps)), got {remat_every!r}")
         if pml_width < 0 or 2 * pml_width + 8 > min(nx, ny):
             raise ValueError(
                 f"{name}: a {nx}x{ny} grid cannot hold an absorbing layer of {pml_width} cells "
@@ -230,6 +267,7 @@ class AcousticLayer(AbstractSimulator):
             )
         self.nx, self.ny, self.n_steps = nx, ny, n_steps
         self.dx, self.dt, self.disorder = float(dx), float(dt), float(disorder)
+        self.remat_every = int(remat_every)
         self.c0, self.c_nl, self.u_sat = scalar(c0), scalar(c_nl), scalar(u_sat)
         self.speed_scale = scalar(speed_scale)
         self.source_amplitude = scalar(source_amplitude)
@@ -376,6 +414,9 @@ class AcousticLayer(AbstractSimulator):
                 extra = None
             return (u_cur, u_next), (out, extra)
 
+        if record is None and 0 < self.remat_every < self.n_steps:
+            traces = _remat_scan(body, (u, u), waveform, self.remat_every)
+            return traces, None
         _, (traces, extra) = jax.lax.scan(body, (u, u), waveform)
         return traces, extra
 

@@ -1,0 +1,155 @@
+"""Data-parallel simulation across devices with JAX's own sharding.
+
+:class:`DataParallel` wraps any simulator (a :class:`~pnn.sim.base.AbstractSimulator`: acoustic,
+optical, microwave, or one of yours) and splits every batch of drives across devices along the
+batch axis: a 1-D :class:`jax.sharding.Mesh` named ``"batch"`` over the chosen devices, the
+drives placed with a :class:`~jax.sharding.NamedSharding` ``P("batch", None)``, and the
+simulator's pure-JAX ``forward`` run on each device's rows by :func:`jax.shard_map`. Samples
+are independent, so no device talks to another; the output comes back sharded the same way.
+
+    from pnn.sharded import DataParallel
+    layer = DataParallel(AcousticLayer(8, 8, nx=128, ny=128), devices=2)
+    y = layer(x)            # the same as the bare layer's output, to float rounding
+
+Why a wrapper and not a ``devices=`` argument on each simulator: one implementation serves
+every simulator (and every simulator written later) without touching its physics; the wrapped
+layer is itself an ``AbstractSimulator``, so it validates its input and parameters, is counted by
+the ledger, pads its batches, and is differentiable (in-silico training backpropagates through
+``shard_map``) like the layer it wraps. Perturbation wrappers (:mod:`pnn.perturb`) go outside:
+``Drift(DataParallel(sim))`` is fine; the wrapper exposes the simulator as ``.layer``.
+
+A batch that does not divide by the number of devices is padded with the range's lower bound
+and the padding is dropped from the output. Deterministic layers (every registry default) give
+the same outputs on any number of devices; a layer with detector noise draws each shard's noise
+from ``fold_in(key, shard index)``: the same statistics, not the same values.
+
+On CPU, test with several virtual devices (set before jax is imported)::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -c "..."
+
+Several GPUs on one host: ``DataParallel(layer, devices=None)`` uses every device of
+``jax.devices()`` (or pass ``devices=N`` for the first N, or a list of devices). Several hosts:
+start one process per host and call ``jax.distributed.initialize(coordinator_address=
+"host0:1234", num_processes=H, process_id=i)`` (arguments are detected automatically under
+SLURM and on Cloud TPU) before anything else touches JAX; ``jax.devices()`` then lists every
+host's devices and the mesh spans them. Every process must call the layer with the same global
+batch (build it from the same seed), or assemble a global array from per-host rows with
+``jax.make_array_from_process_local_data(NamedSharding(layer.mesh, P("batch", None)), rows)``
+and pass that instead; read results on each host from ``y.addressable_shards``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from pnn.layer import LayerSpec
+from pnn.sim.base import AbstractSimulator
+
+__all__ = ["DataParallel", "batch_mesh"]
+
+AXIS = "batch"
+
+
+def batch_mesh(devices: int | Sequence | None = None) -> Mesh:
+    """A 1-D mesh named ``"batch"`` over ``devices``: ``None`` for all of ``jax.devices()``,
+    an int N for the first N, or a sequence of devices.
+
+    Raises:
+        ValueError: when more devices are asked for than exist (the message names the XLA flag
+            that makes virtual CPU devices), or N < 1.
+    """
+    avail = jax.devices()
+    if devices is None:
+        devs = list(avail)
+    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        n = int(devices)
+        if n < 1:
+            raise ValueError(f"devices must be >= 1, got {n}")
+        if n > len(avail):
+            raise ValueError(
+                f"devices={n} asked for, but jax sees {len(avail)} "
+                f"({', '.join(str(d) for d in avail)}); on a CPU set XLA_FLAGS="
+                f"--xla_force_host_platform_device_count={n} before jax is imported")
+        devs = list(avail[:n])
+    else:
+        devs = list(devices)
+        if not devs:
+            raise ValueError("devices: an empty device list")
+    return Mesh(np.array(devs), (AXIS,))
+
+
+class DataParallel(AbstractSimulator):
+    """``layer`` with every batch split across ``devices`` (see the module docstring).
+
+    Args:
+        layer: a simulator (pure-JAX ``forward``); not a driver.
+        devices: ``None`` (all devices), an int N (the first N), or a list of devices.
+    """
+
+    physical_scalars: ClassVar[tuple[str, ...]] = ()
+
+    layer: AbstractSimulator
+    mesh: Mesh = eqx.field(static=True)
+
+    def __init__(self, layer, devices: int | Sequence | None = None):
+        if not isinstance(layer, AbstractSimulator):
+            raise TypeError(
+                f"DataParallel wraps a simulator (pnn.sim.base.AbstractSimulator) whose forward "
+                f"is pure JAX; got {type(layer).__name__}. Instruments cannot be sharded")
+        self.layer = layer
+        self.mesh = batch_mesh(devices)
+
+    @property
+    def spec(self) -> LayerSpec:
+        return self.layer.spec
+
+    @property
+    def n_devices(self) -> int:
+        return int(self.mesh.size)
+
+    @property
+    def pad_batches(self) -> bool:  # type: ignore[override]
+        return getattr(self.layer, "pad_batches", True)
+
+    @property
+    def flops_per_sample(self) -> int:
+        return self.layer.flops_per_sample
+
+    def validate_params(self) -> None:
+        self.layer.validate_params()
+
+    def params(self):
+        return self.layer.params()
+
+    def noise_key(self, key):
+        return self.layer.noise_key(key)
+
+    def sharding(self) -> NamedSharding:
+        """Where a batch of drives lives: rows split over the ``"batch"`` axis."""
+        return NamedSharding(self.mesh, P(AXIS, None))
+
+    def forward(self, x, *, key=None):
+        n = self.n_devices
+        b = x.shape[0]
+        pad = (-b) % n
+        if pad:
+            x = jnp.concatenate(
+                [x, jnp.full((pad, x.shape[1]), self.spec.lo, dtype=x.dtype)])
+        x = jax.lax.with_sharding_constraint(x, self.sharding())
+        inner = self.layer
+
+        def local(xs, k):
+            if k is not None:
+                k = jax.random.fold_in(k, jax.lax.axis_index(AXIS))
+            return inner.forward(xs, key=k)
+
+        key_spec = None if key is None else P()
+        y = jax.shard_map(local, mesh=self.mesh, in_specs=(P(AXIS, None), key_spec),
+                          out_specs=P(AXIS, None), check_vma=False)(x, key)
+        return y[:b] if pad else y
