@@ -7,7 +7,7 @@ then a depth sweep (1 to 4 blocks) and a width sweep (measured channels ``n_meas
 system. Reports validation and test accuracy (mean ± std, 95 % t interval) and paired
 differences by seed (:mod:`pnn.stats`) against each simulator.
 
-    .venv/bin/python experiments/ablation.py            # the full run (about 25 min, 2 cores)
+    .venv/bin/python experiments/ablation.py  # full run: 6 epochs, 5 seeds, 19 min on 2 cores
     .venv/bin/python experiments/ablation.py --quick    # every code path in a few minutes
 
 Writes ``experiments/results/ablation/`` (``--out``): ``records/*.json`` (one per run, written as
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     args.widths = [int(v) for v in args.widths.split(",")]
 
     base = PhyLLConfig(epochs=args.epochs)
+    git_at_start = _git_state()  # other people may commit while the sweep runs
     rec_dir = args.out / "records"
     rec_dir.mkdir(parents=True, exist_ok=True)
     data_cache: dict = {}
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
                 rec = old
         if rec is None:
             rec = run_one(system, cfg, seed, data_cache)
-            rec.update({"group": group, "label": label})
+            rec.update({"group": group, "label": label, "git": git_at_start})
             atomic_write_text(path, json.dumps(rec, indent=1))
         records.append(rec)
         print(f"[{i}/{len(runs)} {time.perf_counter() - t0:6.0f} s] {group} {label} seed {seed}:"
@@ -207,8 +208,8 @@ def main(argv=None) -> int:
               f"({rec['run_s']:.0f} s)", flush=True)
 
     main_recs = [r for r in records if r["group"] == "systems"]
-    sys_rows = summarise(main_recs, {s: [x for x in SIMULATORS if x in args.systems]
-                                     for s in args.systems})
+    refs = [s for s in ("none", *SIMULATORS) if s in args.systems]
+    sys_rows = summarise(main_recs, {s: refs for s in args.systems})
     sweep_base = [dict(r) for r in main_recs if r["system"] == args.sweep_system
                   and r["seed"] < args.sweep_seeds]
     depth_recs = [r for r in records if r["group"] == "depth"] + [
@@ -230,17 +231,19 @@ def main(argv=None) -> int:
                f"(sweeps, on {args.sweep_system}). Budget chosen so the full run fits about "
                f"25 min on 2 shared CPU cores; no tuning (the same configuration for every "
                f"system).")
-    meta = {"command": cmd.strip(), "setting": setting, "git": _git_state(),
+    code = sorted({r.get("git", "not recorded") for r in records})
+    meta = {"command": cmd.strip(), "setting": setting, "git": "; ".join(code),
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "total_s": round(total, 1), "epochs": args.epochs, "seeds": args.seeds,
             "sweep_seeds": args.sweep_seeds, "sweep_system": args.sweep_system}
     out = {"meta": meta, "systems": sys_rows, "depth": depth_rows, "width": width_rows}
     atomic_write_text(args.out / "ablation.json", json.dumps(out, indent=1))
-    refs = [s for s in SIMULATORS if s in args.systems]
     md = [
         "# What the physics contributes: PhyLL with the physical layer ablated",
         "",
-        f"Command: `{meta['command']}` (total {total / 60:.1f} min; code at {meta['git']}).",
+        f"Command: `{meta['command']}` (this invocation {total / 60:.1f} min, runs already "
+        f"recorded are reused; each run's wall time is in the last column and in records/; "
+        f"code the runs used: {meta['git']}).",
         "",
         setting,
         "",
