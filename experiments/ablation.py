@@ -34,7 +34,10 @@ from pnn.data.vowels import load_vowels
 from pnn.fileio import atomic_write_text
 from pnn.train.phyll import PhyLLConfig
 
-SYSTEMS = ("none", "random_linear", "random_nonlinear", "acoustic", "optical", "microwave")
+#: a system with parameters is written ``name[key=value;...]`` (the parameters of its
+#: registry factory, e.g. ``random_nonlinear[kind=tanh]``)
+SYSTEMS = ("none", "random_linear", "random_nonlinear", "random_nonlinear[kind=tanh]",
+           "acoustic", "optical", "microwave")
 SIMULATORS = ("acoustic", "optical", "microwave")
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "ablation"
@@ -44,12 +47,32 @@ def _key(group: str, system: str, label: str, seed: int) -> str:
     return f"{group}__{system}__{label}__seed{seed}"
 
 
+def parse_system(text: str) -> tuple[str, dict]:
+    """``"name[key=value;...]"`` -> ``(name, {key: value})``; numbers become numbers."""
+    name, _, rest = text.partition("[")
+    params = {}
+    if rest:
+        if not rest.endswith("]"):
+            raise ValueError(f"system {text!r}: expected name[key=value;...], e.g. "
+                             "random_nonlinear[kind=tanh]")
+        for item in filter(None, rest[:-1].split(";")):
+            k, eq, v = item.partition("=")
+            if not eq:
+                raise ValueError(f"system {text!r}: parameter {item!r} is not key=value")
+            try:
+                params[k.strip()] = json.loads(v)
+            except json.JSONDecodeError:
+                params[k.strip()] = v.strip()
+    return name, params
+
+
 def run_one(system: str, cfg: PhyLLConfig, seed: int, data_cache: dict) -> dict:
     if seed not in data_cache:
         data_cache[seed] = load_vowels(seed=seed)
     data = data_cache[seed]
     t = time.perf_counter()
-    layers = registry.build_layers(system, "phyll", cfg, data, seed=seed)
+    name, params = parse_system(system)
+    layers = registry.build_layers(name, "phyll", cfg, data, seed=seed, **params)
     rec, _ = registry.get_trainer("phyll").train(layers, data, cfg, seed=seed)
     return {"system": system, "seed": seed, "config": dataclasses.asdict(cfg),
             "val_accuracy": float(rec["val_accuracy"]),
@@ -173,7 +196,8 @@ def main(argv=None) -> int:
         if args.out == DEFAULT_OUT:
             args.out = DEFAULT_OUT.parent / "ablation_quick"
     args.systems = [s for s in args.systems.split(",") if s]
-    bad = [s for s in args.systems + [args.sweep_system] if s not in registry.SYSTEMS]
+    bad = [s for s in args.systems + [args.sweep_system]
+           if parse_system(s)[0] not in registry.SYSTEMS]
     if bad:
         ap.error(f"unknown system(s) {bad}; valid: {', '.join(sorted(registry.SYSTEMS))}")
     if args.seeds < 2 or args.epochs < 1:
@@ -250,7 +274,8 @@ def main(argv=None) -> int:
         "Systems: `none` = constant zero reading (the block is the digital map of its drive); "
         "`random_linear` = fixed non-negative random matrix (incoherent intensity transmission); "
         "`random_nonlinear` = |G d|^2 with a fixed complex Gaussian G (coherent speckle and a "
-        "camera); see `sim/ablation.py`. Intervals: two-sided 95 % Student t over seeds; Δ is "
+        "camera); `random_nonlinear[kind=tanh]` = a fixed random two-layer tanh network; see "
+        "`sim/ablation.py`. Intervals: two-sided 95 % Student t over seeds; Δ is "
         "paired by seed (same split and initialisation); * marks an interval that excludes 0.",
         "",
         "## Systems",
