@@ -132,6 +132,15 @@ def test_a_registered_toy_trainer_runs_through_train_and_compare(toy, tmp_path, 
                  "--out", str(folder)]) == 0
     recs = json.loads((folder / "results.json").read_text())
     assert {r["method"] for r in recs} == {"toy", "linear"}
+    capsys.readouterr()
+    exp = tmp_path / "toy.toml"
+    exp.write_text('kind = "train"\nseeds = [1]\n[task]\nname = "vowels"\n'
+                   'classes = ["iy", "uw", "aa"]\n[system]\nname = "acoustic"\n'
+                   f'[method]\nname = "toy"\nshrink = 0.25\n[output]\nout = "{tmp_path / "r.json"}"\n')
+    assert main(["run", str(exp)]) == 0
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["method"] == "toy" and rec["config"]["shrink"] == 0.25 and rec["seed"] == 1
+    assert main(["run", str(tmp_path / "r.json")]) == 0  # replays to the same test accuracy
 
 
 def test_trainers_see_a_sealed_test_split_and_test_is_measured_once():
