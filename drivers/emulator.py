@@ -78,8 +78,10 @@ class Faults:
     """Faults to inject (all off by default).
 
     delay_s: wait this long before every reply.
-    drop_after: after this many requests, drop the link on the next one: the SCPI server closes
-        the connection, the serial device swallows the frame. Happens ``drops`` times, each
+    drop_after: after this many requests, drop the link on the next one: the SCPI server resets
+        the connection (a TCP RST, so the host notices at once, without waiting for a timeout),
+        the serial device swallows the frame. Each drop is counted in :attr:`EmulatorLog.drops`
+        once it has happened, so a test can wait for it (:meth:`EmulatorLog.wait_until`). Happens ``drops`` times, each
         ``drop_after`` requests after the previous one.
     drop_reply: when dropping, first execute the request (the measurement happens, its reply
         is lost) instead of dropping it unexecuted.
@@ -119,6 +121,7 @@ class EmulatorLog:
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self.commands: list[str] = []
         self.drives: list[np.ndarray] = []
         self.measurements: list[Measurement] = []
@@ -128,6 +131,21 @@ class EmulatorLog:
     def add_command(self, text: str) -> None:
         with self._lock:
             self.commands.append(text)
+            self._changed.notify_all()
+
+    def add_drop(self) -> None:
+        """Count a drop once it has taken effect (connection reset, frame swallowed or its
+        reply discarded)."""
+        with self._lock:
+            self.drops += 1
+            self._changed.notify_all()
+
+    def wait_until(self, predicate, timeout: float) -> bool:
+        """Block until ``predicate(log)`` holds (re-checked whenever a command or a drop is
+        logged); False if ``timeout`` seconds passed first. For tests: the condition is the
+        synchronisation, ``timeout`` only bounds a hang."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
 
     def add_drive(self, x: np.ndarray) -> None:
         with self._lock:
@@ -258,7 +276,6 @@ class _Emulator:
         if self._drops_left and self.log.requests > self._drop_at:
             self._drops_left -= 1
             self._drop_at = self.log.requests + self.faults.drop_after
-            self.log.drops += 1
             return True
         return False
 
@@ -399,9 +416,17 @@ class ScpiEmulator(_Emulator):
                 continue
             self.log.connections += 1
             with conn:
-                self._serve_connection(conn)
+                dropped = self._serve_connection(conn)
+                if dropped or self._stop.is_set():
+                    _reset(conn)
+                if dropped:
+                    self.log.add_drop()
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _serve_connection(self, conn: socket.socket) -> bool:
+        """Serve one connection until the client leaves or a limit is reached; True when a
+        fault drops it (the caller then resets it, as it does once :meth:`stop` was called: an
+        instrument that goes away does not wait for its client; one that reached its request
+        limit closes normally, after its last reply)."""
         conn.settimeout(_POLL_S)
         buf = bytearray()
         while not self._done():
@@ -409,15 +434,15 @@ class ScpiEmulator(_Emulator):
                 data = conn.recv(65536)
             except (socket.timeout, BlockingIOError):
                 if self._stop.is_set():
-                    return  # stopped and idle
+                    return False  # stopped and idle
                 continue
             except OSError:
-                return
+                return False
             if not data:
-                return
+                return False
             buf.extend(data)
             if len(buf) > _MAX_BUFFER:
-                return
+                return False
             while not self._done():
                 try:
                     msg = _pop_message(buf)
@@ -432,7 +457,7 @@ class ScpiEmulator(_Emulator):
                 if self._should_drop():
                     if self.faults.drop_reply:
                         self._execute(text, block)
-                    return  # closes the connection: the link dropped
+                    return True  # the link dropped
                 reply, delivered = self._execute(text, block)
                 if reply is None:
                     continue
@@ -447,9 +472,10 @@ class ScpiEmulator(_Emulator):
                     conn.sendall(reply)
                     conn.settimeout(_POLL_S)
                 except OSError:
-                    return
+                    return False
                 if delivered is not None:
                     delivered.deliveries += 1
+        return False
 
     def _execute(self, text: str, block: bytes | None):
         """Run one message (maybe ``;``-joined); returns (reply bytes or None, Measurement)."""
@@ -579,6 +605,17 @@ class ScpiEmulator(_Emulator):
         if self.faults.short_trace:
             trace = trace[:-1]
         return _ieee_block(trace.tobytes()), m
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close ``conn`` with a TCP reset (SO_LINGER on, zero timeout): the peer's next read or
+    write fails with ECONNRESET at once, where a normal close (FIN) would leave a pyvisa-py
+    client waiting for its read timeout."""
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    conn.close()
 
 
 def _number(text: str) -> float | None:
@@ -725,9 +762,11 @@ class SerialEmulator(_Emulator):
         raw = encode_frame(frame.type, frame.seq, frame.payload)
         drop = self._should_drop()
         if drop and not self.faults.drop_reply:
+            self.log.add_drop()
             return  # swallowed: never executed
         reply, m = self._reply_for(kind, frame, raw)
         if drop:
+            self.log.add_drop()
             return  # executed, reply lost
         self._sleep(self.faults.delay_s)
         out = reply

@@ -40,7 +40,8 @@ Receiving (host and device alike, :func:`pop_frame`): scan to the next START byt
 before it is garbage and skipped), read the header, refuse an implausible TYPE or LEN by skipping
 one byte, wait for the whole frame, check the CRC; on a mismatch skip one byte and scan again
 (the START byte may itself have been noise). A partial frame that stops growing for
-``resync_gap_s`` is treated the same way. If a corrupted frame is seen and nothing valid follows
+``resync_gap_s`` is treated the same way when a complete valid frame follows it in the buffer (its
+header was noise); otherwise its bytes are kept, since the rest may merely be late. If a corrupted frame is seen and nothing valid follows
 within ``resync_gap_s``, the host resends the request (same bytes), at most ``max_retries``
 times; a request that gets no reply within ``timeout_s`` (``measure_timeout_s`` for MEASURE) is
 resent likewise, and a port error (device reset, cable) re-opens the port first.
@@ -179,6 +180,11 @@ def pop_frame(buf: bytearray, plausible: Callable[[int, int], bool],
         del buf[:total]
         stats.frames += 1
         return Frame(type_, seq, body[_HEAD.size - 1 :])
+
+
+def _valid_frame_after_head(buf: bytearray, plausible: Callable[[int, int], bool]) -> bool:
+    """Whether a complete valid frame starts somewhere after ``buf[0]`` (``buf`` unchanged)."""
+    return pop_frame(bytearray(buf[1:]), plausible) is not None
 
 
 class _NoReply(Exception):
@@ -408,8 +414,11 @@ class SerialLayer(InstrumentLayer):
                 continue  # a late reply to an earlier request
             now = time.monotonic()
             if now - last_rx > gap:
-                if self._rx:
-                    # a partial "frame" that stopped growing: its header was noise
+                if self._rx and _valid_frame_after_head(self._rx, self._plausible):
+                    # a partial "frame" that stopped growing while a whole valid frame waits
+                    # behind it: its header was noise. A partial frame with nothing valid
+                    # behind it is left alone: the rest of it may merely be late (a slow
+                    # device or a loaded host), and dropping it would lose a good reply
                     stats.skipped += 1
                     del self._rx[:1]
                     continue

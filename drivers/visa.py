@@ -33,8 +33,8 @@ drops the session so the next call starts from a clean stream. An instrument tha
 reached raises :class:`~pnn.drivers.errors.InstrumentConnectionError` from :meth:`VisaLayer.connect`
 within ``open_timeout_ms`` + ``timeout_ms``.
 
-Note: pyvisa-py does not report a TCP peer that closed its socket; a dropped link is noticed when
-the next read times out (``timeout_ms``, or ``measure_timeout_ms`` while waiting for a
+Note: pyvisa-py does not report a TCP peer that closed its socket normally (FIN); such a dropped
+link is noticed when the next read times out (a reset connection, RST, fails at once) (``timeout_ms``, or ``measure_timeout_ms`` while waiting for a
 measurement), which bounds how long a retry takes to start.
 """
 

@@ -78,11 +78,11 @@ def test_both_drivers_use_the_one_path():
         assert getattr(cls, "__call__") is InstrumentLayer.__call__
 
 
-def test_chunks_retries_and_counts_once(fast_profile):
+def test_chunks_retries_and_counts_once(patient_profile):
     physics = TanhLayer(5, 3)
     x = np.random.default_rng(0).random((5, 5)).astype(np.float32)
     # the second transfer's first attempt drops the link: re-opened and resent, once
-    with MemoryWire(fast_profile, physics=physics, failures=[1]) as layer:
+    with MemoryWire(patient_profile, physics=physics, failures=[1]) as layer:
         y = layer(x)
     np.testing.assert_array_equal(y, np.concatenate([physics(x[i : i + 2]) for i in (0, 2, 4)]))
     assert [len(s) for s in layer.sent] == [2, 2, 1]
@@ -92,18 +92,18 @@ def test_chunks_retries_and_counts_once(fast_profile):
             layer.stats.connects) == (3, 5, 1, 2)
 
 
-def test_nothing_is_counted_when_a_later_transfer_fails(fast_profile):
+def test_nothing_is_counted_when_a_later_transfer_fails(patient_profile):
     physics = TanhLayer(5, 3)
     x = np.random.default_rng(0).random((4, 5)).astype(np.float32)
-    with MemoryWire(fast_profile, physics=physics, failures=[1, 1, 1]) as layer:
+    with MemoryWire(patient_profile, physics=physics, failures=[1, 1, 1]) as layer:
         with pytest.raises(InstrumentConnectionError, match="mem: gave up after 3: link dropped"):
             layer(x)
         assert (layer.stats.batches, layer.stats.samples, layer.stats.retries) == (0, 0, 2)
         assert len(layer.sent) == 1  # the first transfer was measured, never received
 
 
-def test_the_base_refuses_before_the_transport_sees_anything(fast_profile):
-    layer = MemoryWire(fast_profile, physics=TanhLayer(5, 3))
+def test_the_base_refuses_before_the_transport_sees_anything(patient_profile):
+    layer = MemoryWire(patient_profile, physics=TanhLayer(5, 3))
     with pytest.raises(InstrumentError, match="mem: not connected; use `with layer:`"):
         layer(np.zeros((1, 5)))
     with layer:

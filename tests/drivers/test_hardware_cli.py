@@ -48,7 +48,7 @@ def _start(args):
 _EOF = None  # what the reader thread puts on the queue when stdout closes
 
 
-def _read_resource(proc, timeout=60.0):
+def _read_resource(proc, timeout=120.0):
     """The address printed by ``pnn emulate`` (its 'resource:' line), and the queue of the
     further stdout lines (ended by ``_EOF``)."""
     lines = queue.Queue()
@@ -181,8 +181,8 @@ def test_train_on_a_serial_instrument_with_the_shape_checks(tmp_path, capsys,
                      "--profile", str(patient_profile_file), "--out", str(out)]) == 0
         assert not emu.output_on
         assert emu.log.commands[0] == "HELLO" and emu.log.commands[-1] == "SAFE"
-        # one instrument for a two-block network: the message lists what each block needs
-        assert main([*TRAIN, "--hidden", "6,6", "--instrument", f"serial:{emu.port}"]) == 2
+        # three instruments for a two-block network: the message lists what each block needs
+        assert main([*TRAIN, "--hidden", "6,6", *["--instrument", f"serial:{emu.port}"] * 3]) == 2
         err = capsys.readouterr().err
         assert "needs 2 physical layer(s) (block 0: n_in=" in err and "block 1: n_in=6, n_out=6" in err
     import json

@@ -1,6 +1,14 @@
-"""SerialLayer against the serial emulator on a pseudo-terminal (pyserial): faults and limits."""
+"""SerialLayer against the serial emulator on a pseudo-terminal (pyserial): faults and limits.
 
+Nothing here depends on how fast the machine is: the host's timeouts are long enough that no stall
+reaches them (``patient_profile``), except in the silent-device test, where the timeout is the
+thing under test; a frame the device loses is made observable by the emulator's log (an event the
+test waits for), not by a clock.
+"""
+
+import math
 import os
+import select
 import time
 
 import numpy as np
@@ -21,7 +29,8 @@ from pnn.layer import LayerSpec
 
 
 def _emu(layer, **faults):
-    return SerialEmulator(layer=layer, n_in=5, n_out=3, faults=Faults(**faults), max_seconds=60)
+    # max_seconds only bounds a hang: the emulator stops when the test leaves its block
+    return SerialEmulator(layer=layer, n_in=5, n_out=3, faults=Faults(**faults), max_seconds=600)
 
 
 def _layer(profile, emu, **kw):
@@ -49,7 +58,7 @@ def test_round_trip_is_exact_and_close_sends_safe(fast_layer, patient_profile, d
     assert ledger.physical_queries == layer.stats.samples == len(drives)
 
 
-def test_missing_port_fails_fast(fast_profile, monkeypatch):
+def test_missing_port_fails_fast(patient_profile, monkeypatch):
     opened = []
     real = serial.Serial
 
@@ -58,7 +67,7 @@ def test_missing_port_fails_fast(fast_profile, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(serial, "Serial", counting_serial)
-    layer = SerialLayer(fast_profile, "/dev/pnn-no-such-port", n_in=5, n_out=3)
+    layer = SerialLayer(patient_profile, "/dev/pnn-no-such-port", n_in=5, n_out=3)
     with pytest.raises(InstrumentConnectionError, match="cannot open serial port "
                                                         "'/dev/pnn-no-such-port' at 115200 baud"):
         layer.connect()
@@ -66,21 +75,36 @@ def test_missing_port_fails_fast(fast_profile, monkeypatch):
     assert not layer.connected
 
 
-def test_silent_device_fails_within_its_timeout(fast_profile):
+def test_silent_device_fails_within_its_timeout(silent_profile, monkeypatch):
+    writes = []
+    real = serial.Serial
+
+    class CountingSerial(real):
+        def write(self, data):
+            writes.append(bytes(data))
+            return super().write(data)
+
+    monkeypatch.setattr(serial, "Serial", CountingSerial)
     master, slave = os.openpty()  # a port with nobody behind it
     try:
-        layer = SerialLayer(fast_profile, os.ttyname(slave), n_in=5, n_out=3)
+        layer = SerialLayer(silent_profile, os.ttyname(slave), n_in=5, n_out=3)
         t0 = time.monotonic()
         with pytest.raises(InstrumentConnectionError, match=r"no reply to HELLO from .* within "
                                                             r"0.4 s"):
             layer.connect()
         assert time.monotonic() - t0 >= 0.4  # it waited its timeout ...
-        os.set_blocking(master, False)
-        sent = bytearray(os.read(master, 4096))
+        assert len(writes) == 1  # ... once: no resend to nobody
+        # and what reached the wire is that one HELLO (read until the frame is whole; the pty
+        # hands bytes over asynchronously, so wait for them; 120 s only bounds a hang)
+        sent = bytearray()
         frames = []
-        while (f := pop_frame(sent, lambda t, n: True)) is not None:
-            frames.append(f)
-        assert [f.type for f in frames] == [MsgType.HELLO]  # ... once: no resend to nobody
+        while not frames:
+            r, _, _ = select.select([master], [], [], 120)
+            assert r, f"the HELLO frame never reached the pty; got {bytes(sent)!r}"
+            sent.extend(os.read(master, 4096))
+            while (f := pop_frame(sent, lambda t, n: True)) is not None:
+                frames.append(f)
+        assert [f.type for f in frames] == [MsgType.HELLO] and frames[0].encode() == writes[0]
     finally:
         os.close(master)
         os.close(slave)
@@ -117,13 +141,29 @@ def test_persistent_corruption_raises_checksum_error(fast_layer, patient_profile
 
 
 @pytest.mark.parametrize("drop_reply", [False, True])
-def test_lost_frame_is_resent_and_measured_once(fast_layer, fast_profile, drives, drop_reply):
+def test_lost_frame_is_resent_and_measured_once(fast_layer, patient_profile, drives, drop_reply):
     parts = np.split(drives, 3)
     # request 3 is the second MEASURE: swallowed, or executed with its reply lost
     with _emu(fast_layer, drop_after=2, drop_reply=drop_reply) as emu:
-        with _layer(fast_profile, emu) as layer:
+        with _layer(patient_profile, emu) as layer:
+            read_reply = layer._read_reply
+            reads = []
+
+            def read(seq, deadline):
+                reads.append(seq)
+                if len(reads) == 2:  # the second MEASURE's first read
+                    # the loss is an event in the device's log (120 s only bounds a hang) ...
+                    assert emu.log.wait_until(lambda log: log.drops == 1, timeout=120)
+                    # ... after which no reply can come: the host's timeout would fire; let it
+                    # fire now instead of after measure_timeout_s
+                    return read_reply(seq, -math.inf)
+                return read_reply(seq, deadline)
+
+            layer._read_reply = read
             outs = [layer(p) for p in parts]
     np.testing.assert_array_equal(np.concatenate(outs), fast_layer(drives))
+    # (after HELLO) MEASURE, MEASURE (lost), its resend (the same SEQ), MEASURE, SAFE
+    assert reads[1] == reads[2] and len(reads) == 5
     assert emu.log.drops == 1 and layer.stats.retries == 1
     _measured_once(emu, drives)
     assert all(m.deliveries == 1 for m in emu.log.measurements)
@@ -210,7 +250,7 @@ def test_drive_beyond_the_limits_never_reaches_the_device(fast_layer, patient_pr
 
 def test_emulator_stops_by_itself(fast_layer):
     emu = SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=0.3).start()
-    assert emu.wait(60) and not emu.running and emu.error is None  # 60: a bound against a hang
+    assert emu.wait(120) and not emu.running and emu.error is None  # 120: a bound against a hang
     assert emu.stopped_serving.is_set()
 
 

@@ -165,9 +165,9 @@ def test_visa_refuses_at_send_time_what_would_wrap(tmp_path):
     assert res.transcript == []
 
 
-def test_serial_refuses_at_send_time_what_would_overflow_float32(fast_layer, fast_profile,
+def test_serial_refuses_at_send_time_what_would_overflow_float32(fast_layer, patient_profile,
                                                                  drives):
-    prof = _bypassing_the_loader(fast_profile, lo=0.0, hi=1e39, max_amplitude=1e39)
+    prof = _bypassing_the_loader(patient_profile, lo=0.0, hi=1e39, max_amplitude=1e39)
     prof = dataclasses.replace(prof, serial=dataclasses.replace(prof.serial, scale=1e39))
     with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600) as emu:
         with SerialLayer(prof, emu.port, n_in=5, n_out=3) as layer:
