@@ -23,6 +23,11 @@ and the padding is dropped from the output. Deterministic layers (every registry
 the same outputs on any number of devices; a layer with detector noise draws each shard's noise
 from ``fold_in(key, shard index)``: the same statistics, not the same values.
 
+For grids too large for one device, :func:`grid_split_simulate` splits the acoustic grid's
+rows over devices instead, exchanging one halo row with each neighbour per time step
+(``shard_map`` + ``ppermute``); it gives the single-device field to float32 rounding
+(bit for bit where XLA fuses both alike).
+
 On CPU, test with several virtual devices (set before jax is imported)::
 
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python -c "..."
@@ -51,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from pnn.layer import LayerSpec
 from pnn.sim.base import AbstractSimulator
 
-__all__ = ["DataParallel", "batch_mesh"]
+__all__ = ["DataParallel", "batch_mesh", "grid_split_simulate"]
 
 AXIS = "batch"
 
@@ -153,3 +158,73 @@ class DataParallel(AbstractSimulator):
         y = jax.shard_map(local, mesh=self.mesh, in_specs=(P(AXIS, None), key_spec),
                           out_specs=P(AXIS, None), check_vma=False)(x, key)
         return y[:b] if pad else y
+
+
+# ------------------------------------------------------------------ grid splitting (acoustic)
+def grid_split_simulate(layer, x, devices: int | Sequence | None = None):
+    """The acoustic FDTD with its grid split across devices: for grids too large for one.
+
+    The ``nx`` rows of the grid are divided evenly over a 1-D mesh named ``"x"``; every device
+    holds its slab of the fields (cells-first, ``(nx / n, ny, batch)``) and, each time step,
+    exchanges one halo row with each neighbour by :func:`jax.lax.ppermute` inside
+    :func:`jax.shard_map` (the devices at the two ends receive zeros: the grid's Dirichlet
+    walls). Probes are read where they live and summed over devices (``psum``; one device holds
+    each probe, so the sum is exact). The arithmetic per cell is the layer's own
+    (:meth:`~pnn.sim.acoustic.AcousticLayer._leapfrog`), in the same order.
+
+    Args:
+        layer: an :class:`~pnn.sim.acoustic.AcousticLayer` (unwrapped), ``nx`` divisible by the
+            number of devices.
+        x: drives ``(batch, n_in)``, already validated.
+        devices: as for :func:`batch_mesh`.
+
+    Returns:
+        ``(traces, field)``: probe pressures ``(n_steps, batch, n_out)`` and the final field
+        ``(batch, nx, ny)``, as :meth:`AcousticLayer.simulate` gives them.
+    """
+    from pnn.sim.acoustic import AcousticLayer
+
+    if not isinstance(layer, AcousticLayer):
+        raise TypeError(f"grid_split_simulate splits an AcousticLayer's grid; got "
+                        f"{type(layer).__name__}")
+    mesh = Mesh(batch_mesh(devices).devices, ("x",))
+    n = int(mesh.size)
+    if layer.nx % n:
+        raise ValueError(f"{layer.spec.name}: nx = {layer.nx} rows do not split evenly over "
+                         f"{n} devices; choose nx divisible by {n}")
+    dtype = jnp.result_type(jnp.asarray(x).dtype, jnp.float32)
+    x = jnp.asarray(x, dtype)
+    src = layer._source_cells_first(x)  # (nx, ny, batch)
+    delta, mask, sigma = (a.astype(dtype)[..., None]
+                          for a in (layer.delta, layer.nl_mask, layer.sigma))
+    probes = np.zeros((layer.nx, layer.ny, layer.spec.n_out), np.float32)
+    for j, (px, py) in enumerate(layer.probe_xy):
+        probes[px, py, j] = 1.0
+    probes = jnp.asarray(probes, dtype)
+    wave = layer.waveform.astype(dtype)
+    fwd = [(i, i + 1) for i in range(n - 1)]
+    bwd = [(i + 1, i) for i in range(n - 1)]
+
+    def laplacian(u):
+        top = jax.lax.ppermute(u[-1:], "x", fwd)  # the previous slab's last row
+        bottom = jax.lax.ppermute(u[:1], "x", bwd)  # the next slab's first row
+        p = jnp.concatenate([top, u, bottom], axis=0)
+        p = jnp.pad(p, [(0, 0), (1, 1)] + [(0, 0)] * (u.ndim - 2))
+        return p[2:, 1:-1] + p[:-2, 1:-1] + p[1:-1, 2:] + p[1:-1, :-2] - 4.0 * u
+
+    def local(src, delta, mask, sigma, probes, wave):
+        def body(carry, w):
+            u_prev, u = carry
+            u_next = layer._leapfrog(u_prev, u, src * w, laplacian(u), delta, mask, sigma)
+            out = jax.lax.psum(jnp.einsum("xyb,xyo->bo", u_next, probes), "x")
+            return (u, u_next), out
+
+        u0 = jnp.zeros_like(src)
+        (_, u), traces = jax.lax.scan(body, (u0, u0), wave)
+        return traces, u
+
+    rows = P("x")
+    traces, field = jax.jit(jax.shard_map(
+        local, mesh=mesh, in_specs=(rows, rows, rows, rows, rows, P()),
+        out_specs=(P(), rows), check_vma=False))(src, delta, mask, sigma, probes, wave)
+    return traces, jnp.moveaxis(field, -1, 0)

@@ -1,4 +1,5 @@
-"""pnn.sharded.DataParallel: the batch split over devices gives the bare layer's outputs.
+"""pnn.sharded: the batch split over devices (DataParallel) gives the bare layer's outputs; the
+acoustic grid split over devices (grid_split_simulate) gives the single-device field.
 
 Several CPU devices exist only when XLA_FLAGS is set before jax is imported, so the two-device
 checks run in a fresh interpreter."""
@@ -14,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pnn.cost import Ledger
 from pnn.registry import make_system
 from pnn.sharded import DataParallel, batch_mesh
 
@@ -49,6 +49,25 @@ _TWO_DEVICES = textwrap.dedent("""
                                       jnp.max(jnp.abs(g_ref)))
         y2 = DataParallel(layer, devices=2)._forward(jnp.asarray(x))
         out[f"{system}/output_devices"] = len(y2.sharding.device_set)
+    from pnn.sim.acoustic import AcousticLayer
+    from pnn.sharded import grid_split_simulate
+    grid = AcousticLayer(3, 2, nx=24, ny=24, pml_width=3, n_steps=120)
+    for b in (3, 9):  # the reference holds (batch, nx, ny) below 8, cells-first from 8
+        xg = jnp.asarray(np.random.default_rng(b).uniform(0, 1, (b, 3)), jnp.float32)
+        ref_t, ref_f = grid.simulate(xg, record="field")
+        t, f = grid_split_simulate(grid, xg, devices=2)
+        out[f"grid/{b}"] = {"traces_equal": bool(jnp.array_equal(t, ref_t)),
+                            "field_equal": bool(jnp.array_equal(f, ref_f[-1])),
+                            "field_max": float(jnp.max(jnp.abs(ref_f[-1]))),
+                            "traces_rel": float(jnp.max(jnp.abs(t - ref_t)) /
+                                                jnp.max(jnp.abs(ref_t))),
+                            "field_rel": float(jnp.max(jnp.abs(f - ref_f[-1])) /
+                                               jnp.max(jnp.abs(ref_f[-1])))}
+    try:
+        grid_split_simulate(AcousticLayer(3, 2, nx=25, ny=24, pml_width=3), xg, devices=2)
+        out["odd_rows"] = "accepted"
+    except ValueError as e:
+        out["odd_rows"] = str(e)
     print("RESULT " + json.dumps(out))
 """)
 
@@ -68,6 +87,12 @@ def test_two_cpu_devices_give_the_single_device_outputs():
             assert r["one"] <= 1e-6 and r["two"] <= 1e-6 and r["ledger"] <= 1e-6, (system, b, r)
         assert res[f"{system}/grad"] <= 1e-5, system
         assert res[f"{system}/output_devices"] == 2, system
+    # grid split over two devices (halo exchange): the single-device field and probe traces
+    for b in (3, 9):
+        g = res[f"grid/{b}"]
+        assert g["field_max"] > 0
+        assert g["traces_rel"] <= 1e-5 and g["field_rel"] <= 1e-5, g  # float32 rounding
+    assert "divisible by 2" in res["odd_rows"]
 
 
 def test_one_device_wrapper_is_the_layer():
@@ -93,6 +118,20 @@ def test_too_many_devices_refused_naming_the_flag():
         batch_mesh(len(jax.devices()) + 1)
     with pytest.raises(ValueError, match=">= 1"):
         batch_mesh(0)
+
+
+def test_grid_split_on_one_device_is_the_field_and_refuses_other_layers():
+    from pnn.sharded import grid_split_simulate
+    from pnn.sim.acoustic import AcousticLayer
+
+    layer = AcousticLayer(3, 2, nx=24, ny=24, pml_width=3, n_steps=60)
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 3)), jnp.float32)
+    traces, field = grid_split_simulate(layer, x, devices=1)
+    ref_t, ref_f = layer.simulate(x, record="field")
+    np.testing.assert_array_equal(np.asarray(traces), np.asarray(ref_t))
+    np.testing.assert_array_equal(np.asarray(field), np.asarray(ref_f[-1]))
+    with pytest.raises(TypeError, match="AcousticLayer"):
+        grid_split_simulate(make_system("optical", 3, 2), x, devices=1)
 
 
 def test_only_simulators_can_be_sharded():
