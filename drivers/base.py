@@ -26,6 +26,8 @@ What a subclass provides (all private; see each method's docstring):
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from typing import Callable
 
@@ -97,6 +99,13 @@ class InstrumentLayer:
             raise ValueError(f"profile {self.profile.source} has no [{self._section}] table; "
                              f"{self._kind} needs one (see drivers/profile.py)")
         return settings
+
+    def profile_dict(self) -> dict:
+        """The profile's full contents as plain, JSON-ready data, for result records: every
+        table and key as loaded (defaults filled in), ``source`` (the file it came from), and
+        the safety ceiling; non-finite numbers (``max_rate_hz = inf``) as the strings ``"inf"``,
+        ``"-inf"``, ``"nan"``, so that strict JSON can hold them."""
+        return _plain(dataclasses.asdict(self.profile))
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -287,3 +296,14 @@ class InstrumentLayer:
 
     def _on_instrument_error(self) -> None:
         """The instrument reported an error (it propagates afterwards)."""
+
+
+def _plain(value):
+    """Dicts, lists and scalars only; non-finite floats as strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

@@ -36,6 +36,24 @@ SCPI command set (case-insensitive, optional leading ``:``, ``;`` separates comm
     FETC?                                      block of float32: batch x n_out x k points (each
                                                feature's value repeated k times)
 
+Two addresses (:meth:`ScpiEmulator.pair`): a virtual AWG (``role="source"``) and a virtual scope
+(``role="receiver"``) on two ports, sharing one physics and one :class:`Bench`. The AWG keeps
+``SOUR:VOLT:LIM``, ``OUTP``, ``WAV:DATA`` and ``INIT`` (which measures); the scope keeps
+``ACQ:POIN`` and ``FETC?``, and adds::
+
+    ARM                                        capture the next measurement (INIT on the AWG);
+                                               FETC? without a capture since ARM: -230
+    FORM REAL|ASC                              FETC? answers a float32 block, or ascii text
+    FORM:SEP COMM|SEM|SPAC                     the ascii separator: "," ";" or " "
+    FETC? <channel>                            one channel's trace (channels CH1..CHn split n_out
+                                               evenly: CH1 holds the first n_out / n features)
+    WAV:PRE? <channel>                         "format,type,points,count,xinc,xorig,xref,yinc,
+                                               yorig,yref"; with ``raw_codes`` FETC? answers
+                                               codes c, and a value is (c - yref) * yinc + yorig
+
+Both answer ``*IDN? *RST *CLS *OPC? SYST:ERR? CONF:CHAN?``; a command of the other role is
+``-113 Undefined header``.
+
 Errors follow SCPI: -113 undefined header, -221 settings conflict, -222 data out of range,
 -223 too much data, -230 data stale, -161 invalid block data, -350 queue overflow.
 """
@@ -170,6 +188,25 @@ class EmulatorLog:
 
     def max_abs_drive(self) -> float:
         return max((float(np.max(np.abs(d))) for d in self.drives if d.size), default=0.0)
+
+
+class Bench:
+    """What a two-address emulator pair shares: the scope's capture of the AWG's measurement."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.armed = False
+        self.capture: Measurement | None = None
+
+    def arm(self) -> None:
+        with self._lock:
+            self.armed, self.capture = True, None
+
+    def measured(self, m: Measurement) -> None:
+        """The AWG measured ``m``: an armed scope captures it (and is disarmed)."""
+        with self._lock:
+            if self.armed:
+                self.armed, self.capture = False, m
 
 
 class _Emulator:
@@ -356,14 +393,48 @@ class ScpiEmulator(_Emulator):
 
     def __init__(self, system: str = "acoustic", n_in: int = 8, n_out: int = 8, *, seed: int = 0,
                  layer=None, port: int = 0, faults: Faults = Faults(), max_requests: int = 100_000,
-                 max_seconds: float = 600.0, max_batch: int = 4096):
+                 max_seconds: float = 600.0, max_batch: int = 4096, role: str = "both",
+                 bench: Bench | None = None, channels: int = 1,
+                 raw_codes: bool = False):
         super().__init__(system, n_in, n_out, seed=seed, layer=layer, faults=faults,
                          max_requests=max_requests, max_seconds=max_seconds,
                          name="pnn-scpi-emulator")
+        if role not in ("both", "source", "receiver"):
+            raise ValueError(f"ScpiEmulator: role must be 'both', 'source' or 'receiver', got "
+                             f"{role!r}")
+        if channels < 1 or n_out % channels:
+            raise ValueError(f"ScpiEmulator: n_out = {n_out} cannot be split over {channels} "
+                             f"channel(s); choose a divisor of n_out")
+        self.role = role
+        self.bench = bench if bench is not None else (Bench() if role != "both" else None)
+        self.channels = int(channels)
+        self.raw_codes = bool(raw_codes)
         self.port = int(port)
         self.max_batch = int(max_batch)
         self._srv: socket.socket | None = None
         self._reset_state()
+
+    @classmethod
+    def pair(cls, system: str = "acoustic", n_in: int = 8, n_out: int = 8, *, seed: int = 0,
+             layer=None, source_faults: Faults = Faults(), receiver_faults: Faults = Faults(),
+             channels: int = 1, raw_codes: bool = False, **kw) -> tuple:
+        """A virtual AWG and a virtual scope on two ports (``(source, receiver)``), sharing one
+        physics (``layer``, default :func:`pnn.registry.make_system`) and one :class:`Bench`.
+        Start and stop each (both are context managers)."""
+        if layer is None:
+            from pnn.registry import make_system
+
+            layer = make_system(system, n_in, n_out, seed=seed)
+        bench = Bench()
+        src = cls(system, n_in, n_out, seed=seed, layer=layer, faults=source_faults,
+                  role="source", bench=bench, **kw)
+        rcv = cls(system, n_in, n_out, seed=seed, layer=layer, faults=receiver_faults,
+                  role="receiver", bench=bench, channels=channels, raw_codes=raw_codes, **kw)
+        return src, rcv
+
+    def preamble(self, channel: int) -> tuple[float, float, float]:
+        """``(yinc, yorig, yref)`` of channel ``channel`` (1-based): distinct per channel."""
+        return 2.0 ** -(channel + 6), 0.125 * channel - 0.25, 100.0 + 10 * channel
 
     @property
     def resource(self) -> str:
@@ -376,7 +447,8 @@ class ScpiEmulator(_Emulator):
 
     @property
     def idn(self) -> str:
-        return f"PNN,Emulator-SCPI,{self.system}-{self.n_in}x{self.n_out}-seed{self.seed},0.1"
+        kind = {"both": "SCPI", "source": "AWG", "receiver": "Scope"}[self.role]
+        return f"PNN,Emulator-{kind},{self.system}-{self.n_in}x{self.n_out}-seed{self.seed},0.1"
 
     def _reset_state(self) -> None:
         self.output_on = False
@@ -384,6 +456,8 @@ class ScpiEmulator(_Emulator):
         self.points = 1
         self._wave: np.ndarray | None = None
         self._last: Measurement | None = None
+        self.ascii = False
+        self.separator = ","
         self.error_queue: collections.deque = collections.deque()
 
     def push_error(self, code: int, message: str) -> None:
@@ -491,6 +565,11 @@ class ScpiEmulator(_Emulator):
             return None, None
         return b";".join(replies) + b"\n", delivered
 
+    _SOURCE_ONLY = {"SOUR:VOLT:LIM", "SOUR:VOLT:LIM?", "OUTP", "OUTPUT", "OUTP?", "OUTPUT?",
+                    "WAV:DATA", "INIT"}
+    _RECEIVER_ONLY = {"ACQ:POIN", "ACQ:POIN?", "FETC?", "FETCH?", "ARM", "FORM", "FORM:SEP",
+                      "WAV:PRE?"}
+
     def _command(self, text: str, block: bytes | None):
         head, _, arg = text.partition(" ")
         key = head.upper().lstrip(":")
@@ -498,6 +577,39 @@ class ScpiEmulator(_Emulator):
         for prefix, code, message in self.faults.errors:
             if key.startswith(prefix.upper().lstrip(":")):
                 self.push_error(code, message)
+        if (self.role == "source" and key in self._RECEIVER_ONLY) or (
+                self.role == "receiver" and key in self._SOURCE_ONLY) or (
+                self.role == "both" and key in ("ARM", "FORM", "FORM:SEP", "WAV:PRE?")):
+            self.push_error(-113, f"Undefined header;{head} (this emulator is the {self.role})")
+            return None
+        if key == "ARM":
+            self.bench.arm()
+            return None
+        if key == "FORM":
+            val = arg.upper()
+            if val in ("ASC", "ASCII"):
+                self.ascii = True
+            elif val == "REAL":
+                self.ascii = False
+            else:
+                self.push_error(-224, f"Illegal parameter value;{arg!r}")
+            return None
+        if key == "FORM:SEP":
+            seps = {"COMM": ",", "COMMA": ",", "SEM": ";", "SEMICOLON": ";", "SPAC": " ",
+                    "SPACE": " "}
+            if arg.upper() in seps:
+                self.separator = seps[arg.upper()]
+            else:
+                self.push_error(-224, f"Illegal parameter value;{arg!r}")
+            return None
+        if key == "WAV:PRE?":
+            ch = self._channel(arg)
+            if ch is None:
+                return b"0"
+            yinc, yorig, yref = self.preamble(ch) if self.raw_codes else (1.0, 0.0, 0.0)
+            n = (self._capture_size() or 0) // self.channels
+            return (f"{0 if not self.ascii else 4},0,{n},1,1e-06,0,0,{yinc!r},{yorig!r},"
+                    f"{yref!r}").encode()
         if key == "*IDN?":
             return self.idn.encode()
         if key == "*RST":
@@ -550,7 +662,7 @@ class ScpiEmulator(_Emulator):
             self._init()
             return None
         if key in ("FETC?", "FETCH?"):
-            return self._fetch()
+            return self._fetch(arg)
         self.push_error(-113, f"Undefined header;{head}")
         return None
 
@@ -595,15 +707,60 @@ class ScpiEmulator(_Emulator):
             self._last = self._measure(self._wave)
         except ValueError as e:
             self.push_error(-222, f"Data out of range;{e}")
+            return
+        if self.bench is not None:
+            self.bench.measured(self._last)
 
-    def _fetch(self):
-        m = self._last
-        if m is None:
+    def _channel(self, arg: str) -> int | None:
+        """The 1-based channel named ``CH<n>`` / ``CHAN<n>`` (1 when this has one channel and
+        none is named), or None after pushing an error."""
+        if not arg:
+            if self.channels == 1:
+                return 1
+            self.push_error(-109, f"Missing parameter;name one of CH1..CH{self.channels}")
+            return None
+        name = arg.upper()
+        for prefix in ("CHAN", "CH"):
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                n = int(name[len(prefix):])
+                if 1 <= n <= self.channels:
+                    return n
+                break
+        self.push_error(-224, f"Illegal parameter value;{arg!r} (channels CH1..CH{self.channels})")
+        return None
+
+    def _capture_size(self) -> int | None:
+        m = self._captured(report=False)
+        return None if m is None else m.outputs.size * self.points
+
+    def _captured(self, report: bool = True) -> Measurement | None:
+        if self.role == "receiver":
+            m = self.bench.capture
+            if m is None and report:
+                self.push_error(-230, "Data corrupt or stale;nothing captured since ARM "
+                                      "(arm before the source runs)")
+            return m
+        if self._last is None and report:
             self.push_error(-230, "Data corrupt or stale;no measurement to fetch")
-            return _ieee_block(b"")
-        trace = np.repeat(m.outputs[:, :, None], self.points, axis=2).astype("<f4").ravel()
+        return self._last
+
+    def _fetch(self, arg: str = ""):
+        ch = self._channel(arg) if (arg or self.role == "receiver") else 0
+        m = self._captured()
+        if m is None or ch is None:
+            return b"" if self.ascii else _ieee_block(b"")
+        out = m.outputs
+        if ch:
+            per = self.n_out // self.channels
+            out = out[:, (ch - 1) * per : ch * per]
+            if self.raw_codes:
+                yinc, yorig, yref = self.preamble(ch)
+                out = (out.astype(np.float64) - yorig) / yinc + yref
+        trace = np.repeat(out[:, :, None], self.points, axis=2).astype("<f4").ravel()
         if self.faults.short_trace:
             trace = trace[:-1]
+        if self.ascii:
+            return self.separator.join(f"{float(v):.9g}" for v in trace).encode(), m
         return _ieee_block(trace.tobytes()), m
 
 

@@ -43,6 +43,27 @@ queue is read (``error``), and a non-zero code raises with the instrument's mess
 ``rms``, ``mean_square``, ``max``, ``min``, ``sum``; ``none`` needs one point per feature) and the
 map from a reduced value ``r`` to the output, ``offset + scale * r``.
 
+**Two instruments on two addresses** (an AWG and a separate scope): instead of
+``[visa.commands]``, give ``[visa.source]`` and ``[visa.receiver]``, each with its own
+``resource``, ``idn_contains`` and ``commands`` table (the keys of ``[visa.commands]``; the source
+needs ``drive`` and no ``fetch``, the receiver ``fetch`` and no ``drive``). ``[visa]`` then sets
+neither ``resource`` nor ``idn_contains``. Both are opened (source first) and set up at connect;
+one batch runs: source ``before_batch``, the drive block, receiver ``before_batch`` (arm the
+acquisition), source ``run`` (output on, trigger), receiver ``run``, source and receiver
+``wait``, the receiver's fetch (per channel), source then receiver ``after_batch``; ``close()``
+sends the source's ``safe`` commands first, then the receiver's. Timeouts, terminations and retries
+are shared (``[visa]``); a failed link re-opens both.
+
+``[visa.readout]`` further keys: ``datatype = "ascii"`` reads a text reply (numbers split at
+``separator``, default ``","``) instead of a binary block; ``channels`` (a list of names such as
+``["CHAN1", "CHAN2"]``) fetches each channel with the fetch query, whose ``{channel}`` placeholder
+names it, and concatenates them: each channel's trace holds ``batch * (n_out / channels) *
+points_per_feature`` values, and the measurement is channel 1's features, then channel 2's, ...;
+``[visa.readout.preamble]`` scales raw trace values by the scope's own preamble: ``query`` (may use
+``{channel}``; asked before each fetch), ``separator`` (default ``","``), and the 0-based field
+positions ``scale_index`` (required), ``offset_index`` and ``reference_index`` (optional): a raw
+value ``c`` becomes ``(c - reference) * scale + offset`` before ``reduce``.
+
 ``[serial]``  a microcontroller on a serial port (:class:`pnn.drivers.serial.SerialLayer`, protocol
 in that module): ``port`` (optional default), ``baudrate``, ``timeout_s`` (a reply's deadline),
 ``measure_timeout_s``, ``max_retries``, ``resync_gap_s`` (how long to wait for more bytes after
@@ -84,6 +105,8 @@ __all__ = [
     "VisaCommands",
     "DriveEncoding",
     "Readout",
+    "Preamble",
+    "VisaEndpoint",
     "SerialSettings",
     "load_profile",
     "profile_path",
@@ -100,6 +123,10 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 TEMPLATE_FIELDS = ("n_in", "n_out", "batch", "points", "trace_points", "points_per_feature", "lo",
                    "hi", "max_amplitude", "max_rate_hz")
 REDUCTIONS = ("mean", "rms", "mean_square", "max", "min", "sum", "none")
+#: the readout datatype for text replies (numbers separated by ``separator``)
+ASCII = "ascii"
+#: characters a separator may not contain: they occur inside numbers
+_NUMBER_CHARS = set("0123456789.+-eEinfaINFA")
 
 _DAY_MS = 86_400_000
 #: the accepted range of every numeric setting (ints: whole numbers; 0.0: exclusive, a time)
@@ -113,6 +140,9 @@ _BOUNDS = {
     "visa.max_batch": (1, 1_000_000),
     "visa.baud_rate": (0, 100_000_000),
     "visa.readout.points_per_feature": (1, 1_000_000),
+    "visa.readout.preamble.scale_index": (0, 1000),
+    "visa.readout.preamble.offset_index": (0, 1000),
+    "visa.readout.preamble.reference_index": (0, 1000),
     "serial.baudrate": (1, 100_000_000),
     "serial.timeout_s": (0.0, 86_400.0),
     "serial.measure_timeout_s": (0.0, 86_400.0),
@@ -135,6 +165,9 @@ _BOUNDS_WHY = {
     "baud_rate": "0 keeps the default",
     "baudrate": "bits per second (e.g. 115200)",
     "points_per_feature": "points per feature in a trace",
+    "scale_index": "a 0-based field position in the preamble reply",
+    "offset_index": "a 0-based field position in the preamble reply",
+    "reference_index": "a 0-based field position in the preamble reply",
 }
 
 
@@ -172,6 +205,17 @@ class DriveEncoding:
 
 
 @dataclasses.dataclass(frozen=True)
+class Preamble:
+    """How to read a scope's scaling from its preamble (``[visa.readout.preamble]``)."""
+
+    query: str = ""
+    separator: str = ","
+    scale_index: int | None = None
+    offset_index: int | None = None
+    reference_index: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Readout:
     datatype: str = "f"
     big_endian: bool = False
@@ -179,6 +223,18 @@ class Readout:
     reduce: str = "mean"
     scale: float = 1.0
     offset: float = 0.0
+    separator: str = ","
+    channels: tuple[str, ...] = ()
+    preamble: Preamble | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VisaEndpoint:
+    """One instrument of a two-address rig (``[visa.source]``, ``[visa.receiver]``)."""
+
+    resource: str = ""
+    idn_contains: str = ""
+    commands: VisaCommands = VisaCommands()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +253,13 @@ class VisaSettings:
     commands: VisaCommands = VisaCommands()
     drive: DriveEncoding = DriveEncoding()
     readout: Readout = Readout()
+    source: VisaEndpoint | None = None
+    receiver: VisaEndpoint | None = None
+
+    @property
+    def two_address(self) -> bool:
+        """A separate source and receiver (``[visa.source]`` + ``[visa.receiver]``)."""
+        return self.source is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +318,8 @@ class Profile:
         except ValueError as e:
             raise ValueError(f"{source}: [safety]: {e}") from None
         visa = _build(VisaSettings, data["visa"], source, "visa") if "visa" in data else None
+        if visa is not None:
+            _check_visa_layout(data["visa"], visa, source)
         serial = (_build(SerialSettings, data["serial"], source, "serial")
                   if "serial" in data else None)
         prof = cls(name=name, description=desc, layer=layer, safety=safety,
@@ -276,14 +341,24 @@ class Profile:
             for k in ("timeout_ms", "open_timeout_ms", "measure_timeout_ms", "max_retries",
                       "max_batch", "baud_rate"):
                 _check_range(src, f"visa.{k}", getattr(v, k), *_BOUNDS[f"visa.{k}"])
-            for k in ("drive", "fetch"):
-                if not getattr(v.commands, k):
-                    raise ValueError(f"{src}: visa.commands.{k} must be set (the "
-                                     f"{'drive block header' if k == 'drive' else 'trace query'})")
+            if not v.two_address:
+                for k in ("drive", "fetch"):
+                    if not getattr(v.commands, k):
+                        raise ValueError(
+                            f"{src}: visa.commands.{k} must be set (the "
+                            f"{'drive block header' if k == 'drive' else 'trace query'})")
+            if v.drive.datatype == ASCII:
+                raise ValueError(f"{src}: visa.drive.datatype = 'ascii' is not supported: drives "
+                                 f"are sent as an IEEE 488.2 binary block; choose a struct code "
+                                 f"of {DATATYPES!r} (ascii is for [visa.readout] replies)")
             for sec, enc in (("visa.drive", v.drive), ("visa.readout", v.readout)):
-                if len(enc.datatype) != 1 or enc.datatype not in DATATYPES:
+                if sec == "visa.readout" and enc.datatype == ASCII:
+                    pass
+                elif len(enc.datatype) != 1 or enc.datatype not in DATATYPES:
                     raise ValueError(f"{src}: {sec}.datatype must be one struct code of "
-                                     f"{DATATYPES!r}, got {enc.datatype!r}")
+                                     f"{DATATYPES!r}"
+                                     + (" or 'ascii'" if sec == "visa.readout" else "")
+                                     + f", got {enc.datatype!r}")
                 for k in ("scale", "offset"):
                     if not math.isfinite(getattr(enc, k)):
                         raise ValueError(f"{src}: {sec}.{k} must be finite, got "
@@ -300,14 +375,26 @@ class Profile:
             if v.readout.reduce == "none" and v.readout.points_per_feature != 1:
                 raise ValueError(f"{src}: visa.readout.reduce = 'none' needs "
                                  f"points_per_feature = 1")
+            self._check_readout()
+            n_channels = max(1, len(v.readout.channels))
             n_in = L.n_in if L.n_in is not None else 1
-            n_out = L.n_out if L.n_out is not None else 1
+            n_out = L.n_out if L.n_out is not None else n_channels
             examples = [self.template_values(n_in, n_out, b) for b in (0, 1, v.max_batch)]
-            for f in dataclasses.fields(VisaCommands):
-                val = getattr(v.commands, f.name)
-                for i, text in enumerate([val] if isinstance(val, str) else val):
-                    where = f"visa.commands.{f.name}" + ("" if isinstance(val, str) else f"[{i}]")
-                    _check_template(text, examples, src, where)
+            with_channel = [dict(e, channel=(v.readout.channels or ("CH1",))[0])
+                            for e in examples]
+            for key, cmds in self.visa_command_sets():
+                for f in dataclasses.fields(VisaCommands):
+                    val = getattr(cmds, f.name)
+                    for i, text in enumerate([val] if isinstance(val, str) else val):
+                        where = f"{key}.{f.name}" + ("" if isinstance(val, str) else f"[{i}]")
+                        if f.name == "fetch":
+                            _check_template(text, with_channel, src, where, channel=True)
+                        else:
+                            _check_template(text, examples, src, where)
+            pre = v.readout.preamble
+            if pre is not None:
+                _check_template(pre.query, with_channel, src, "visa.readout.preamble.query",
+                                channel=True)
         if self.serial is not None:
             s = self.serial
             for k in ("baudrate", "timeout_s", "measure_timeout_s", "resync_gap_s",
@@ -319,6 +406,74 @@ class Profile:
                 raise ValueError(f"{src}: serial.offset must be finite, got {s.offset!r}")
             self._check_drive_map("serial", s.scale, s.offset)
             self._check_wire("serial", "f", s.scale, s.offset)
+
+    def visa_command_sets(self) -> list:
+        """``(profile key, VisaCommands)`` of every instrument: ``[("visa.commands", ...)]``, or
+        the source's and the receiver's."""
+        v = self.visa
+        if v is None:
+            return []
+        if v.two_address:
+            return [("visa.source.commands", v.source.commands),
+                    ("visa.receiver.commands", v.receiver.commands)]
+        return [("visa.commands", v.commands)]
+
+    def _check_readout(self) -> None:
+        src, r = self.source, self.visa.readout
+        if r.datatype == ASCII:
+            _check_separator(r.separator, src, "visa.readout.separator", self.visa)
+        chans = r.channels
+        for i, c in enumerate(chans):
+            if not c.strip():
+                raise ValueError(f"{src}: visa.readout.channels[{i}] is empty; give channel "
+                                 f"names such as \"CHAN1\"")
+        dup = sorted({c for c in chans if chans.count(c) > 1})
+        if dup:
+            raise ValueError(f"{src}: visa.readout.channels lists {', '.join(map(repr, dup))} "
+                             f"more than once; each channel is fetched once")
+        fetch_key, fetch = ("visa.receiver.commands.fetch", self.visa.receiver.commands.fetch) \
+            if self.visa.two_address else ("visa.commands.fetch", self.visa.commands.fetch)
+        uses = _uses_channel(fetch)
+        if len(chans) > 1 and not uses:
+            raise ValueError(f"{src}: visa.readout.channels has {len(chans)} channels but "
+                             f"{fetch_key} = {fetch!r} has no {{channel}} placeholder, so every "
+                             f"channel would fetch the same trace; write e.g. \"FETC? {{channel}}\"")
+        if uses and not chans:
+            raise ValueError(f"{src}: {fetch_key} = {fetch!r} uses {{channel}} but "
+                             f"visa.readout.channels is empty; list the channels, e.g. "
+                             f"channels = [\"CHAN1\"]")
+        n_out = self.layer.n_out
+        if chans and n_out is not None and n_out % len(chans):
+            raise ValueError(f"{src}: layer.n_out = {n_out} cannot be split evenly over the "
+                             f"{len(chans)} channels of visa.readout.channels; each channel "
+                             f"carries n_out / channels features")
+        p = r.preamble
+        if p is None:
+            return
+        if not p.query:
+            raise ValueError(f"{src}: visa.readout.preamble.query must be set (the query whose "
+                             f"reply holds the scale, e.g. \"WAV:PRE? {{channel}}\")")
+        if p.scale_index is None:
+            raise ValueError(f"{src}: visa.readout.preamble.scale_index must be set (the 0-based "
+                             f"position of the scale, e.g. the y increment, in the preamble reply)")
+        idx = {}
+        for k in ("scale_index", "offset_index", "reference_index"):
+            val = getattr(p, k)
+            if val is None:
+                continue
+            _check_range(src, f"visa.readout.preamble.{k}", val,
+                         *_BOUNDS[f"visa.readout.preamble.{k}"])
+            if val in idx:
+                raise ValueError(f"{src}: visa.readout.preamble.{k} = {val} is the same field as "
+                                 f"{idx[val]}; each quantity has its own position in the reply")
+            idx[val] = f"visa.readout.preamble.{k}"
+        if not p.separator:
+            raise ValueError(f"{src}: visa.readout.preamble.separator is empty; give the "
+                             f"character between the preamble's fields, e.g. \",\"")
+        if len(chans) > 1 and not _uses_channel(p.query):
+            raise ValueError(f"{src}: visa.readout.preamble.query = {p.query!r} has no "
+                             f"{{channel}} placeholder, but {len(chans)} channels each have "
+                             f"their own scale; write e.g. \"WAV:PRE? {{channel}}\"")
 
     def _check_wire(self, where: str, datatype: str, scale: float, offset: float) -> None:
         # every value the ceiling lets through must reach the wire as itself: a value the
@@ -361,7 +516,65 @@ class Profile:
                 "max_rate_hz": c.max_rate_hz}
 
 
-def _check_template(text: str, examples: list, source: str, where: str) -> None:
+def _uses_channel(text: str) -> bool:
+    try:
+        return any(f == "channel" for _, f, _, _ in string.Formatter().parse(text))
+    except ValueError:
+        return False  # refused with its own message by _check_template
+
+
+def _check_separator(sep: str, source: str, where: str, visa) -> None:
+    if not sep:
+        raise ValueError(f"{source}: {where} is empty; give the character(s) between the "
+                         f"numbers of an ascii reply, e.g. \",\"")
+    bad = sorted(set(sep) & _NUMBER_CHARS)
+    if bad:
+        raise ValueError(f"{source}: {where} = {sep!r} contains {''.join(bad)!r}, which occur "
+                         f"inside numbers; use e.g. \",\" or \";\"")
+    if visa.read_termination and visa.read_termination in sep:
+        raise ValueError(f"{source}: {where} = {sep!r} contains the read termination "
+                         f"{visa.read_termination!r}: a reply would end at the first separator")
+
+
+def _check_visa_layout(table: dict, visa: "VisaSettings", source: str) -> None:
+    """One instrument (``[visa.commands]``) or two (``[visa.source]`` + ``[visa.receiver]``)."""
+    has = {k: k in table for k in ("source", "receiver")}
+    if has["source"] != has["receiver"]:
+        given, missing = ("source", "receiver") if has["source"] else ("receiver", "source")
+        raise ValueError(f"{source}: [visa.{given}] is set but [visa.{missing}] is not; a rig of "
+                         f"two instruments needs both, one instrument needs neither (its SCPI "
+                         f"goes in [visa.commands])")
+    readout = table.get("readout", {})
+    if (isinstance(readout, dict) and "separator" in readout
+            and visa.readout.datatype != ASCII):
+        raise ValueError(f"{source}: visa.readout.separator is set but visa.readout.datatype is "
+                         f"{visa.readout.datatype!r}: a separator only applies to ascii replies "
+                         f"(datatype = \"ascii\"); remove it or set the datatype")
+    if not has["source"]:
+        return
+    for k in ("commands", "resource", "idn_contains"):
+        if k in table:
+            raise ValueError(f"{source}: visa.{k} is set, but with [visa.source] and "
+                             f"[visa.receiver] each instrument has its own: move it to "
+                             f"visa.source.{k} and visa.receiver.{k}")
+    for role, need, forbid in (("source", "drive", "fetch"), ("receiver", "fetch", "drive")):
+        ep = getattr(visa, role)
+        if not ep.resource:
+            raise ValueError(f"{source}: visa.{role}.resource must be set (the {role}'s VISA "
+                             f"address, e.g. \"TCPIP::192.168.0.5::INSTR\")")
+        what = {"drive": "the drive block header", "fetch": "the trace query"}
+        if not getattr(ep.commands, need):
+            raise ValueError(f"{source}: visa.{role}.commands.{need} must be set "
+                             f"({what[need]} is the {role}'s job)")
+        if getattr(ep.commands, forbid):
+            raise ValueError(f"{source}: visa.{role}.commands.{forbid} = "
+                             f"{getattr(ep.commands, forbid)!r} is not used: {what[forbid]} "
+                             f"belongs to the {'receiver' if role == 'source' else 'source'}; "
+                             f"remove it")
+
+
+def _check_template(text: str, examples: list, source: str, where: str, *,
+                    channel: bool = False) -> None:
     """Refuse a command template that would fail when the driver fills it in.
 
     Placeholders must be bare names of :data:`TEMPLATE_FIELDS` (no index, no attribute), and the
@@ -373,10 +586,15 @@ def _check_template(text: str, examples: list, source: str, where: str) -> None:
     except ValueError as e:
         raise ValueError(f"{source}: {where} = {text!r} is not a valid template: {e} (write "
                          f"literal braces as {{{{ and }}}})") from None
-    valid = ", ".join("{" + k + "}" for k in TEMPLATE_FIELDS)
+    allowed = TEMPLATE_FIELDS + (("channel",) if channel else ())
+    valid = ", ".join("{" + k + "}" for k in allowed)
     for f in fields:
-        if f in TEMPLATE_FIELDS:
+        if f in allowed:
             continue
+        if f == "channel":
+            raise ValueError(f"{source}: {where} = {text!r} uses {{channel}}, which only the "
+                             f"fetch query and visa.readout.preamble.query may use; valid "
+                             f"here: {valid}")
         base = re.split(r"[.\[]", f, maxsplit=1)[0]
         if f == "":
             why = "uses a positional placeholder {}"
@@ -475,8 +693,9 @@ def _build(cls, table, source: str, where: str):
     kw = {}
     for name, value in table.items():
         typ = hints[name]
-        if dataclasses.is_dataclass(typ):
-            kw[name] = _build(typ, value, source, f"{where}.{name}")
+        inner = [a for a in typing.get_args(typ) if a is not type(None)] or [typ]
+        if dataclasses.is_dataclass(inner[0]):
+            kw[name] = _build(inner[0], value, source, f"{where}.{name}")
         else:
             kw[name] = _coerce(value, typ, source, f"{where}.{name}")
     return cls(**kw)

@@ -40,6 +40,8 @@ measurement), which bounds how long a retry takes to start.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import struct
 
@@ -47,7 +49,7 @@ import numpy as np
 
 from pnn.drivers.base import InstrumentLayer, TransientError
 from pnn.drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
-from pnn.drivers.profile import Profile, format_command
+from pnn.drivers.profile import ASCII, Profile, VisaCommands, format_command
 from pnn.drivers.safety import SafetyLimits
 
 __all__ = ["VisaLayer", "parse_error_reply"]
@@ -116,21 +118,60 @@ class VisaLayer(InstrumentLayer):
     _kind = "VisaLayer"
     _encoding_key = "[visa.drive]"
 
-    def __init__(self, profile: Profile | str = "emulator", resource: str | None = None, *,
+    def __init__(self, profile: Profile | str = "emulator", resource=None, *,
                  n_in: int | None = None, n_out: int | None = None, name: str | None = None,
                  backend: str | None = None, resource_manager=None,
                  safety: SafetyLimits | None = None):
         self._v = self._load_settings(profile)
-        self.resource = resource or self._v.resource
-        if not self.resource:
-            raise ValueError(f"VisaLayer: no VISA resource given and profile "
-                             f"{self.profile.source} sets no visa.resource")
+        v = self._v
+        if v.two_address:
+            if isinstance(resource, str):
+                raise ValueError(
+                    f"VisaLayer: profile {self.profile.source} describes two instruments "
+                    f"([visa.source], [visa.receiver]) but one resource {resource!r} was given; "
+                    f"give (source, receiver) addresses, or None for the profile's")
+            src, rcv = resource if resource is not None else (None, None)
+            self._roles = [
+                _Role("source", src or v.source.resource, v.source.idn_contains,
+                      v.source.commands, "visa.source.commands"),
+                _Role("receiver", rcv or v.receiver.resource, v.receiver.idn_contains,
+                      v.receiver.commands, "visa.receiver.commands")]
+            self.resource = f"{self._roles[0].resource} + {self._roles[1].resource}"
+        else:
+            if resource is not None and not isinstance(resource, str):
+                raise ValueError(f"VisaLayer: profile {self.profile.source} describes one "
+                                 f"instrument; give one resource string, got {resource!r}")
+            self.resource = resource or v.resource
+            if not self.resource:
+                raise ValueError(f"VisaLayer: no VISA resource given and profile "
+                                 f"{self.profile.source} sets no visa.resource")
+            self._roles = [_Role("instrument", self.resource, v.idn_contains, v.commands,
+                                 "visa.commands")]
         self._init_instrument(n_in=n_in, n_out=n_out,
                               name=name or f"visa:{self.resource}", safety=safety)
-        self.backend = backend or self._v.backend
+        chans = v.readout.channels
+        if chans and self.spec.n_out % len(chans):
+            raise ValueError(f"{self.spec.name}: n_out = {self.spec.n_out} cannot be split over "
+                             f"the {len(chans)} channels of visa.readout.channels in "
+                             f"{self.profile.source}; each channel carries n_out / channels "
+                             f"features")
+        self.backend = backend or v.backend
         self._rm_external = resource_manager
         self._rm = None
-        self._res = None
+        self.idns: dict[str, str] = {}
+
+    @property
+    def _src(self) -> "_Role":
+        return self._roles[0]
+
+    @property
+    def _rcv(self) -> "_Role":
+        return self._roles[-1]
+
+    @property
+    def _res(self):
+        """The first instrument's session (the only one on a one-address rig)."""
+        return self._roles[0].res
 
     @property
     def _wire_datatype(self) -> str:
@@ -138,11 +179,11 @@ class VisaLayer(InstrumentLayer):
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> "VisaLayer":
-        """Open the resource, check ``*IDN?``, run ``setup`` (each step error-checked), check the
-        shape. Returns ``self``.
+        """Open the resource(s), check ``*IDN?``, run ``setup`` (each step error-checked), check
+        the shape. Returns ``self``.
 
         Raises:
-            InstrumentConnectionError: when the resource cannot be opened or does not answer
+            InstrumentConnectionError: when a resource cannot be opened or does not answer
                 ``*IDN?`` within the timeouts, or its identity does not match the profile.
             InstrumentError: when a setup step leaves an error in the queue.
             ReplyFormatError: when the shape query's reply is malformed or does not match.
@@ -150,7 +191,7 @@ class VisaLayer(InstrumentLayer):
         return super().connect()
 
     def _link_open(self) -> bool:
-        return self._res is not None
+        return all(r.res is not None for r in self._roles)
 
     def _resource_manager(self):
         if self._rm_external is not None:
@@ -167,60 +208,28 @@ class VisaLayer(InstrumentLayer):
                 ) from e
         return self._rm
 
-    def _open_raw(self):
+    def _open_raw(self, role: "_Role"):
         v = self._v
         rm = self._resource_manager()
         kw = {"baud_rate": v.baud_rate} if v.baud_rate else {}
         try:
             res = rm.open_resource(
-                self.resource, open_timeout=v.open_timeout_ms, timeout=v.timeout_ms,
+                role.resource, open_timeout=v.open_timeout_ms, timeout=v.timeout_ms,
                 read_termination=v.read_termination, write_termination=v.write_termination, **kw)
         except Exception as e:
             raise InstrumentConnectionError(
-                f"{self.spec.name}: cannot open {self.resource!r} with backend "
+                f"{self.spec.name}: cannot open {role.resource!r} with backend "
                 f"{self.backend!r} (open timeout {v.open_timeout_ms} ms): "
                 f"{type(e).__name__}: {e}") from e
         return res
 
     def _open_link(self) -> None:
-        c = self._v.commands
-        res = self._open_raw()
-        self._res = res
         try:
-            try:
-                idn = self._query(c.idn).strip() if c.idn else ""
-            except _transport_errors() as e:
-                # pyvisa-py connects lazily: a refused connection surfaces at the first query
-                if isinstance(e, OSError) and not isinstance(e, TimeoutError):
-                    what = f"is unreachable ({type(e).__name__}: {e})"
-                else:
-                    what = (f"did not answer {c.idn!r} within {self._v.timeout_ms} ms "
-                            f"({type(e).__name__}: {e})")
-                raise InstrumentConnectionError(
-                    f"{self.spec.name}: {self.resource!r} {what}; check the address, the "
-                    f"terminations (read {self._v.read_termination!r}, write "
-                    f"{self._v.write_termination!r}) and that the instrument is on") from e
-            if self._v.idn_contains and self._v.idn_contains not in idn:
-                raise InstrumentConnectionError(
-                    f"{self.spec.name}: {self.resource!r} identifies as {idn!r}, which lacks "
-                    f"{self._v.idn_contains!r} (profile {self.profile.name!r} visa.idn_contains);"
-                    f" refusing to drive an instrument the profile was not written for")
-            self.idn = idn
-            tv = self._template()
-            try:
-                for i, cmd in enumerate(c.setup):
-                    text = self._format(cmd, tv, f"setup[{i}]")
-                    self._res.write(text)
-                    self._check_errors(text)
-                if c.shape:
-                    self._check_shape(self._format(c.shape, tv, "shape"))
-            except _transport_errors() as e:
-                raise InstrumentConnectionError(
-                    f"{self.spec.name}: link to {self.resource!r} failed during setup: "
-                    f"{type(e).__name__}: {e}") from e
+            for role in self._roles:
+                self._open_role(role)
         except InstrumentError as e:
             if not isinstance(e, InstrumentConnectionError):
-                # the instrument answers but a setup step failed: earlier steps may have
+                # an instrument answers but a setup step failed: earlier steps may have
                 # switched something on
                 self._make_safe_quietly()
             self._discard()
@@ -228,44 +237,86 @@ class VisaLayer(InstrumentLayer):
         except BaseException:
             self._discard()
             raise
+        self.idn = " | ".join(self.idns[r.name] for r in self._roles) if len(self._roles) > 1 \
+            else self.idns[self._roles[0].name]
+
+    def _open_role(self, role: "_Role") -> None:
+        c = role.commands
+        role.res = self._open_raw(role)
+        try:
+            idn = self._query(role, c.idn).strip() if c.idn else ""
+        except _transport_errors() as e:
+            # pyvisa-py connects lazily: a refused connection surfaces at the first query
+            if isinstance(e, OSError) and not isinstance(e, TimeoutError):
+                what = f"is unreachable ({type(e).__name__}: {e})"
+            else:
+                what = (f"did not answer {c.idn!r} within {self._v.timeout_ms} ms "
+                        f"({type(e).__name__}: {e})")
+            raise InstrumentConnectionError(
+                f"{self.spec.name}: {role.resource!r} {what}; check the address, the "
+                f"terminations (read {self._v.read_termination!r}, write "
+                f"{self._v.write_termination!r}) and that the instrument is on") from e
+        key = "visa.idn_contains" if role.name == "instrument" else f"visa.{role.name}.idn_contains"
+        if role.idn_contains and role.idn_contains not in idn:
+            raise InstrumentConnectionError(
+                f"{self.spec.name}: {role.resource!r} identifies as {idn!r}, which lacks "
+                f"{role.idn_contains!r} (profile {self.profile.name!r} {key}); refusing to "
+                f"drive an instrument the profile was not written for")
+        self.idns[role.name] = idn
+        tv = self._template()
+        try:
+            for i, cmd in enumerate(c.setup):
+                text = self._format(role, cmd, tv, f"setup[{i}]")
+                role.res.write(text)
+                self._check_errors(role, text)
+            if c.shape:
+                self._check_shape(role, self._format(role, c.shape, tv, "shape"))
+        except _transport_errors() as e:
+            raise InstrumentConnectionError(
+                f"{self.spec.name}: link to {role.resource!r} failed during setup: "
+                f"{type(e).__name__}: {e}") from e
 
     def _discard(self) -> None:
-        """Forget the session without talking to the instrument (the link is suspect)."""
-        res, self._res = self._res, None
-        if res is not None:
-            try:
-                res.close()
-            except Exception:
-                pass
+        """Forget the sessions without talking to the instruments (the links are suspect)."""
+        for role in self._roles:
+            res, role.res = role.res, None
+            if res is not None:
+                try:
+                    res.close()
+                except Exception:
+                    pass
 
     def close(self) -> None:
-        """Send the profile's ``safe`` commands (output off), then close, in a ``finally``.
+        """Send the profile's ``safe`` commands (output off; the source's first), then close, in
+        a ``finally``.
 
-        When the session was lost, one fresh session is opened just to send ``safe``.
+        When a session was lost, one fresh session is opened just to send ``safe``.
 
         Raises:
             InstrumentError: when the safe commands could not be sent (the instrument may not be
-                in a safe state: check it by hand); the resource is closed regardless.
+                in a safe state: check it by hand); the resources are closed regardless.
         """
         super().close()
 
     def _make_safe(self, was_connected: bool) -> str | None:
         failures = []
-        safe = self._v.commands.safe
-        if safe and (self._res is not None or was_connected):
-            if self._res is None:
+        for role in self._roles:
+            safe = role.commands.safe
+            if not (safe and (role.res is not None or was_connected)):
+                continue
+            if role.res is None:
                 try:
-                    self._res = self._open_raw()
+                    role.res = self._open_raw(role)
                 except InstrumentConnectionError as e:
                     failures.append(str(e))
-            if self._res is not None:
-                try:
-                    for i, cmd in enumerate(safe):
-                        self._res.write(self._format(cmd, self._template(), f"safe[{i}]"))
-                    # a query makes sure the instrument has processed the safe commands
-                    self._check_errors("; ".join(safe))
-                except Exception as e:
-                    failures.append(f"{type(e).__name__}: {e}")
+                    continue
+            try:
+                for i, cmd in enumerate(safe):
+                    role.res.write(self._format(role, cmd, self._template(), f"safe[{i}]"))
+                # a query makes sure the instrument has processed the safe commands
+                self._check_errors(role, "; ".join(safe))
+            except Exception as e:
+                failures.append(f"{role.resource}: {type(e).__name__}: {e}")
         if not failures:
             return None
         return (f"{self.spec.name}: could not confirm the safe state of {self.resource!r} "
@@ -281,46 +332,50 @@ class VisaLayer(InstrumentLayer):
             self._rm = None
 
     # ------------------------------------------------------------------ SCPI helpers
-    def _template(self, batch: int = 0) -> dict:
-        return self.profile.template_values(self.spec.n_in, self.spec.n_out, batch)
+    def _template(self, batch: int = 0, channel: str | None = None) -> dict:
+        t = self.profile.template_values(self.spec.n_in, self.spec.n_out, batch)
+        if channel is not None:
+            t["channel"] = channel
+        return t
 
-    def _format(self, template: str, values: dict, key: str) -> str:
+    def _format(self, role: "_Role", template: str, values: dict, key: str) -> str:
         """Fill in a command template (already checked at profile load, see
         :func:`pnn.drivers.profile.format_command`)."""
         return format_command(template, values, source=self.profile.source,
-                              where=f"visa.commands.{key}")
+                              where=f"{role.key}.{key}")
 
-    def _query(self, cmd: str, *, timeout_ms: int | None = None) -> str:
-        old = self._res.timeout
+    def _query(self, role: "_Role", cmd: str, *, timeout_ms: int | None = None) -> str:
+        res = role.res
+        old = res.timeout
         if timeout_ms is not None:
-            self._res.timeout = timeout_ms
+            res.timeout = timeout_ms
         try:
-            return self._res.query(cmd)
+            return res.query(cmd)
         except UnicodeDecodeError as e:
             raise ReplyFormatError(f"{self.spec.name}: the reply to {cmd!r} is not ASCII text "
                                    f"({e})") from None
         finally:
             if timeout_ms is not None:
-                self._res.timeout = old
+                res.timeout = old
 
-    def _check_errors(self, after: str) -> None:
+    def _check_errors(self, role: "_Role", after: str) -> None:
         """Read the error queue until it reports 0; raise with every non-zero entry."""
-        cmd = self._v.commands.error
+        cmd = role.commands.error
         if not cmd:
             return
         entries = []
         for _ in range(_MAX_ERROR_READS):
-            code, msg = parse_error_reply(self._query(cmd), source=self.spec.name)
+            code, msg = parse_error_reply(self._query(role, cmd), source=self.spec.name)
             if code == 0:
                 break
             entries.append(f'{code},"{msg}"')
         if entries:
             raise InstrumentError(
-                f"{self.spec.name}: {self.resource!r} reported {len(entries)} error(s) after "
+                f"{self.spec.name}: {role.resource!r} reported {len(entries)} error(s) after "
                 f"{_short(after)!r}: {'; '.join(entries)}")
 
-    def _check_shape(self, cmd: str) -> None:
-        reply = self._query(cmd).strip()
+    def _check_shape(self, role: "_Role", cmd: str) -> None:
+        reply = self._query(role, cmd).strip()
         try:
             n_in, n_out = (int(p) for p in reply.split(","))
         except ValueError:
@@ -362,11 +417,15 @@ class VisaLayer(InstrumentLayer):
         self._make_safe_quietly()
 
     def _make_safe_quietly(self) -> None:
-        try:
-            for i, cmd in enumerate(self._v.commands.safe):
-                self._res.write(self._format(cmd, self._template(), f"safe[{i}]"))
-        except Exception:
-            self._discard()
+        for role in self._roles:
+            if role.res is None:
+                continue
+            try:
+                for i, cmd in enumerate(role.commands.safe):
+                    role.res.write(self._format(role, cmd, self._template(), f"safe[{i}]"))
+            except Exception:
+                self._discard()
+                return
 
     def _exchange(self, encoded: np.ndarray, attempt: int) -> np.ndarray:
         try:
@@ -375,48 +434,107 @@ class VisaLayer(InstrumentLayer):
             self._discard()
             raise TransientError(e) from e
 
+    def _write_checked(self, role: "_Role", cmds, tv: dict, key: str) -> None:
+        for i, cmd in enumerate(cmds):
+            text = self._format(role, cmd, tv, f"{key}[{i}]")
+            role.res.write(text)
+            self._check_errors(role, text)
+
     def _measure_once(self, encoded: np.ndarray) -> np.ndarray:
-        c, v = self._v.commands, self._v
+        v = self._v
+        src, rcv = self._src, self._rcv
+        two = src is not rcv
         b = len(encoded)
         tv = self._template(b)
-        for i, cmd in enumerate(c.before_batch):
-            text = self._format(cmd, tv, f"before_batch[{i}]")
-            self._res.write(text)
-            self._check_errors(text)
-        head = self._format(c.drive, tv, "drive")
-        self._res.write_binary_values(head, encoded.ravel().tolist(), datatype=v.drive.datatype,
-                                      is_big_endian=v.drive.big_endian)
-        self._check_errors(head + "<block>")
-        for i, cmd in enumerate(c.run):
-            self._res.write(self._format(cmd, tv, f"run[{i}]"))
-        if c.wait:
-            wait = self._format(c.wait, tv, "wait")
-            reply = self._query(wait, timeout_ms=v.measure_timeout_ms).strip()
-            if c.wait_reply and reply != c.wait_reply:
-                raise ReplyFormatError(f"{self.spec.name}: reply {reply!r} to {c.wait!r}, "
-                                       f"expected {c.wait_reply!r}")
-        if c.run:
-            self._check_errors("; ".join(c.run))
-        fetch = self._format(c.fetch, tv, "fetch")
-        trace = self._fetch(fetch)
-        self._check_errors(fetch)
-        return self.reduce(trace, b, source=fetch)
+        self._write_checked(src, src.commands.before_batch, tv, "before_batch")
+        head = self._format(src, src.commands.drive, tv, "drive")
+        src.res.write_binary_values(head, encoded.ravel().tolist(), datatype=v.drive.datatype,
+                                    is_big_endian=v.drive.big_endian)
+        self._check_errors(src, head + "<block>")
+        if two:  # arm the receiver before the source's output
+            self._write_checked(rcv, rcv.commands.before_batch, tv, "before_batch")
+        for role in self._roles:
+            for i, cmd in enumerate(role.commands.run):
+                role.res.write(self._format(role, cmd, tv, f"run[{i}]"))
+        for role in self._roles:
+            c = role.commands
+            if c.wait:
+                wait = self._format(role, c.wait, tv, "wait")
+                reply = self._query(role, wait, timeout_ms=v.measure_timeout_ms).strip()
+                if c.wait_reply and reply != c.wait_reply:
+                    raise ReplyFormatError(f"{self.spec.name}: reply {reply!r} to {c.wait!r}, "
+                                           f"expected {c.wait_reply!r}")
+        for role in self._roles:
+            if role.commands.run:
+                self._check_errors(role, "; ".join(role.commands.run))
+        r = v.readout
+        parts = []
+        for ch in (r.channels or (None,)):
+            tvc = self._template(b, ch)
+            scaling = self._preamble(rcv, tvc) if r.preamble is not None else None
+            fetch = self._format(rcv, rcv.commands.fetch, tvc, "fetch")
+            trace = self._fetch(rcv, fetch)
+            self._check_errors(rcv, fetch)
+            if scaling is not None:
+                scale, offset, reference = scaling
+                trace = (np.asarray(trace, np.float64) - reference) * scale + offset
+            parts.append(self.reduce(trace, b, source=fetch, channels=max(1, len(r.channels))))
+        return np.concatenate(parts, axis=1)
+
+    def _preamble(self, role: "_Role", tv: dict) -> tuple[float, float, float]:
+        """(scale, offset, reference) from the receiver's preamble reply."""
+        p = self._v.readout.preamble
+        cmd = format_command(p.query, tv, source=self.profile.source,
+                             where="visa.readout.preamble.query")
+        reply = self._query(role, cmd).strip()
+        fields = reply.split(p.separator)
+        out = []
+        for k, default in (("scale_index", None), ("offset_index", 0.0),
+                           ("reference_index", 0.0)):
+            i = getattr(p, k)
+            if i is None:
+                out.append(default)
+                continue
+            if i >= len(fields):
+                raise ReplyFormatError(
+                    f"{self.spec.name}: preamble reply {_short(reply)!r} to {cmd!r} has "
+                    f"{len(fields)} field(s) split at {p.separator!r}, but "
+                    f"visa.readout.preamble.{k} = {i} needs at least {i + 1}; check the query, "
+                    f"the separator and the index against the instrument's manual")
+            try:
+                val = float(fields[i])
+            except ValueError:
+                val = math.nan
+            if not math.isfinite(val):
+                raise ReplyFormatError(
+                    f"{self.spec.name}: preamble field {i} ({k}) of the reply {_short(reply)!r} "
+                    f"to {cmd!r} is {fields[i].strip()!r}, expected a finite number")
+            out.append(val)
+        if out[0] == 0:
+            raise ReplyFormatError(f"{self.spec.name}: preamble reply {_short(reply)!r} to "
+                                   f"{cmd!r} gives scale 0 (field {p.scale_index}): every "
+                                   f"value would read as the offset")
+        return out[0], out[1], out[2]
 
     def _after_exchange(self) -> None:
-        """Run ``after_batch`` once the batch's data is safely in hand.
+        """Run ``after_batch`` (the source's, then the receiver's) once the batch's data is
+        safely in hand.
 
         The data is not measured again if this fails: a lost link is re-opened at once (``setup``
         brings the instrument back to a safe state) or, failing that, by the next batch or by
         :meth:`close`; an instrument error makes the instrument safe and raises (and the caller
         receives nothing, so nothing is counted).
         """
-        c = self._v.commands
-        if not c.after_batch:
+        if not any(role.commands.after_batch for role in self._roles):
             return
         try:
-            for i, cmd in enumerate(c.after_batch):
-                self._res.write(self._format(cmd, self._template(), f"after_batch[{i}]"))
-            self._check_errors("; ".join(c.after_batch))
+            for role in self._roles:
+                c = role.commands
+                if not c.after_batch:
+                    continue
+                for i, cmd in enumerate(c.after_batch):
+                    role.res.write(self._format(role, cmd, self._template(), f"after_batch[{i}]"))
+                self._check_errors(role, "; ".join(c.after_batch))
         except _transport_errors():
             self._discard()
             try:
@@ -430,12 +548,14 @@ class VisaLayer(InstrumentLayer):
             self._make_safe_quietly()
             raise
 
-    def _fetch(self, cmd: str) -> np.ndarray:
+    def _fetch(self, role: "_Role", cmd: str) -> np.ndarray:
         import pyvisa
 
         r = self._v.readout
+        if r.datatype == ASCII:
+            return self._fetch_ascii(role, cmd)
         try:
-            return self._res.query_binary_values(
+            return role.res.query_binary_values(
                 cmd, datatype=r.datatype, is_big_endian=r.big_endian, container=np.array,
                 raise_on_late_block=True)
         except (ValueError, RuntimeError, struct.error, pyvisa.errors.InvalidBinaryFormat) as e:
@@ -443,20 +563,42 @@ class VisaLayer(InstrumentLayer):
                 f"{self.spec.name}: reply to {cmd!r} is not an IEEE 488.2 binary block of "
                 f"{r.datatype!r} values: {e}") from e
 
-    def reduce(self, trace, batch: int, *, source: str = "trace") -> np.ndarray:
-        """A flat trace of ``batch * n_out * points_per_feature`` values -> ``(batch, n_out)``.
+    def _fetch_ascii(self, role: "_Role", cmd: str) -> np.ndarray:
+        sep = self._v.readout.separator
+        text = self._query(role, cmd).strip()
+        items = text.split(sep) if text else []
+        if items and not items[-1].strip():
+            items.pop()  # one trailing separator
+        out = np.empty(len(items), np.float64)
+        for i, item in enumerate(items):
+            try:
+                out[i] = float(item)
+            except ValueError:
+                raise ReplyFormatError(
+                    f"{self.spec.name}: item {i} of the ascii reply to {cmd!r} is "
+                    f"{_short(item.strip(), 30)!r}, not a number (reply starts "
+                    f"{_short(text, 40)!r}; visa.readout.separator = {sep!r}); check the "
+                    f"separator and the instrument's data format") from None
+        return out
+
+    def reduce(self, trace, batch: int, *, source: str = "trace",
+               channels: int = 1) -> np.ndarray:
+        """A flat trace of ``batch * (n_out / channels) * points_per_feature`` values ->
+        ``(batch, n_out / channels)``.
 
         Raises:
             ReplyFormatError: when the trace has the wrong length or non-finite values.
         """
         r = self._v.readout
-        k, n_out = r.points_per_feature, self.spec.n_out
+        k, n_out = r.points_per_feature, self.spec.n_out // channels
         t = np.asarray(trace, np.float64).ravel()
         want = batch * n_out * k
         if t.size != want:
+            per = f"n_out {n_out}" if channels == 1 else \
+                f"n_out {self.spec.n_out} / {channels} channels = {n_out}"
             raise ReplyFormatError(
                 f"{self.spec.name}: {source!r} returned {t.size} values, expected batch {batch} x "
-                f"n_out {n_out} x points_per_feature {k} = {want}; check [visa.readout] "
+                f"{per} x points_per_feature {k} = {want}; check [visa.readout] "
                 f"points_per_feature and the instrument's record length")
         if not np.all(np.isfinite(t)):
             raise ReplyFormatError(f"{self.spec.name}: {source!r} returned "
@@ -468,6 +610,18 @@ class VisaLayer(InstrumentLayer):
         state = "connected" if self._connected else "not connected"
         return (f"VisaLayer({self.resource!r}, n_in={self.spec.n_in}, n_out={self.spec.n_out}, "
                 f"profile={self.profile.name!r}, {state})")
+
+
+@dataclasses.dataclass
+class _Role:
+    """One instrument of the layer: ``instrument`` (one address), or ``source`` / ``receiver``."""
+
+    name: str
+    resource: str
+    idn_contains: str
+    commands: VisaCommands
+    key: str  # the profile key of its commands, for messages
+    res: object = None
 
 
 def _short(text: str, n: int = 60) -> str:

@@ -1039,6 +1039,8 @@ def _instrument_layers(exp: Experiment, cfg, data) -> list:
 
 def _instrument_record(layer) -> dict:
     return {"name": layer.spec.name, "idn": layer.idn, "profile": str(layer.profile.source),
+            # the profile's full contents: the file may change or vanish after the run
+            "profile_contents": layer.profile_dict(),
             "driver": dataclasses.asdict(layer.stats),
             "safety": dataclasses.asdict(layer.safety.counts)}
 

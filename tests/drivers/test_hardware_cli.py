@@ -189,6 +189,10 @@ def test_train_on_a_serial_instrument_with_the_shape_checks(tmp_path, capsys,
 
     rec = json.loads(out.read_text())
     assert rec["instruments"][0]["driver"]["samples"] == rec["cost"]["physical_queries"] > 0
+    # the profile's whole contents, not only its path (the file may change after the run)
+    contents = rec["instruments"][0]["profile_contents"]
+    assert contents["source"] == str(patient_profile_file)
+    assert contents["serial"]["timeout_s"] == 120.0 and contents["safety"]["max_rate_hz"] == "inf"
 
 
 @pytest.mark.parametrize("extra, message", [
