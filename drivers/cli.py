@@ -33,6 +33,18 @@ def _error_spec(text: str) -> tuple:
             f"got {text!r}") from None
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a TCP port from 0 (any free one) to 65535, got {text!r}")
+    return port
+
+
 def add_commands(subparsers) -> None:
     """Add ``instruments`` and ``emulate`` to pnn's sub-command parser."""
     from pnn import registry
@@ -72,7 +84,7 @@ def add_commands(subparsers) -> None:
     e.add_argument("--n-in", type=int, default=8, help="drive channels (default %(default)s)")
     e.add_argument("--n-out", type=int, default=8, help="measured channels (default %(default)s)")
     e.add_argument("--seed", type=int, default=0, help="simulator seed (default %(default)s)")
-    e.add_argument("--port", type=int, default=0,
+    e.add_argument("--port", type=_port, default=0,
                    help="scpi: TCP port on 127.0.0.1, 0 for any free one (default %(default)s)")
     e.add_argument("--max-seconds", type=float, default=3600.0,
                    help="stop after this long (default %(default)s)")

@@ -362,8 +362,12 @@ def plot_adaptation(record: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from pnn.fileio import atomic_savefig
+
+    try:
+        atomic_savefig(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _event_label(ev: dict, param: str) -> str:

@@ -270,15 +270,22 @@ def plot_learning_curves(records: dict, path: Path, title: str) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from pnn.fileio import atomic_savefig
+
+    try:
+        atomic_savefig(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def cmd_demo(args) -> int:
     from pnn.train import bp, phyll
 
     t0 = time.perf_counter()
-    out = Path(args.out)
+    from pnn.fileio import check_writable
+
+    out = check_writable(args.out, folder=True, what="--out",
+                         files=("results.json", "model.pnn", "learning_curve.png"))
     data = _load_data(args, args.seed)
     cfg = phyll.PhyLLConfig(epochs=args.epochs)
     layers = registry.build_layers("acoustic", "phyll", cfg, data, seed=args.seed)
@@ -349,6 +356,10 @@ def cmd_adapt(args) -> int:
             physical = [n for n, t in registry.TRAINERS.items() if t.uses_physical_layers]
             raise ValueError(f"adapt changes the physics during training; it supports the "
                              f"methods with physical layers ({', '.join(physical)}), got {m!r}")
+    from pnn.experiment import OUTPUT_FILES
+    from pnn.fileio import check_writable
+
+    check_writable(args.out, folder=True, what="--out", files=OUTPUT_FILES["adapt"])
     data = _load_data(args, args.seed)
 
     class Bar:
@@ -396,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pnn import __version__
 
     p.add_argument("--version", action="version", version=f"pnn {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, show the Python traceback instead of a one-line message "
+                        "(give it before the command: pnn --debug train ...)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train one method on one physical system and task",
@@ -570,13 +584,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean a user's mistake or an unusable environment, not a bug in pnn:
+    a bad value or file (``ValueError``, which includes ``pnn.config.ConfigError``,
+    ``tomllib.TOMLDecodeError``, the drivers' ``SafetyError`` and the data checksum errors), a
+    path that cannot be read or written (``OSError``: missing, a directory, no permission, a full
+    disk), and an instrument that cannot be reached or misbehaves (``InstrumentError``).
+    ``pnn.data.TestSetSealed`` is a bug in a method, not a user's mistake: it is not here."""
+    errors: tuple[type[BaseException], ...] = (ValueError, OSError)
+    try:
+        from pnn.drivers.errors import InstrumentError
+    except ImportError:  # pragma: no cover - drivers ship with pnn
+        return errors
+    return errors + (InstrumentError,)
+
+
+#: what to do about the operating system's errors that name a file (those raised by pnn itself
+#: carry their own advice)
+_OS_ADVICE = {IsADirectoryError: "is a directory, a file was expected; give a file's path",
+              NotADirectoryError: "a part of this path is a file, a directory was expected; "
+                                  "check the path",
+              PermissionError: "permission denied; check its permissions or choose another "
+                               "path",
+              FileNotFoundError: "no such file or directory; check the path",
+              FileExistsError: "already exists; remove it or choose another path"}
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line (the type's name when it has no message); an operating
+    system error on a file names the file and what to do."""
+    if isinstance(e, OSError) and e.filename is not None:
+        advice = next((text for cls, text in _OS_ADVICE.items() if isinstance(e, cls)),
+                      e.strerror or str(e))
+        return f"{e.filename}: {advice}"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv=None) -> int:
+    """Run ``pnn`` with ``argv``; returns the exit status. A user's mistake (see
+    :func:`user_errors`) prints one line ``pnn COMMAND: error: ...`` on stderr and returns 2;
+    with ``--debug`` it propagates with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"pnn {args.command}: error: {e}", file=sys.stderr)
+    except user_errors() as e:
+        if args.debug:
+            raise
+        print(f"pnn {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"pnn {args.command}: interrupted{': ' + str(e) if str(e) else ''}",
@@ -590,7 +645,7 @@ def run() -> int:
     ("terminate called ... exception not rethrown"), so that command leaves with ``os._exit``
     once its output is flushed and its server has stopped."""
     rc = main()
-    if "emulate" in sys.argv[1:2]:
+    if "emulate" in [a for a in sys.argv[1:3] if a != "--debug"][:1]:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)

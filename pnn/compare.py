@@ -286,8 +286,12 @@ def plot_costs(records: list[dict], path: Path, title: str, *,
     axes[0].set_ylabel(f"test accuracy (mean, {int(confidence * 100)} % t interval)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from pnn.fileio import atomic_savefig
+
+    try:
+        atomic_savefig(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _json_default(o):
@@ -375,7 +379,10 @@ def cmd_compare(args, load_data: Callable) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     tune_trials = int(getattr(args, "tune", 0) or 0)
     per_seed = tune_trials > 0 or getattr(args, "split_per_seed", False)
-    out = Path(args.out)
+    from pnn.experiment import OUTPUT_FILES
+    from pnn.fileio import check_writable
+
+    out = check_writable(args.out, folder=True, what="--out", files=OUTPUT_FILES["compare"])
     if per_seed:
         data = lambda seed: load_data(args, seed)  # noqa: E731
         first = data(seeds[0])
@@ -455,7 +462,10 @@ def cmd_tune(args, load_data: Callable) -> int:
 
     methods = _methods(args.methods)
     overrides = parse_overrides(getattr(args, "set", None), methods)
-    out = Path(args.out)
+    from pnn.fileio import check_writable
+
+    out = check_writable(args.out, folder=True, what="--out",
+                         files=("tuned_configs.json", "tune.journal"))
     data = load_data(args, args.seed)
     results = {}
     for method in methods:

@@ -73,8 +73,8 @@ from pnn.config import ConfigError, check_seed, config_from_dict
 
 __all__ = ["Experiment", "TaskSpec", "SystemSpec", "MethodSpec", "RunSpec", "OutputSpec",
            "InstrumentSpec", "CompareSpec", "AdaptSpec", "KINDS", "RunProgress",
-           "run_experiment", "record_status", "parse_override", "system_keys", "write_records",
-           "read_records"]
+           "run_experiment", "check_outputs", "record_status", "parse_override", "system_keys",
+           "write_records", "read_records"]
 
 #: the simulator class of each registered system (its constructor's keywords are the system's
 #: parameters); a system registered without an entry here is checked against its factory
@@ -1057,6 +1057,49 @@ def _saver(exp: Experiment) -> Callable | None:
     return save_model
 
 
+#: the files a compare / adapt experiment writes into its ``[output] out`` folder
+OUTPUT_FILES = {"compare": ("results.json", "results.partial.json", "stats.json", "table.md",
+                            "cost_vs_accuracy.png", "tuned_configs.json", "tune.journal"),
+                "adapt": ("adapt.json", "adapt.md", "adapt.png")}
+
+
+def _save_path(exp: Experiment, seed: int, several_methods: bool) -> Path:
+    """Where ``[output] save`` puts the model of ``seed`` (tagged by method and seed when the
+    experiment makes several)."""
+    target = Path(exp.output.save)
+    tag = (f"-{exp.method.name}" if several_methods else "") + \
+          (f"-seed{seed}" if len(exp.seeds) > 1 else "")
+    return target.with_name(f"{target.stem}{tag}{target.suffix}") if tag else target
+
+
+def check_outputs(exp: Experiment) -> None:
+    """Refuse, before anything runs, an experiment whose outputs cannot be written: ``[output]
+    out`` (a record file for ``kind = "train"``, a folder for compare and adapt), every model
+    file of ``[output] save`` and ``[run] checkpoint_dir`` (:func:`pnn.fileio.check_writable`).
+
+    Raises:
+        pnn.fileio.OutputPathError: (a ``ValueError``) naming the key, the path and the fix.
+    """
+    from pnn.fileio import check_writable
+
+    if exp.output.out:
+        if exp.kind == "train":
+            check_writable(exp.output.out, what="[output] out (--out)")
+        else:
+            check_writable(exp.output.out, folder=True, what="[output] out (--out)",
+                           files=OUTPUT_FILES[exp.kind])
+    if exp.kind == "train":
+        variants = exp.variants()
+        for v in variants:
+            if v.output.save:
+                for seed in v.seeds:
+                    check_writable(_save_path(v, seed, len(variants) > 1),
+                                   what="[output] save (--save)")
+        if exp.run.checkpoint_dir:
+            check_writable(exp.run.checkpoint_dir, folder=True,
+                           what="[run] checkpoint_dir (--checkpoint-dir)")
+
+
 def run_experiment(exp: Experiment, progress: RunProgress | None = None) -> list[dict]:
     """Run ``exp`` once per method (``methods``, else ``[method]``) and seed; return the
     records.
@@ -1071,6 +1114,7 @@ def run_experiment(exp: Experiment, progress: RunProgress | None = None) -> list
     run.
     """
     progress = progress or RunProgress()
+    check_outputs(exp)  # before any data is loaded or anything trains
     if exp.kind == "compare":
         return _run_compare(exp, progress)
     if exp.kind == "adapt":
@@ -1141,11 +1185,7 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
         _embed(rec, exp)
     progress.end(exp, seed, rec, data)
     if save is not None:
-        target = Path(exp.output.save)
-        tag = (f"-{exp.method.name}" if several_methods else "") + \
-              (f"-seed{seed}" if len(exp.seeds) > 1 else "")
-        if tag:
-            target = target.with_name(f"{target.stem}{tag}{target.suffix}")
+        target = _save_path(exp, seed, several_methods)
         save(model, target, record=rec, system=None if instruments else exp.system.name,
              system_kwargs=exp.system.kwargs, data=data, system_seed=seed,
              task=exp.task.header(seed))

@@ -301,7 +301,8 @@ def _run_folder(folder: Path, args) -> int:
     import time
 
     from pnn.config import ConfigError
-    from pnn.experiment import record_status
+    from pnn.experiment import check_outputs, record_status
+    from pnn.fileio import OutputPathError
 
     given = [flag for flag, v in (("--out", args.out), ("--set", args.set),
                                   ("--print", args.print)) if v]
@@ -316,9 +317,13 @@ def _run_folder(folder: Path, args) -> int:
     experiments, errors = [], []
     for f in files:  # every file checked before anything runs
         try:
-            experiments.append((f, Experiment.from_toml(f)))
+            exp = Experiment.from_toml(f)
+            check_outputs(exp)
+            experiments.append((f, exp))
         except ConfigError as e:
             errors.append(str(e))
+        except OutputPathError as e:
+            errors.append(f"{f}: {e}")
     if errors:
         raise ConfigError("\n".join(errors) + f"\n{len(errors)} of {len(files)} experiment "
                           f"file(s) in {folder} invalid; nothing was run")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from pnn.fileio import atomic_write_text, check_writable
 
 __all__ = ["add_commands", "cmd_eval", "cmd_predict", "save_trained", "task_of"]
 
@@ -73,6 +76,8 @@ def cmd_eval(args) -> int:
     from pnn.cost import Ledger
     from pnn.model_io import load_model, read_header, rebuild_layers
 
+    if args.out:
+        check_writable(args.out, what="--out")  # before any measurement
     path = Path(args.model)
     header = read_header(path)
     data = _header_data(header, args, path)
@@ -123,7 +128,7 @@ def cmd_eval(args) -> int:
                "perturbations": perturbations, "data": data.describe(),
                "predictions": pred.tolist()}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+        atomic_write_text(args.out, json.dumps(out, indent=2, default=str))
         print(f"evaluation written to {args.out}")
     return 0
 
@@ -157,6 +162,8 @@ def read_rows(path, features: list[str]) -> np.ndarray:
 def cmd_predict(args) -> int:
     from pnn.model_io import load_model, standardise
 
+    if args.out:
+        check_writable(args.out, what="--out")
     model = load_model(args.model)
     header = model.header
     x = read_rows(args.input, header["preprocessing"]["features"])
@@ -165,10 +172,11 @@ def cmd_predict(args) -> int:
     labels = [names[int(i)] for i in model.predict(x)] if len(x) else []
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["class"])
-            w.writerows([[c] for c in labels])
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["class"])
+        w.writerows([[c] for c in labels])
+        atomic_write_text(args.out, buf.getvalue())
         print(f"{len(labels)} label(s) written to {args.out}", file=sys.stderr)
     else:
         for c in labels:

@@ -25,19 +25,18 @@ template and checks the parameters' digest.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
 import json
-import os
 import platform
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from pnn.fileio import atomic_write_bytes
 
 __all__ = ["save_model", "load_model", "read_header", "ModelFileError", "FORMAT", "VERSION",
            "standardise", "SavedData"]
@@ -168,26 +167,7 @@ def save_model(model, path, *, record: dict | None = None, system: str | None = 
                                  hashlib.sha256(head).hexdigest().encode("ascii"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(first + head + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename durable too
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
+    return atomic_write_bytes(path, first + head + payload)
 
 
 def _read(path) -> tuple[dict, bytes]:

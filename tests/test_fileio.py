@@ -102,3 +102,150 @@ def test_wrong_types_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(TypeError, match="text must be str, got bytes; use atomic_write_bytes"):
         atomic_write_text(tmp_path / "a", b"bytes")
     assert _leftovers(tmp_path, set()) == []
+
+
+# ------------------------------------------------------------------------------ figures
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    return fig, plt
+
+
+def test_a_figure_is_rendered_in_memory_and_written_atomically(tmp_path):
+    fig, plt = _figure()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "plot.png"
+    for name in (f".{out.name}.tmp", f"{out.name}.tmp"):  # predictable names, pre-planted
+        os.symlink(victim, tmp_path / name)
+    try:
+        assert fileio.atomic_savefig(fig, out, dpi=50) == out
+    finally:
+        plt.close(fig)
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and not out.is_symlink()
+    assert victim.read_text() == "keep me"
+    assert _leftovers(tmp_path, {"plot.png", "victim.txt", ".plot.png.tmp", "plot.png.tmp"}) == []
+
+
+def test_a_figure_symlinked_destination_is_replaced_not_followed(tmp_path):
+    fig, plt = _figure()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "plot.svg"
+    os.symlink(victim, out)
+    try:
+        fileio.atomic_savefig(fig, out)
+    finally:
+        plt.close(fig)
+    assert not out.is_symlink() and b"<svg" in out.read_bytes()
+    assert victim.read_text() == "keep me"
+
+
+def test_a_figure_format_must_be_known(tmp_path):
+    fig, plt = _figure()
+    try:
+        with pytest.raises(ValueError, match=r"format 'xyz' is not one matplotlib writes "
+                                             r"\(.*png.*\); change the suffix"):
+            fileio.atomic_savefig(fig, tmp_path / "plot.xyz")
+        with pytest.raises(ValueError, match="no file suffix to tell the format"):
+            fileio.atomic_savefig(fig, tmp_path / "plot")
+    finally:
+        plt.close(fig)
+    assert _leftovers(tmp_path, set()) == []
+
+
+def test_no_pnn_module_writes_a_file_another_way():
+    """Every writer goes through pnn.fileio (checkpoints keep their own exclusive temp name)."""
+    import re
+    from pathlib import Path
+
+    root = Path(fileio.__file__).resolve().parent.parent
+    plain = re.compile(r"\.write_text\(|\.write_bytes\(|\.savefig\(|open\([^)]*['\"][wax]b?['\"]")
+    found = []
+    for folder in ("pnn", "sim", "drivers"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.name in ("fileio.py", "checkpoint.py"):
+                continue
+            for lineno, line in enumerate(path.read_text().splitlines(), 1):
+                if plain.search(line.split("#")[0]):
+                    found.append(f"{path.relative_to(root)}:{lineno}: {line.strip()}")
+    assert found == []
+
+
+# ------------------------------------------------------------------------------ check_writable
+def test_check_writable_accepts_new_and_existing_locations(tmp_path):
+    (tmp_path / "old.json").write_text("{}")
+    (tmp_path / "results").mkdir()
+    os.symlink(tmp_path / "results", tmp_path / "linked")
+    assert fileio.check_writable(tmp_path / "old.json") == tmp_path / "old.json"
+    assert fileio.check_writable(tmp_path / "new" / "deeper" / "r.json")  # creatable
+    assert fileio.check_writable(tmp_path / "results", folder=True, files=["a.json"])
+    assert fileio.check_writable(tmp_path / "linked", folder=True)  # a link to a folder is fine
+    assert fileio.check_writable(tmp_path / "fresh" / "out", folder=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked", "old.json", "results"]
+    assert list((tmp_path / "results").iterdir()) == []  # the probe left nothing
+
+
+@pytest.mark.parametrize("make, kwargs, match", [
+    (lambda d: (d / "x").mkdir(), {},
+     r"--out '.*x': is a directory, a file was expected; give a file name, e\.g\. '.*x/result"),
+    (lambda d: os.symlink(d / "victim", d / "x"), {},
+     r"--out '.*x': is a symlink \(to '.*victim'\); the file would replace the link, not be "
+     r"written where it points; give the real path, or remove the link"),
+    (lambda d: (d / "f").write_text(""), {"sub": "f/x"},
+     r"--out '.*f/x': '.*f' is not a directory \(a file or a dangling symlink is in the way\)"),
+    (lambda d: (d / "f").write_text(""), {"sub": "f/a/b/x"},
+     r"'.*f' is not a directory"),
+    (lambda d: (d / "x").write_text(""), {"folder": True},
+     r"--out '.*x': is a file, not a folder; give a folder \(new or existing\)"),
+    (lambda d: os.symlink(d / "nowhere", d / "x"), {"folder": True},
+     r"--out '.*x': is a dangling symlink; give a folder"),
+    (lambda d: (d / "x" / "results.json").mkdir(parents=True),
+     {"folder": True, "files": ["results.json"]},
+     r"results\.json in it is a directory, where a file will be written; remove or rename"),
+    (lambda d: ((d / "x").mkdir(), os.symlink(d / "victim", d / "x" / "results.json")),
+     {"folder": True, "files": ["results.json"]},
+     r"results\.json in it is a symlink \(to '.*victim'\), which would be replaced"),
+])
+def test_check_writable_refuses_with_the_path_the_reason_and_the_fix(tmp_path, make, kwargs,
+                                                                      match):
+    make(tmp_path)
+    sub = kwargs.pop("sub", "x")
+    with pytest.raises(fileio.OutputPathError, match=match):
+        fileio.check_writable(tmp_path / sub, what="--out", **kwargs)
+    assert issubclass(fileio.OutputPathError, ValueError)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes to any folder whatever its permission bits")
+def test_check_writable_refuses_a_read_only_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        with pytest.raises(fileio.OutputPathError, match=r"its folder '.*ro': cannot create "
+                                                         r"files there \(Permission denied\)"):
+            fileio.check_writable(ro / "r.json", what="--out")
+        with pytest.raises(fileio.OutputPathError, match=r"'.*ro/new' cannot be created in"):
+            fileio.check_writable(ro / "new" / "r.json", what="--out")
+        with pytest.raises(fileio.OutputPathError, match="cannot create files in this folder"):
+            fileio.check_writable(ro, folder=True, what="--out")
+    finally:
+        os.chmod(ro, 0o700)
+
+
+def test_check_writable_probes_for_real_so_root_is_refused_too(tmp_path, monkeypatch):
+    """The check creates (and removes) a file where the output goes, so a read-only file system
+    or an ACL refuses it even when permission bits (or root) would allow."""
+    def refuse(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
+    with pytest.raises(fileio.OutputPathError, match=r"cannot create files there \(Read-only "
+                                                     r"file system\); choose a location"):
+        fileio.check_writable(tmp_path / "r.json", what="--out")

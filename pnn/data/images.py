@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from pnn.data.vowels import Dataset, check_val_fraction, default_cache_dir
+from pnn.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "load_images",
@@ -219,10 +220,8 @@ def _fetch_verified(url: str, target: Path, md5: str | None, download: bool) -> 
             )
         if md5 is None:
             parse_idx(data)  # refuse to cache something that is not IDX data
-        tmp = target.with_name(target.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        sidecar.write_text(_sha256(data) + "\n")
+        atomic_write_bytes(target, data)  # a temporary file of a random name, then renamed
+        atomic_write_text(sidecar, _sha256(data) + "\n")
         return data
     data = target.read_bytes()
     fix = f"delete {target} and load again with download=True"
@@ -238,7 +237,7 @@ def _fetch_verified(url: str, target: Path, md5: str | None, download: bool) -> 
                 f"{recorded} recorded at download in {sidecar}; {fix}"
             )
     else:
-        sidecar.write_text(_sha256(data) + "\n")  # trust on first use, verify from now on
+        atomic_write_text(sidecar, _sha256(data) + "\n")  # trust on first use, verify from now on
     return data
 
 

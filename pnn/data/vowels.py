@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pnn.fileio import atomic_write_bytes, atomic_write_text
+
 __all__ = [
     "Dataset",
     "TestSetSealed",
@@ -424,7 +426,8 @@ def _fetch(url: str, cache_dir: Path, download: bool) -> tuple[Path, bytes]:
                     f"differs from the {recorded} recorded at download in {sidecar}; {fix}"
                 )
         else:
-            sidecar.write_text(_sha256(data) + "\n")  # trust on first use, verify from now on
+            # trust on first use, verify from now on
+            atomic_write_text(sidecar, _sha256(data) + "\n")
         return target, data
     if not download:
         raise FileNotFoundError(
@@ -434,10 +437,10 @@ def _fetch(url: str, cache_dir: Path, download: bool) -> tuple[Path, bytes]:
     with urllib.request.urlopen(url, timeout=60) as r:
         data = r.read()
     parse_hillenbrand(data.decode("latin-1"), origin=f"download of {url}")  # refuse non-data
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_bytes(data)
-    sidecar.write_text(_sha256(data) + "\n")  # before the file, so it is never cached unrecorded
-    os.replace(tmp, target)
+    # the record before the file, so the file is never cached unrecorded (both atomic: a
+    # temporary file of a random name, never a predictable one that could be planted)
+    atomic_write_text(sidecar, _sha256(data) + "\n")
+    atomic_write_bytes(target, data)
     return target, data
 
 
