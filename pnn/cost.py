@@ -85,6 +85,10 @@ class Ledger:
         ``pad_batches = True`` (jitted simulators: one compilation per chunk size), the last
         chunk is padded with the range's lower bound; only real samples are counted.
 
+        A chunk is counted when the layer returns its measurement, as an instrument driver counts
+        it (``layer.stats``): when a later chunk fails, the chunks measured before it stay
+        counted, so the ledger and the driver agree in every fault path.
+
         Raises:
             ValueError: from :func:`pnn.layer.validate_input`, or when the layer returns an
                 array of the wrong shape or with non-finite values.
@@ -95,17 +99,22 @@ class Ledger:
         pad = getattr(layer, "pad_batches", False)
         outs = []
         t = time.perf_counter()
-        for i in range(0, len(x), self.max_batch):
-            chunk = x[i : i + self.max_batch]
-            n = len(chunk)
-            if pad and n < self.max_batch and len(x) > self.max_batch:
-                chunk = np.concatenate(
-                    [chunk, np.full((self.max_batch - n, spec.n_in), spec.lo, np.float32)]
-                )
-            out = np.asarray(layer(chunk))[:n]
-            outs.append(out)
+        try:
+            for i in range(0, len(x), self.max_batch):
+                chunk = x[i : i + self.max_batch]
+                n = len(chunk)
+                if pad and n < self.max_batch and len(x) > self.max_batch:
+                    chunk = np.concatenate(
+                        [chunk, np.full((self.max_batch - n, spec.n_in), spec.lo, np.float32)]
+                    )
+                out = np.asarray(layer(chunk))[:n]
+                self.queries_by_layer[spec.name] += n  # measured and returned: counted
+                self.queries_by_device[_device_name(layer)] += n
+                self.queries_by_purpose[self._relabel.get(purpose, purpose)] += n
+                outs.append(out)
+        finally:
+            self.physical_s += time.perf_counter() - t
         y = np.concatenate(outs)
-        self.physical_s += time.perf_counter() - t
         if y.shape != (len(x), spec.n_out):
             raise ValueError(
                 f"{spec.name}: returned a measurement of shape {y.shape}, expected "
@@ -113,9 +122,6 @@ class Ledger:
             )
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{spec.name}: returned non-finite measurements")
-        self.queries_by_layer[spec.name] += len(x)
-        self.queries_by_device[_device_name(layer)] += len(x)
-        self.queries_by_purpose[self._relabel.get(purpose, purpose)] += len(x)
         return y
 
     @contextlib.contextmanager
