@@ -224,17 +224,21 @@ class VisaLayer(InstrumentLayer):
         return res
 
     def _open_link(self) -> None:
+        done = 0  # instruments whose setup has run
         try:
             for role in self._roles:
                 self._open_role(role)
+                done += 1
         except InstrumentError as e:
-            if not isinstance(e, InstrumentConnectionError):
-                # an instrument answers but a setup step failed: earlier steps may have
-                # switched something on
+            if done or not isinstance(e, InstrumentConnectionError):
+                # a setup step failed, or a later instrument did not connect after an earlier
+                # one was set up: setup steps may have switched something on
                 self._make_safe_quietly()
             self._discard()
             raise
         except BaseException:
+            if done:
+                self._make_safe_quietly()
             self._discard()
             raise
         self.idn = " | ".join(self.idns[r.name] for r in self._roles) if len(self._roles) > 1 \

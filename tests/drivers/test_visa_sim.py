@@ -311,3 +311,91 @@ def test_a_template_edited_in_code_fails_at_connect_naming_its_key(rm, sim_profi
     with pytest.raises(ValueError, match=r"sim_awg.toml: visa.commands.setup\[1\] = 'ACQ:POIN "
                                          r"\{hi:d\}' cannot be formatted"):
         VisaLayer(prof, AWG, resource_manager=rm).connect()
+
+
+# ---------------------------------------------------------------- two addresses (pyvisa-sim)
+SCOPE = "TCPIP::10.0.0.8::5025::SOCKET"
+
+PAIR_PROFILE = """
+[profile]
+name = "sim awg + scope"
+
+[layer]
+n_in = 5
+n_out = 2
+
+[safety]
+lo = 0.0
+hi = 1.0
+max_amplitude = 0.8
+
+[visa]
+timeout_ms = 200
+
+[visa.source]
+resource = "TCPIP::10.0.0.5::5025::SOCKET"
+idn_contains = "SimAWG"
+
+[visa.source.commands]
+setup = ["*RST", "*CLS", "SOUR:VOLT:LIM {max_amplitude:.6f}", "OUTP ON"]
+drive = "WAV:DATA "
+safe = ["OUTP OFF"]
+
+[visa.receiver]
+resource = "TCPIP::10.0.0.8::5025::SOCKET"
+idn_contains = "SimScope"
+
+[visa.receiver.commands]
+setup = ["*RST", "*CLS", "FORM ASC"]
+before_batch = ["ARM"]
+fetch = "FETC? {channel}"
+
+[visa.drive]
+scale = 0.8
+
+[visa.readout]
+datatype = "ascii"
+separator = ";"
+channels = ["CH1", "CH2"]
+
+[visa.readout.preamble]
+query = "WAV:PRE? {channel}"
+scale_index = 7
+offset_index = 8
+reference_index = 9
+"""
+
+
+@pytest.fixture
+def pair_profile(tmp_path):
+    f = tmp_path / "sim_pair.toml"
+    f.write_text(PAIR_PROFILE)
+    return f
+
+
+def test_two_addresses_connect_each_with_its_own_setup_and_identity(rm, pair_profile):
+    with VisaLayer(pair_profile, resource_manager=rm) as layer:
+        assert layer.idns == {"source": "PNN,SimAWG,0001,1.0", "receiver": "ACME,SimScope,7,2.0"}
+        assert float(_probe(rm, "SOUR:VOLT:LIM?")) == pytest.approx(0.8)  # the source's setup
+        assert _probe(rm, "OUTP?") == "ON"
+        # the receiver's replies, read as the profile declares: ascii split at ';' (a trailing
+        # separator tolerated), scaled by each channel's preamble (c - yref) * yinc + yorig
+        rcv = layer._rcv
+        for ch, want in (("CH1", [0.25, 1.25, 2.25, 3.25]), ("CH2", [-1.0, 0.0, 1.0, 2.0])):
+            scale, offset, ref = layer._preamble(rcv, layer._template(1, ch))
+            raw = layer._fetch_ascii(rcv, f"FETC? {ch}")
+            np.testing.assert_allclose((raw - ref) * scale + offset, want)
+    assert _probe(rm, "OUTP?") == "OFF"  # close(): the source's safe commands
+
+
+def test_two_addresses_wrong_receiver_is_refused_naming_its_key(rm, pair_profile):
+    text = pair_profile.read_text().replace('idn_contains = "SimScope"', 'idn_contains = "DSO"')
+    pair_profile.write_text(text)
+    layer = VisaLayer(pair_profile, resource_manager=rm)
+    with pytest.raises(InstrumentConnectionError, match=r"'TCPIP::10.0.0.8::5025::SOCKET' "
+                                                        r"identifies as 'ACME,SimScope,7,2.0', "
+                                                        r"which lacks 'DSO' \(profile 'sim awg "
+                                                        r"\+ scope' visa.receiver.idn_contains\)"):
+        layer.connect()
+    assert not layer.connected and layer._rcv.res is None and layer._src.res is None
+    assert _probe(rm, "OUTP?") == "OFF"  # the source, already set up (output on), was made safe
