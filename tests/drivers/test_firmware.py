@@ -21,8 +21,7 @@ from pnn.drivers import serial as proto
 from pnn.drivers.errors import SafetyError
 from pnn.drivers.serial import MsgType, SerialLayer, encode_frame, pop_frame
 
-ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = ROOT / "drivers" / "firmware" / "pnn_serial_device"
+FIRMWARE = Path(proto.__file__).resolve().parent / "firmware" / "pnn_serial_device"
 HEADER = FIRMWARE / "pnn_protocol.h"
 HANG = 120.0  # seconds: only a bound against a hang
 
