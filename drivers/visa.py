@@ -126,10 +126,15 @@ class VisaLayer(InstrumentLayer):
         v = self._v
         if v.two_address:
             if isinstance(resource, str):
-                raise ValueError(
-                    f"VisaLayer: profile {self.profile.source} describes two instruments "
-                    f"([visa.source], [visa.receiver]) but one resource {resource!r} was given; "
-                    f"give (source, receiver) addresses, or None for the profile's")
+                parts = [r.strip() for r in resource.split("+")]
+                if len(parts) != 2 or not all(parts):
+                    raise ValueError(
+                        f"VisaLayer: profile {self.profile.source} describes two instruments "
+                        f"([visa.source], [visa.receiver]) but one resource {resource!r} was "
+                        f"given; give (source, receiver) addresses, 'SOURCE+RECEIVER' (e.g. "
+                        f"pnn train --instrument visa:TCPIP::10.0.0.5::INSTR+TCPIP::10.0.0.6::"
+                        f"INSTR), or None for the profile's")
+                resource = tuple(parts)
             src, rcv = resource if resource is not None else (None, None)
             self._roles = [
                 _Role("source", src or v.source.resource, v.source.idn_contains,

@@ -159,12 +159,16 @@ def test_drive_beyond_the_limits_never_reaches_the_source(tmp_path, physics, x):
     assert src.log.commands[-2:] == ["OUTP OFF", "SYST:ERR?"]
 
 
-def test_one_address_given_for_two_instruments_is_refused(tmp_path):
+def test_one_address_given_for_two_instruments_is_refused_or_split(tmp_path):
     path = _profile(tmp_path)
     with pytest.raises(ValueError, match=r"describes two instruments .* but one resource "
                                          r"'TCPIP::1.2.3.4::INSTR' was given; give \(source, "
                                          r"receiver\)"):
         VisaLayer(path, "TCPIP::1.2.3.4::INSTR", n_in=5, n_out=4)
+    # 'SOURCE+RECEIVER' in one string (as pnn train --instrument visa:... passes it)
+    layer = VisaLayer(path, "TCPIP::1.2.3.4::INSTR + TCPIP::1.2.3.5::INSTR", n_in=5, n_out=4)
+    assert (layer._src.resource, layer._rcv.resource) == ("TCPIP::1.2.3.4::INSTR",
+                                                          "TCPIP::1.2.3.5::INSTR")
     with pytest.raises(ValueError, match=r"n_out = 5 cannot be split over the 2 channels"):
         VisaLayer(path, n_in=5, n_out=5)
 
