@@ -669,9 +669,8 @@ def summary_md(res: dict, args, wall: float) -> str:
                          f"{_f(x.get('xla_grad_temp_mb'), '.1f')} |")
         lines += ["", f"({mm['method']}.)", ""]
         for k, v in mm["summary"].items():
-            lines.append(f"- {k}: step peak RSS {v['peak_rss_change_pct']:+.1f} % for "
-                         f"{v['steps_ratio']:.0f}x the steps (memory the step adds above setup "
-                         f"x{v['step_peak_above_before_ratio']:.2f})"
+            lines.append(f"- {k}: warm-step peak RSS {v['peak_rss_change_pct']:+.1f} % for "
+                         f"{v['steps_ratio']:.0f}x the steps"
                          + (f"; XLA gradient buffers x{v['xla_grad_temp_ratio']:.2f}"
                             if "xla_grad_temp_ratio" in v else ""))
         lines.append("")
@@ -697,7 +696,20 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections ({', '.join(SECTIONS)})")
     ap.add_argument("--out", default=RESULTS, help="results folder")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="rewrite summary.md from the JSON files already in --out")
     args = ap.parse_args(argv)
+    if args.summary_only:
+        run = json.load(open(os.path.join(args.out, "run.json")))
+        args.quick = run["quick"]
+        res = {"machine": run["machine"]}
+        for name in SECTIONS:
+            path = os.path.join(args.out, f"{name}.json")
+            if os.path.exists(path):
+                res[name] = json.load(open(path))
+        with open(os.path.join(args.out, "summary.md"), "w") as fh:
+            fh.write(summary_md(res, args, run["wall_s"]) + "\n")
+        return 0
     only = [s for s in args.only.split(",") if s]
     bad = [s for s in only if s not in SECTIONS]
     if bad:
@@ -724,6 +736,9 @@ def main(argv=None) -> int:
             json.dump(out, fh, indent=2, default=float)
         log(f"section {name} done in {out['section_s']:.0f} s")
     wall = time.perf_counter() - t0
+    with open(os.path.join(args.out, "run.json"), "w") as fh:
+        json.dump({"wall_s": wall, "quick": args.quick, "sections": only,
+                   "machine": res["machine"]}, fh, indent=2)
     md = summary_md(res, args, wall)
     with open(os.path.join(args.out, "summary.md"), "w") as fh:
         fh.write(md + "\n")
