@@ -159,6 +159,10 @@ def _eval_block(blk, m, a, lo, hi, *, kind):
     return _block_goodness(kind, h, blk.xi), a_next, to_drive(a_next, lo, hi)
 
 
+#: the ``readout`` value of the logistic read-out (a read-out kind, not a method name)
+_LINEAR_READOUT = "linear"
+
+
 class PhyLL(Algorithm):
     """The PhyLL trainer for the run loop. State: ``blocks`` (the digital parts), ``opt``
     (their Adam states), ``calibrated`` (per block: calibration fixed yet), ``rng`` (negative
@@ -288,7 +292,7 @@ class PhyLL(Algorithm):
         return np.concatenate(out, axis=1)
 
     def before_eval(self, state):
-        if self.config.readout != "linear":
+        if self.config.readout != _LINEAR_READOUT:
             return state
         import warnings
 
@@ -313,7 +317,7 @@ class PhyLL(Algorithm):
             full_i)}}
 
     def predict(self, state, x):
-        if self.config.readout == "linear":
+        if self.config.readout == _LINEAR_READOUT:
             r = state["readout"]
             f = self.features(state, x, "eval")
             return np.argmax(f @ np.asarray(r["coef"]).T + np.asarray(r["intercept"]), axis=1)
