@@ -166,6 +166,7 @@ class HybridAlgorithm(Algorithm):
         self.shapes = [(n_in, layer.spec.n_out) for (n_in, _), layer in zip(shapes, layers)]
         self.calibrate_on = calibrate_on
         self.static = None
+        self._grad_step = None
 
     def make_optimizer(self):
         import optax
@@ -186,6 +187,31 @@ class HybridAlgorithm(Algorithm):
         params, self.static = eqx.partition(net, net.trainable())
         self.opt = self.make_optimizer()
         return {"params": params, "opt": self.opt.init(params), "rng": rng}
+
+    def measure(self, net: HybridNet, k: int, a, extra):
+        """Block k's measurement for direction ``a`` inside the differentiated loss (traced):
+        what a gradient-based subclass differentiates through (a simulator, a twin)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take gradients")
+
+    def gradient_step(self, params, opt_state, x0, y, extra):
+        """One Adam step on the softmax cross-entropy of the network whose block measurements
+        come from :meth:`measure` (``extra``: the arrays it needs); compiled once."""
+        if self._grad_step is None:
+            import optax
+
+            static, opt, measure = self.static, self.opt, self.measure
+
+            @eqx.filter_jit
+            def update(params, state, x0, y, extra):
+                def loss_fn(p):
+                    n = eqx.combine(p, static)
+                    logits = n.forward(x0, lambda k, a: measure(n, k, a, extra))
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                loss, g = jax.value_and_grad(loss_fn)(params)
+                upd, state = opt.update(g, state, params)
+                return eqx.apply_updates(params, upd), state, loss
+            self._grad_step = update
+        return self._grad_step(params, opt_state, x0, y, extra)
 
     def net(self, state) -> HybridNet:
         return eqx.combine(state["params"], self.static)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import optax
 
 from pnn.cost import Ledger, adam_flops
 from pnn.network import to_drive
@@ -58,27 +56,13 @@ class InSilico(HybridAlgorithm):
         self.model_layers = model_layers
         self.specs = [layer.spec for layer in model_layers]
         self.sim_flops = sum(getattr(layer, "flops_per_sample", 0) for layer in model_layers)
-        self._update = None
 
-    def _compiled_update(self):
-        if self._update is None:
-            static, opt, specs = self.static, self.opt, self.specs
-
-            @eqx.filter_jit
-            def update(params, state, x0, y, model_layers):
-                def loss_fn(p):
-                    n = eqx.combine(p, static)
-                    logits = n.forward(x0, lambda k, a: model_layers[k]._forward(
-                        to_drive(a, specs[k].lo, specs[k].hi)))
-                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-                loss, g = jax.value_and_grad(loss_fn)(params)
-                upd, state = opt.update(g, state, params)
-                return eqx.apply_updates(params, upd), state, loss
-            self._update = update
-        return self._update
+    def measure(self, net, k, a, model_layers):
+        spec = self.specs[k]
+        return model_layers[k]._forward(to_drive(a, spec.lo, spec.hi))
 
     def step(self, state, x, y):
-        params, opt_state, loss = self._compiled_update()(
+        params, opt_state, loss = self.gradient_step(
             state["params"], state["opt"], encode(x), jnp.asarray(y), self.model_layers)
         net = self.net(state)
         self.ledger.add_flops(3 * self.sim_flops * len(y), "simulator")

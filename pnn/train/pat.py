@@ -118,7 +118,6 @@ class PAT(HybridAlgorithm):
         self.refit_at = set(int(s) for s in refit_at_steps)
         self.specs = [layer.spec for layer in layers]
         self.refits = []
-        self._update = None
 
     def collect_and_fit(self, net, rng, key):
         """Query each layer for twin data and fit its twin, block by block (deeper blocks see
@@ -152,33 +151,19 @@ class PAT(HybridAlgorithm):
         self.twin_fwd = fwds
         return {**state, "twins": twins, "twin_errors": [float(e) for e in errors]}
 
-    def _compiled_update(self):
-        if self._update is None:
-            static, opt, specs = self.static, self.opt, self.specs
-
-            @eqx.filter_jit
-            def update(params, state, x0, y, measured, twins):
-                def loss_fn(p):
-                    n = eqx.combine(p, static)
-
-                    def measure(k, a):
-                        d = to_drive(a, specs[k].lo, specs[k].hi)
-                        t = twins[k](d) / n.blocks[k].cal
-                        return measured[k] + t - jax.lax.stop_gradient(t)
-                    logits = n.forward(x0, measure)
-                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-                loss, g = jax.value_and_grad(loss_fn)(params)
-                upd, state = opt.update(g, state, params)
-                return eqx.apply_updates(params, upd), state, loss
-            self._update = update
-        return self._update
+    def measure(self, net, k, a, extra):
+        """The measured value forward, the twin's Jacobian backward (straight-through)."""
+        measured, twins = extra
+        spec = self.specs[k]
+        t = twins[k](to_drive(a, spec.lo, spec.hi)) / net.blocks[k].cal
+        return measured[k] + t - jax.lax.stop_gradient(t)
 
     def step(self, state, x, y):
         net = self.net(state)
         x0 = encode(x)
         _, ms, _ = physical_forward(net, self.layers, x0, self.ledger)
-        params, opt_state, loss = self._compiled_update()(state["params"], state["opt"], x0,
-                                                          jnp.asarray(y), ms, state["twins"])
+        params, opt_state, loss = self.gradient_step(state["params"], state["opt"], x0,
+                                                     jnp.asarray(y), (ms, state["twins"]))
         self.ledger.add_flops(3 * len(y) * sum(self.twin_fwd), "twin forward/backward")
         self.ledger.add_flops(3 * net.forward_flops(len(y)) + adam_flops(net.n_params),
                               "trainable update")
