@@ -1,0 +1,653 @@
+"""``pnn report``: the results tables, sentences and figures of the README and docs/, from records.
+
+No number in a results section of ``README.md`` or ``docs/*.md`` is typed by hand. Each such
+section sits between two markers::
+
+    <!-- report:KIND ARGUMENT -->
+    ...generated text...
+    <!-- /report:KIND ARGUMENT -->
+
+and ``pnn report`` rewrites the text between them from the records committed under
+``experiments/results/`` (``pnn report --check`` only compares, prints a diff and exits 1 when a
+document is out of date). The kinds, each one function of :data:`SECTIONS`:
+
+* ``compare FOLDER``: the table of a ``pnn compare`` folder (``FOLDER/results.json``): test
+  accuracy mean ± std over seeds, its 95 % t interval, the paired difference to PhyLL;
+* ``findings FOLDER``: the sentence that reads that table. It says *better* or *worse* only
+  where the paired 95 % interval excludes zero, and "no conclusion" otherwise;
+* ``demo``: the ``make demo`` table (``demo/results.json``, one seed);
+* ``ablation``: the sentence on what the physics contributes (``ablation/ablation.json``);
+* ``adapt FOLDER`` and ``adapt_seeds SYSTEM``: the adaptation tables (``adapt.json``);
+* ``train PATTERN``: one row per ``pnn train`` record matching the glob (previous protocol);
+* ``papers``: our numbers beside what the PhyLL and PAT papers reported (:data:`PAPERS`);
+* ``figure NAME``: a figure of :data:`FIGURES`, drawn from its records into ``docs/figures/``
+  (PNG and SVG), and the Markdown that shows it.
+
+A new comparison is reported by adding a marker pair naming its folder: the report follows the
+records it finds, and refuses a marker whose records are missing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pnn.figures import METHOD_NAMES, is_digital, method_name, system_name
+from pnn.stats import paired_differences, t_interval
+
+__all__ = ["Report", "render", "update", "check", "SECTIONS", "FIGURES", "PAPERS",
+           "documents", "add_report_command", "cmd_report"]
+
+#: where the records live, relative to the repository root
+RESULTS = Path("experiments") / "results"
+#: where the report's figures go, relative to the repository root
+FIGURE_DIR = Path("docs") / "figures"
+#: the documents whose markers the report fills
+DOCUMENTS = ("README.md", "docs/*.md")
+
+MARKER = re.compile(r"<!-- report:(?P<key>[^>\n]+?) -->\n(?P<body>.*?)<!-- /report:(?P=key) -->",
+                    re.S)
+MINUS = "\u2212"
+
+
+class ReportError(ValueError):
+    """A marker the report cannot fill (unknown kind, missing records)."""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _signed(v: float, digits: int = 1) -> str:
+    text = f"{v:+.{digits}f}"
+    return text.replace("-", MINUS)
+
+
+def _plain(v: float, digits: int = 1) -> str:
+    return f"{v:.{digits}f}".replace("-", MINUS)
+
+
+def _pct(v: float) -> str:
+    return _plain(100 * v)
+
+
+def _interval(lo: float, hi: float, *, clip: bool = True, signed: bool = False) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a (1 seed)"
+    if clip:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    f = _signed if signed else _plain
+    return f"[{f(100 * lo)}, {f(100 * hi)}]"
+
+
+def _range(values) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
+def _table(head: list[str], align: str, rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Report:
+    """The repository whose documents and records are reported (``root``: its top folder)."""
+
+    root: Path
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self._cache: dict[Path, object] = {}
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS
+
+    def load(self, relative: str | Path):
+        path = self.results / relative
+        if path not in self._cache:
+            if not path.is_file():
+                raise ReportError(f"no record {path}; run the experiment that writes it (see "
+                                  "experiments/) or remove the marker that asks for it")
+            self._cache[path] = json.loads(path.read_text(encoding="utf-8"))
+        return self._cache[path]
+
+    def compare_records(self, folder: str) -> list[dict]:
+        records = self.load(Path(folder) / "results.json")
+        if not isinstance(records, list) or not records:
+            raise ReportError(f"{self.results / folder / 'results.json'}: expected a list of "
+                              "result records (pnn compare writes one)")
+        return records
+
+
+def _methods(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in records))
+
+
+def _by_method(records: list[dict], method: str) -> list[dict]:
+    return [r for r in records if r["method"] == method]
+
+
+def _runs_on(records: list[dict]) -> str:
+    return "digital" if is_digital(records[0]) else system_name(records[0]["system"])
+
+
+_DATASETS = {"peterson_barney": "Peterson & Barney vowels", "hillenbrand": "Hillenbrand vowels",
+             "digits": "8×8 digits (scikit-learn)", "mnist": "MNIST",
+             "fashion_mnist": "Fashion-MNIST"}
+_GROUPS = {"m": "men", "w": "women", "c": "children"}
+
+
+def dataset_label(data: dict) -> str:
+    name = _DATASETS.get(data.get("source", ""), data.get("name", "?"))
+    groups = data.get("groups")
+    if groups and sorted(groups) != ["c", "m", "w"]:
+        name += " (" + ", ".join(_GROUPS.get(g, g) for g in groups) + ")"
+    return f"{name}, {len(data.get('classes', []))} classes"
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _compare_caption(records: list[dict]) -> str:
+    data = [r["data"] for r in records]
+    seeds = sorted({int(r["seed"]) for r in records})
+    per_seed = len({d.get("seed") for d in data}) > 1
+    parts = [f"{_range([d['n_train'] for d in data])} training"]
+    if "n_val" in data[0]:
+        parts.append(f"{_range([d['n_val'] for d in data])} validation")
+    parts.append(f"{_range([d['n_test'] for d in data])} test samples"
+                 + (" per split" if per_seed else ""))
+    text = (f"Test accuracy, {dataset_label(data[0])} ({', '.join(parts)}); "
+            f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}"
+            + (", each its own split" if per_seed else ", one split") + ")")
+    tuned = [r["tuned"] for r in records if r.get("tuned")]
+    if tuned:
+        text += (f"; every method tuned with {tuned[0]['n_trials']} trials on the validation "
+                 f"split of seed {tuned[0]['tuned_on_seed']}")
+    return text + ":"
+
+
+def compare_table(rep: Report, folder: str) -> str:
+    """The README table of a comparison (accuracy, interval, paired Δ vs PhyLL)."""
+    records = rep.compare_records(folder)
+    if any("val_accuracy" not in r for r in records):
+        return _previous_protocol_table(records)
+    diffs = paired_differences(records, "phyll")
+    rows = []
+    for method in _methods(records):
+        rs = _by_method(records, method)
+        iv = t_interval([r["test_accuracy"] for r in rs])
+        if method == "phyll":
+            dtext = "reference"
+        elif method in diffs:
+            d = diffs[method]
+            dtext = (f"{_signed(100 * d['mean'])} "
+                     f"{_interval(d['lo'], d['hi'], clip=False, signed=True)}")
+        else:
+            dtext = "–"
+        rows.append([method_name(method), _runs_on(rs),
+                     f"{_pct(iv['mean'])} ± {_pct(iv['std'])} %",
+                     _interval(iv["lo"], iv["hi"]), dtext])
+    table = _table(["method", "runs on", "test accuracy (mean ± std)", "95 % interval",
+                    "Δ vs PhyLL, paired (points) [95 % interval]"], "llrrr", rows)
+    return _compare_caption(records) + "\n\n" + table
+
+
+def _previous_protocol_table(records: list[dict]) -> str:
+    """Records taken before the validation split: accuracy and costs (last epoch)."""
+    rows = []
+    for method in _methods(records):
+        rs = _by_method(records, method)
+        iv = t_interval([r["test_accuracy"] for r in rs])
+        q = np.mean([r["cost"]["physical_queries"] for r in rs])
+        qt = np.mean([r["cost"].get("queries_by_purpose", {}).get("train", 0) for r in rs])
+        rows.append([method_name(method), _runs_on(rs),
+                     f"{_pct(iv['mean'])} ± {_pct(iv['std'])} %", f"{q:,.0f} ({qt:,.0f})",
+                     f"{np.mean([r['cost']['digital_flops'] for r in rs]):.2e}",
+                     f"{np.mean([r['cost']['wall_s'] for r in rs]):.1f}",
+                     str(rs[0]["n_trainable_params"])])
+    data = records[0]["data"]
+    seeds = sorted({int(r["seed"]) for r in records})
+    caption = (f"{dataset_label(data)} ({data['n_train']:,} training, {data['n_test']:,} test "
+               f"samples, one split); seeds {', '.join(map(str, seeds))}; last epoch:")
+    return caption + "\n\n" + _table(
+        ["method", "runs on", "test accuracy (mean ± std)",
+         "physical queries: all (training only)", "digital FLOPs", "wall time (s)",
+         "trainable params"], "llrrrrr", rows)
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def compare_findings(rep: Report, folder: str, reference: str = "phyll") -> str:
+    """What the comparison says, only as far as the paired 95 % intervals allow."""
+    records = rep.compare_records(folder)
+    diffs = paired_differences(records, reference)
+    better, worse, open_ = [], [], []
+    for method in _methods(records):
+        d = diffs.get(method)
+        if d is None:
+            continue
+        # the difference reference - method, so that "better" reads with a positive number
+        mean, lo, hi = -d["mean"], -d["hi"], -d["lo"]
+        text = (f"{method_name(method)} ({_signed(100 * mean)} "
+                f"[{_signed(100 * lo)}, {_signed(100 * hi)}])")
+        if not d["excludes_zero"]:
+            open_.append(text)
+        elif mean > 0:
+            better.append(text)
+        else:
+            worse.append(text)
+    ref = method_name(reference)
+    n = len({int(r["seed"]) for r in records})
+    out = [f"{ref} minus each method, test accuracy in points, paired by seed over {n} seeds "
+           "[95 % interval]."]
+    if better:
+        out.append(f"The interval excludes zero and {ref} is **better** than {_join(better)}.")
+    if worse:
+        out.append(f"The interval excludes zero and {ref} is **worse** than {_join(worse)}.")
+    if open_:
+        out.append(f"No conclusion either way (the interval includes zero) against "
+                   f"{_join(open_)}.")
+    return " ".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def demo_table(rep: Report, _arg: str = "") -> str:
+    recs = rep.load("demo/results.json")
+    ph, lin, mlp = recs["phyll"], recs["linear"], recs["mlp"]
+    data = ph["data"]
+    names = [(f"PhyLL on the {system_name(ph.get('system', 'acoustic'))}", ph),
+             (f"logistic regression, L-BFGS (C = {lin['C']:g} chosen on validation)", lin),
+             (f"digital MLP by backpropagation (width {mlp['hidden_width']}, early stopping)",
+              mlp)]
+    rows = [[n, str(r["n_trainable_params"]), f"{_pct(r['val_accuracy'])} %",
+             f"{_pct(r['test_accuracy'])} %", f"{r['cost']['physical_queries']:,}"]
+            for n, r in names]
+    caption = (f"{dataset_label(data)}: {data['n_train']:,} training and {data['n_val']:,} "
+               f"validation samples from {data['n_speakers_train'] + data['n_speakers_val']} "
+               f"speakers, {data['n_test']:,} test samples from {data['n_speakers_test']} unseen "
+               f"speakers; seed {ph['seed']}, {ph['epochs_run']} epochs, the epoch chosen on "
+               "validation, test measured once:")
+    gap = [(100 * (r["test_accuracy"] - ph["test_accuracy"]), n) for n, r in
+           (("logistic regression", lin), ("the MLP", mlp))]
+    words = _join([f"{abs(g):.1f} points {'under' if g > 0 else 'over'} {n}'s" for g, n in gap])
+    note = (f"One seed, one split: PhyLL's test accuracy is {words}. One run is a measurement, "
+            "not a comparison: `pnn compare` below runs several seeds, each its own split, and "
+            "reports paired intervals.")
+    return caption + "\n\n" + _table(["method", "trainable params", "validation accuracy",
+                                      "test accuracy", "physical queries"], "lrrrr", rows) \
+        + "\n" + note + "\n"
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def ablation_findings(rep: Report, _arg: str = "") -> str:
+    rows = {r["label"]: r for r in rep.load("ablation/ablation.json")["systems"]}
+    if "none" not in rows:
+        raise ReportError("ablation.json has no 'none' row to compare the simulators with")
+    sims = [s for s in ("acoustic", "optical", "microwave") if s in rows]
+    texts, resolved = [], []
+    for s in sims:
+        d = rows[s]["diff"].get("none")
+        if d is None:
+            continue
+        texts.append(f"{s} {_signed(100 * d['mean'])} "
+                     f"[{_signed(100 * d['lo'])}, {_signed(100 * d['hi'])}]")
+        if d["excludes_zero"]:
+            resolved.append(s)
+    n = rows["none"]["test"]["n"]
+    head = (f"Simulator minus no physics, test accuracy in points, paired by seed over {n} seeds "
+            f"[95 % interval]: {_join(texts)}.")
+    if resolved:
+        tail = (f" The interval excludes zero for {_join(resolved)}; for the others no "
+                "conclusion either way.")
+    else:
+        tail = (" Every interval includes zero: no simulator is shown better or worse than the "
+                "block with no physics.")
+    return head + tail + "\n"
+
+
+# --------------------------------------------------------------------------- adaptation
+
+
+def adapt_table(rep: Report, folder: str) -> str:
+    from pnn import adapt
+
+    return adapt.table(rep.load(Path(folder) / "adapt.json"))
+
+
+def adapt_seeds_table(rep: Report, system: str) -> str:
+    paths = [rep.results / f"adapt_{system}" / "adapt.json"]
+    paths += sorted(rep.results.glob(f"adapt_{system}_seed*/adapt.json"))
+    recs = [rep.load(p.relative_to(rep.results)) for p in paths if p.is_file()]
+    if not recs:
+        raise ReportError(f"no adaptation records adapt_{system}*/adapt.json in {rep.results}")
+
+    def fmt(values, signed=False):
+        v = 100 * np.asarray(values, float)
+        sd = f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else ""
+        mean = _signed(v.mean()) if signed else _plain(v.mean())
+        return mean + sd
+
+    rows = []
+    for method in recs[0]["methods"]:
+        jump = [r["methods"][method]["recovery"][0] for r in recs]
+        drift = [r["methods"][method]["recovery"][1] for r in recs]
+        rows.append([method_name(method), fmt([j["before"] for j in jump]),
+                     fmt([-j["drop"] for j in jump], True),
+                     fmt([-d["drop"] for d in drift], True),
+                     fmt([d["settled"] for d in drift])])
+    seeds = ", ".join(str(r["seed"]) for r in recs)
+    return (f"Seeds {seeds}; mean ± std over seeds, accuracy in %, changes in points:\n\n"
+            + _table(["method", "before jump", "jump: next epoch", "drift: next epoch",
+                      "settled at end"], "lrrrr", rows))
+
+
+def train_table(rep: Report, pattern: str) -> str:
+    paths = sorted(rep.results.glob(pattern))
+    if not paths:
+        raise ReportError(f"no records match {rep.results / pattern}")
+    rows = []
+    for p in paths:
+        r = rep.load(p.relative_to(rep.results))
+        rows.append([f"`{p.relative_to(rep.root).as_posix()}`", method_name(r["method"]),
+                     system_name(r["system"]), f"{_pct(r['test_accuracy'])} %",
+                     f"{_pct(r['train_accuracy'])} %", f"{r['cost']['wall_s']:.0f}"])
+    return _table(["record", "method", "runs on", "test accuracy", "train accuracy",
+                   "wall time (s)"], "lllrrr", rows)
+
+
+# --------------------------------------------------------------------------- the papers
+
+#: what the papers reported, typed from the papers (the only hand-typed numbers, each cited)
+PAPERS = [
+    {"paper": "Wright et al., *Nature* 601, 549 (2022), arXiv 2104.13386, Fig. 2",
+     "system": "SHG in a χ(2) crystal, ultrafast pulses (physical)",
+     "method": "physics-aware training",
+     "task": "Hillenbrand vowels, 7 classes", "reported": "93 % test",
+     "ours": ("compare_acoustic_hillenbrand7", "phyll")},
+    {"paper": "Momeni et al., *Science* 382, 1297 (2023), arXiv 2304.11042",
+     "system": "acoustic, optical and microwave experiments (physical)",
+     "method": "PhyLL",
+     "task": "vowels, 7 classes (Hillenbrand)",
+     "reported": "not found in the sources this session could search; read it from the paper",
+     "ours": ("compare_acoustic_hillenbrand7", "phyll")},
+]
+
+
+def papers_table(rep: Report, _arg: str = "") -> str:
+    rows = []
+    for p in PAPERS:
+        folder, method = p["ours"]
+        records = rep.compare_records(folder)
+        ours = t_interval([r["test_accuracy"] for r in _by_method(records, method)])
+        lin = _by_method(records, "linear")
+        lin_iv = t_interval([r["test_accuracy"] for r in lin]) if lin else None
+        n = len(_by_method(records, method))
+        rows.append([p["paper"], p["system"], p["method"], p["task"], p["reported"],
+                     f"{method_name(method)}, {system_name(_by_method(records, method)[0]['system'])}: "
+                     f"{_pct(ours['mean'])} ± {_pct(ours['std'])} % ({n} seeds)",
+                     (f"{_pct(lin_iv['mean'])} ± {_pct(lin_iv['std'])} %" if lin_iv else "–")])
+    return _table(["paper", "their system", "method", "task", "they reported",
+                   "ours (comparison protocol)", "logistic regression, same splits"],
+                  "lllllrr", rows)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A report figure: ``draw(report, path)`` writes ``path`` (.png) and its .svg."""
+
+    caption: str
+    draw: Callable
+
+
+def _figure_compare(folder: str, chance_label: bool = True):
+    def draw(rep: Report, path: Path):
+        from pnn.figures import accuracy_by_method
+
+        accuracy_by_method(rep.compare_records(folder), path)
+    return draw
+
+
+def _figure_curves(folder: str):
+    def draw(rep: Report, path: Path):
+        from pnn.figures import learning_curves
+
+        learning_curves(rep.compare_records(folder), path)
+    return draw
+
+
+def _figure_adapt(system: str):
+    def draw(rep: Report, path: Path):
+        from pnn.figures import adaptation_bands
+
+        paths = [rep.results / f"adapt_{system}" / "adapt.json"]
+        paths += sorted(rep.results.glob(f"adapt_{system}_seed*/adapt.json"))
+        recs = [rep.load(p.relative_to(rep.results)) for p in paths if p.is_file()]
+        if not recs:
+            raise ReportError(f"no adaptation records adapt_{system}*/adapt.json")
+        adaptation_bands(recs, path)
+    return draw
+
+
+def _figure_ablation(rep: Report, path: Path):
+    from pnn.figures import ablation_systems
+
+    ablation_systems(rep.load("ablation/ablation.json"), path)
+
+
+#: every figure the report can draw, by name (``<!-- report:figure NAME -->``)
+FIGURES: dict[str, Figure] = {
+    "compare_acoustic_vowels_tuned": Figure(
+        "Test accuracy by method, Peterson & Barney vowels, acoustic simulator: mean and 95 % "
+        "interval over 5 seeds, seeds as dots; physical and digital methods apart",
+        _figure_compare("compare_acoustic_vowels_tuned")),
+    "curves_acoustic_vowels_tuned": Figure(
+        "Validation accuracy against the physical queries spent on learning (mean and 95 % "
+        "band over seeds); digital methods, which spend none, as lines at their accuracy",
+        _figure_curves("compare_acoustic_vowels_tuned")),
+    "compare_acoustic_hillenbrand7": Figure(
+        "Test accuracy by method, Hillenbrand 7 vowels (women), acoustic simulator",
+        _figure_compare("compare_acoustic_hillenbrand7")),
+    "ablation_systems": Figure(
+        "PhyLL with the physical layer replaced: test accuracy by system (mean and 95 % "
+        "interval over seeds)", _figure_ablation),
+    "adapt_optical": Figure(
+        "Adaptation on the optical simulator: test accuracy on the current physics, mean and "
+        "95 % band over seeds", _figure_adapt("optical")),
+    "adapt_microwave": Figure(
+        "Adaptation on the microwave simulator: test accuracy on the current physics, mean and "
+        "95 % band over seeds", _figure_adapt("microwave")),
+}
+
+
+def figure_markdown(rep: Report, name: str, document: Path) -> str:
+    if name not in FIGURES:
+        raise ReportError(f"no figure {name!r}; known figures: {', '.join(sorted(FIGURES))}")
+    png = rep.root / FIGURE_DIR / f"{name}.png"
+    rel = Path(os.path.relpath(png, document.parent)).as_posix()
+    svg = rel[:-4] + ".svg"
+    return f"![{FIGURES[name].caption}]({rel})\n*{FIGURES[name].caption} ([SVG]({svg})).*\n"
+
+
+# --------------------------------------------------------------------------- documents
+
+#: marker kind -> function(report, argument) -> Markdown
+SECTIONS: dict[str, Callable[[Report, str], str]] = {
+    "compare": compare_table,
+    "findings": compare_findings,
+    "demo": demo_table,
+    "ablation": ablation_findings,
+    "adapt": adapt_table,
+    "adapt_seeds": adapt_seeds_table,
+    "train": train_table,
+    "papers": papers_table,
+}
+
+
+def documents(root: Path) -> list[Path]:
+    """The documents the report fills (README.md and docs/*.md), sorted."""
+    out = []
+    for pattern in DOCUMENTS:
+        out += sorted(Path(p) for p in glob.glob(str(Path(root) / pattern)))
+    return out
+
+
+def _section(rep: Report, key: str, document: Path) -> str:
+    kind, _, arg = key.strip().partition(" ")
+    arg = arg.strip()
+    if kind == "figure":
+        return figure_markdown(rep, arg, document)
+    if kind not in SECTIONS:
+        raise ReportError(f"{document}: unknown report section {kind!r} in marker "
+                          f"'<!-- report:{key} -->'; known: figure, {', '.join(SECTIONS)}")
+    return SECTIONS[kind](rep, arg)
+
+
+def render_text(rep: Report, text: str, document: Path) -> tuple[str, list[str]]:
+    """``text`` with every marked section regenerated; also the figure names it shows."""
+    figures: list[str] = []
+
+    def fill(m: re.Match) -> str:
+        key = m.group("key")
+        if key.startswith("figure "):
+            figures.append(key.partition(" ")[2].strip())
+        body = _section(rep, key, document)
+        return f"<!-- report:{key} -->\n{body}<!-- /report:{key} -->"
+
+    opened = re.findall(r"<!-- report:([^>\n]+?) -->", text)
+    closed = re.findall(r"<!-- /report:([^>\n]+?) -->", text)
+    if sorted(opened) != sorted(closed):
+        raise ReportError(f"{document}: unmatched report markers (opened {sorted(opened)}, "
+                          f"closed {sorted(closed)}); every '<!-- report:KEY -->' needs its "
+                          "'<!-- /report:KEY -->'")
+    return MARKER.sub(fill, text), figures
+
+
+def render(root: str | Path = ".") -> tuple[dict[Path, tuple[str, str]], list[str]]:
+    """``{document: (current text, regenerated text)}`` and the figure names shown."""
+    rep = Report(Path(root))
+    out, figures = {}, []
+    for doc in documents(rep.root):
+        old = doc.read_text(encoding="utf-8")
+        new, figs = render_text(rep, old, doc)
+        out[doc] = (old, new)
+        figures += [f for f in figs if f not in figures]
+    return out, figures
+
+
+def check(root: str | Path = ".") -> tuple[bool, str]:
+    """Whether every document equals its regeneration (and every shown figure exists);
+    returns ``(ok, diff)``."""
+    root = Path(root)
+    texts, figures = render(root)
+    diff = []
+    for doc, (old, new) in texts.items():
+        if old != new:
+            name = doc.relative_to(root).as_posix()
+            diff += difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                         f"{name} (committed)", f"{name} (from the records)")
+    missing = [f"{(FIGURE_DIR / f'{n}{ext}').as_posix()}" for n in figures
+               for ext in (".png", ".svg") if not (root / FIGURE_DIR / f"{n}{ext}").is_file()]
+    if missing:
+        diff.append("missing figures: " + ", ".join(missing) + "\n")
+    return not diff, "".join(diff)
+
+
+def update(root: str | Path = ".", *, figures: bool = True) -> list[Path]:
+    """Rewrite the documents that differ (atomically) and draw the figures they show;
+    returns the files written."""
+    from pnn.fileio import atomic_write_text
+
+    root = Path(root)
+    rep = Report(root)
+    texts, names = render(root)
+    written = []
+    for doc, (old, new) in texts.items():
+        if old != new:
+            atomic_write_text(doc, new)
+            written.append(doc)
+    if figures:
+        (root / FIGURE_DIR).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            FIGURES[name].draw(rep, root / FIGURE_DIR / f"{name}.png")
+            written += [root / FIGURE_DIR / f"{name}{ext}" for ext in (".png", ".svg")]
+    return written
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _find_root(start: Path) -> Path:
+    for p in [start, *start.parents]:
+        if (p / "README.md").is_file() and (p / RESULTS).is_dir():
+            return p
+    raise ReportError(f"no repository with README.md and {RESULTS}/ at or above {start}; "
+                      "run pnn report in the pnn repository or give --root")
+
+
+def cmd_report(args) -> int:
+    root = Path(args.root) if args.root else _find_root(Path.cwd())
+    if args.check:
+        ok, diff = check(root)
+        if ok:
+            print("pnn report: README.md and docs/ are up to date with the records in "
+                  f"{root / RESULTS}")
+            return 0
+        sys.stdout.write(diff)
+        print("pnn report: out of date; run `pnn report` to regenerate from the records "
+              "(never edit a marked section by hand)", file=sys.stderr)
+        return 1
+    written = update(root, figures=not args.no_figures)
+    for p in written:
+        print(f"wrote {p.relative_to(root).as_posix()}")
+    if not written:
+        print("pnn report: nothing to write")
+    return 0
+
+
+def add_report_command(sub) -> None:
+    """Register ``pnn report`` on the ``pnn`` sub-command parser."""
+    r = sub.add_parser(
+        "report", help="regenerate the README's and docs' results tables and figures from "
+                       "the records in experiments/results/",
+        description="Rewrite every section between '<!-- report:KIND ARG -->' and "
+                    "'<!-- /report:KIND ARG -->' in README.md and docs/*.md from the records "
+                    "in experiments/results/, and draw the figures those documents show into "
+                    "docs/figures/ (PNG and SVG). With --check nothing is written: a diff is "
+                    "printed and the exit status is 1 when a document is out of date.")
+    r.add_argument("--check", action="store_true",
+                   help="compare only; exit 1 and print a diff when out of date")
+    r.add_argument("--no-figures", action="store_true", help="rewrite the text only")
+    r.add_argument("--root", default=None,
+                   help="the repository's top folder (default: found from the current one)")
+    r.set_defaults(func=cmd_report)
+
+
+__all__ += ["METHOD_NAMES", "ReportError"]
