@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["METHOD_NAMES", "method_name", "is_digital", "talk_style", "chance_line",
+           "accuracy_by_method", "learning_curves", "ablation_systems", "adaptation_bands",
            "mean_band", "save", "SYSTEM_NAMES", "system_name"]
 
 #: registry code -> the name a reader knows
@@ -114,3 +115,241 @@ def save(fig, path: str | Path, *, dpi: int = 150) -> list[Path]:
     atomic_savefig(fig, png, dpi=dpi, metadata={"Software": None})
     atomic_savefig(fig, svg, metadata={"Date": None, "Creator": None})
     return [png, svg]
+
+
+# ------------------------------------------------------------------------ report figures
+
+#: colours fixed per method, so that a method keeps its colour from figure to figure
+_COLOURS = {"phyll": "#d62728", "pat": "#1f77b4", "insilico": "#2ca02c", "zo": "#9467bd",
+            "linear": "#7f7f7f", "bp": "#ff7f0e", "ff": "#8c564b", "mf": "#17becf"}
+
+#: the physical parameter an adaptation event moves: symbol, unit, whether rates are relative
+PARAMS: dict[str, tuple[str, str, bool]] = {
+    "gamma": ("fibre nonlinearity γ", "W⁻¹ m⁻¹", True),
+    "detuning": ("cavity detuning", "MHz", False),
+    "speed_scale": ("sound-speed scale", "× c0", True),
+}
+
+
+def colour(method: str, j: int = 0) -> str:
+    return _COLOURS.get(method, f"C{j % 10}")
+
+
+def _n_classes(records: Sequence[dict]) -> int:
+    return max((len(r.get("data", {}).get("classes", [])) for r in records), default=0)
+
+
+def _interval_pct(values: Sequence[float], confidence: float = 0.95):
+    from pnn.stats import t_interval
+
+    iv = t_interval(values, confidence)
+    m = 100 * iv["mean"]
+    if not math.isfinite(iv["half_width"]):
+        return m, m, m
+    return m, max(m - 100 * iv["half_width"], 0.0), min(m + 100 * iv["half_width"], 100.0)
+
+
+def _dot_intervals(ax, groups: list[tuple[str, list[tuple[str, str, list[float]]]]],
+                   n_classes: int, xlabel: str) -> None:
+    """Horizontal dot-and-interval rows: ``groups`` = [(title, [(code, name, values)])]; a
+    group title above each group, a gap between groups; values are accuracies in [0, 1]."""
+    rng = np.random.default_rng(0)
+    y, ticks, labels = 0.0, [], []
+    for g, (title, rows) in enumerate(groups):
+        if not rows:
+            continue
+        if g:
+            y += 0.8
+            ax.axhline(y - 0.9, color="0.6", lw=0.8)
+        ax.text(0.0, y - 0.55, title, transform=ax.get_yaxis_transform(), fontsize=11,
+                fontweight="bold", va="center", ha="left", color="0.25")
+        for j, (code, name, values) in enumerate(rows):
+            c = colour(code, j)
+            m, lo, hi = _interval_pct(values)
+            ax.scatter(100 * np.asarray(values), y + rng.uniform(-0.12, 0.12, len(values)),
+                       s=18, color=c, alpha=0.45, zorder=2, lw=0)
+            ax.errorbar(m, y, xerr=[[m - lo], [hi - m]], fmt="o", color=c, ms=8, capsize=4,
+                        lw=2, zorder=3)
+            right = max(hi, 100 * max(values))
+            ax.text(right + 1.2, y, f"{m:.1f} %", va="center", fontsize=10, color=c)
+            ticks.append(y)
+            labels.append(name)
+            y += 1.0
+    ax.set_yticks(ticks, labels)
+    ax.set_ylim(y - 0.4, -1.1)
+    chance_line(ax, n_classes, label=False)
+    if n_classes >= 2:
+        ax.axvline(100 / n_classes, color="0.45", ls="--", lw=1.3)
+        ax.text(100 / n_classes, y - 0.45, f" chance ({100 / n_classes:.0f} %)", fontsize=10,
+                color="0.35", va="bottom")
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="y", visible=False)
+
+
+def accuracy_by_method(records: Sequence[dict], path, *, title: str | None = None) -> list:
+    """Test accuracy of every method of a comparison: mean and 95 % t interval over seeds (the
+    bar), each seed a dot; methods on physical layers and digital ones in separate groups."""
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    physical, digital = [], []
+    for code in methods:
+        rs = [r for r in records if r["method"] == code]
+        row = (code, method_name(code), [r["test_accuracy"] for r in rs])
+        (digital if is_digital(rs[0]) else physical).append(row)
+    system = next((r["system"] for r in records if not is_digital(r)), None)
+    seeds = len({r["seed"] for r in records})
+    with talk_style() as plt:
+        fig, ax = plt.subplots(figsize=(9, 0.55 * len(methods) + 2.4))
+        ax.set_xlim(0, 108)
+        _dot_intervals(ax, [(f"on the {system_name(system)}" if system else "physical",
+                             physical), ("digital (no physical layer)", digital)],
+                       _n_classes(records),
+                       f"test accuracy (%; mean and 95 % interval over {seeds} seeds, "
+                       "dots: seeds)")
+        data = records[0].get("data", {})
+        ax.set_title(title or f"test accuracy by method, {data.get('name', '')}", loc="left")
+        fig.tight_layout()
+        try:
+            return save(fig, path)
+        finally:
+            plt.close(fig)
+
+
+def learning_curves(records: Sequence[dict], path, *, title: str | None = None) -> list:
+    """Validation accuracy against the physical queries spent on learning, mean and 95 % band
+    over seeds, for the methods on physical layers (log axis); digital methods, which spend no
+    physical query, are shown apart in a right panel, never at a made-up query count."""
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    n_classes = _n_classes(records)
+    with talk_style() as plt:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True,
+                                       gridspec_kw={"width_ratios": [3, 1.25]})
+        digital = []
+        for j, code in enumerate(methods):
+            rs = [r for r in records if r["method"] == code]
+            if is_digital(rs[0]):
+                digital.append((code, [r["val_accuracy"] for r in rs]))
+                continue
+            curves = [[(h["train_queries"], h["val_accuracy"]) for h in r.get("history", [])
+                       if "val_accuracy" in h and h.get("train_queries", 0) > 0] for r in rs]
+            n = min((len(c) for c in curves), default=0)
+            if n == 0:  # learns without querying the physics (in-silico): shown apart
+                digital.append((code, [r["val_accuracy"] for r in rs]))
+                continue
+            q = np.mean([[p[0] for p in c[:n]] for c in curves], axis=0)
+            mean, lo, hi = mean_band([[100 * p[1] for p in c[:n]] for c in curves])
+            c = colour(code, j)
+            ax.fill_between(q, lo, hi, color=c, alpha=0.18, lw=0)
+            ax.plot(q, mean, "o-", color=c, ms=4, label=method_name(code))
+        ax.set_xscale("log")
+        ax.set_xlabel("physical queries spent on learning (samples through the physical "
+                      "layers; log scale)")
+        ax.set_ylabel("validation accuracy (%)")
+        chance_line(ax, n_classes)
+        ax.legend(loc="center right")
+        ax.set_ylim(0, 100)
+        ax.set_title(title or "learning on the physical layers (mean and 95 % band over "
+                              f"{len({r['seed'] for r in records})} seeds)", loc="left")
+        for k, (code, values) in enumerate(digital):
+            m, lo_, hi_ = _interval_pct(values)
+            side.errorbar(k, m, yerr=[[m - lo_], [hi_ - m]], fmt="s", color=colour(code, k),
+                          ms=8, capsize=4)
+        side.set_xticks(range(len(digital)), [method_name(c) for c, _ in digital],
+                        rotation=35, ha="right")
+        side.set_xlim(-0.6, max(len(digital) - 0.4, 0.6))
+        chance_line(side, n_classes, label=False)
+        side.set_title("no physical query for learning\n(validation, selected epoch)",
+                       loc="left", fontsize=11)
+        side.grid(axis="x", visible=False)
+        fig.tight_layout()
+        try:
+            return save(fig, path)
+        finally:
+            plt.close(fig)
+
+
+def ablation_systems(ablation: dict, path, *, n_classes: int = 0) -> list:
+    """Test accuracy of PhyLL for every stand-in of the physical layer (ablation.json)."""
+    rows = ablation["systems"]
+    seeds = ablation.get("meta", {}).get("seeds", rows[0]["test"]["n"])
+    with talk_style() as plt:
+        fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 2.0))
+        ticks = []
+        for k, r in enumerate(rows):
+            t = r["test"]
+            m, lo, hi = 100 * t["mean"], 100 * max(t["lo"], 0), 100 * min(t["hi"], 1)
+            c = "#d62728" if r["system"] in ("acoustic", "optical", "microwave") else "0.35"
+            ax.errorbar(m, k, xerr=[[m - lo], [hi - m]], fmt="o", color=c, ms=8, capsize=4)
+            ax.text(hi + 0.6, k, f"{m:.1f} %", va="center", fontsize=10, color=c)
+            ticks.append(system_name(r["label"]))
+        ax.set_yticks(range(len(rows)), ticks)
+        ax.set_ylim(len(rows) - 0.4, -0.6)
+        ax.set_xlim(0, 100)
+        if n_classes >= 2:
+            ax.axvline(100 / n_classes, color="0.45", ls="--", lw=1.3)
+            ax.text(100 / n_classes, len(rows) - 0.45, f" chance ({100 / n_classes:.0f} %)",
+                    fontsize=10, color="0.35", va="bottom")
+        ax.set_xlabel(f"PhyLL test accuracy (%; mean and 95 % interval over {seeds} seeds)")
+        ax.set_title("what the physical layer contributes (PhyLL, Peterson & Barney vowels)",
+                     loc="left", fontsize=12)
+        ax.grid(axis="y", visible=False)
+        fig.tight_layout()
+        try:
+            return save(fig, path)
+        finally:
+            plt.close(fig)
+
+
+def _event_text(ev: dict, param: str) -> str:
+    name, unit, relative = PARAMS.get(param, (param, "", False))
+    if ev["kind"] == "drift":
+        rate = (f"{100 * ev['rate']:+g} %/epoch" if relative
+                else f"{ev['rate']:+g} {unit}/epoch")
+        return f"drift {rate}"
+    if ev["factor"] != 1:
+        return f"jump ×{ev['factor']:g}"
+    return f"jump {ev['offset']:+g} {unit}"
+
+
+def adaptation_bands(records: Sequence[dict], path) -> list:
+    """Test accuracy on the current physics while the physics changes, mean and 95 % band over
+    the seeds' runs (traces interpolated onto the first run's measurement times); the events
+    marked with their size in units; below, the moved parameter."""
+    first = records[0]
+    param = first["param"]
+    name, unit, _ = PARAMS.get(param, (param, "", False))
+    with talk_style() as plt:
+        fig, (ax, low) = plt.subplots(2, 1, figsize=(11, 6.4), sharex=True,
+                                      gridspec_kw={"height_ratios": [3.2, 1]})
+        for j, code in enumerate(first["methods"]):
+            grid = np.array([t["epoch"] for t in first["methods"][code]["trace"]])
+            runs = [np.interp(grid, [t["epoch"] for t in r["methods"][code]["trace"]],
+                              [100 * t["test_accuracy"] for t in r["methods"][code]["trace"]])
+                    for r in records if code in r["methods"]]
+            mean, lo, hi = mean_band(runs)
+            c = colour(code, j)
+            ax.fill_between(grid, lo, hi, color=c, alpha=0.18, lw=0)
+            ax.plot(grid, mean, color=c, label=method_name(code))
+        tr = first["methods"][next(iter(first["methods"]))]["trace"]
+        if all("param_value" in t for t in tr):
+            low.plot([t["epoch"] for t in tr], [t["param_value"] for t in tr], color="k")
+        low.set_ylabel(f"{name.split()[-1]}\n({unit})", fontsize=11)
+        for ev in first["events"]:
+            for a in (ax, low):
+                a.axvline(ev["epoch"], color="k", ls=":", lw=1.2)
+                if ev["kind"] == "drift":
+                    a.axvspan(ev["epoch"], first["epochs"], color="0.9", lw=0, zorder=0)
+            ax.text(ev["epoch"] + 0.15, 4, _event_text(ev, param), fontsize=11, va="bottom")
+        chance_line(ax, _n_classes([first]))
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy on the\ncurrent physics (%)")
+        ax.legend(loc="lower left", ncol=2)
+        ax.set_title(f"{system_name(first['system'])}: the {name} changes during training\n"
+                     f"mean and 95 % band over {len(records)} seeds; physics-aware training "
+                     f"keeps a {first['twin']} twin", loc="left", fontsize=12)
+        low.set_xlabel(f"training time (epochs; accuracy measured {first['evals_per_epoch']}× "
+                       "an epoch)")
+        fig.tight_layout()
+        try:
+            return save(fig, path)
+        finally:
+            plt.close(fig)

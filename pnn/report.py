@@ -183,17 +183,21 @@ def _compare_caption(records: list[dict]) -> str:
     return text + ":"
 
 
-def compare_table(rep: Report, folder: str) -> str:
-    """The README table of a comparison (accuracy, interval, paired Δ vs PhyLL)."""
+#: the method every comparison is read against
+REFERENCE = "phyll"
+
+
+def compare_table(rep: Report, folder: str, reference: str = REFERENCE) -> str:
+    """The README table of a comparison (accuracy, interval, paired Δ vs the reference)."""
     records = rep.compare_records(folder)
     if any("val_accuracy" not in r for r in records):
         return _previous_protocol_table(records)
-    diffs = paired_differences(records, "phyll")
+    diffs = paired_differences(records, reference)
     rows = []
     for method in _methods(records):
         rs = _by_method(records, method)
         iv = t_interval([r["test_accuracy"] for r in rs])
-        if method == "phyll":
+        if method == reference:
             dtext = "reference"
         elif method in diffs:
             d = diffs[method]
@@ -205,7 +209,8 @@ def compare_table(rep: Report, folder: str) -> str:
                      f"{_pct(iv['mean'])} ± {_pct(iv['std'])} %",
                      _interval(iv["lo"], iv["hi"]), dtext])
     table = _table(["method", "runs on", "test accuracy (mean ± std)", "95 % interval",
-                    "Δ vs PhyLL, paired (points) [95 % interval]"], "llrrr", rows)
+                    f"Δ vs {method_name(reference)}, paired (points) [95 % interval]"], "llrrr",
+                   rows)
     return _compare_caption(records) + "\n\n" + table
 
 
@@ -238,7 +243,7 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def compare_findings(rep: Report, folder: str, reference: str = "phyll") -> str:
+def compare_findings(rep: Report, folder: str, reference: str = REFERENCE) -> str:
     """What the comparison says, only as far as the paired 95 % intervals allow."""
     records = rep.compare_records(folder)
     diffs = paired_differences(records, reference)
@@ -249,8 +254,8 @@ def compare_findings(rep: Report, folder: str, reference: str = "phyll") -> str:
             continue
         # the difference reference - method, so that "better" reads with a positive number
         mean, lo, hi = -d["mean"], -d["hi"], -d["lo"]
-        text = (f"{method_name(method)} ({_signed(100 * mean)} "
-                f"[{_signed(100 * lo)}, {_signed(100 * hi)}])")
+        text = (f"{method_name(method)} {_signed(100 * mean)} "
+                f"[{_signed(100 * lo)}, {_signed(100 * hi)}]")
         if not d["excludes_zero"]:
             open_.append(text)
         elif mean > 0:
@@ -259,15 +264,17 @@ def compare_findings(rep: Report, folder: str, reference: str = "phyll") -> str:
             worse.append(text)
     ref = method_name(reference)
     n = len({int(r["seed"]) for r in records})
-    out = [f"{ref} minus each method, test accuracy in points, paired by seed over {n} seeds "
-           "[95 % interval]."]
+    out = [f"Read with {ref} minus each method (test accuracy, points, paired by seed over {n} "
+           "seeds, [95 % interval]):"]
     if better:
-        out.append(f"The interval excludes zero and {ref} is **better** than {_join(better)}.")
+        out.append(f"where the interval excludes zero, {ref} is **better** than "
+                   f"{'; '.join(better)}.")
     if worse:
-        out.append(f"The interval excludes zero and {ref} is **worse** than {_join(worse)}.")
+        out.append(f"{'It' if better else 'Where the interval excludes zero, it'} is **worse** "
+                   f"than {'; '.join(worse)}.")
     if open_:
         out.append(f"No conclusion either way (the interval includes zero) against "
-                   f"{_join(open_)}.")
+                   f"{'; '.join(open_)}.")
     return " ".join(out) + "\n"
 
 
@@ -334,9 +341,16 @@ def ablation_findings(rep: Report, _arg: str = "") -> str:
 
 
 def adapt_table(rep: Report, folder: str) -> str:
+    """:func:`pnn.adapt.table` of one run, with the methods' plain names."""
     from pnn import adapt
 
-    return adapt.table(rep.load(Path(folder) / "adapt.json"))
+    lines = adapt.table(rep.load(Path(folder) / "adapt.json")).splitlines()
+    out = lines[:2]
+    for line in lines[2:]:
+        cells = line.split(" | ")
+        cells[1] = method_name(cells[1])
+        out.append(" | ".join(cells).replace("(-", f"({MINUS}"))
+    return "\n".join(out) + "\n"
 
 
 def adapt_seeds_table(rep: Report, system: str) -> str:
@@ -382,18 +396,19 @@ def train_table(rep: Report, pattern: str) -> str:
 
 # --------------------------------------------------------------------------- the papers
 
-#: what the papers reported, typed from the papers (the only hand-typed numbers, each cited)
+#: what the papers reported, typed from the papers (the only hand-typed numbers here, each with
+#: its source); ``ours``: the comparison folder and method of our comparable measurement
 PAPERS = [
     {"paper": "Wright et al., *Nature* 601, 549 (2022), arXiv 2104.13386, Fig. 2",
-     "system": "SHG in a χ(2) crystal, ultrafast pulses (physical)",
+     "system": "second-harmonic generation of shaped ultrafast pulses (physical)",
      "method": "physics-aware training",
-     "task": "Hillenbrand vowels, 7 classes", "reported": "93 % test",
+     "task": "Hillenbrand vowels (women), 7 classes", "reported": "93 % test",
      "ours": ("compare_acoustic_hillenbrand7", "phyll")},
     {"paper": "Momeni et al., *Science* 382, 1297 (2023), arXiv 2304.11042",
-     "system": "acoustic, optical and microwave experiments (physical)",
+     "system": "acoustic, microwave and optical cavities (physical; the authors' code)",
      "method": "PhyLL",
-     "task": "vowels, 7 classes (Hillenbrand)",
-     "reported": "not found in the sources this session could search; read it from the paper",
+     "task": "Hillenbrand vowels (women), 7 classes",
+     "reported": "not found in the sources searched; to be read from the paper",
      "ours": ("compare_acoustic_hillenbrand7", "phyll")},
 ]
 
@@ -431,7 +446,8 @@ def _figure_compare(folder: str, chance_label: bool = True):
     def draw(rep: Report, path: Path):
         from pnn.figures import accuracy_by_method
 
-        accuracy_by_method(rep.compare_records(folder), path)
+        records = rep.compare_records(folder)
+        accuracy_by_method(records, path, title=dataset_label(records[0]["data"]))
     return draw
 
 
@@ -459,7 +475,9 @@ def _figure_adapt(system: str):
 def _figure_ablation(rep: Report, path: Path):
     from pnn.figures import ablation_systems
 
-    ablation_systems(rep.load("ablation/ablation.json"), path)
+    # experiments/ablation.py trains on load_vowels()'s default task, Peterson & Barney's 10
+    # vowels; its records do not store the data description
+    ablation_systems(rep.load("ablation/ablation.json"), path, n_classes=10)
 
 
 #: every figure the report can draw, by name (``<!-- report:figure NAME -->``)
