@@ -329,45 +329,42 @@ def ev_param(events: list[Event], system: str) -> str:
 
 
 def plot_adaptation(record: dict, path: Path) -> None:
-    import matplotlib
+    """Test accuracy on the current physics against training time, the events marked with
+    their size in the parameter's units; written as ``path`` (PNG) and an SVG beside it."""
+    from pnn.figures import chance_line, colour, event_text, method_name, save, talk_style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for j, (method, res) in enumerate(record["methods"].items()):
-        tr = res["trace"]
-        ax.plot([t["epoch"] for t in tr], [t["test_accuracy"] for t in tr], ".-", lw=1,
-                color=f"C{j}", label=method)
-        for r in res["recovery"]:
-            ax.hlines(r["before"], r["event_epoch"] - 0.5, r["event_epoch"], color=f"C{j}",
-                      lw=2.5, alpha=0.8)
-    lo = ax.get_ylim()[0]
-    for ev in record["events"]:
-        ax.axvline(ev["epoch"], color="k", ls="--", alpha=0.6)
-        if ev["kind"] == "drift":
-            ax.axvspan(ev["epoch"], record["epochs"], color="0.85", alpha=0.4, lw=0)
-            label = f"drift {ev['rate']:+g}/epoch"
-        else:
-            label = " ".join(["jump"] + ([f"x{ev['factor']:g}"] if ev["factor"] != 1 else [])
-                             + ([f"{ev['offset']:+g}"] if ev["offset"] != 0 else []))
-        ax.text(ev["epoch"] + 0.08, lo + 0.02, label, fontsize=8, rotation=90)
-    ax.set_xlabel(f"training time (epochs; test accuracy measured "
-                  f"{record['evals_per_epoch']}x per epoch)")
-    ax.set_ylabel("test accuracy on the current physics")
-    ax.set_title(f"adaptation on {record['system']} ({record['data']['name']}): "
-                 f"{record['param']} changes; seed {record['seed']}, PAT twin {record['twin']}"
-                 f"\nthick bars: accuracy before each event (mean of the last 3 measurements)",
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    from pnn.fileio import atomic_savefig
-
-    try:
-        atomic_savefig(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    with talk_style() as plt:
+        fig, ax = plt.subplots(figsize=(10, 5.2))
+        for j, (method, res) in enumerate(record["methods"].items()):
+            tr = res["trace"]
+            c = colour(method, j)
+            ax.plot([t["epoch"] for t in tr], [100 * t["test_accuracy"] for t in tr], ".-",
+                    lw=1.2, color=c, label=method_name(method))
+            for r in res["recovery"]:
+                ax.hlines(100 * r["before"], r["event_epoch"] - 0.5, r["event_epoch"], color=c,
+                          lw=3, alpha=0.8)
+        n_classes = len(record.get("data", {}).get("classes", []))
+        chance_line(ax, n_classes)
+        ax.set_ylim(0, 100)
+        for ev in record["events"]:
+            ax.axvline(ev["epoch"], color="k", ls=":", alpha=0.7)
+            if ev["kind"] == "drift":
+                ax.axvspan(ev["epoch"], record["epochs"], color="0.9", lw=0, zorder=0)
+            ax.text(ev["epoch"] + 0.1, 97, event_text(ev, record["param"]), fontsize=10,
+                    va="top")
+        ax.set_xlabel(f"training time (epochs; test accuracy measured "
+                      f"{record['evals_per_epoch']}× an epoch)")
+        ax.set_ylabel("test accuracy on the current physics (%)")
+        ax.set_title(f"adaptation on {record['system']} ({record['data']['name']}): "
+                     f"{record['param']} changes; seed {record['seed']}, physics-aware "
+                     f"training's twin {record['twin']}\nthick bars: accuracy before each "
+                     "event (mean of the last 3 measurements)", fontsize=11, loc="left")
+        ax.legend(fontsize=9, loc="lower right")
+        fig.tight_layout()
+        try:
+            save(fig, path, dpi=120)
+        finally:
+            plt.close(fig)
 
 
 def _event_label(ev: dict, param: str) -> str:

@@ -11,7 +11,7 @@ then run on every seed.
 :func:`write_report` writes ``results.json`` (every record), ``stats.json`` and ``table.md``
 (test accuracy mean ± std with a 95 % t interval, paired differences against PhyLL, learning
 costs to a target validation accuracy with evaluation costs apart, modelled energy) and
-``cost_vs_accuracy.png``.
+``cost_vs_accuracy.png`` (and ``.svg``).
 """
 
 from __future__ import annotations
@@ -236,62 +236,58 @@ def _train_flops(r: dict) -> float:
 
 def plot_costs(records: list[dict], path: Path, title: str, *,
                confidence: float = 0.95) -> None:
-    """Test accuracy against learning costs, error bars from the t interval.
+    """Test accuracy against learning costs, error bars from the t interval; written as
+    ``path`` (PNG) and an SVG beside it (:func:`pnn.figures.save`).
 
-    Left: physical methods against their training physical queries (log axis); digital methods
-    have none and are not placed on that axis (named in the panel instead). Right: every
-    method against its training digital FLOPs. A dashed line marks chance accuracy.
+    Left: physical methods against their training physical queries (log axis); methods that
+    spend none (digital ones, in-silico training) are not placed on that axis (named in the
+    panel instead). Right: every method against its training digital FLOPs. A dashed line marks
+    chance accuracy. Methods carry their plain names (:data:`pnn.figures.METHOD_NAMES`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from pnn.figures import chance_line, colour, log_ticks, method_name, save, talk_style
     from pnn.stats import t_interval
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     n_classes = max((len(r.get("data", {}).get("classes", [])) for r in records), default=0)
-    digital = []
-    for j, method in enumerate(dict.fromkeys(r["method"] for r in records)):
-        rs = [r for r in records if r["method"] == method]
-        acc = [r["test_accuracy"] for r in rs]
-        iv = t_interval(acc, confidence)
-        h = iv["half_width"] if math.isfinite(iv["half_width"]) else 0.0
-        m = iv["mean"]  # the interval, clipped to the possible range [0, 1]
-        err = [[m - max(m - h, 0.0)], [min(m + h, 1.0) - m]]
-        q = [r["cost"].get("queries_by_purpose", {}).get("train", 0) for r in rs]
-        f = [_train_flops(r) for r in rs]
-        style = dict(color=f"C{j % 10}", capsize=3, markersize=7)
-        if all(v > 0 for v in q):
-            axes[0].scatter(q, acc, color=f"C{j % 10}", alpha=0.35, s=14)
-            axes[0].errorbar(np.mean(q), iv["mean"], yerr=err, fmt="o", label=method, **style)
-        else:
-            digital.append(method)
-        if all(v > 0 for v in f):
-            axes[1].scatter(f, acc, color=f"C{j % 10}", alpha=0.35, s=14)
-            axes[1].errorbar(np.mean(f), iv["mean"], yerr=err,
-                             fmt="o" if method not in digital else "s", label=method, **style)
-    for ax in axes:
-        if n_classes:
-            ax.axhline(1 / n_classes, color="grey", ls="--", lw=1,
-                       label=f"chance (1/{n_classes})")
-        ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    if digital:
-        axes[0].text(0.02, 0.98, "digital, no physical queries (not placed here): "
-                     + ", ".join(digital), transform=axes[0].transAxes, fontsize=7, va="top")
-    axes[0].set_xlabel("physical queries for learning (purpose train; physical methods)")
-    axes[1].set_xlabel("digital FLOPs for learning (counted; squares: digital methods)")
-    axes[0].set_ylabel(f"test accuracy (mean, {int(confidence * 100)} % t interval)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    from pnn.fileio import atomic_savefig
-
-    try:
-        atomic_savefig(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    with talk_style() as plt:
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.4), sharey=True)
+        apart = []
+        for j, method in enumerate(dict.fromkeys(r["method"] for r in records)):
+            rs = [r for r in records if r["method"] == method]
+            acc = [100 * r["test_accuracy"] for r in rs]
+            iv = t_interval(acc, confidence)
+            h = iv["half_width"] if math.isfinite(iv["half_width"]) else 0.0
+            m = iv["mean"]  # the interval, clipped to the possible range [0, 100]
+            err = [[m - max(m - h, 0.0)], [min(m + h, 100.0) - m]]
+            q = [r["cost"].get("queries_by_purpose", {}).get("train", 0) for r in rs]
+            f = [_train_flops(r) for r in rs]
+            c, name = colour(method, j), method_name(method)
+            style = dict(color=c, capsize=3, markersize=7)
+            if all(v > 0 for v in q):
+                axes[0].scatter(q, acc, color=c, alpha=0.35, s=14)
+                axes[0].errorbar(np.mean(q), m, yerr=err, fmt="o", label=name, **style)
+            else:
+                apart.append(name)
+            if all(v > 0 for v in f):
+                axes[1].scatter(f, acc, color=c, alpha=0.35, s=14)
+                axes[1].errorbar(np.mean(f), m, yerr=err,
+                                 fmt="o" if name not in apart else "s", label=name, **style)
+        for ax in axes:
+            chance_line(ax, n_classes)
+            log_ticks(ax)
+            ax.legend(fontsize=9, loc="lower right")
+        if apart:
+            axes[0].text(0.02, 0.98, "no physical query for learning (not placed here; "
+                         "squares on the right):\n" + ", ".join(apart),
+                         transform=axes[0].transAxes, fontsize=9, va="top")
+        axes[0].set_xlabel("physical queries for learning (samples; log scale)")
+        axes[1].set_xlabel("digital FLOPs for learning (counted; log scale)")
+        axes[0].set_ylabel(f"test accuracy (%; mean, {int(confidence * 100)} % t interval)")
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        try:
+            save(fig, path, dpi=120)
+        finally:
+            plt.close(fig)
 
 
 def _json_default(o):

@@ -1059,8 +1059,9 @@ def _saver(exp: Experiment) -> Callable | None:
 
 #: the files a compare / adapt experiment writes into its ``[output] out`` folder
 OUTPUT_FILES = {"compare": ("results.json", "results.partial.json", "stats.json", "table.md",
-                            "cost_vs_accuracy.png", "tuned_configs.json", "tune.journal"),
-                "adapt": ("adapt.json", "adapt.md", "adapt.png")}
+                            "cost_vs_accuracy.png", "cost_vs_accuracy.svg", "tuned_configs.json",
+                            "tune.journal"),
+                "adapt": ("adapt.json", "adapt.md", "adapt.png", "adapt.svg")}
 
 
 def _save_path(exp: Experiment, seed: int, several_methods: bool) -> Path:

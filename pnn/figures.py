@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = ["METHOD_NAMES", "method_name", "is_digital", "talk_style", "chance_line",
            "accuracy_by_method", "learning_curves", "ablation_systems", "adaptation_bands",
+           "event_text", "colour", "PARAMS", "log_ticks",
            "mean_band", "save", "SYSTEM_NAMES", "system_name"]
 
 #: registry code -> the name a reader knows
@@ -87,6 +88,27 @@ def chance_line(ax, n_classes: int, *, percent: bool = True, label: bool = True)
     y = (100.0 if percent else 1.0) / n_classes
     ax.axhline(y, color="0.45", ls="--", lw=1.3, zorder=1,
                label=f"chance (1/{n_classes})" if label else None)
+
+
+def log_ticks(ax, axis: str = "x") -> None:
+    """A log axis labelled like 2e4: at 1, 2 and 5 times each power of ten over a short span,
+    at the powers of ten over a long one. Call it after plotting (it reads the limits)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    def fmt(v, _):
+        if v <= 0:
+            return ""
+        e = int(math.floor(math.log10(v) + 1e-9))
+        m = v / 10 ** e
+        return f"{m:.0f}e{e}" if e not in (0, 1, 2) else f"{v:g}"
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()  # call after plotting
+    few = lo > 0 and math.log10(hi / lo) <= 2.5
+    a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if few else (1.0,)))
+    a.set_major_formatter(FuncFormatter(fmt))
+    a.set_minor_formatter(NullFormatter())
 
 
 def mean_band(values: Sequence[Sequence[float]], confidence: float = 0.95):
@@ -240,7 +262,7 @@ def learning_curves(records: Sequence[dict], path, *, title: str | None = None) 
             c = colour(code, j)
             ax.fill_between(q, lo, hi, color=c, alpha=0.18, lw=0)
             ax.plot(q, mean, "o-", color=c, ms=4, label=method_name(code))
-        ax.set_xscale("log")
+        log_ticks(ax)
         ax.set_xlabel("physical queries spent on learning (samples through the physical "
                       "layers; log scale)")
         ax.set_ylabel("validation accuracy (%)")
@@ -299,7 +321,8 @@ def ablation_systems(ablation: dict, path, *, n_classes: int = 0) -> list:
             plt.close(fig)
 
 
-def _event_text(ev: dict, param: str) -> str:
+def event_text(ev: dict, param: str) -> str:
+    """An adaptation event in words, its size in the parameter's units."""
     name, unit, relative = PARAMS.get(param, (param, "", False))
     if ev["kind"] == "drift":
         rate = (f"{100 * ev['rate']:+g} %/epoch" if relative
@@ -338,7 +361,7 @@ def adaptation_bands(records: Sequence[dict], path) -> list:
                 a.axvline(ev["epoch"], color="k", ls=":", lw=1.2)
                 if ev["kind"] == "drift":
                     a.axvspan(ev["epoch"], first["epochs"], color="0.9", lw=0, zorder=0)
-            ax.text(ev["epoch"] + 0.15, 4, _event_text(ev, param), fontsize=11, va="bottom")
+            ax.text(ev["epoch"] + 0.15, 97, event_text(ev, param), fontsize=11, va="top")
         chance_line(ax, _n_classes([first]))
         ax.set_ylim(0, 100)
         ax.set_ylabel("test accuracy on the\ncurrent physics (%)")
