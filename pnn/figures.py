@@ -184,7 +184,8 @@ def _dot_intervals(ax, groups: list[tuple[str, list[tuple[str, str, list[float]]
             y += 0.8
             ax.axhline(y - 0.9, color="0.6", lw=0.8)
         ax.text(0.0, y - 0.55, title, transform=ax.get_yaxis_transform(), fontsize=11,
-                fontweight="bold", va="center", ha="left", color="0.25")
+                fontweight="bold", va="center", ha="left", color="0.25", zorder=4,
+                bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
         for j, (code, name, values) in enumerate(rows):
             c = colour(code, j)
             m, lo, hi = _interval_pct(values)
@@ -208,9 +209,12 @@ def _dot_intervals(ax, groups: list[tuple[str, list[tuple[str, str, list[float]]
     ax.grid(axis="y", visible=False)
 
 
-def accuracy_by_method(records: Sequence[dict], path, *, title: str | None = None) -> list:
+def accuracy_by_method(records: Sequence[dict], path, *, title: str | None = None,
+                       reported: Sequence[tuple[str, float]] = ()) -> list:
     """Test accuracy of every method of a comparison: mean and 95 % t interval over seeds (the
-    bar), each seed a dot; methods on physical layers and digital ones in separate groups."""
+    bar), each seed a dot; methods on physical layers and digital ones in separate groups.
+    ``reported``: (label, accuracy in %) a paper reported on the same task, drawn as dotted
+    lines (their systems and protocols differ from ours; the label says whose)."""
     methods = list(dict.fromkeys(r["method"] for r in records))
     physical, digital = [], []
     for code in methods:
@@ -227,6 +231,11 @@ def accuracy_by_method(records: Sequence[dict], path, *, title: str | None = Non
                        _n_classes(records),
                        f"test accuracy (%; mean and 95 % interval over {seeds} seeds, "
                        "dots: seeds)")
+        for k, (label, pct) in enumerate(reported):
+            ax.axvline(pct, color="k", ls=":", lw=1.3)
+            ax.text(pct - 0.8, 0.02 + 0.07 * k, label, transform=ax.get_xaxis_transform(),
+                    ha="right", va="bottom", fontsize=10,
+                    bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
         data = records[0].get("data", {})
         ax.set_title(title or f"test accuracy by method, {data.get('name', '')}", loc="left")
         fig.tight_layout()
@@ -365,7 +374,7 @@ def adaptation_bands(records: Sequence[dict], path) -> list:
         chance_line(ax, _n_classes([first]))
         ax.set_ylim(0, 100)
         ax.set_ylabel("test accuracy on the\ncurrent physics (%)")
-        ax.legend(loc="lower left", ncol=2)
+        ax.legend(loc="lower right", ncol=2)
         ax.set_title(f"{system_name(first['system'])}: the {name} changes during training\n"
                      f"mean and 95 % band over {len(records)} seeds; physics-aware training "
                      f"keeps a {first['twin']} twin", loc="left", fontsize=12)
