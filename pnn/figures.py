@@ -127,15 +127,18 @@ def mean_band(values: Sequence[Sequence[float]], confidence: float = 0.95):
     return mean, mean - half, mean + half
 
 
-def save(fig, path: str | Path, *, dpi: int = 150) -> list[Path]:
-    """Write ``path`` (a .png) and the same figure as .svg beside it; returns both paths."""
+def save(fig, path: str | Path, *, dpi: int = 150, description: str | None = None) -> list[Path]:
+    """Write ``path`` (a .png) and the same figure as .svg beside it; returns both paths.
+    ``description`` goes into both files' metadata (``pnn report`` puts its inputs' digest
+    there)."""
     from pnn.fileio import atomic_savefig
 
     path = Path(path)
     png = path.with_suffix(".png")
     svg = path.with_suffix(".svg")
-    atomic_savefig(fig, png, dpi=dpi, metadata={"Software": None})
-    atomic_savefig(fig, svg, metadata={"Date": None, "Creator": None})
+    extra = {"Description": description} if description else {}
+    atomic_savefig(fig, png, dpi=dpi, metadata={"Software": None, **extra})
+    atomic_savefig(fig, svg, metadata={"Date": None, "Creator": None, **extra})
     return [png, svg]
 
 
@@ -210,7 +213,8 @@ def _dot_intervals(ax, groups: list[tuple[str, list[tuple[str, str, list[float]]
 
 
 def accuracy_by_method(records: Sequence[dict], path, *, title: str | None = None,
-                       reported: Sequence[tuple[str, float]] = ()) -> list:
+                       reported: Sequence[tuple[str, float]] = (),
+                       description: str | None = None) -> list:
     """Test accuracy of every method of a comparison: mean and 95 % t interval over seeds (the
     bar), each seed a dot; methods on physical layers and digital ones in separate groups.
     ``reported``: (label, accuracy in %) a paper reported on the same task, drawn as dotted
@@ -240,12 +244,13 @@ def accuracy_by_method(records: Sequence[dict], path, *, title: str | None = Non
         ax.set_title(title or f"test accuracy by method, {data.get('name', '')}", loc="left")
         fig.tight_layout()
         try:
-            return save(fig, path)
+            return save(fig, path, description=description)
         finally:
             plt.close(fig)
 
 
-def learning_curves(records: Sequence[dict], path, *, title: str | None = None) -> list:
+def learning_curves(records: Sequence[dict], path, *, title: str | None = None,
+                    description: str | None = None) -> list:
     """Validation accuracy against the physical queries spent on learning, mean and 95 % band
     over seeds, for the methods on physical layers (log axis); digital methods, which spend no
     physical query, are shown apart in a right panel, never at a made-up query count."""
@@ -293,12 +298,13 @@ def learning_curves(records: Sequence[dict], path, *, title: str | None = None) 
         side.grid(axis="x", visible=False)
         fig.tight_layout()
         try:
-            return save(fig, path)
+            return save(fig, path, description=description)
         finally:
             plt.close(fig)
 
 
-def ablation_systems(ablation: dict, path, *, n_classes: int = 0) -> list:
+def ablation_systems(ablation: dict, path, *, n_classes: int = 0,
+                     description: str | None = None) -> list:
     """Test accuracy of PhyLL for every stand-in of the physical layer (ablation.json)."""
     rows = ablation["systems"]
     seeds = ablation.get("meta", {}).get("seeds", rows[0]["test"]["n"])
@@ -325,7 +331,7 @@ def ablation_systems(ablation: dict, path, *, n_classes: int = 0) -> list:
         ax.grid(axis="y", visible=False)
         fig.tight_layout()
         try:
-            return save(fig, path)
+            return save(fig, path, description=description)
         finally:
             plt.close(fig)
 
@@ -342,7 +348,7 @@ def event_text(ev: dict, param: str) -> str:
     return f"jump {ev['offset']:+g} {unit}"
 
 
-def adaptation_bands(records: Sequence[dict], path) -> list:
+def adaptation_bands(records: Sequence[dict], path, *, description: str | None = None) -> list:
     """Test accuracy on the current physics while the physics changes, mean and 95 % band over
     the seeds' runs (traces interpolated onto the first run's measurement times); the events
     marked with their size in units; below, the moved parameter."""
@@ -382,6 +388,6 @@ def adaptation_bands(records: Sequence[dict], path) -> list:
                        "an epoch)")
         fig.tight_layout()
         try:
-            return save(fig, path)
+            return save(fig, path, description=description)
         finally:
             plt.close(fig)

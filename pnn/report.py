@@ -406,7 +406,8 @@ PAPERS = [
      "reported_pct": 93.0, "short": "PAT paper, SHG optics",
      "ours": ("compare_acoustic_hillenbrand7", "phyll")},
     {"paper": "Momeni et al., *Science* 382, 1297 (2023), arXiv 2304.11042",
-     "system": "acoustic, microwave and optical cavities (physical; the authors' code)",
+     "system": "acoustic, microwave and optical cavities (physical; per the authors' public "
+               "code, MomeniAli/PhyLL)",
      "method": "PhyLL",
      "task": "Hillenbrand vowels (women), 7 classes",
      "reported": "not found in the sources searched; to be read from the paper",
@@ -438,51 +439,54 @@ def papers_table(rep: Report, _arg: str = "") -> str:
 
 @dataclass(frozen=True)
 class Figure:
-    """A report figure: ``draw(report, path)`` writes ``path`` (.png) and its .svg."""
+    """A report figure: ``inputs(report)`` gathers what it shows from the records (keyword
+    arguments of ``draw``, JSON-able), ``draw(path=..., **inputs)`` writes ``path`` (.png) and
+    its .svg. Both files carry a digest of the inputs, so that ``pnn report --check`` finds a
+    figure older than its records without drawing it."""
 
     caption: str
-    draw: Callable
+    inputs: Callable[["Report"], dict]
+    draw: str  # the name of the drawing function in pnn.figures
 
 
-def _figure_compare(folder: str, chance_label: bool = True):
-    def draw(rep: Report, path: Path):
-        from pnn.figures import accuracy_by_method
-
+def _compare_inputs(folder: str):
+    def inputs(rep: Report) -> dict:
         records = rep.compare_records(folder)
         reported = [(f"{p['short']}: {p['reported_pct']:g} %", p["reported_pct"])
                     for p in PAPERS if p["ours"][0] == folder and p["reported_pct"]]
-        accuracy_by_method(records, path, title=dataset_label(records[0]["data"]),
-                           reported=reported)
-    return draw
+        return {"records": records, "title": dataset_label(records[0]["data"]),
+                "reported": reported}
+    return inputs
 
 
-def _figure_curves(folder: str):
-    def draw(rep: Report, path: Path):
-        from pnn.figures import learning_curves
-
-        learning_curves(rep.compare_records(folder), path)
-    return draw
+def _curves_inputs(folder: str):
+    return lambda rep: {"records": rep.compare_records(folder)}
 
 
-def _figure_adapt(system: str):
-    def draw(rep: Report, path: Path):
-        from pnn.figures import adaptation_bands
-
+def _adapt_inputs(system: str):
+    def inputs(rep: Report) -> dict:
         paths = [rep.results / f"adapt_{system}" / "adapt.json"]
         paths += sorted(rep.results.glob(f"adapt_{system}_seed*/adapt.json"))
         recs = [rep.load(p.relative_to(rep.results)) for p in paths if p.is_file()]
         if not recs:
-            raise ReportError(f"no adaptation records adapt_{system}*/adapt.json")
-        adaptation_bands(recs, path)
-    return draw
+            raise ReportError(f"no adaptation records adapt_{system}*/adapt.json in "
+                              f"{rep.results}")
+        return {"records": recs}
+    return inputs
 
 
-def _figure_ablation(rep: Report, path: Path):
-    from pnn.figures import ablation_systems
-
+def _ablation_inputs(rep: Report) -> dict:
     # experiments/ablation.py trains on load_vowels()'s default task, Peterson & Barney's 10
     # vowels; its records do not store the data description
-    ablation_systems(rep.load("ablation/ablation.json"), path, n_classes=10)
+    return {"ablation": rep.load("ablation/ablation.json"), "n_classes": 10}
+
+
+def inputs_digest(inputs: dict) -> str:
+    """A short digest of a figure's inputs (written into its PNG and SVG)."""
+    import hashlib
+
+    text = json.dumps(inputs, sort_keys=True, default=str, separators=(",", ":"))
+    return "pnn-report-inputs:" + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 #: every figure the report can draw, by name (``<!-- report:figure NAME -->``)
@@ -490,23 +494,23 @@ FIGURES: dict[str, Figure] = {
     "compare_acoustic_vowels_tuned": Figure(
         "Test accuracy by method, Peterson & Barney vowels, acoustic simulator: mean and 95 % "
         "interval over 5 seeds, seeds as dots; physical and digital methods apart",
-        _figure_compare("compare_acoustic_vowels_tuned")),
+        _compare_inputs("compare_acoustic_vowels_tuned"), "accuracy_by_method"),
     "curves_acoustic_vowels_tuned": Figure(
         "Validation accuracy against the physical queries spent on learning (mean and 95 % "
         "band over seeds); digital methods, which spend none, as lines at their accuracy",
-        _figure_curves("compare_acoustic_vowels_tuned")),
+        _curves_inputs("compare_acoustic_vowels_tuned"), "learning_curves"),
     "compare_acoustic_hillenbrand7": Figure(
         "Test accuracy by method, Hillenbrand 7 vowels (women), acoustic simulator",
-        _figure_compare("compare_acoustic_hillenbrand7")),
+        _compare_inputs("compare_acoustic_hillenbrand7"), "accuracy_by_method"),
     "ablation_systems": Figure(
         "PhyLL with the physical layer replaced: test accuracy by system (mean and 95 % "
-        "interval over seeds)", _figure_ablation),
+        "interval over seeds)", _ablation_inputs, "ablation_systems"),
     "adapt_optical": Figure(
         "Adaptation on the optical simulator: test accuracy on the current physics, mean and "
-        "95 % band over seeds", _figure_adapt("optical")),
+        "95 % band over seeds", _adapt_inputs("optical"), "adaptation_bands"),
     "adapt_microwave": Figure(
         "Adaptation on the microwave simulator: test accuracy on the current physics, mean and "
-        "95 % band over seeds", _figure_adapt("microwave")),
+        "95 % band over seeds", _adapt_inputs("microwave"), "adaptation_bands"),
 }
 
 
@@ -596,10 +600,16 @@ def check(root: str | Path = ".") -> tuple[bool, str]:
             name = doc.relative_to(root).as_posix()
             diff += difflib.unified_diff(old.splitlines(True), new.splitlines(True),
                                          f"{name} (committed)", f"{name} (from the records)")
-    missing = [f"{(FIGURE_DIR / f'{n}{ext}').as_posix()}" for n in figures
-               for ext in (".png", ".svg") if not (root / FIGURE_DIR / f"{n}{ext}").is_file()]
-    if missing:
-        diff.append("missing figures: " + ", ".join(missing) + "\n")
+    rep = Report(root)
+    stale = []
+    for n in figures:
+        digest = inputs_digest(FIGURES[n].inputs(rep))
+        for ext in (".png", ".svg"):
+            path = root / FIGURE_DIR / f"{n}{ext}"
+            if not path.is_file() or digest.encode() not in path.read_bytes():
+                stale.append((FIGURE_DIR / f"{n}{ext}").as_posix())
+    if stale:
+        diff.append("figures missing or older than their records: " + ", ".join(stale) + "\n")
     return not diff, "".join(diff)
 
 
@@ -618,8 +628,13 @@ def update(root: str | Path = ".", *, figures: bool = True) -> list[Path]:
             written.append(doc)
     if figures:
         (root / FIGURE_DIR).mkdir(parents=True, exist_ok=True)
+        import pnn.figures
+
         for name in names:
-            FIGURES[name].draw(rep, root / FIGURE_DIR / f"{name}.png")
+            fig = FIGURES[name]
+            inputs = fig.inputs(rep)
+            getattr(pnn.figures, fig.draw)(path=root / FIGURE_DIR / f"{name}.png",
+                                           description=inputs_digest(inputs), **inputs)
             written += [root / FIGURE_DIR / f"{name}{ext}" for ext in (".png", ".svg")]
     return written
 

@@ -108,7 +108,7 @@ def test_figures_are_drawn_as_png_and_svg_with_plain_names(tmp_path):
     root = _repo(tmp_path, "<!-- report:figure compare_acoustic_hillenbrand7 -->\n"
                            "<!-- /report:figure compare_acoustic_hillenbrand7 -->\n")
     ok, diff = report.check(root)
-    assert not ok and "missing figures" in diff
+    assert not ok and "figures missing or older than their records" in diff
     written = report.update(root)
     names = {p.name for p in written}
     assert {"compare_acoustic_hillenbrand7.png", "compare_acoustic_hillenbrand7.svg"} <= names
@@ -116,3 +116,10 @@ def test_figures_are_drawn_as_png_and_svg_with_plain_names(tmp_path):
     assert "logistic regression" in svg and "chance" in svg and ">linear<" not in svg
     assert "](docs/figures/compare_acoustic_hillenbrand7.png)" in (root / "README.md").read_text()
     assert report.check(root) == (True, "")
+    # a record changes: the figure is out of date (and the text with it)
+    path = root / report.RESULTS / "compare_acoustic_hillenbrand7" / "results.json"
+    records = json.loads(path.read_text())
+    records[0]["test_accuracy"] = 0.5
+    path.write_text(json.dumps(records))
+    ok, diff = report.check(root)
+    assert not ok and "compare_acoustic_hillenbrand7.svg" in diff
