@@ -15,6 +15,8 @@ document is out of date). The kinds, each one function of :data:`SECTIONS`:
   accuracy mean ± std over seeds, its 95 % t interval, the paired difference to PhyLL;
 * ``findings FOLDER``: the sentence that reads that table. It says *better* or *worse* only
   where the paired 95 % interval excludes zero, and "no conclusion" otherwise;
+* ``every_comparison``: ``compare`` and ``findings`` for every comparison folder found (a new
+  folder appears without an edit);
 * ``demo``: the ``make demo`` table (``demo/results.json``, one seed);
 * ``ablation``: the sentence on what the physics contributes (``ablation/ablation.json``);
 * ``adapt FOLDER`` and ``adapt_seeds SYSTEM``: the adaptation tables (``adapt.json``);
@@ -199,6 +201,8 @@ def compare_table(rep: Report, folder: str, reference: str = REFERENCE) -> str:
         iv = t_interval([r["test_accuracy"] for r in rs])
         if method == reference:
             dtext = "reference"
+        elif method in diffs and diffs[method]["n"] < 2:
+            dtext = f"{_signed(100 * diffs[method]['mean'])} (1 seed, no interval)"
         elif method in diffs:
             d = diffs[method]
             dtext = (f"{_signed(100 * d['mean'])} "
@@ -247,6 +251,12 @@ def compare_findings(rep: Report, folder: str, reference: str = REFERENCE) -> st
     """What the comparison says, only as far as the paired 95 % intervals allow."""
     records = rep.compare_records(folder)
     diffs = paired_differences(records, reference)
+    if not diffs:
+        return (f"No paired reading: {method_name(reference)} or the methods to pair with it "
+                "are not in these records.\n")
+    if max(d["n"] for d in diffs.values()) < 2:
+        return ("One seed: no interval, so no method is called better or worse than "
+                f"{method_name(reference)}.\n")
     better, worse, open_ = [], [], []
     for method in _methods(records):
         d = diffs.get(method)
@@ -276,6 +286,27 @@ def compare_findings(rep: Report, folder: str, reference: str = REFERENCE) -> st
         out.append(f"No conclusion either way (the interval includes zero) against "
                    f"{'; '.join(open_)}.")
     return " ".join(out) + "\n"
+
+
+def every_comparison(rep: Report, _arg: str = "") -> str:
+    """A table and its reading for every comparison folder found under the current protocol
+    (records with a validation split), so that a new ``pnn compare --out`` folder appears
+    without any edit; older records are listed by name only."""
+    parts, older = [], []
+    for path in sorted(rep.results.glob("*/results.json")):
+        folder = path.parent.name
+        records = rep.load(path.relative_to(rep.results))
+        if not isinstance(records, list) or not records or "method" not in records[0]:
+            continue
+        if any("val_accuracy" not in r for r in records):
+            older.append(f"`{folder}`")
+            continue
+        parts.append(f"#### `{folder}`\n\n{compare_table(rep, folder)}\n"
+                     f"{compare_findings(rep, folder)}")
+    if older:
+        parts.append(f"Taken before the validation protocol (see results-previous-protocol.md): "
+                     f"{', '.join(older)}.\n")
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- demo
@@ -529,6 +560,7 @@ def figure_markdown(rep: Report, name: str, document: Path) -> str:
 SECTIONS: dict[str, Callable[[Report, str], str]] = {
     "compare": compare_table,
     "findings": compare_findings,
+    "every_comparison": every_comparison,
     "demo": demo_table,
     "ablation": ablation_findings,
     "adapt": adapt_table,

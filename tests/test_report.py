@@ -123,3 +123,19 @@ def test_figures_are_drawn_as_png_and_svg_with_plain_names(tmp_path):
     path.write_text(json.dumps(records))
     ok, diff = report.check(root)
     assert not ok and "compare_acoustic_hillenbrand7.svg" in diff
+
+
+def test_every_comparison_found_is_reported_even_without_phyll_or_with_one_seed(tmp_path):
+    one = [r for r in _records({"linear": [0.05] * 5}) if r["seed"] == 0]
+    digital = [r for r in _records({"linear": [0.05] * 5}) if r["method"] != "phyll"]
+    for name, recs in (("compare_one_seed", one), ("compare_no_phyll", digital)):
+        folder = tmp_path / report.RESULTS / name
+        folder.mkdir(parents=True)
+        for r in recs:
+            r["data"] = {"n_train": 10, "n_val": 5, "n_test": 5, "classes": ["a", "b"],
+                         "seed": 0}
+        (folder / "results.json").write_text(json.dumps(recs))
+    text = report.every_comparison(report.Report(tmp_path))
+    assert "#### `compare_one_seed`" in text and "#### `compare_no_phyll`" in text
+    assert "+5.0 (1 seed, no interval)" in text and "One seed: no interval" in text
+    assert "No paired reading" in text and "**better**" not in text and "**worse**" not in text
