@@ -47,8 +47,8 @@ import numpy as np
 from pnn.figures import METHOD_NAMES, is_digital, method_name, system_name
 from pnn.stats import paired_differences, t_interval
 
-__all__ = ["Report", "render", "update", "check", "SECTIONS", "FIGURES", "PAPERS",
-           "documents", "add_report_command", "cmd_report"]
+__all__ = ["Report", "ReportError", "render", "update", "check", "SECTIONS", "FIGURES",
+           "PAPERS", "documents", "add_report_command", "cmd_report", "METHOD_NAMES"]
 
 #: where the records live, relative to the repository root
 RESULTS = Path("experiments") / "results"
@@ -187,6 +187,8 @@ def _compare_caption(records: list[dict]) -> str:
 
 #: the method every comparison is read against
 REFERENCE = "phyll"
+#: the linear classifier shown beside the papers' numbers
+LINEAR = "linear"
 
 
 def compare_table(rep: Report, folder: str, reference: str = REFERENCE) -> str:
@@ -452,13 +454,13 @@ def papers_table(rep: Report, _arg: str = "") -> str:
     for p in PAPERS:
         folder, method = p["ours"]
         records = rep.compare_records(folder)
-        ours = t_interval([r["test_accuracy"] for r in _by_method(records, method)])
-        lin = _by_method(records, "linear")
+        mine = _by_method(records, method)
+        ours = t_interval([r["test_accuracy"] for r in mine])
+        lin = _by_method(records, LINEAR)
         lin_iv = t_interval([r["test_accuracy"] for r in lin]) if lin else None
-        n = len(_by_method(records, method))
         rows.append([p["paper"], p["system"], p["method"], p["task"], p["reported"],
-                     f"{method_name(method)}, {system_name(_by_method(records, method)[0]['system'])}: "
-                     f"{_pct(ours['mean'])} ± {_pct(ours['std'])} % ({n} seeds)",
+                     f"{method_name(method)}, {system_name(mine[0]['system'])}: "
+                     f"{_pct(ours['mean'])} ± {_pct(ours['std'])} % ({len(mine)} seeds)",
                      (f"{_pct(lin_iv['mean'])} ± {_pct(lin_iv['std'])} %" if lin_iv else "–")])
     return _table(["paper", "their system", "method", "task", "they reported",
                    "ours (comparison protocol)", "logistic regression, same splits"],
@@ -719,5 +721,3 @@ def add_report_command(sub) -> None:
                    help="the repository's top folder (default: found from the current one)")
     r.set_defaults(func=cmd_report)
 
-
-__all__ += ["METHOD_NAMES", "ReportError"]
