@@ -720,4 +720,3 @@ def add_report_command(sub) -> None:
     r.add_argument("--root", default=None,
                    help="the repository's top folder (default: found from the current one)")
     r.set_defaults(func=cmd_report)
-
