@@ -187,13 +187,16 @@ def cmd_emulate(args) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     emu.start()
     kind = "SCPI (TCP socket)" if args.kind == "scpi" else "serial (pseudo-terminal)"
-    print(f"pnn emulate: {kind} emulator of {args.system!r}, n_in={args.n_in}, "
-          f"n_out={args.n_out}, seed={args.seed}")
-    print(f"resource: {emu.resource}")
-    print(f"profile:  {profile_path('emulator')}")
-    print(f"serving for at most {args.max_seconds:g} s or {args.max_requests} requests; "
-          f"Ctrl-C to stop", flush=True)
+    # From here on Ctrl-C is a protocol event: whenever it comes (even while the lines that
+    # announce the resource are printed), the emulator is stopped and its summary printed; a
+    # caller may send it as soon as it has read the 'resource:' line.
     try:
+        print(f"pnn emulate: {kind} emulator of {args.system!r}, n_in={args.n_in}, "
+              f"n_out={args.n_out}, seed={args.seed}")
+        print(f"resource: {emu.resource}")
+        print(f"profile:  {profile_path('emulator')}")
+        print(f"serving for at most {args.max_seconds:g} s or {args.max_requests} requests; "
+              f"Ctrl-C to stop", flush=True)
         while not emu.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -111,6 +111,24 @@ def test_emulate_scpi_serves_until_ctrl_c(patient_profile):
            "output off" in out
 
 
+@pytest.mark.parametrize("kind", ["scpi", "serial"])
+def test_emulate_takes_ctrl_c_as_soon_as_it_names_its_resource(kind):
+    """The 'resource:' line is the handshake: Ctrl-C sent the moment it is read (while the
+    emulator may still be printing its other lines) stops it cleanly, with its summary."""
+    proc = _start(["--kind", kind, "--system", "none", "--max-seconds", "600"])
+    try:
+        _, lines = _read_resource(proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = _finish(proc, lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.splitlines()[-1:] == ["pnn emulate: interrupted"] and "Traceback" not in err
+    assert out.endswith("served 0 requests over 1 connection(s); 0 batches, 0 samples "
+                        "measured; output off\n"), out
+
+
 @pytest.mark.slow
 def test_emulate_serial_stops_after_its_request_limit(patient_profile):
     proc = _start(["--kind", "serial", "--n-in", "5", "--n-out", "3", "--max-requests", "3",

@@ -229,7 +229,8 @@ def test_rate_limit_is_enforced(fast_layer, patient_profile, drives):
 
 
 def test_emulator_stops_by_itself_and_binds_loopback_only(fast_layer):
-    emu = ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_requests=2, max_seconds=5).start()
+    emu = ScpiEmulator(layer=fast_layer, n_in=5, n_out=3, max_requests=2,
+                       max_seconds=600).start()  # it stops on the request limit, not a clock
     assert emu.address == ("127.0.0.1", emu.port)
     with socket.create_connection(("127.0.0.1", emu.port), timeout=120) as s:
         s.sendall(b"*IDN?\n*IDN?\n*IDN?\n")
