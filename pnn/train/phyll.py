@@ -62,6 +62,10 @@ class PhyLLConfig(LoopConfig):
         read-out fitted by L-BFGS on the training split before each evaluation; the blocks are
         still trained by the local contrastive loss and no gradient reaches the physics).
     readout_C: inverse L2 strength of the linear read-out.
+    readout_input: (with ``readout="linear"``) the read-out also sees the encoded input (the drive's feature part,
+        without the label slots) beside the blocks' outputs: a skip connection to the read-out,
+        as the blocks themselves have (``[P_k(a_k); a_k]``). With it the read-out can do what a
+        linear classifier on the features does, and the physics' features are added to that.
     """
 
     hidden: tuple = param((20, 20), widths=True)
@@ -76,6 +80,7 @@ class PhyLLConfig(LoopConfig):
     readout: str = param("goodness", choices=("goodness", "linear"),
                          search=("choice", ["goodness", "linear"]))
     readout_C: float = param(1.0, gt=0, le=1e6, search=("log", 1e-2, 1e3))
+    readout_input: bool = param(False, choices=(False, True), search=("choice", [False, True]))
 
 
 def input_dim(n_features: int, n_classes: int, encoding: str = "split") -> int:
@@ -199,11 +204,16 @@ class PhyLL(Algorithm):
                   for (n_in, _), layer, h, k in zip(self.shapes, self.layers, self.config.hidden,
                                                      keys)]
         opt = [self.opt.init(eqx.filter(b, b.trainable())) for b in blocks]
-        C, width = self.data.n_classes, int(sum(self.config.hidden))
+        C, width = self.data.n_classes, self.readout_width()
         readout = {"coef": jnp.zeros((C, width), jnp.float32),
                    "intercept": jnp.zeros((C,), jnp.float32)}
         return {"blocks": blocks, "opt": opt, "calibrated": [False] * len(blocks),
                 "rng": np.random.default_rng([self.seed, 17]), "readout": readout}
+
+    def readout_width(self) -> int:
+        """Width of the linear read-out's features (see :meth:`features`)."""
+        extra = self.shapes[0][0] - self.data.n_classes if self.config.readout_input else 0
+        return int(sum(self.config.hidden)) + extra
 
     def prepare(self, x):
         return _prepare(jnp.asarray(x, jnp.float32), self.scaler.lo, self.scaler.span,
@@ -271,14 +281,15 @@ class PhyLL(Algorithm):
 
     def features(self, state, x, purpose: str = "eval") -> np.ndarray:
         """Every block's output direction for a neutral label (each label slot max|x| / C),
-        concatenated: shape ``(batch, sum(hidden))``. One pass through the physics."""
+        concatenated, after the encoded input when ``readout_input``: shape
+        ``(batch, readout_width())``. One pass through the physics."""
         C = self.data.n_classes
         x0 = self.prepare(x)
         m0 = jnp.max(jnp.abs(x0), axis=1, keepdims=True)
         a = direction(x0.at[:, :C].set(jnp.broadcast_to(m0 / C, (x0.shape[0], C))))
         spec0 = self.layers[0].spec
         drives = np.asarray(to_drive(a, spec0.lo, spec0.hi))
-        out = []
+        out = [np.asarray(x0[:, C:])] if self.config.readout_input else []
         blocks = state["blocks"]
         for k, blk in enumerate(blocks):
             m = self.ledger.query(self.layers[k], drives, purpose)
@@ -299,20 +310,21 @@ class PhyLL(Algorithm):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
-        f = self.features(state, self.data.x_train, "train")  # learning: charged as train
-        y = np.asarray(self.data.y_train)
+        data = self.data
+        f = self.features(state, data.x_train, "train").astype(np.float64)  # learning: train
+        y = np.asarray(data.y_train)
         clf = LogisticRegression(C=self.config.readout_C, max_iter=3000)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the iteration cap is the budget
-            clf.fit(f.astype(np.float64), y)
+            clf.fit(f, y)
+        self.ledger.add_flops(int(np.max(clf.n_iter_)) * 4 * f.size * data.n_classes,
+                              "read-out fit")
         coef, icpt = clf.coef_, clf.intercept_
         if coef.shape[0] == 1:  # binary: one row in scikit-learn
             coef, icpt = np.vstack([-coef, coef]) / 2, np.concatenate([-icpt, icpt]) / 2
-        full_c = np.zeros((self.data.n_classes, f.shape[1]), np.float32)
-        full_i = np.full(self.data.n_classes, -1e9, np.float32)  # a class absent from training
+        full_c = np.zeros((data.n_classes, f.shape[1]), np.float32)
+        full_i = np.full(data.n_classes, -1e9, np.float32)  # a class absent from training
         full_c[clf.classes_], full_i[clf.classes_] = coef, icpt
-        n_iter = int(np.max(clf.n_iter_))
-        self.ledger.add_flops(n_iter * 4 * f.size * self.data.n_classes, "read-out fit")
         return {**state, "readout": {"coef": jnp.asarray(full_c), "intercept": jnp.asarray(
             full_i)}}
 

@@ -165,3 +165,34 @@ def test_linear_readout_learns_with_one_pass_per_sample():
     r = model.state["readout"]
     assert np.asarray(r["coef"]).shape == (data.n_classes, sum(cfg.hidden))
     assert rec["cost"]["flops_by_item"]["read-out fit"] > 0
+
+
+class ConstantLayer:
+    """A physical system that has died: the same measurement whatever the drive."""
+
+    pad_batches = False
+
+    def __init__(self, n_in, n_out, seed=0, name="dead"):
+        self.spec = LayerSpec(n_in=n_in, n_out=n_out, name=name)
+
+    def __call__(self, x):
+        validate_input(self.spec, x)
+        return np.full((np.shape(x)[0], self.spec.n_out), 0.5, np.float32)
+
+
+def test_readout_input_lets_the_readout_do_what_a_linear_classifier_does():
+    """readout_input: the read-out sees the encoded input beside the blocks' outputs, so even
+    behind physics that carries no information it is as good as a logistic regression on the
+    features (same C), and its width is sum(hidden) + the input's feature part."""
+    from sklearn.linear_model import LogisticRegression
+
+    data = blobs(n_per_class=80, n_classes=4, seed=5, spread=1.2)  # overlapping: LR ~ 0.8-0.9
+    lr = LogisticRegression(C=1.0, max_iter=3000).fit(data.x_train, data.y_train)
+    lr_acc = float(np.mean(lr.predict(data.x_test) == data.y_test))
+    cfg = phyll.PhyLLConfig(hidden=(8,), n_meas=6, epochs=1, batch_size=32, readout="linear",
+                            readout_input=True, eval_train_max=0)
+    rec, model = phyll.train(_layers(ConstantLayer, cfg, data), data, cfg, seed=0)
+    n_feat = phyll.input_dim(data.x_train.shape[1], data.n_classes) - data.n_classes
+    assert np.asarray(model.state["readout"]["coef"]).shape == (data.n_classes, 8 + n_feat)
+    assert 0.6 < lr_acc < 0.97  # the task is neither trivial nor hopeless (chance 0.25)
+    assert rec["test_accuracy"] >= lr_acc - 0.03
