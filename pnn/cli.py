@@ -399,8 +399,18 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``pnn emulate: error: argument --port:
+    ...; see 'pnn emulate --help'``) and exit with status 2, like every other user error; the
+    full usage stays one ``--help`` away. Sub-commands' parsers are of this class as well."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see "
+                     f"'{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pnn",
         description="Deep physical neural networks: simulate, connect instruments, and train "
                     "without backpropagation through the physics.")

@@ -156,8 +156,23 @@ def test_a_port_out_of_range_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["emulate", "--port", "99999"])
     assert e.value.code == 2
-    assert ("argument --port: expected a TCP port from 0 (any free one) to 65535, got '99999'"
-            in capsys.readouterr().err)
+    _one_error_line(capsys, "emulate", r"argument --port: expected a TCP port from 0 \(any free "
+                                       r"one\) to 65535, got '99999'; see 'pnn emulate --help'$")
+
+
+def test_every_command_line_mistake_is_one_line(capsys):
+    """argparse's own refusals (a bad value, a missing command) are one line as well: the usage
+    is one --help away."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epochs", "x"])
+    assert e.value.code == 2
+    _one_error_line(capsys, "train", r"argument --epochs: invalid int value: 'x'; see "
+                                     r"'pnn train --help'$")
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("pnn: error: the following arguments are required: "
+                                       "COMMAND; see 'pnn --help'\n")
 
 
 def test_debug_shows_the_traceback_instead(places, no_work, capsys):
@@ -178,3 +193,79 @@ def test_a_bug_is_not_dressed_up_as_a_user_error(monkeypatch):
     monkeypatch.setattr("pnn.cli.cmd_demo", sealed)  # build_parser binds it at each call
     with pytest.raises(TestSetSealed, match="test split read during training"):
         main(["demo"])
+
+
+# ------------------------------------------------------------ the same, as a real process
+def _pnn(*argv, cwd):
+    """Run ``python -m pnn`` (the console script's entry point) as a user would; 300 s only
+    bounds a hang."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pnn", *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _one_line_exit_2(proc, command: str, match: str) -> None:
+    """Exit status 2 and the process's whole stderr one line naming the problem: no traceback,
+    no usage block, nothing printed by the libraries on the way."""
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"pnn {command}: error: "), lines[0]
+    assert re.search(match, lines[0]), lines[0]
+
+
+def test_as_a_process_an_unreachable_instrument_is_one_line(tmp_path):
+    pytest.importorskip("pyvisa")
+    pytest.importorskip("pyvisa_py")
+    from pnn.drivers.profile import PROFILE_DIR
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening: refuses connections
+        port = s.getsockname()[1]
+        proc = _pnn("train", "--method", "phyll", "--epochs", "1", "--instrument",
+                    f"visa:TCPIP::127.0.0.1::{port}::SOCKET", "--profile",
+                    str(PROFILE_DIR / "emulator.toml"), "--out", str(tmp_path / "r.json"),
+                    cwd=tmp_path)
+    _one_line_exit_2(proc, "train", rf"'TCPIP::127\.0\.0\.1::{port}::SOCKET' is unreachable "
+                                    r"\(ConnectionRefusedError.*check the address")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_as_a_process_a_data_path_that_is_a_directory_is_one_line(tmp_path):
+    (tmp_path / "adir").mkdir()
+    proc = _pnn("train", "--method", "bp", "--task", "vowels", "--vowel-source", "hillenbrand",
+                "--data-path", str(tmp_path / "adir"), cwd=tmp_path)
+    _one_line_exit_2(proc, "train",
+                     r"adir'?: is a directory, a file was expected; give a file's path")
+
+
+def test_as_a_process_a_port_out_of_range_is_one_line(tmp_path):
+    proc = _pnn("emulate", "--port", "99999", cwd=tmp_path)
+    _one_line_exit_2(proc, "emulate", r"argument --port: expected a TCP port from 0 \(any free "
+                                      r"one\) to 65535, got '99999'; see 'pnn emulate --help'$")
+    assert proc.stdout == ""  # nothing was started
+
+
+def test_as_a_process_an_unwritable_out_is_refused_before_training(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    ck = tmp_path / "ck"
+    proc = _pnn("train", "--method", "bp", "--epochs", "1", "--out",
+                str(tmp_path / "afile" / "r.json"), "--checkpoint-dir", str(ck), cwd=tmp_path)
+    # one line is all: training announces itself on stderr before its first step ("pnn train:
+    # bp on digital ..." and a progress bar), so none of it started
+    _one_line_exit_2(proc, "train", r"out \(--out\) '.*afile/r\.json'.*'.*afile' is not a "
+                                    r"directory")
+    assert proc.stdout == ""
+    assert not ck.exists() or not any(ck.iterdir())  # no checkpoint written
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_as_a_process_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "adir").mkdir()
+    proc = _pnn("--debug", "train", "--method", "bp", "--task", "vowels", "--vowel-source",
+                "hillenbrand", "--data-path", str(tmp_path / "adir"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("IsADirectoryError")
