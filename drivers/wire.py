@@ -95,11 +95,12 @@ def encode(values, code: str, *, name: str, where: str) -> np.ndarray:
         out = np.where(fits, r, 0.0).astype(dt)
         ok = fits & (out.astype(np.float64) == r)
     else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = v.astype(dt)
-        back = out.astype(np.float64)
         fi = np.finfo(dt)
-        ok = np.isfinite(back) & (np.abs(back - v) <= fi.eps * np.abs(v) + fi.smallest_subnormal)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and nan are refused below
+            out = v.astype(dt)
+            back = out.astype(np.float64)
+            ok = np.isfinite(back) & (np.abs(back - v) <= fi.eps * np.abs(v)
+                                      + fi.smallest_subnormal)
     if not ok.all():
         bad = v[~ok]
         w_lo, w_hi = wire_range(code)

@@ -13,7 +13,7 @@ from pnn.drivers.profile import load_profile
 from pnn.drivers.safety import Limits
 from pnn.drivers.serial import SerialLayer
 from pnn.drivers.visa import VisaLayer
-from pnn.drivers.wire import check_ceiling_fits, encode, wire_range
+from pnn.drivers.wire import DATATYPES, check_ceiling_fits, encode, wire_range
 
 from tests.drivers.test_visa_sim import ProtocolResource, ProtocolRM
 
@@ -89,6 +89,48 @@ def test_floats_overflowing_float32_are_refused():
     with pytest.raises(SafetyError, match=r"mcu: .*'f' \(float32\)"):
         encode([1e39], "f", name="mcu", where="[serial] scale/offset")
     assert encode([1e300], "d", name="x", where="w")[0] == 1e300
+
+
+def _largest_float_at_most(n: int) -> float:
+    """The largest float64 not above the integer ``n`` (float(2**63 - 1) is 2**63, too large)."""
+    f = float(n)
+    return f if int(f) <= n else float(np.nextafter(f, -np.inf))
+
+
+def _smallest_float_below(n: int) -> float:
+    """The largest float64 below the integer ``n`` that is not ``n`` itself once rounded."""
+    f = float(n - 1)
+    return f if int(f) < n else float(np.nextafter(float(n), -np.inf))
+
+
+@pytest.mark.parametrize("code", DATATYPES)
+def test_every_datatype_carries_its_limits_exactly_and_refuses_beyond(code):
+    """For each wire datatype: the values at its limits are encoded, and decoded from the bytes
+    that leave the host, unchanged; one step beyond either limit (and inf, nan) is refused, and a
+    ceiling reaching beyond is refused by check_ceiling_fits."""
+    w_lo, w_hi = wire_range(code)
+    dt = np.dtype(code)
+    if dt.kind in "iu":
+        at = [float(w_lo), _largest_float_at_most(w_hi)]
+        beyond = [_smallest_float_below(w_lo), float(w_hi + 1)]
+    else:
+        at = [w_lo, w_hi, 0.0]
+        beyond = [-np.inf, np.inf] if code == "d" else [2 * w_lo, 2 * w_hi]
+    out = encode(at, code, name="awg", where="[visa.drive]")
+    assert out.dtype == dt
+    wire = np.frombuffer(out.astype(dt.newbyteorder("<")).tobytes(), dt.newbyteorder("<"))
+    if dt.kind in "iu":
+        assert [int(v) for v in wire] == [int(a) for a in at]  # exact, even for 64 bits
+    else:
+        assert wire.astype(np.float64).tolist() == at
+    assert check_ceiling_fits(at[0], at[1], code) is None
+    for bad in (*beyond, np.nan):
+        with pytest.raises(SafetyError, match=rf"awg: refusing to send 1 value\(s\) that the "
+                                              rf"wire datatype '{code}' \({dt.name}\) cannot "
+                                              rf"carry.*Nothing was sent"):
+            encode([at[1], bad, at[0]], code, name="awg", where="[visa.drive]")
+    assert check_ceiling_fits(beyond[0], at[1], code) is not None
+    assert check_ceiling_fits(at[0], beyond[1], code) is not None
 
 
 def test_check_ceiling_fits():
