@@ -27,6 +27,27 @@ def _parse_ints(text: str) -> tuple:
     return vals
 
 
+def _devices(text: str) -> int:
+    """``--devices N``: a whole number >= 1 (checked against ``jax.devices()`` when it runs)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of devices >= 1, got "
+                                         f"{text!r}")
+    return n
+
+
+def _add_devices_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=_devices, default=1, metavar="N",
+                   help="run the simulator layers data-parallel over the first N JAX devices "
+                        "(each batch split across them, jax.sharding; the same results as one "
+                        "device to float rounding). On a CPU, get N virtual devices with "
+                        "XLA_FLAGS=--xla_force_host_platform_device_count=N. Not with "
+                        "--instrument (default %(default)s)")
+
+
 def _choice(table: dict, kind: str):
     def check(name: str) -> str:
         if name not in table:
@@ -480,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--resume", action="store_true",
                    help="continue from the newest good checkpoint in --checkpoint-dir; ends "
                         "with the same parameters as an uninterrupted run")
+    _add_devices_option(t)
     _add_data_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -526,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method's setting, repeatable (e.g. --set bp.epochs=5); fixed during "
                         "tuning")
+    _add_devices_option(c)
     _add_data_options(c)
     c.set_defaults(func=cmd_compare)
 
@@ -549,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="a fixed (not searched) setting, repeatable (e.g. --set phyll.hidden="
                          "[6])")
+    _add_devices_option(tu)
     _add_data_options(tu)
     tu.set_defaults(func=cmd_tune)
 

@@ -69,7 +69,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             on_done: Callable | None = None, progress_factory: Callable | None = None,
             checkpoint: Callable | None = None, tune_trials: int = 0,
             tune_options: dict | None = None, on_tuned: Callable | None = None,
-            system_kwargs: dict | None = None) -> list[dict]:
+            system_kwargs: dict | None = None, devices: int = 1) -> list[dict]:
     """Run ``methods`` x ``seeds``; returns the result records (models dropped).
 
     Args:
@@ -83,6 +83,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         on_tuned: ``on_tuned(method, tune_result)`` after each method's study.
         system_kwargs: the simulator's physical parameters (constructor arguments; default:
             its own). Tuning builds the default simulator, so it refuses them.
+        devices: the simulator layers run data-parallel over the first ``devices`` JAX
+            devices (:func:`pnn.registry.build_layers`; tuning trials too).
         on_start, on_done, progress_factory, checkpoint: progress (``on_start(method, seed,
             i, n)``, ``on_done(record)``, ``progress_factory(method, seed, cfg)`` -> object with
             ``update(history_entry)`` and ``close()``, ``checkpoint(records)`` after every run).
@@ -97,6 +99,10 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                          f"{', '.join(sorted(registry.TRAINERS))}")
     if not seeds:
         raise ValueError("compare: expected at least one seed, got none")
+    if devices != 1:
+        from pnn.sharded import check_devices
+
+        check_devices(devices, what="devices")  # before any data is loaded
     if isinstance(tune_trials, bool) or not isinstance(tune_trials, int) or tune_trials < 0:
         raise ValueError(f"tune_trials = {tune_trials!r}: expected 0 (no tuning) or a "
                          "positive number of trials per method")
@@ -127,7 +133,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             opts = dict(tune_options or {})
             base = _base_values(method, overrides.get(method, {}), budget.get(seeds[0]))
             tuned = tune(method, system, opts.pop("task_options", {}), n_trials=tune_trials,
-                         seed=seeds[0], base_config=base, data=split(seeds[0]), **opts)
+                         seed=seeds[0], base_config=base, data=split(seeds[0]),
+                         devices=devices, **opts)
             if on_tuned:
                 on_tuned(method, tuned)
         for seed in seeds:
@@ -142,7 +149,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 cfg = trainer.Config(**values)
             else:
                 cfg = _config(method, overrides.get(method, {}), budget.get(seed))
-            layers = registry.build_layers(system, method, cfg, d, seed=seed, **system_kwargs)
+            layers = registry.build_layers(system, method, cfg, d, seed=seed, devices=devices,
+                                           **system_kwargs)
             prog = progress_factory(method, seed, cfg) if progress_factory else None
             t = time.perf_counter()
             try:
@@ -152,6 +160,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 if prog:
                     prog.close()
             rec.update({"system": system if layers else "digital", "data": d.describe(),
+                        "devices": devices if layers else 1,
                         "run_s": round(time.perf_counter() - t, 2)})
             if tuned is not None:
                 rec["tuned"] = {"study_name": tuned["study_name"], "n_trials": tune_trials,
@@ -372,6 +381,11 @@ def cmd_compare(args, load_data: Callable) -> int:
                          "e.g. --target 0.9")
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds}: expected at least 1 seed")
+    devices = getattr(args, "devices", 1)
+    if devices != 1:
+        from pnn.sharded import check_devices
+
+        check_devices(devices, what="--devices")
     seeds = list(range(args.seed, args.seed + args.seeds))
     tune_trials = int(getattr(args, "tune", 0) or 0)
     per_seed = tune_trials > 0 or getattr(args, "split_per_seed", False)
@@ -441,7 +455,7 @@ def cmd_compare(args, load_data: Callable) -> int:
     records = compare(args.system, data, methods, seeds, overrides=overrides,
                       on_start=on_start, on_done=on_done, progress_factory=Bar,
                       checkpoint=checkpoint, tune_trials=tune_trials,
-                      tune_options=tune_options, on_tuned=on_tuned)
+                      tune_options=tune_options, on_tuned=on_tuned, devices=devices)
     report = write_report(records, out, title, target=target)
     (out / "results.partial.json").unlink(missing_ok=True)
     print(report["table"])
@@ -458,6 +472,11 @@ def cmd_tune(args, load_data: Callable) -> int:
 
     methods = _methods(args.methods)
     overrides = parse_overrides(getattr(args, "set", None), methods)
+    devices = getattr(args, "devices", 1)
+    if devices != 1:
+        from pnn.sharded import check_devices
+
+        check_devices(devices, what="--devices")
     from pnn.fileio import check_writable
 
     out = check_writable(args.out, folder=True, what="--out",
@@ -473,7 +492,7 @@ def cmd_tune(args, load_data: Callable) -> int:
         base = _base_values(method, fixed, None)
         res = tune(method, args.system, _task_options(args), n_trials=args.trials,
                    seed=args.seed, storage=args.storage, jobs=args.jobs, base_config=base,
-                   out=out, data=data,
+                   out=out, data=data, devices=devices,
                    progress=lambda k, v, m=method: print(f"  {m} trial {k}: val {v:.1%}",
                                                          file=sys.stderr))
         results[method] = res

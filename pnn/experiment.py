@@ -10,6 +10,8 @@ A TOML experiment (every key but ``[method] name`` optional; defaults shown wher
                                           # [method] with its fields, the others with their
                                           # Config defaults); each record holds its own
                                           # single-method experiment
+    devices = 1                           # simulator layers data-parallel over the first N
+                                          # JAX devices (pnn.sharded; train and compare)
 
     [task]
     name = "vowels"                       # registry.TASKS
@@ -73,8 +75,8 @@ from pnn.config import ConfigError, check_seed, config_from_dict
 
 __all__ = ["Experiment", "TaskSpec", "SystemSpec", "MethodSpec", "RunSpec", "OutputSpec",
            "InstrumentSpec", "CompareSpec", "AdaptSpec", "KINDS", "RunProgress",
-           "run_experiment", "check_outputs", "record_status", "parse_override", "system_keys",
-           "write_records", "read_records"]
+           "run_experiment", "check_outputs", "check_devices", "record_status",
+           "parse_override", "system_keys", "write_records", "read_records"]
 
 #: the simulator class of each registered system (its constructor's keywords are the system's
 #: parameters); a system registered without an entry here is checked against its factory
@@ -624,12 +626,13 @@ KINDS = ("train", "compare", "adapt")
 _SECTIONS = {"task": TaskSpec, "system": SystemSpec, "method": MethodSpec, "run": RunSpec,
              "output": OutputSpec, "instrument": InstrumentSpec, "compare": CompareSpec,
              "adapt": AdaptSpec}
-_TOP = ("seeds", "perturb", "methods")
+_TOP = ("seeds", "perturb", "methods", "devices")
 #: the top-level keys and sections each kind reads
 VALID_BY_KIND = {
     "train": ("seeds", "perturb", "methods", "task", "system", "method", "run", "output",
-              "instrument", "kind"),
-    "compare": ("kind", "seeds", "methods", "task", "system", "method", "compare", "output"),
+              "instrument", "devices", "kind"),
+    "compare": ("kind", "seeds", "methods", "task", "system", "method", "compare", "output",
+                "devices"),
     "adapt": ("kind", "seeds", "methods", "task", "system", "method", "adapt", "output"),
 }
 VALID_TOP = VALID_BY_KIND["train"]
@@ -717,6 +720,7 @@ class Experiment:
     per_method: tuple = ()
     compare: CompareSpec | None = None
     adapt: AdaptSpec | None = None
+    devices: int = 1
 
     # -- construction
     @classmethod
@@ -736,10 +740,18 @@ class Experiment:
         seeds = _seeds(where, d.get("seeds", [0]))
         common = dict(task=TaskSpec.from_dict(d.get("task", {}), where),
                       system=SystemSpec.from_dict(d.get("system", {}), where),
-                      output=OutputSpec.from_dict(d.get("output", {}), where), seeds=seeds)
+                      output=OutputSpec.from_dict(d.get("output", {}), where), seeds=seeds,
+                      devices=_int(f"{where}:", "devices", d.get("devices", 1), low=1,
+                                   hint="JAX devices the simulator layers run on, "
+                                        "data-parallel; 1: no sharding"))
         if kind == "train":
             sections = {name: _SECTIONS[name].from_dict(d.get(name, {}), where)
                         for name in ("method", "run", "instrument")}
+            if common["devices"] > 1 and sections["instrument"].addresses:
+                raise ConfigError(f"{where}: devices = {common['devices']} with [instrument]: "
+                                  f"an instrument measures its own batches and cannot be "
+                                  f"sharded over JAX devices; remove devices (--devices) or "
+                                  f"the instruments")
             return cls(perturb=_perturb(where, d.get("perturb")),
                        methods=_methods(where, d.get("methods", [])), **common, **sections)
         if "methods" not in d:
@@ -804,6 +816,8 @@ class Experiment:
             d["perturb"] = list(self.perturb)
         if self.methods:
             d["methods"] = list(self.methods)
+        if self.devices != 1:
+            d["devices"] = self.devices
         d["task"] = {k: _plain(v) for k, v in dataclasses.asdict(self.task).items()
                      if v is not None}
         d["system"] = {"name": self.system.name, **_plain(self.system.kwargs),
@@ -1101,6 +1115,15 @@ def check_outputs(exp: Experiment) -> None:
                            what="[run] checkpoint_dir (--checkpoint-dir)")
 
 
+def check_devices(exp: Experiment) -> None:
+    """Refuse, before anything runs, ``devices = N`` when JAX sees fewer than N devices
+    (:func:`pnn.sharded.check_devices`: the message says how to get more on a CPU)."""
+    if exp.devices != 1:
+        from pnn.sharded import check_devices as check
+
+        check(exp.devices, what="devices")
+
+
 def run_experiment(exp: Experiment, progress: RunProgress | None = None) -> list[dict]:
     """Run ``exp`` once per method (``methods``, else ``[method]``) and seed; return the
     records.
@@ -1116,6 +1139,7 @@ def run_experiment(exp: Experiment, progress: RunProgress | None = None) -> list
     """
     progress = progress or RunProgress()
     check_outputs(exp)  # before any data is loaded or anything trains
+    check_devices(exp)
     if exp.kind == "compare":
         return _run_compare(exp, progress)
     if exp.kind == "adapt":
@@ -1154,7 +1178,7 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
         else:
             layers = registry.build_layers(exp.system.name, exp.method.name, cfg, data,
                                            seed=seed, shared=exp.system.shared,
-                                           **exp.system.kwargs)
+                                           devices=exp.devices, **exp.system.kwargs)
             instruments = []
         options: dict[str, Any] = {}
         if specs and layers:
@@ -1179,6 +1203,8 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
         system = "instrument" if instruments else exp.system.name
         rec.update({"system": system if trainer.uses_physical_layers else "digital",
                     "task": exp.task.name, "data": data.describe(),
+                    # the JAX devices the simulator layers ran on (pnn.sharded)
+                    "devices": exp.devices if layers and not instruments else 1,
                     "perturbations": [[w.describe() for w in perturbations_of(layer)]
                                       for layer in layers] if specs else []})
         if instruments:
@@ -1271,7 +1297,7 @@ def _run_compare(exp: Experiment, progress) -> list[dict]:
         progress_factory=lambda m, seed, cfg: _hook(progress, "epochs")(
             exp, f"{m}/seed {seed}", cfg.epochs) or _NoBar(),
         checkpoint=checkpoint, tune_trials=trials, tune_options=tune_options,
-        on_tuned=on_tuned, system_kwargs=exp.system.kwargs)
+        on_tuned=on_tuned, system_kwargs=exp.system.kwargs, devices=exp.devices)
     if out:
         report = write_report(records, out, title, target=spec.target)
         (out / "results.partial.json").unlink(missing_ok=True)

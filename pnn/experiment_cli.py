@@ -69,6 +69,8 @@ def experiment_from_compare_args(args) -> Experiment:
     d = {"kind": "compare", "seeds": list(range(args.seed, args.seed + args.seeds)),
          "methods": methods, "task": _task_from_args(args), "system": {"name": args.system},
          "method": per_method, "compare": compare, "output": {"out": args.out}}
+    if getattr(args, "devices", 1) != 1:
+        d["devices"] = args.devices
     return Experiment.from_dict(d, where="command line")
 
 
@@ -106,6 +108,8 @@ def experiment_from_train_args(args) -> Experiment:
         d["output"] = {k: v for k, v in output.items() if v}
     if getattr(args, "instrument", None):
         d["instrument"] = {"addresses": list(args.instrument), "profile": args.profile}
+    if getattr(args, "devices", 1) != 1:
+        d["devices"] = args.devices
     exp = Experiment.from_dict(d, where="command line")
     return exp.with_overrides(getattr(args, "set", None) or [])
 
@@ -122,10 +126,12 @@ class CliProgress(RunProgress):
 
         from pnn.cli import _progress_bar, _steps_total
 
+        shards = (f", simulator layers data-parallel over {exp.devices} devices"
+                  if exp.devices > 1 and layers else "")
         print(f"pnn {self.command}: {exp.method.name} on {where} ({len(layers)} physical "
               f"layer(s)), {data.name}: {len(data.y_train)} train / {len(data.y_val)} "
               f"validation / {len(data.y_test)} test samples, {data.n_classes} classes, seed "
-              f"{seed}; JAX on {jax.default_backend()}", file=sys.stderr)
+              f"{seed}; JAX on {jax.default_backend()}{shards}", file=sys.stderr)
         self.bar, on_epoch, on_batch = _progress_bar(_steps_total(config, data),
                                                      exp.method.name)
         return on_epoch, on_batch
@@ -301,8 +307,7 @@ def _run_folder(folder: Path, args) -> int:
     import time
 
     from pnn.config import ConfigError
-    from pnn.experiment import check_outputs, record_status
-    from pnn.fileio import OutputPathError
+    from pnn.experiment import check_devices, check_outputs, record_status
 
     given = [flag for flag, v in (("--out", args.out), ("--set", args.set),
                                   ("--print", args.print)) if v]
@@ -319,10 +324,11 @@ def _run_folder(folder: Path, args) -> int:
         try:
             exp = Experiment.from_toml(f)
             check_outputs(exp)
+            check_devices(exp)
             experiments.append((f, exp))
         except ConfigError as e:
             errors.append(str(e))
-        except OutputPathError as e:
+        except ValueError as e:  # OutputPathError, or more devices than JAX sees
             errors.append(f"{f}: {e}")
     if errors:
         raise ConfigError("\n".join(errors) + f"\n{len(errors)} of {len(files)} experiment "

@@ -352,22 +352,38 @@ def get_trainer(method: str) -> Trainer:
 
 
 def build_layers(system: str, method: str, config, data, *, seed: int = 0,
-                 shared: bool = False, **system_kw):
+                 shared: bool = False, devices: int = 1, **system_kw):
     """The physical layers a method needs for ``data``, one per block, each seeded apart.
 
     With ``shared=True`` one layer serves every block (one apparatus, time-multiplexed): it is
     built with the widest drive and measurement any block needs (seed ``1000 * seed``, named
     after the system) and each block gets a :class:`pnn.layers.Shared` view of it (narrower
-    drives padded with ``lo``, the first ``n_out`` channels read)."""
+    drives padded with ``lo``, the first ``n_out`` channels read).
+
+    With ``devices=N > 1`` every simulator runs data-parallel over the first N JAX devices
+    (:func:`pnn.sharded.data_parallel`: each batch split along its rows; the same outputs as
+    one device, to float rounding); a system whose layer is not a pure-JAX simulator is
+    refused."""
     shapes = get_trainer(method).shapes(config, data.n_features, data.n_classes)
+    if devices != 1 or isinstance(devices, bool):
+        from pnn.sharded import check_devices, data_parallel
+
+        check_devices(devices)  # before any layer is built
+
+        def place(layer):
+            return data_parallel(layer, devices)
+    else:
+        def place(layer):
+            return layer
     if shared and shapes:
         from pnn.layers import share
 
         n_in = max(i for i, _ in shapes)
         n_out = max(o for _, o in shapes)
         device = make_system(system, n_in, n_out, seed=seed * 1000, name=system, **system_kw)
-        return share(device, shapes)
+        return share(place(device), shapes)
     return [
-        make_system(system, n_in, n_out, seed=seed * 1000 + k, name=f"{system}[{k}]", **system_kw)
+        place(make_system(system, n_in, n_out, seed=seed * 1000 + k, name=f"{system}[{k}]",
+                          **system_kw))
         for k, (n_in, n_out) in enumerate(shapes)
     ]

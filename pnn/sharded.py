@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from pnn.layer import LayerSpec
 from pnn.sim.base import AbstractSimulator
 
-__all__ = ["DataParallel", "batch_mesh", "grid_split_simulate"]
+__all__ = ["DataParallel", "batch_mesh", "check_devices", "data_parallel", "grid_split_simulate"]
 
 AXIS = "batch"
 
@@ -73,20 +73,57 @@ def batch_mesh(devices: int | Sequence | None = None) -> Mesh:
     if devices is None:
         devs = list(avail)
     elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        n = int(devices)
-        if n < 1:
-            raise ValueError(f"devices must be >= 1, got {n}")
-        if n > len(avail):
-            raise ValueError(
-                f"devices={n} asked for, but jax sees {len(avail)} "
-                f"({', '.join(str(d) for d in avail)}); on a CPU set XLA_FLAGS="
-                f"--xla_force_host_platform_device_count={n} before jax is imported")
+        n = check_devices(int(devices))
         devs = list(avail[:n])
     else:
         devs = list(devices)
         if not devs:
             raise ValueError("devices: an empty device list")
     return Mesh(np.array(devs), (AXIS,))
+
+
+def check_devices(n, *, what: str = "devices") -> int:
+    """``n`` if it is a number of devices JAX can give: an integer from 1 to
+    ``len(jax.devices())``.
+
+    Raises:
+        ValueError: naming ``what`` (e.g. ``"--devices"``), how many devices JAX sees (and which)
+            and how to get more: on a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+            in the environment before JAX is imported.
+    """
+    said = f"{what} {n!r}" if what.startswith("--") else f"{what} = {n!r}"
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{said}: expected a whole number of devices >= 1 (1: no sharding)")
+    n = int(n)
+    avail = jax.devices()
+    if n > len(avail):
+        kinds = ", ".join(str(d) for d in avail)
+        raise ValueError(
+            f"{said}: JAX sees only {len(avail)} device{'s' if len(avail) > 1 else ''} "
+            f"({kinds}, backend {jax.default_backend()}); on a CPU, set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={n} in the environment before pnn starts "
+            f"(JAX reads it once, at import) to get {n} virtual CPU devices; with GPUs, make "
+            f"{n} visible (CUDA_VISIBLE_DEVICES) or ask for at most {len(avail)}")
+    return n
+
+
+def data_parallel(layer, devices: int, *, what: str = "devices"):
+    """``layer`` itself when ``devices == 1``, else ``DataParallel(layer, devices)``; a layer
+    that is not a pure-JAX simulator (a driver, a recorded surrogate, a plug-in's own class)
+    is refused with a ``ValueError`` naming ``what``."""
+    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1:
+        check_devices(devices, what=what)  # raises
+    if devices == 1:
+        return layer
+    n = int(devices)
+    if not isinstance(layer, AbstractSimulator):
+        name = getattr(getattr(layer, "spec", None), "name", type(layer).__name__)
+        said = f"{what} {n}" if what.startswith("--") else f"{what} = {n}"
+        raise ValueError(
+            f"{said}: the layer {name!r} ({type(layer).__name__}) is not a pure-JAX "
+            f"simulator (pnn.sim.base.AbstractSimulator), so its batch cannot be sharded over "
+            f"devices; run it on one device (devices = 1)")
+    return DataParallel(layer, devices=check_devices(n, what=what))
 
 
 class DataParallel(AbstractSimulator):
@@ -109,6 +146,15 @@ class DataParallel(AbstractSimulator):
                 f"is pure JAX; got {type(layer).__name__}. Instruments cannot be sharded")
         self.layer = layer
         self.mesh = batch_mesh(devices)
+
+    def __getattr__(self, name):
+        # only reached for names the wrapper lacks: the wrapped simulator's fields (its physical
+        # scalars, e.g. ``speed_scale``), so that perturbations and schedules that change a
+        # named parameter (param_drift, jump with param, pnn adapt) reach it through the
+        # wrapper; eqx.tree_at replaces the inner leaf
+        if name.startswith("_") or name in ("layer", "mesh"):
+            raise AttributeError(name)
+        return getattr(self.layer, name)
 
     @property
     def spec(self) -> LayerSpec:

@@ -96,7 +96,7 @@ def _load_data(task_options: dict, seed: int):
 def tune(method: str, system: str, task_options: dict | None = None, *, n_trials: int,
          seed: int = 0, storage=None, study_name: str | None = None, jobs: int = 1,
          base_config: dict | None = None, out: str | Path = "tune_results", data=None,
-         timeout: float | None = None, progress=None) -> dict:
+         timeout: float | None = None, progress=None, devices: int = 1) -> dict:
     """Tune ``method`` on the validation split; returns the best configuration.
 
     Args:
@@ -113,6 +113,10 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
         base_config: fixed Config values (e.g. ``{"epochs": 3}``); searched fields override.
         data: an already loaded Dataset (used instead of loading ``task_options``); it is
             sealed before any trial sees it.
+        devices: every trial's simulator layers run data-parallel over the first ``devices``
+            JAX devices (:func:`pnn.registry.build_layers`). Not part of the study's settings:
+            the outputs are the same on any number of devices (to float rounding), so a study
+            resumes on another count.
 
     Returns:
         ``{"method", "study_name", "storage", "best_config" (every Config value),
@@ -174,7 +178,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
     def objective(trial):
         values = {name: suggest(trial, name, spec) for name, spec in space.items()}
         cfg = trainer.Config(**{**base_config, **values})
-        layers = (registry.build_layers(system, method, cfg, sealed, seed=seed)
+        layers = (registry.build_layers(system, method, cfg, sealed, seed=seed, devices=devices)
                   if trainer.uses_physical_layers else [])
         rec, _ = run(method, trainer.Algorithm, layers, sealed, cfg, seed=seed)
         val = rec.get("val_accuracy")

@@ -358,7 +358,8 @@ def test_compare_and_adapt_experiments_round_trip_with_their_sections(tmp_path):
      r"exp\.toml: \[method\.bp\]: unknown key\(s\) epoch for BPConfig; valid keys: "),
     (COMPARE.replace('kind = "compare"', 'kind = "compare"\nperturb = "noise:std=0.1"'),
      r"unknown section\(s\) or key\(s\) perturb; valid: kind, seeds, methods, task, system, "
-     r"method, compare, output \(kind = 'compare'\); perturb belongs to kind = 'train'"),
+     r"method, compare, output, devices \(kind = 'compare'\); perturb belongs to kind = "
+     r"'train'"),
     (COMPARE.replace('kind = "compare"', 'kind = "sweep"'),
      r"exp\.toml: kind = 'sweep': expected one of 'train', 'compare', 'adapt'"),
     (COMPARE.replace('methods = ["bp", "linear"]', ""),
