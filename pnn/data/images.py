@@ -15,15 +15,18 @@ Sources:
 
 The two MNIST-format sources are the four gzip'd IDX files of the official release, downloaded
 on request (``download=True``) from ``base_url`` (default :data:`IDX_BASE_URLS`) into
-``cache_dir/<source>/`` and parsed by :func:`parse_idx`. Each file's MD5 is checked against the
-published value in :data:`IDX_MD5` (the values of the MNIST and Fashion-MNIST releases) at download
-and on every load; a download is refused, and nothing cached, if it does not match. At download
-the file's SHA-256 is also written beside it (``<file>.sha256``) and checked on every later load:
-this is what protects a file whose published checksum is unknown (an entry of ``None``), and a
-cached file with neither a published MD5 nor a recorded SHA-256 has its SHA-256 recorded on first
-use and checked from then on. They use the official train/test split; ``n_train`` and ``n_test``
-subsample it (stratified, seeded). A cut (truncated) file fails its checksum when cached, and is
-refused by :func:`parse_idx` (shorter than its header declares) when read from a local folder.
+``cache_dir/<source>/`` and parsed by :func:`parse_idx`. Each file is checked against the SHA-256
+pinned in :data:`IDX_SHA256` and the MD5 published in :data:`IDX_MD5` (the values of the MNIST and
+Fashion-MNIST releases) at download and on every load, also when read from a local folder
+(``path=``); a download is refused, and nothing cached, if it does not match, and a mismatch names
+the file, the expected and the found hash, and what to do. At download the file's SHA-256 is also
+written beside it (``<file>.sha256``) and checked on every later load: this is what protects a
+file whose checksums are unknown (entries of ``None``, e.g. another mirror's release), and a
+cached file with neither pinned checksums nor a recorded SHA-256 has its SHA-256 recorded on
+first use and checked from then on. They use the official train/test split; ``n_train`` and
+``n_test`` subsample it (stratified, seeded). A cut (truncated) file fails its checksum when
+cached, and is refused by :func:`parse_idx` (shorter than its header declares) when read from a
+local folder.
 
 Splits: the test split is as it always was for a given ``seed`` and ``test_fraction`` (official
 for MNIST-format sources); the training pool (after ``n_train`` subsampling) is then split into
@@ -72,6 +75,7 @@ __all__ = [
     "IDX_BASE_URLS",
     "IDX_FILES",
     "IDX_MD5",
+    "IDX_SHA256",
     "FASHION_CLASSES",
     "STD_FLOOR",
 ]
@@ -106,6 +110,31 @@ IDX_MD5: dict[str, dict[str, str | None]] = {
         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+#: pinned SHA-256 of each gzip'd file of the official releases (the values TensorFlow Datasets,
+#: PyTorch's mirror and the Fashion-MNIST README give, for the files with the MD5s above); ``None``
+#: would mean "unknown: trust the SHA-256 recorded at first download"
+IDX_SHA256: dict[str, dict[str, str | None]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz":
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz":
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz":
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz":
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz":
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz":
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz":
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz":
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     },
 }
 FASHION_CLASSES = (
@@ -201,8 +230,20 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fetch_verified(url: str, target: Path, md5: str | None, download: bool) -> bytes:
-    """The bytes of ``target``, downloading ``url`` into it first if allowed; checksums verified."""
+def _pinned_mismatch(data: bytes, md5: str | None, sha256: str | None) -> str | None:
+    """``None`` when ``data`` has the pinned SHA-256 and the published MD5 (each where known);
+    otherwise which hash differs: expected and found."""
+    if sha256 is not None and _sha256(data) != sha256:
+        return f"its SHA-256 {_sha256(data)} is not the pinned {sha256}"
+    if md5 is not None and _md5(data) != md5:
+        return f"its MD5 {_md5(data)} is not the published {md5}"
+    return None
+
+
+def _fetch_verified(url: str, target: Path, md5: str | None, download: bool,
+                    sha256: str | None = None) -> bytes:
+    """The bytes of ``target``, downloading ``url`` into it first if allowed; checksums verified
+    (``sha256``: the pinned SHA-256, ``md5``: the published MD5, each ``None`` when unknown)."""
     sidecar = target.with_name(target.name + ".sha256")
     if not target.exists():
         if not download:
@@ -213,22 +254,20 @@ def _fetch_verified(url: str, target: Path, md5: str | None, download: bool) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=120) as r:
             data = r.read()
-        if md5 is not None and _md5(data) != md5:
+        if (bad := _pinned_mismatch(data, md5, sha256)) is not None:
             raise ValueError(
-                f"download of {url} has MD5 {_md5(data)}, not the published {md5} (a truncated "
-                f"transfer or a wrong mirror); nothing was cached. Try again, or another base_url"
+                f"download of {url}: {bad} (a truncated transfer or a wrong mirror); nothing was "
+                f"cached. Try again, or another base_url"
             )
-        if md5 is None:
+        if md5 is None and sha256 is None:
             parse_idx(data)  # refuse to cache something that is not IDX data
         atomic_write_bytes(target, data)  # a temporary file of a random name, then renamed
         atomic_write_text(sidecar, _sha256(data) + "\n")
         return data
     data = target.read_bytes()
     fix = f"delete {target} and load again with download=True"
-    if md5 is not None and _md5(data) != md5:
-        raise ValueError(
-            f"cached file {target} is corrupt: its MD5 {_md5(data)} is not the published {md5}; {fix}"
-        )
+    if (bad := _pinned_mismatch(data, md5, sha256)) is not None:
+        raise ValueError(f"cached file {target} is corrupt: {bad}; {fix}")
     if sidecar.exists():
         recorded = sidecar.read_text().strip()
         if _sha256(data) != recorded:
@@ -244,17 +283,16 @@ def _fetch_verified(url: str, target: Path, md5: str | None, download: bool) -> 
 def _load_idx_source(source, path, cache_dir, download, base_url):
     """(x_train, y_train, x_test, y_test, files) of an MNIST-format source, images uint8."""
     arrays, files = {}, {}
-    md5s = IDX_MD5[source]
+    md5s, sha256s = IDX_MD5[source], IDX_SHA256[source]
     for role, name in IDX_FILES.items():
         if path is not None:
             gz, raw = Path(path) / name, Path(path) / name.removesuffix(".gz")
             if gz.exists():
                 data = gz.read_bytes()
-                if md5s.get(name) is not None and _md5(data) != md5s[name]:
-                    raise ValueError(
-                        f"{gz} has MD5 {_md5(data)}, not the published {md5s[name]}: not the "
-                        f"official {source} file"
-                    )
+                bad = _pinned_mismatch(data, md5s.get(name), sha256s.get(name))
+                if bad is not None:
+                    raise ValueError(f"{gz}: {bad}: not the official {source} file; replace it "
+                                     f"with the official one, or load with download=True")
                 fpath = gz
             elif raw.exists():  # an uncompressed copy (e.g. torchvision's raw/ folder); unchecked
                 data, fpath = raw.read_bytes(), raw
@@ -264,7 +302,7 @@ def _load_idx_source(source, path, cache_dir, download, base_url):
             cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
             fpath = cdir / source / name
             url = (base_url or IDX_BASE_URLS[source]).rstrip("/") + "/" + name
-            data = _fetch_verified(url, fpath, md5s.get(name), download)
+            data = _fetch_verified(url, fpath, md5s.get(name), download, sha256s.get(name))
         try:
             arrays[role] = parse_idx(data)
         except ValueError as e:

@@ -66,10 +66,20 @@ def no_network(monkeypatch):
                         lambda *a, **k: pytest.fail("network used although the files are cached"))
 
 
-def publish(monkeypatch, source, files):
-    """Make ``files``' MD5s the 'published' ones for ``source`` (the real ones are MNIST's)."""
+def publish(monkeypatch, source, files, sha256=True):
+    """Make ``files``' MD5s the 'published' ones and their SHA-256s the pinned ones for
+    ``source`` (the real ones are MNIST's); ``sha256=False``: no pinned SHA-256."""
     monkeypatch.setitem(images.IDX_MD5, source,
                         {name: hashlib.md5(data).hexdigest() for name, data in files.items()})
+    monkeypatch.setitem(images.IDX_SHA256, source,
+                        {name: hashlib.sha256(data).hexdigest() if sha256 else None
+                         for name, data in files.items()})
+
+
+def unpin(monkeypatch, source, files):
+    """A release whose checksums are unknown (neither a published MD5 nor a pinned SHA-256)."""
+    monkeypatch.setitem(images.IDX_MD5, source, {name: None for name in files})
+    monkeypatch.setitem(images.IDX_SHA256, source, {name: None for name in files})
 
 
 def digits_pixels():
@@ -379,25 +389,58 @@ def test_download_caches_records_checksum_and_reuses_the_cache(tmp_path, monkeyp
     assert e.info["reduction"] == "area-average resize 6x6 -> 2x2"
 
 
-def test_corrupted_cached_file_fails_the_published_md5(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pinned_sha256", [True, False])
+def test_corrupted_cached_file_fails_its_pinned_checksums(tmp_path, monkeypatch, pinned_sha256):
     files = fake_release()
-    publish(monkeypatch, "mnist", files)
+    publish(monkeypatch, "mnist", files, sha256=pinned_sha256)
     serve(monkeypatch, files)
     load_images("mnist", cache_dir=tmp_path, download=True)
     victim = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
     victim.write_bytes(bytes(data))
+    # and its SHA-256 record rewritten to match: the pinned values are what still catches it
+    (victim.parent / (victim.name + ".sha256")).write_text(hashlib.sha256(data).hexdigest())
     no_network(monkeypatch)
-    with pytest.raises(ValueError, match=r"cached file .*train-images-idx3-ubyte.gz is corrupt: its "
-                                         r"MD5 [0-9a-f]{32} is not the published .*; delete .* and "
-                                         r"load again with download=True"):
+    expected, found = ((hashlib.sha256(files[victim.name]).hexdigest(),
+                        hashlib.sha256(data).hexdigest()) if pinned_sha256 else
+                       (hashlib.md5(files[victim.name]).hexdigest(), hashlib.md5(data).hexdigest()))
+    kind = "SHA-256 .* is not the pinned" if pinned_sha256 else "MD5 .* is not the published"
+    with pytest.raises(ValueError, match=rf"cached file .*train-images-idx3-ubyte.gz is corrupt: its "
+                                         rf"{kind} .*; delete .* and load again with download=True"
+                       ) as e:
         load_images("mnist", cache_dir=tmp_path)
+    assert f"its {'SHA-256' if pinned_sha256 else 'MD5'} {found} is not the " in str(e.value)
+    assert f" {expected}; delete {victim} and load again" in str(e.value)
+
+
+def test_every_downloadable_file_has_a_pinned_sha256_and_a_published_md5():
+    for source in images.IDX_BASE_URLS:
+        assert set(images.IDX_SHA256[source]) == set(images.IDX_FILES.values()) == \
+            set(images.IDX_MD5[source])
+        for name in images.IDX_FILES.values():
+            assert re.fullmatch(r"[0-9a-f]{64}", images.IDX_SHA256[source][name] or ""), name
+            assert re.fullmatch(r"[0-9a-f]{32}", images.IDX_MD5[source][name] or ""), name
+
+
+def test_a_download_with_the_published_md5_but_not_the_pinned_sha256_is_refused(tmp_path,
+                                                                                monkeypatch):
+    files = fake_release()
+    publish(monkeypatch, "mnist", files)
+    pinned = dict(images.IDX_SHA256["mnist"], **{"t10k-images-idx3-ubyte.gz": "0" * 64})
+    monkeypatch.setitem(images.IDX_SHA256, "mnist", pinned)
+    serve(monkeypatch, files)
+    found = hashlib.sha256(files["t10k-images-idx3-ubyte.gz"]).hexdigest()
+    with pytest.raises(ValueError, match=rf"download of \S+/t10k-images-idx3-ubyte.gz: its "
+                                         rf"SHA-256 {found} is not the pinned 0{{64}} .*nothing "
+                                         rf"was cached"):
+        load_images("mnist", cache_dir=tmp_path, download=True)
+    assert not (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").exists()
 
 
 def test_unpublished_checksum_is_recorded_at_first_download_and_verified(tmp_path, monkeypatch):
     files = fake_release()
-    monkeypatch.setitem(images.IDX_MD5, "fashion_mnist", {name: None for name in files})
+    unpin(monkeypatch, "fashion_mnist", files)
     calls = serve(monkeypatch, files)
     d = load_images("fashion_mnist", cache_dir=tmp_path, download=True)
     assert len(calls) == 4 and calls[0].startswith(images.IDX_BASE_URLS["fashion_mnist"])
@@ -416,19 +459,19 @@ def test_unpublished_checksum_is_recorded_at_first_download_and_verified(tmp_pat
 
 def test_unpublished_checksum_refuses_to_cache_non_idx_data(tmp_path, monkeypatch):
     files = {name: b"<html>404 not found</html>" for name in fake_release()}
-    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    unpin(monkeypatch, "mnist", files)
     serve(monkeypatch, files)
     with pytest.raises(ValueError, match="bad IDX magic number"):
         load_images("mnist", cache_dir=tmp_path, download=True)
     assert not any((tmp_path / "mnist").glob("*.gz"))
 
 
-def test_download_that_misses_the_published_md5_is_refused_and_not_cached(tmp_path, monkeypatch):
+def test_download_that_misses_the_pinned_checksums_is_refused_and_not_cached(tmp_path, monkeypatch):
     files = fake_release()  # not the real MNIST: the real published MD5s do not match
     serve(monkeypatch, files)
     with pytest.raises(ValueError, match=r"download of https://ossci-datasets.s3.amazonaws.com/mnist/"
-                                         r"\S+ has MD5 [0-9a-f]{32}, not the published [0-9a-f]{32}.*"
-                                         r"nothing was cached"):
+                                         r"\S+: its SHA-256 [0-9a-f]{64} is not the pinned "
+                                         r"[0-9a-f]{64}.*nothing was cached"):
         load_images("mnist", cache_dir=tmp_path, download=True)
     assert list((tmp_path / "mnist").iterdir()) == []
 
@@ -454,7 +497,9 @@ def test_local_folder_gzipped_or_uncompressed(tmp_path, monkeypatch):
     np.testing.assert_array_equal(a.x_train, b.x_train)
     assert b.info["files"]["train_images"] == str(raw / "train-images-idx3-ubyte")
     (gz / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(20, np.uint8))))
-    with pytest.raises(ValueError, match="has MD5 .* not the published .*: not the official mnist file"):
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: its SHA-256 [0-9a-f]{64} is "
+                                         r"not the pinned [0-9a-f]{64}: not the official mnist "
+                                         r"file; replace it"):
         load_images("mnist", path=gz)
     with pytest.raises(FileNotFoundError, match="holds neither train-images-idx3-ubyte.gz nor"):
         load_images("mnist", path=tmp_path)
@@ -527,7 +572,7 @@ def test_truncated_idx_files_are_refused_naming_the_file(tmp_path, monkeypatch):
                                          r"got 1433"):
         load_images("mnist", path=raw)
     # a gzip'd file cut short, for a release without a published checksum
-    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    unpin(monkeypatch, "mnist", files)
     gz = _write(tmp_path / "gz", {**files, "t10k-labels-idx1-ubyte.gz":
                                   files["t10k-labels-idx1-ubyte.gz"][:-10]})
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip "
@@ -537,7 +582,7 @@ def test_truncated_idx_files_are_refused_naming_the_file(tmp_path, monkeypatch):
 
 def test_truncated_cached_idx_file_fails_its_recorded_checksum(tmp_path, monkeypatch):
     files = fake_release()
-    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    unpin(monkeypatch, "mnist", files)
     serve(monkeypatch, files)
     load_images("mnist", cache_dir=tmp_path, download=True)
     victim = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
@@ -554,7 +599,7 @@ def test_idx_images_of_another_type_than_uint8_are_refused(tmp_path, monkeypatch
     files = fake_release()
     x = np.full((20, 6, 6), np.nan, dtype=np.float32)
     files["t10k-images-idx3-ubyte.gz"] = gzip.compress(idx_bytes(x))
-    monkeypatch.setitem(images.IDX_MD5, "mnist", {name: None for name in files})
+    unpin(monkeypatch, "mnist", files)
     with pytest.raises(ValueError, match=r"mnist test files \(.*t10k-images-idx3-ubyte.gz, "
                                          r".*t10k-labels-idx1-ubyte.gz\): expected unsigned-byte "
                                          r"\(uint8\) images and labels .* got float32 and uint8"):
