@@ -28,6 +28,10 @@ rows over devices instead, exchanging one halo row with each neighbour per time 
 (``shard_map`` + ``ppermute``); it gives the single-device field to float32 rounding
 (bit for bit where XLA fuses both alike).
 
+From the command line and experiment files, ``--devices N`` / ``devices = N`` wraps every
+simulator layer in this class (:func:`data_parallel`, through
+:func:`pnn.registry.build_layers`); see docs/workflows.md, "Several devices".
+
 On CPU, test with several virtual devices (set before jax is imported)::
 
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python -c "..."
