@@ -185,7 +185,14 @@ def cmd_emulate(args) -> int:
     # and Python then never raises KeyboardInterrupt: restore Ctrl-C explicitly.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    emu.start()
+    try:
+        emu.start()
+    except OSError as e:
+        if args.kind != "scpi":
+            raise
+        raise ValueError(f"--port {args.port}: cannot listen on 127.0.0.1:{args.port} "
+                         f"({e.strerror or e}); choose another port, or 0 for any free one"
+                         ) from e
     kind = "SCPI (TCP socket)" if args.kind == "scpi" else "serial (pseudo-terminal)"
     # From here on Ctrl-C is a protocol event: whenever it comes (even while the lines that
     # announce the resource are printed), the emulator is stopped and its summary printed; a

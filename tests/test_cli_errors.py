@@ -160,6 +160,16 @@ def test_a_port_out_of_range_is_refused_by_the_parser(capsys):
                                        r"one\) to 65535, got '99999'; see 'pnn emulate --help'$")
 
 
+def test_a_port_in_use_is_one_line_naming_it(capsys):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)  # taken: the emulator cannot listen there
+        port = s.getsockname()[1]
+        assert main(["emulate", "--port", str(port), "--system", "none"]) == 2
+    _one_error_line(capsys, "emulate", rf"--port {port}: cannot listen on 127\.0\.0\.1:{port} "
+                                       r"\(Address already in use\); choose another port, or 0")
+
+
 def test_every_command_line_mistake_is_one_line(capsys):
     """argparse's own refusals (a bad value, a missing command) are one line as well: the usage
     is one --help away."""
