@@ -106,10 +106,17 @@ def _local_loss(kind, theta, gp, gn):
     return jnp.mean(jax.nn.softplus(-(gp - theta))) + jnp.mean(jax.nn.softplus(gn - theta))
 
 
-def _block_train(kind, theta, steps, opt, lo, hi, n_pos, params, static, opt_state, m, a):
+#: the blocks' optimiser: Adam with its learning rate in the state, so that one compiled update
+#: serves every run of a process (every trial of a study, every seed of a comparison): the
+#: learning rate, its schedule and ``theta`` are data, not constants baked into the program
+_ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+
+
+def _block_train(kind, n_pos, params, static, opt_state, m, a, theta, lo, hi, lrs):
     """One block's local update on fixed measurements, then its outputs' next drives.
 
-    ``m`` and ``a`` hold the positive samples first (``n_pos`` rows), then the negatives. One
+    ``m`` and ``a`` hold the positive samples first (``n_pos`` rows), then the negatives.
+    ``lrs`` holds the learning rate of each inner step (its length is the number of steps). One
     compiled call per block and batch: the inner Adam steps (a ``lax.scan``), the block's
     forward pass with the updated parameters and the drives for the next block.
     """
@@ -121,13 +128,14 @@ def _block_train(kind, theta, steps, opt, lo, hi, n_pos, params, static, opt_sta
         gn = _block_goodness(kind, blk(m_neg, a_neg), blk.xi)
         return _local_loss(kind, theta, gp, gn)
 
-    def body(carry, _):
+    def body(carry, lr):
         p, s = carry
+        s = s._replace(hyperparams={**s.hyperparams, "learning_rate": lr})
         loss, g = jax.value_and_grad(loss_fn)(p)
-        updates, s = opt.update(g, s, p)
+        updates, s = _ADAM.update(g, s, p)
         return (eqx.apply_updates(p, updates), s), loss
 
-    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), None, length=steps)
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), lrs)
     h = eqx.combine(params, static)(m, a)
     a_next = direction(h)
     return params, opt_state, losses[-1], a_next, to_drive(a_next, lo, hi)
@@ -191,11 +199,13 @@ class PhyLL(Algorithm):
         self.shapes = shapes
         self.scaler = MinMax.fit(np.asarray(data.x_train))
         n_batches = -(-len(data.y_train) // config.batch_size)
-        lr = config.lr
-        if config.lr_schedule == "cosine":
-            lr = optax.cosine_decay_schedule(
-                config.lr, config.epochs * n_batches * config.inner_steps, alpha=0.05)
-        self.opt = optax.adam(lr)
+        total = config.epochs * n_batches * config.inner_steps
+        if config.lr_schedule == "cosine":  # the rate of every inner step, then the floor
+            self.lr_table = np.asarray(optax.cosine_decay_schedule(config.lr, total, alpha=0.05)(
+                np.arange(total + 1)), np.float32)
+        else:
+            self.lr_table = np.full(1, config.lr, np.float32)
+        self.opt = _ADAM
         self.statics = None
 
     def init(self) -> dict:
@@ -214,6 +224,13 @@ class PhyLL(Algorithm):
         """Width of the linear read-out's features (see :meth:`features`)."""
         extra = self.shapes[0][0] - self.data.n_classes if self.config.readout_input else 0
         return int(sum(self.config.hidden)) + extra
+
+    def inner_rates(self, count: int) -> np.ndarray:
+        """The learning rates of the next ``inner_steps`` Adam steps of a block that has taken
+        ``count`` steps so far."""
+        idx = np.minimum(np.arange(count, count + self.config.inner_steps),
+                         len(self.lr_table) - 1)
+        return self.lr_table[idx]
 
     def prepare(self, x):
         return _prepare(jnp.asarray(x, jnp.float32), self.scaler.lo, self.scaler.span,
@@ -244,8 +261,9 @@ class PhyLL(Algorithm):
             params, static = eqx.partition(blocks[k], blocks[k].trainable())
             nxt = self.layers[k + 1].spec if k + 1 < len(blocks) else spec0
             params, opts[k], loss, a, d_next = _block_train_jit(
-                cfg.goodness, cfg.theta, cfg.inner_steps, self.opt, nxt.lo, nxt.hi, n, params,
-                static, opts[k], jnp.asarray(m), a)
+                cfg.goodness, n, params, static, opts[k], jnp.asarray(m), a,
+                np.float32(cfg.theta), np.float32(nxt.lo), np.float32(nxt.hi),
+                self.inner_rates(int(opts[k].count)))
             blocks[k] = eqx.combine(params, static)
             fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
             # forward + backward (about 3x forward) for pos and neg, per inner step, plus the
