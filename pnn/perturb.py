@@ -270,8 +270,12 @@ def with_param(layer, param: str, value):
         ValueError: from the layer's ``validate_params()`` (where it has one) when ``value``
             is unstable or meaningless for the physics.
     """
-    new = eqx.tree_at(_param_getter(param), layer,
-                      jnp.asarray(value, dtype=_param_dtype(layer, param)))
+    old = _param_getter(param)(layer)
+    if jnp.ndim(value) == 0 and getattr(old, "weak_type", False):
+        value = jnp.asarray(float(value))  # weak like sim.base.scalar: the compiled call is reused
+    else:
+        value = jnp.asarray(value, dtype=_param_dtype(layer, param))
+    new = eqx.tree_at(_param_getter(param), layer, value)
     check = getattr(new, "validate_params", None)
     if check is not None:
         check()

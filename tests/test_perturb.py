@@ -533,3 +533,26 @@ def test_parameter_random_walk_is_reproducible(acoustic):
     assert a.current_value == b.current_value != 1.0
     a.reset()
     np.testing.assert_array_equal(a(x), ya[0])
+
+
+def test_a_changed_parameter_reuses_the_undisturbed_layers_compilation(acoustic):
+    """with_param keeps the scalar's JAX type (weak float, as simulators hold it), so the first
+    jump or drift of a run does not compile the simulator again for every batch shape."""
+    from pnn.perturb import with_param
+
+    x = np.full((3, 2), 0.4, np.float32)  # a batch shape of its own in this module
+    acoustic(x)  # compiled for the undisturbed layer
+    compiles = []
+
+    def listener(event, duration, **kw):
+        if "backend_compile" in event:
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        moved = with_param(acoustic, "speed_scale", 1.07)
+        y = moved(x)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert not np.allclose(np.asarray(y), np.asarray(acoustic(x)), rtol=1e-4)
