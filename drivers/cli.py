@@ -76,8 +76,11 @@ def add_commands(subparsers) -> None:
                     "serial protocol on a pseudo-terminal. Prints the address to use and serves "
                     "until --max-seconds or --max-requests, or Ctrl-C. It speaks the commands "
                     "of the shipped profile 'emulator' (drivers/profiles/emulator.toml).")
-    e.add_argument("--kind", choices=["scpi", "serial"], default="scpi",
-                   help="scpi: TCPIP socket; serial: pseudo-terminal (default %(default)s)")
+    e.add_argument("--kind", choices=["scpi", "serial", "scpi-pair"], default="scpi",
+                   help="scpi: one TCPIP socket; serial: pseudo-terminal; scpi-pair: a virtual "
+                        "AWG and a virtual two-channel scope on two sockets (ascii traces in "
+                        "raw codes, scaled by each channel's preamble), speaking the shipped "
+                        "profile 'emulator_pair'; n-out must be even (default %(default)s)")
     e.add_argument("--system", default="acoustic",
                    choices=sorted(registry.SYSTEMS),
                    help="simulator behind it (default %(default)s)")
@@ -85,7 +88,8 @@ def add_commands(subparsers) -> None:
     e.add_argument("--n-out", type=int, default=8, help="measured channels (default %(default)s)")
     e.add_argument("--seed", type=int, default=0, help="simulator seed (default %(default)s)")
     e.add_argument("--port", type=_port, default=0,
-                   help="scpi: TCP port on 127.0.0.1, 0 for any free one (default %(default)s)")
+                   help="scpi: TCP port on 127.0.0.1, 0 for any free one; scpi-pair: the AWG's "
+                        "port, the scope's is the next one (default %(default)s)")
     e.add_argument("--max-seconds", type=float, default=3600.0,
                    help="stop after this long (default %(default)s)")
     e.add_argument("--max-requests", type=int, default=1_000_000,
@@ -165,6 +169,48 @@ def _identify(rm, resource: str, args) -> str:
                 pass
 
 
+class _Pair:
+    """A virtual AWG and scope served and stopped together, seen as one emulator: its
+    ``resource`` is 'SOURCE+RECEIVER' (the form ``pnn train --instrument visa:...`` takes for a
+    two-address profile); its log is the AWG's (the measurements), its requests both."""
+
+    def __init__(self, source, receiver):
+        self.source, self.receiver = source, receiver
+
+    def start(self):
+        self.source.start()
+        try:
+            self.receiver.start()
+        except BaseException:
+            self.source.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.source.stop()
+        self.receiver.stop()
+
+    def wait(self, timeout: float) -> bool:
+        """True once either has stopped (a limit reached or a failure)."""
+        return self.source.wait(timeout / 2) or self.receiver.wait(timeout / 2)
+
+    @property
+    def resource(self) -> str:
+        return f"{self.source.resource}+{self.receiver.resource}"
+
+    @property
+    def log(self):
+        return self.source.log
+
+    @property
+    def output_on(self) -> bool:
+        return self.source.output_on
+
+    @property
+    def error(self):
+        return self.source.error or self.receiver.error
+
+
 def cmd_emulate(args) -> int:
     from pnn.drivers.emulator import Faults, ScpiEmulator, SerialEmulator
     from pnn.drivers.profile import profile_path
@@ -177,8 +223,23 @@ def cmd_emulate(args) -> int:
                     errors=tuple(args.error))
     common = dict(seed=args.seed, faults=faults, max_requests=args.max_requests,
                   max_seconds=args.max_seconds)
+    profile = "emulator"
     if args.kind == "scpi":
         emu = ScpiEmulator(args.system, args.n_in, args.n_out, port=args.port, **common)
+    elif args.kind == "scpi-pair":
+        if args.n_out % 2:
+            raise ValueError(f"--kind scpi-pair: --n-out must be even (two scope channels of "
+                             f"n_out / 2 features each), got {args.n_out}")
+        ports = (args.port, args.port + 1 if args.port else 0)
+        if ports[1] > 65535:
+            raise ValueError(f"--port {args.port}: the scope needs the next port too; choose "
+                             f"at most 65534, or 0 for any free ones")
+        # the faults go to the AWG; the scope answers faithfully
+        emu = _Pair(*ScpiEmulator.pair(args.system, args.n_in, args.n_out, seed=args.seed,
+                                       source_faults=faults, channels=2, raw_codes=True,
+                                       ports=ports, max_requests=args.max_requests,
+                                       max_seconds=args.max_seconds))
+        profile = "emulator_pair"
     else:
         emu = SerialEmulator(args.system, args.n_in, args.n_out, **common)
     # A process started in the background by a non-interactive shell inherits SIGINT ignored,
@@ -188,12 +249,13 @@ def cmd_emulate(args) -> int:
     try:
         emu.start()
     except OSError as e:
-        if args.kind != "scpi":
+        if args.kind == "serial":
             raise
         raise ValueError(f"--port {args.port}: cannot listen on 127.0.0.1:{args.port} "
                          f"({e.strerror or e}); choose another port, or 0 for any free one"
                          ) from e
-    kind = "SCPI (TCP socket)" if args.kind == "scpi" else "serial (pseudo-terminal)"
+    kind = {"scpi": "SCPI (TCP socket)", "serial": "serial (pseudo-terminal)",
+            "scpi-pair": "SCPI AWG + scope (two TCP sockets)"}[args.kind]
     # From here on Ctrl-C is a protocol event: whenever it comes (even while the lines that
     # announce the resource are printed), the emulator is stopped and its summary printed; a
     # caller may send it as soon as it has read the 'resource:' line.
@@ -201,7 +263,7 @@ def cmd_emulate(args) -> int:
         print(f"pnn emulate: {kind} emulator of {args.system!r}, n_in={args.n_in}, "
               f"n_out={args.n_out}, seed={args.seed}")
         print(f"resource: {emu.resource}")
-        print(f"profile:  {profile_path('emulator')}")
+        print(f"profile:  {profile_path(profile)}")
         print(f"serving for at most {args.max_seconds:g} s or {args.max_requests} requests; "
               f"Ctrl-C to stop", flush=True)
         while not emu.wait(0.5):

@@ -417,19 +417,21 @@ class ScpiEmulator(_Emulator):
     @classmethod
     def pair(cls, system: str = "acoustic", n_in: int = 8, n_out: int = 8, *, seed: int = 0,
              layer=None, source_faults: Faults = Faults(), receiver_faults: Faults = Faults(),
-             channels: int = 1, raw_codes: bool = False, **kw) -> tuple:
-        """A virtual AWG and a virtual scope on two ports (``(source, receiver)``), sharing one
-        physics (``layer``, default :func:`pnn.registry.make_system`) and one :class:`Bench`.
-        Start and stop each (both are context managers)."""
+             channels: int = 1, raw_codes: bool = False, ports: tuple = (0, 0), **kw) -> tuple:
+        """A virtual AWG and a virtual scope on two ports (``(source, receiver)``; ``ports``, 0
+        for any free one), sharing one physics (``layer``, default
+        :func:`pnn.registry.make_system`) and one :class:`Bench`. Start and stop each (both are
+        context managers)."""
         if layer is None:
             from pnn.registry import make_system
 
             layer = make_system(system, n_in, n_out, seed=seed)
         bench = Bench()
         src = cls(system, n_in, n_out, seed=seed, layer=layer, faults=source_faults,
-                  role="source", bench=bench, **kw)
+                  role="source", bench=bench, port=ports[0], **kw)
         rcv = cls(system, n_in, n_out, seed=seed, layer=layer, faults=receiver_faults,
-                  role="receiver", bench=bench, channels=channels, raw_codes=raw_codes, **kw)
+                  role="receiver", bench=bench, channels=channels, raw_codes=raw_codes,
+                  port=ports[1], **kw)
         return src, rcv
 
     def preamble(self, channel: int) -> tuple[float, float, float]:
