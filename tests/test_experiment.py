@@ -477,3 +477,26 @@ def test_pnn_run_folder_checks_every_file_before_running_any(tmp_path, capsys):
     empty.mkdir()
     assert main(["run", str(empty)]) == 2
     assert "no experiment files (*.toml)" in capsys.readouterr().err
+
+
+PROTOCOL = [p for p in EXPERIMENTS if p.name.startswith("protocol_")]
+
+
+def test_the_protocol_grid_is_complete():
+    """{vowels, images} x {acoustic, optical, microwave}, every method, tuned, 5 seeds."""
+    assert {p.stem for p in PROTOCOL} == {f"protocol_{s}_{t}" for s in
+                                          ("acoustic", "optical", "microwave")
+                                          for t in ("vowels", "images")}
+
+
+@pytest.mark.parametrize("path", PROTOCOL, ids=lambda p: p.name)
+def test_each_protocol_file_is_exactly_the_command_in_its_header(path):
+    from pnn.experiment_cli import experiment_from_compare_args
+
+    (line,) = [ln for ln in path.read_text().splitlines() if ln.startswith("# The same as: pnn ")]
+    argv = line.removeprefix("# The same as: pnn ").split()
+    exp = Experiment.from_toml(path)
+    assert exp == experiment_from_compare_args(build_parser().parse_args(argv))
+    assert sorted(exp.methods) == sorted(["phyll", "pat", "insilico", "zo", "bp", "linear",
+                                          "ff", "mf"])
+    assert len(exp.seeds) == 5
