@@ -217,6 +217,9 @@ def cmd_emulate(args) -> int:
 
     if args.n_in < 1 or args.n_out < 1:
         raise ValueError(f"--n-in and --n-out must be positive, got {args.n_in}, {args.n_out}")
+    if args.kind == "serial" and args.port:
+        raise ValueError(f"--port {args.port}: a serial emulator serves a pseudo-terminal, whose "
+                         f"name it prints; --port is for --kind scpi and scpi-pair")
     faults = Faults(delay_s=args.delay, drop_after=args.drop_after, drops=args.drops,
                     drop_reply=args.drop_reply, garbage_replies=args.garbage_replies,
                     corrupt_replies=args.corrupt_replies, short_trace=args.short_trace,

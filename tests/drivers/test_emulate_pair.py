@@ -51,3 +51,10 @@ def test_a_pair_needs_an_even_n_out(capsys):
     assert main(["emulate", "--kind", "scpi-pair", "--n-out", "3", "--max-seconds", "1"]) == 2
     err = capsys.readouterr().err
     assert "--n-out must be even" in err and "Traceback" not in err
+
+
+def test_a_serial_emulator_refuses_a_port(capsys):
+    assert main(["emulate", "--kind", "serial", "--port", "5025", "--max-seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--port 5025: a serial emulator serves a pseudo-terminal" in err
+    assert "Traceback" not in err
