@@ -7,3 +7,25 @@ def x64():
     """Run a physics test in float64, scoped to the test."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def jax_cache_dir(tmp_path_factory):
+    """One persistent JAX compilation cache for the Python processes the tests start.
+
+    Tests that run ``pnn`` in fresh interpreters (kill and resume, notebook kernels, forced
+    device counts) would otherwise compile the same programs in every process; XLA's cache
+    returns the same executable, so results are unchanged (tests/test_durable.py compares
+    parameter hashes across such processes)."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+@pytest.fixture
+def child_jax_cache(jax_cache_dir, monkeypatch):
+    """Child processes started by this test share :func:`jax_cache_dir` (every entry cached,
+    however quick its compilation). This process's jax read its configuration at import, so
+    it is unaffected."""
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(jax_cache_dir))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return jax_cache_dir

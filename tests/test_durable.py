@@ -22,6 +22,11 @@ def _run(args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+@pytest.fixture(autouse=True)
+def _shared_compilation_cache(child_jax_cache):
+    """The reference, killed and resumed processes compile the same programs: compile once."""
+
+
 def _steps(d: Path):
     return sorted(int(p.stem.split("-")[1]) for p in d.glob("ckpt-*.npz"))
 

@@ -39,7 +39,7 @@ def test_stored_without_outputs(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TOURS)
-def test_runs_top_to_bottom(name, tmp_path, monkeypatch):
+def test_runs_top_to_bottom(name, tmp_path, monkeypatch, child_jax_cache):
     # the kernel inherits this environment: temporary files under tmp_path, and this
     # interpreter's kernelspec found before any user-level one
     monkeypatch.setenv("TMPDIR", str(tmp_path))
