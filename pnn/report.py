@@ -524,14 +524,14 @@ def inputs_digest(inputs: dict) -> str:
 
 #: every figure the report can draw, by name (``<!-- report:figure NAME -->``)
 FIGURES: dict[str, Figure] = {
-    "compare_acoustic_vowels_tuned": Figure(
+    "protocol_acoustic_vowels": Figure(
         "Test accuracy by method, Peterson & Barney vowels, acoustic simulator: mean and 95 % "
         "interval over 5 seeds, seeds as dots; physical and digital methods apart",
-        _compare_inputs("compare_acoustic_vowels_tuned"), "accuracy_by_method"),
-    "curves_acoustic_vowels_tuned": Figure(
+        _compare_inputs("protocol_acoustic_vowels"), "accuracy_by_method"),
+    "curves_protocol_acoustic_vowels": Figure(
         "Validation accuracy against the physical queries spent on learning (mean and 95 % "
         "band over seeds); digital methods, which spend none, as lines at their accuracy",
-        _curves_inputs("compare_acoustic_vowels_tuned"), "learning_curves"),
+        _curves_inputs("protocol_acoustic_vowels"), "learning_curves"),
     "compare_acoustic_hillenbrand7": Figure(
         "Test accuracy by method, Hillenbrand 7 vowels (women), acoustic simulator",
         _compare_inputs("compare_acoustic_hillenbrand7"), "accuracy_by_method"),
