@@ -3,7 +3,9 @@
 PAT, in-silico backpropagation and zeroth-order training all train the *same* network on the same
 physical layers: the PhyLL block chain of :mod:`pnn.network` (``h_k = W_k [P_k(a_k); a_k] + b_k``,
 ``a_k = |h_{k-1}| / ||h_{k-1}||``) without label embedding, followed by a linear read-out
-``logits = V h_K + c`` trained with softmax cross-entropy. They differ only in how the gradient
+``logits = V h_K + c`` (or ``V [x0; h_K] + c`` with ``readout_input``: the read-out also sees
+the encoded input, the skip connection PhyLL's linear read-out has under the same name) trained
+with softmax cross-entropy. They differ only in how the gradient
 with respect to the digital parameters is obtained:
 
 * ``insilico``: exact gradient through a differentiable simulator of each layer;
@@ -41,6 +43,10 @@ class HybridConfig(LoopConfig):
     batch_size: int = param(32, integer=True, ge=1, le=1_000_000,
                             search=("choice", [16, 32, 64, 128]))
     lr: float = param(3e-3, gt=0, le=10, search=("log", 3e-4, 3e-2))
+    #: the read-out also sees the encoded input beside the last block's output (a skip
+    #: connection; the same lever as PhyLL's ``readout_input``, so that a comparison offers it
+    #: to every network on the physics)
+    readout_input: bool = param(False, choices=(False, True), search=("choice", [False, True]))
 
 
 def encode(x) -> jnp.ndarray:
@@ -60,12 +66,19 @@ class HybridNet(eqx.Module):
 
     blocks: list
     head: eqx.nn.Linear
+    skip: bool = eqx.field(static=True)
 
-    def __init__(self, shapes, hidden, n_classes, *, key):
+    def __init__(self, shapes, hidden, n_classes, *, key, readout_input: bool = False):
         keys = jax.random.split(key, len(shapes) + 1)
         self.blocks = [Block(n_in, n_out, int(h), key=k)
                        for (n_in, n_out), h, k in zip(shapes, hidden, keys[:-1])]
-        self.head = eqx.nn.Linear(int(hidden[-1]), n_classes, key=keys[-1])
+        self.skip = bool(readout_input)
+        width = int(hidden[-1]) + (int(shapes[0][0]) if self.skip else 0)
+        self.head = eqx.nn.Linear(width, n_classes, key=keys[-1])
+
+    def logits(self, x0, h):
+        """The read-out: of the last block's output, after the encoded input with ``skip``."""
+        return jax.vmap(self.head)(jnp.concatenate([x0, h], axis=1) if self.skip else h)
 
     def trainable(self):
         spec = jax.tree_util.tree_map(lambda _: False, self)
@@ -82,7 +95,7 @@ class HybridNet(eqx.Module):
             a = direction(h)
             m = measure(k, a)
             h = blk(m, a)
-        return jax.vmap(self.head)(h)
+        return self.logits(x0, h)
 
     def drives(self, x0, measured):
         """Directions each block sends, given its measurements (host-side forward)."""
@@ -127,7 +140,7 @@ def physical_forward(net: HybridNet, layers, x0, ledger: Ledger, purpose: str = 
         ds.append(a)
         h = blk(m, a)
     ledger.add_flops(net.forward_flops(x0.shape[0]), "trainable forward")
-    return jax.vmap(net.head)(h), ms, ds
+    return net.logits(x0, h), ms, ds
 
 
 def evaluate(net: HybridNet, layers, x, y, ledger: Ledger, batch: int = 512) -> float:
@@ -176,7 +189,7 @@ class HybridAlgorithm(Algorithm):
     def init(self) -> dict:
         cfg, data = self.config, self.data
         net = HybridNet(self.shapes, cfg.hidden, data.n_classes,
-                        key=jax.random.PRNGKey(self.seed))
+                        key=jax.random.PRNGKey(self.seed), readout_input=cfg.readout_input)
         rng = np.random.default_rng([self.seed, 29])
         idx = rng.permutation(len(data.y_train))[: cfg.batch_size]
         # calibrated on the model layers when given (a simulation: not charged as queries)
@@ -232,7 +245,8 @@ class HybridAlgorithm(Algorithm):
     def template_state(self):
         """An uncalibrated network of the right shapes (no measurement, unlike :meth:`init`)."""
         return {"net": HybridNet(self.shapes, self.config.hidden, self.data.n_classes,
-                                 key=jax.random.PRNGKey(self.seed))}
+                                 key=jax.random.PRNGKey(self.seed),
+                                 readout_input=self.config.readout_input)}
 
     def from_predict_state(self, pstate):
         net = pstate["net"]

@@ -187,3 +187,43 @@ def test_linear_reference_matches_a_logistic_regression_tuned_on_the_same_valida
     assert abs(rec["test_accuracy"] - ref_test) <= 0.01
     assert rec["val_accuracy"] == pytest.approx(best[0])
     assert rec["cost"]["digital_flops"] > 0 and rec["lbfgs_iterations"] > 0
+
+
+def test_hybrid_readout_input_is_a_linear_map_of_the_encoded_input_beside_the_blocks():
+    import equinox as eqx
+    import jax
+
+    from pnn.train.hybrid import HybridNet, encode
+
+    shapes, hidden = [(9, 5)], (6,)
+    plain = HybridNet(shapes, hidden, 3, key=jax.random.PRNGKey(0))
+    skip = HybridNet(shapes, hidden, 3, key=jax.random.PRNGKey(0), readout_input=True)
+    assert plain.head.in_features == 6 and skip.head.in_features == 6 + 9
+    assert skip.n_params == plain.n_params + 3 * 9
+    x0 = encode(np.random.default_rng(0).normal(size=(7, 4)))
+    measure = lambda k, a: jnp.ones((a.shape[0], 5))  # noqa: E731
+    # blocks that output zero: the logits are the read-out's input columns applied to x0
+    zero = eqx.tree_at(lambda n: (n.blocks[0].W, n.blocks[0].b), skip,
+                       replace=(jnp.zeros_like(skip.blocks[0].W), jnp.zeros_like(skip.blocks[0].b)))
+    expect = x0 @ zero.head.weight[:, :9].T + zero.head.bias
+    np.testing.assert_allclose(np.asarray(zero.forward(x0, measure)), np.asarray(expect),
+                               rtol=1e-5, atol=1e-6)
+    # ... and the blocks' output still reaches the read-out through the other columns
+    assert not np.allclose(np.asarray(skip.forward(x0, measure)), np.asarray(expect))
+
+
+def test_pat_with_readout_input_learns_and_a_saved_model_reloads_exactly(tmp_path):
+    from pnn import load_model, save_model
+
+    data = blobs(seed=3, n_per_class=40)
+    cfg = pat.Config(hidden=(6,), n_meas=6, epochs=4, batch_size=16, twin_samples=300,
+                     twin_epochs=30, readout_input=True)
+    small = dict(nx=24, ny=24, pml_width=4, n_steps=70)
+    layers = registry.build_layers("acoustic", "pat", cfg, data, seed=0, **small)
+    rec, model = pat.train(layers, data, cfg, seed=0)
+    assert rec["test_accuracy"] >= 0.9
+    assert rec["config"]["readout_input"] is True
+    path = save_model(model, tmp_path / "m.pnn", record=rec, system="acoustic",
+                      system_kwargs=small, data=data)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(data.x_test), model.predict(data.x_test))
