@@ -68,7 +68,8 @@ def machine() -> dict:
             "processor": platform.processor(), "cpu_count": os.cpu_count(),
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "numpy": np.__version__}
+            "devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind, "numpy": np.__version__}
 
 
 def best_time(fn, repeats: int) -> tuple[float, list[float]]:
@@ -184,51 +185,83 @@ def wavetorch_model(wt, layer):
     return wavetorch.WaveRNN(cell, src, probes)
 
 
-def bench_fdtd(args) -> dict:
+def torch_device(torch) -> str:
+    """The device wavetorch runs on: CUDA when JAX runs on a GPU and PyTorch sees one (the
+    peer then runs on the same accelerator as pnn), else the CPU."""
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def bench_fdtd_size(args, nx: int, batch: int, wt, numpy_peer: bool) -> dict:
+    """pnn, NumPy (optional) and wavetorch (when importable) on one grid and batch."""
     from pnn.sim.acoustic import AcousticLayer
 
-    nx = ny = args.fdtd_grid
-    steps, batch = args.fdtd_steps, 32
+    ny, steps = nx, args.fdtd_steps
     layer = AcousticLayer(8, 8, nx=nx, ny=ny, n_steps=steps)
     x = np.random.default_rng(0).uniform(0, 1, (batch, 8)).astype(np.float32)
     cells = batch * nx * ny * steps
     out = {"grid": [nx, ny], "steps": steps, "batch": batch, "dtype": "float32",
            "cell_updates_per_run": cells, "impl": {}}
 
-    xj = jnp.asarray(x)
+    xj = jax.device_put(jnp.asarray(x))
     t = time.perf_counter()
     np.asarray(layer._forward(xj))
     compile_s = time.perf_counter() - t
     best, times = best_time(lambda: layer._forward(xj).block_until_ready(), args.repeats_pnn)
     out["impl"]["pnn"] = {"best_s": best, "times_s": times, "first_call_s": compile_s,
-                          "cell_updates_per_s": cells / best}
-    log(f"fdtd pnn: {best:.3f} s ({cells / best / 1e9:.2f} G cell-updates/s)")
+                          "cell_updates_per_s": cells / best, "device": jax.default_backend()}
+    log(f"fdtd {nx}x{ny} batch {batch} pnn: {best:.3f} s "
+        f"({cells / best / 1e9:.2f} G cell-updates/s)")
 
-    # correctness of the NumPy peer: a small grid where the waves reach the probes
-    small = AcousticLayer(8, 8, nx=48, ny=48, n_steps=400)
-    xs = x[:4]
-    ref = np.asarray(small._forward(jnp.asarray(xs)))
-    rel = float(np.max(np.abs(numpy_fdtd(small, xs) - ref)) / np.max(np.abs(ref)))
-    numpy_fdtd(layer, x)
-    best, times = best_time(lambda: numpy_fdtd(layer, x), args.repeats_peer)
-    out["impl"]["numpy"] = {"best_s": best, "times_s": times, "cell_updates_per_s": cells / best,
-                            "max_rel_diff_vs_pnn_48x48_400_steps": rel}
-    log(f"fdtd numpy: {best:.3f} s (max rel diff vs pnn {rel:.2e})")
+    if numpy_peer:
+        # correctness of the NumPy peer: a small grid where the waves reach the probes
+        small = AcousticLayer(8, 8, nx=48, ny=48, n_steps=400)
+        xs = x[:4]
+        ref = np.asarray(small._forward(jnp.asarray(xs)))
+        rel = float(np.max(np.abs(numpy_fdtd(small, xs) - ref)) / np.max(np.abs(ref)))
+        numpy_fdtd(layer, x)
+        best, times = best_time(lambda: numpy_fdtd(layer, x), args.repeats_peer)
+        out["impl"]["numpy"] = {"best_s": best, "times_s": times,
+                                "cell_updates_per_s": cells / best, "device": "cpu",
+                                "max_rel_diff_vs_pnn_48x48_400_steps": rel}
+        log(f"fdtd numpy: {best:.3f} s (max rel diff vs pnn {rel:.2e})")
+    else:
+        out["numpy_skipped"] = (f"{cells:.2g} cell-updates a run is over --numpy-max-cells "
+                                f"{args.numpy_max_cells:.2g}")
 
-    wt, why = import_wavetorch()
-    out["wavetorch_status"] = why
     if wt is not None:
-        torch = wt[0]
-        model = wavetorch_model(wt, layer)
-        drive = torch.tensor(np.outer(x[:, 0], np.asarray(layer.waveform)) * 1e3,
-                             dtype=torch.float32)  # (batch, steps): one source per sample
+        try:
+            bench_wavetorch(args, out, wt, layer, x, steps, batch, cells)
+        except Exception as e:  # noqa: BLE001 - the peer failing must not lose pnn's numbers
+            out["wavetorch_error"] = f"{type(e).__name__}: {e}"
+            log(f"fdtd wavetorch failed: {out['wavetorch_error']}")
+    p = out["impl"]["pnn"]["best_s"]
+    out["ratios"] = {f"{k}_over_pnn": v["best_s"] / p for k, v in out["impl"].items()
+                     if k != "pnn"}
+    return out
 
-        def run_wt(d=drive):
-            with torch.no_grad():
-                return model(d)
 
-        # PyTorch's OpenMP threads degrade badly on a shared, oversubscribed machine: pick the
-        # faster thread count (1 or all cores) on a 30-step probe, in wavetorch's favour
+def bench_wavetorch(args, out, wt, layer, x, steps, batch, cells) -> None:
+    """wavetorch on the same grid, steps, batch and dtype: adds ``out["impl"]["wavetorch"]``."""
+    torch = wt[0]
+    dev = torch_device(torch)
+    model = wavetorch_model(wt, layer).to(dev)
+    drive = torch.tensor(np.outer(x[:, 0], np.asarray(layer.waveform)) * 1e3,
+                         dtype=torch.float32, device=dev)  # (batch, steps): one source each
+
+    def run_wt(d=drive):
+        # torch.device(...) as the default device: wavetorch's source injection allocates
+        # with a bare torch.zeros(...), which would otherwise land on the CPU
+        with torch.no_grad(), torch.device(dev):
+            y = model(d)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return y
+
+    if dev == "cpu":
+        # PyTorch's OpenMP threads degrade badly on a shared, oversubscribed machine: pick
+        # the faster thread count (1 or all cores) on a 30-step probe, in wavetorch's favour
         probe = {}
         for th in sorted({1, os.cpu_count() or 1}):
             torch.set_num_threads(th)
@@ -236,25 +269,33 @@ def bench_fdtd(args) -> dict:
             probe[th], _ = best_time(lambda: run_wt(drive[:, :30]), 2)
         torch.set_num_threads(min(probe, key=probe.get))
         out["wavetorch_thread_probe_s_per_30_steps"] = probe
-        y_wt = run_wt()
-        assert tuple(y_wt.shape[:2]) == (batch, steps), y_wt.shape
-        best, times = best_time(run_wt, args.repeats_peer)
-        out["impl"]["wavetorch"] = {"best_s": best, "times_s": times,
-                                    "cell_updates_per_s": cells / best,
-                                    "torch_threads": torch.get_num_threads()}
-        log(f"fdtd wavetorch: {best:.3f} s")
-    else:
+    y_wt = run_wt()
+    assert tuple(y_wt.shape[:2]) == (batch, steps), y_wt.shape
+    best, times = best_time(run_wt, args.repeats_peer)
+    out["impl"]["wavetorch"] = {"best_s": best, "times_s": times,
+                                "cell_updates_per_s": cells / best, "device": dev,
+                                "torch_threads": torch.get_num_threads()}
+    log(f"fdtd wavetorch ({dev}): {best:.3f} s")
+
+
+def bench_fdtd(args) -> dict:
+    """The first of ``--fdtd-sizes`` at the top level (the reference size), any others in
+    ``sizes``."""
+    wt, why = import_wavetorch()
+    if wt is None:
         log(f"fdtd wavetorch skipped: {why}")
-    p = out["impl"]["pnn"]["best_s"]
-    out["ratios"] = {f"{k}_over_pnn": v["best_s"] / p for k, v in out["impl"].items()
-                     if k != "pnn"}
+    runs = []
+    for nx, batch in args.fdtd_sizes:
+        cells = batch * nx * nx * args.fdtd_steps
+        runs.append(bench_fdtd_size(args, nx, batch, wt, cells <= args.numpy_max_cells))
+    out = dict(runs[0])
+    out["wavetorch_status"] = why
+    out["sizes"] = runs[1:]
     return out
 
 
 # --------------------------------------------------------------------------------- roofline
-def bench_roofline(args, fdtd: dict | None) -> dict:
-    from pnn.sim.acoustic import AcousticLayer
-
+def _cpu_bandwidth_and_peak(args, field_bytes: int) -> dict:
     rng = np.random.default_rng(0)
 
     def copy_bw(n_bytes, repeats):
@@ -265,9 +306,6 @@ def bench_roofline(args, fdtd: dict | None) -> dict:
         return 2 * a.nbytes * inner / best  # read + write
 
     dram_bw = copy_bw(512 * 2**20, 5)
-    nx = ny = args.fdtd_grid
-    batch = 32
-    field_bytes = nx * ny * batch * 4
     ws_bw = copy_bw(field_bytes, 7)
     n = 2048 if not args.quick else 1024
     a = rng.random((n, n), dtype=np.float32)
@@ -278,7 +316,71 @@ def bench_roofline(args, fdtd: dict | None) -> dict:
     mm = jax.jit(jnp.matmul)
     mm(aj, bj).block_until_ready()
     best_jax, _ = best_time(lambda: mm(aj, bj).block_until_ready(), 5)
-    peak = 2 * n**3 / min(best_np, best_jax)
+    return {"bandwidth_dram_B_per_s": dram_bw,
+            "bandwidth_dram_method": "np.copyto of a 512 MiB float64 array, best of 5, "
+                                     "bytes = read + write",
+            "bandwidth_working_set_B_per_s": ws_bw,
+            "bandwidth_working_set_method": "np.copyto of one field's size "
+                                            f"({field_bytes / 2**20:.1f} MiB) repeated, best of 7",
+            "peak_flops": 2 * n**3 / min(best_np, best_jax),
+            "peak_method": f"float32 {n}x{n} matmul, the faster of NumPy (BLAS) and jax.jit "
+                           "(XLA), 2n^3 FLOPs, best of 5",
+            "peak_flops_numpy": 2 * n**3 / best_np, "peak_flops_jax": 2 * n**3 / best_jax}
+
+
+def _accelerator_bandwidth_and_peak(args, field_bytes: int) -> dict:
+    """On a GPU: device-memory bandwidth from a jitted ``a + 1`` on device arrays (one read,
+    one write), and float32 peak from a full-precision (``Precision.HIGHEST``, no TF32) jitted
+    matmul, each timed after ``block_until_ready``."""
+    add = jax.jit(lambda a: a + 1.0)
+
+    def bw(n_bytes, repeats):
+        a = jax.device_put(jnp.ones(n_bytes // 4, jnp.float32))
+        add(a).block_until_ready()
+        inner = max(1, int(2e10 // n_bytes))  # ~20 GB moved per timing
+
+        def run():
+            y = a
+            for _ in range(inner):
+                y = add(y)
+            y.block_until_ready()
+
+        best, _ = best_time(run, repeats)
+        return 2 * n_bytes * inner / best
+
+    dram_bw = bw(2 * 2**30, 5)
+    ws_bw = bw(field_bytes, 7)
+    n = 8192
+    key = jax.random.PRNGKey(0)
+    a = jax.random.uniform(key, (n, n), jnp.float32)
+    b = jax.random.uniform(jax.random.split(key)[0], (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+    mm(a, b).block_until_ready()
+    best, _ = best_time(lambda: mm(a, b).block_until_ready(), 5)
+    dev = jax.devices()[0]
+    return {"bandwidth_dram_B_per_s": dram_bw,
+            "bandwidth_dram_method": f"jitted a + 1 on a 2 GiB float32 array in "
+                                     f"{dev.device_kind} memory, best of 5, bytes = read + write",
+            "bandwidth_working_set_B_per_s": ws_bw,
+            "bandwidth_working_set_method": "the same on one field's size "
+                                            f"({field_bytes / 2**20:.1f} MiB), best of 7",
+            "peak_flops": 2 * n**3 / best,
+            "peak_method": f"float32 {n}x{n} jitted matmul at Precision.HIGHEST (no TF32) on "
+                           f"{dev.device_kind}, 2n^3 FLOPs, best of 5"}
+
+
+def bench_roofline(args, fdtd: dict | None) -> dict:
+    from pnn.sim.acoustic import AcousticLayer
+
+    nx, batch = args.fdtd_sizes[0]
+    ny = nx
+    field_bytes = nx * ny * batch * 4
+    if jax.default_backend() == "cpu":
+        out = _cpu_bandwidth_and_peak(args, field_bytes)
+    else:
+        out = _accelerator_bandwidth_and_peak(args, field_bytes)
+    dram_bw, ws_bw, peak = (out["bandwidth_dram_B_per_s"], out["bandwidth_working_set_B_per_s"],
+                            out["peak_flops"])
     layer = AcousticLayer(8, 8, nx=nx, ny=ny, n_steps=args.fdtd_steps)
     flops_cell = (layer.flops_per_sample - 2 * 8 * layer.n_steps - 8) / (nx * ny * layer.n_steps)
     # compulsory traffic per cell-update with perfect reuse inside a step: read u, u_prev and
@@ -286,19 +388,10 @@ def bench_roofline(args, fdtd: dict | None) -> dict:
     # sigma) are shared by the batch (read once per cell per step, / batch)
     bytes_cell = 4 * 4 + 3 * 4 / batch
     ai = flops_cell / bytes_cell
-    out = {"bandwidth_dram_B_per_s": dram_bw,
-           "bandwidth_dram_method": "np.copyto of a 512 MiB float64 array, best of 5, "
-                                    "bytes = read + write",
-           "bandwidth_working_set_B_per_s": ws_bw,
-           "bandwidth_working_set_method": "np.copyto of one field's size "
-                                           f"({field_bytes / 2**20:.1f} MiB) repeated, best of 7",
-           "working_set_bytes": 4 * field_bytes,
-           "peak_flops": peak, "peak_method": f"float32 {n}x{n} matmul, the faster of NumPy "
-                                              "(BLAS) and jax.jit (XLA), 2n^3 FLOPs, best of 5",
-           "peak_flops_numpy": 2 * n**3 / best_np, "peak_flops_jax": 2 * n**3 / best_jax,
-           "stencil_flops_per_cell_update": flops_cell,
-           "stencil_bytes_per_cell_update": bytes_cell,
-           "arithmetic_intensity": ai}
+    out.update({"working_set_bytes": 4 * field_bytes,
+                "stencil_flops_per_cell_update": flops_cell,
+                "stencil_bytes_per_cell_update": bytes_cell,
+                "arithmetic_intensity": ai, "grid": [nx, ny], "batch": batch})
     for tag, bw in (("dram", dram_bw), ("working_set", ws_bw)):
         flops = min(peak, ai * bw)
         out[f"attainable_cell_updates_per_s_{tag}"] = flops / flops_cell
@@ -310,6 +403,17 @@ def bench_roofline(args, fdtd: dict | None) -> dict:
         for tag in ("dram", "working_set"):
             out[f"pnn_fraction_of_roofline_{tag}"] = rate / out[
                 f"attainable_cell_updates_per_s_{tag}"]
+        # the other sizes against the DRAM roofline (their compulsory bytes per cell-update
+        # depend on the batch, which shares the static fields)
+        out["other_sizes"] = []
+        for f in fdtd.get("sizes", ()):
+            b_cell = 4 * 4 + 3 * 4 / f["batch"]
+            att = min(peak, flops_cell / b_cell * dram_bw) / flops_cell
+            r = f["impl"]["pnn"]["cell_updates_per_s"]
+            out["other_sizes"].append({"grid": f["grid"], "batch": f["batch"],
+                                       "pnn_cell_updates_per_s": r,
+                                       "attainable_cell_updates_per_s_dram": att,
+                                       "pnn_fraction_of_roofline_dram": r / att})
     return out
 
 
@@ -320,7 +424,8 @@ def bench_batch(args) -> dict:
 
     from pnn.registry import make_system
 
-    batches = [1, 16, 256] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    batches = args.batches or ([1, 16, 256] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128,
+                                                                 256])
     rows = []
     for system in SIMULATORS:
         layer = make_system(system, 14, 20, seed=0)
@@ -558,59 +663,92 @@ def _f(v, fmt=".3g"):
 
 def summary_md(res: dict, args, wall: float) -> str:
     m = res.get("machine", {})
-    lines = ["# pnn benchmarks", "",
-             f"Command: `python benchmarks/run_all.py{' --quick' if args.quick else ''}` "
-             f"({wall / 60:.1f} min). Machine: {m.get('cpu_count')} CPU cores "
+    cmds = getattr(args, "commands", None) or [" ".join(["python benchmarks/run_all.py",
+                                                          *args.argv])]
+    cmd = "` and `".join(cmds)
+    accel = m.get("device_kind") if m.get("backend") not in (None, "cpu") else None
+    lines = ["# pnn benchmarks" + (f" ({accel})" if accel else ""), "",
+             f"Command{'s' if len(cmds) > 1 else ''}: `{cmd}` ({wall / 60:.1f} min). Machine: "
+             + (f"{accel} ({m.get('backend')}), " if accel else "")
+             + f"{m.get('cpu_count')} CPU cores "
              f"({m.get('processor') or m.get('machine')}), load average at start "
              f"{_f((m.get('load_average_at_start') or [None])[0], '.2f')}, jax "
              f"{m.get('jax')} ({m.get('backend')}), Python {m.get('python')}. "
-             "The machine is shared: minimum of repeats reported.", ""]
+             "Minimum of repeats reported.", ""]
     f = res.get("fdtd")
     if f:
-        lines += [f"## Acoustic FDTD ({f['grid'][0]} x {f['grid'][1]} grid, {f['steps']} steps, "
-                  f"batch {f['batch']}, {f['dtype']})", "",
-                  "| implementation | best s | cell-updates/s | time / pnn |",
-                  "| --- | ---: | ---: | ---: |"]
-        p = f["impl"]["pnn"]["best_s"]
-        for k, v in f["impl"].items():
-            lines.append(f"| {k} | {v['best_s']:.3f} | {v['cell_updates_per_s']:.3g} | "
-                         f"{v['best_s'] / p:.1f}x |")
-        lines += ["", f"wavetorch: {f['wavetorch_status']}. NumPy: the same update written in "
-                  f"this benchmark (`numpy_fdtd`); its probe intensities differ from pnn's by at most "
-                  f"{f['impl']['numpy']['max_rel_diff_vs_pnn_48x48_400_steps']:.1e} (relative, "
-                  "checked on a 48 x 48 grid, 400 steps, where the waves reach the probes). wavetorch runs "
-                  "its own equivalent scheme (one point source, intensity-dependent speed, "
-                  "absorbing layer) on the same grid, steps, batch and dtype, under "
-                  "`torch.no_grad()`.", "",
+        for size in [f, *f.get("sizes", ())]:
+            lines += [f"## Acoustic FDTD ({size['grid'][0]} x {size['grid'][1]} grid, "
+                      f"{size['steps']} steps, batch {size['batch']}, {size['dtype']})", "",
+                      "| implementation | device | best s | cell-updates/s | time / pnn |",
+                      "| --- | --- | ---: | ---: | ---: |"]
+            p = size["impl"]["pnn"]["best_s"]
+            for k, v in size["impl"].items():
+                lines.append(f"| {k} | {v.get('device', 'cpu')} | {v['best_s']:.3f} | "
+                             f"{v['cell_updates_per_s']:.3g} | {v['best_s'] / p:.1f}x |")
+            if "numpy_skipped" in size:
+                lines.append(f"\nNumPy not run at this size: {size['numpy_skipped']}.")
+            lines.append("")
+        np_ref = f["impl"].get("numpy", {}).get("max_rel_diff_vs_pnn_48x48_400_steps")
+        lines += [f"wavetorch: {f['wavetorch_status']}. NumPy: the same update written in "
+                  "this benchmark (`numpy_fdtd`), on the CPU"
+                  + ("" if np_ref is None else
+                     f"; its probe intensities differ from pnn's by at most {np_ref:.1e} "
+                     "(relative, checked on a 48 x 48 grid, 400 steps, where the waves reach "
+                     "the probes)")
+                  + ". wavetorch runs its own equivalent scheme (one point source, "
+                  "intensity-dependent speed, absorbing layer) on the same grid, steps, batch "
+                  "and dtype, under `torch.no_grad()`, on the device in the table.", "",
                   "Peer install (the `[bench]` extra): `pip install torch==2.13.0 --index-url "
                   "https://download.pytorch.org/whl/cpu` (CPU wheel), then `pip install "
                   "scikit-image seaborn pandas` and `pip install --no-deps wavetorch==0.2.1`. "
                   "Shims applied at import (`import_wavetorch`): `skimage.draw.circle` -> "
                   "`skimage.draw.disk`; an empty `wavetorch.data` module (missing from the "
-                  "wheel).", ""]
+                  "wheel). On a GPU, PyTorch's own CUDA build is used and wavetorch runs with "
+                  "`torch.device('cuda')` as the default device (its source injection "
+                  "allocates with a bare `torch.zeros`).", ""]
     r = res.get("roofline")
     if r:
+        on_accel = m.get("backend") not in (None, "cpu")
         lines += ["## Roofline (stencil)", "",
                   f"- Peak FLOP/s: {r['peak_flops'] / 1e9:.1f} GFLOP/s ({r['peak_method']}).",
-                  f"- Bandwidth: DRAM {r['bandwidth_dram_B_per_s'] / 1e9:.1f} GB/s "
-                  f"({r['bandwidth_dram_method']}); at the working-set size "
-                  f"{r['bandwidth_working_set_B_per_s'] / 1e9:.1f} GB/s "
-                  f"({r['bandwidth_working_set_method']}; the four fields are "
-                  f"{r['working_set_bytes'] / 2**20:.0f} MiB).",
+                  *([f"- Bandwidth: device memory {r['bandwidth_dram_B_per_s'] / 1e9:.0f} GB/s "
+                     f"({r['bandwidth_dram_method']})."] if on_accel else
+                    [f"- Bandwidth: DRAM {r['bandwidth_dram_B_per_s'] / 1e9:.1f} GB/s "
+                     f"({r['bandwidth_dram_method']}); at the working-set size "
+                     f"{r['bandwidth_working_set_B_per_s'] / 1e9:.1f} GB/s "
+                     f"({r['bandwidth_working_set_method']}; the four fields are "
+                     f"{r['working_set_bytes'] / 2**20:.0f} MiB)."]),
                   f"- Stencil: {r['stencil_flops_per_cell_update']:.0f} FLOPs and "
                   f"{r['stencil_bytes_per_cell_update']:.2f} compulsory bytes per cell-update "
                   "(read u, u_prev, the source field; write u_next; the static fields shared "
                   f"across the batch): arithmetic intensity {r['arithmetic_intensity']:.2f} "
                   "FLOP/B, memory-bound.",
                   f"- Attainable: {r['attainable_cell_updates_per_s_dram']:.3g} cell-updates/s "
-                  f"at DRAM bandwidth, {r['attainable_cell_updates_per_s_working_set']:.3g} at "
-                  "working-set bandwidth."]
+                  + ("at device-memory bandwidth." if on_accel else
+                     f"at DRAM bandwidth, {r['attainable_cell_updates_per_s_working_set']:.3g} "
+                     "at working-set bandwidth.")]
         if "pnn_cell_updates_per_s" in r:
-            lines += [f"- pnn: {r['pnn_cell_updates_per_s']:.3g} cell-updates/s "
-                      f"({r['pnn_gflops']:.1f} GFLOP/s) = "
-                      f"{100 * r['pnn_fraction_of_roofline_dram']:.0f} % of the DRAM roofline, "
-                      f"{100 * r['pnn_fraction_of_roofline_working_set']:.0f} % of the "
-                      "working-set roofline."]
+            g = r.get("grid", [None])[0]
+            where = f" at {g} x {g}, batch {r['batch']}" if g else ""
+            if on_accel:
+                lines += [f"- pnn{where}: {r['pnn_cell_updates_per_s']:.3g} cell-updates/s "
+                          f"({r['pnn_gflops']:.1f} GFLOP/s) = "
+                          f"{100 * r['pnn_fraction_of_roofline_dram']:.0f} % of the "
+                          "device-memory roofline (a field this small sits in the L2 cache; "
+                          "the time per simulated step is the loop's per-iteration cost)."]
+            else:
+                lines += [f"- pnn{where}: {r['pnn_cell_updates_per_s']:.3g} cell-updates/s "
+                          f"({r['pnn_gflops']:.1f} GFLOP/s) = "
+                          f"{100 * r['pnn_fraction_of_roofline_dram']:.0f} % of the DRAM "
+                          "roofline, "
+                          f"{100 * r['pnn_fraction_of_roofline_working_set']:.0f} % of the "
+                          "working-set roofline."]
+            for o in r.get("other_sizes", ()):
+                lines.append(f"- pnn at {o['grid'][0]} x {o['grid'][1]}, batch {o['batch']}: "
+                             f"{o['pnn_cell_updates_per_s']:.3g} cell-updates/s = "
+                             f"{100 * o['pnn_fraction_of_roofline_dram']:.0f} % of the "
+                             f"{'device-memory' if on_accel else 'DRAM'} roofline.")
         lines.append("")
     b = res.get("batch")
     if b:
@@ -690,6 +828,31 @@ def summary_md(res: dict, args, wall: float) -> str:
     return "\n".join(lines)
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            g, b = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected GRIDxBATCH such as 128x32, got {part!r}")
+        if g < 16 or b < 1:
+            raise argparse.ArgumentTypeError(f"grid side must be >= 16 and batch >= 1: {part!r}")
+        out.append((g, b))
+    if not out:
+        raise argparse.ArgumentTypeError("no FDTD size given")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="about 2 minutes: smaller everything")
@@ -698,15 +861,28 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=RESULTS, help="results folder")
     ap.add_argument("--summary-only", action="store_true",
                     help="rewrite summary.md from the JSON files already in --out")
+    ap.add_argument("--fdtd-sizes", default="128x32", type=_sizes,
+                    help="FDTD grid sides and batches, GRIDxBATCH, comma-separated; the first "
+                         "is the reference size (roofline, ratios); default 128x32")
+    ap.add_argument("--numpy-max-cells", type=float, default=2e10,
+                    help="skip the NumPy peer for sizes with more cell-updates a run than this "
+                         "(it runs at about 1.5e8 a second on one core)")
+    ap.add_argument("--batches", default="", type=_ints,
+                    help="batch sizes of the batch section, comma-separated (default 1 ... 256)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.summary_only:
         run = json.load(open(os.path.join(args.out, "run.json")))
         args.quick = run["quick"]
+        args.argv = run.get("argv", ["--quick"] if args.quick else [])
+        args.commands = run.get("commands")
         res = {"machine": run["machine"]}
         for name in SECTIONS:
             path = os.path.join(args.out, f"{name}.json")
             if os.path.exists(path):
-                res[name] = json.load(open(path))
+                d = json.load(open(path))
+                if "error" not in d:
+                    res[name] = d
         with open(os.path.join(args.out, "summary.md"), "w") as fh:
             fh.write(summary_md(res, args, run["wall_s"]) + "\n")
         return 0
@@ -714,20 +890,43 @@ def main(argv=None) -> int:
     bad = [s for s in only if s not in SECTIONS]
     if bad:
         ap.error(f"unknown sections {bad}; valid: {', '.join(SECTIONS)}")
-    args.fdtd_grid = 128
     args.fdtd_steps = 200 if args.quick else 1000
     args.repeats_pnn = 3 if args.quick else 5
     args.repeats_peer = 1 if args.quick else 2
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     res = {"machine": machine()}
-    for name in only:
+    failed = []
+
+    def write_summary(done: list[str]) -> str:
+        # after every section, so that a run stopped part-way keeps a readable summary
+        wall = time.perf_counter() - t0
+        with open(os.path.join(args.out, "run.json"), "w") as fh:
+            json.dump({"wall_s": wall, "quick": args.quick, "sections": done,
+                       "argv": args.argv, "machine": res["machine"],
+                       "complete": done == only}, fh, indent=2)
+        md = summary_md(res, args, wall)
+        with open(os.path.join(args.out, "summary.md"), "w") as fh:
+            fh.write(md + "\n")
+        return md
+
+    for i, name in enumerate(only):
         log(f"section {name}")
         t = time.perf_counter()
-        if name == "roofline":
-            out = bench_roofline(args, res.get("fdtd"))
-        else:
-            out = globals()[f"bench_{name}"](args)
+        try:
+            if name == "roofline":
+                out = bench_roofline(args, res.get("fdtd"))
+            else:
+                out = globals()[f"bench_{name}"](args)
+        except Exception:  # noqa: BLE001 - one failed section must not lose the others
+            import traceback
+
+            tb = traceback.format_exc()
+            log(f"section {name} FAILED:\n{tb}")
+            failed.append(name)
+            with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
+                json.dump({"error": tb, "section_s": time.perf_counter() - t}, fh, indent=2)
+            continue
         out["section_s"] = time.perf_counter() - t
         out["quick"] = args.quick
         out["machine"] = res["machine"]
@@ -735,16 +934,13 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
             json.dump(out, fh, indent=2, default=float)
         log(f"section {name} done in {out['section_s']:.0f} s")
-    wall = time.perf_counter() - t0
-    with open(os.path.join(args.out, "run.json"), "w") as fh:
-        json.dump({"wall_s": wall, "quick": args.quick, "sections": only,
-                   "machine": res["machine"]}, fh, indent=2)
-    md = summary_md(res, args, wall)
-    with open(os.path.join(args.out, "summary.md"), "w") as fh:
-        fh.write(md + "\n")
+        md = write_summary(only[:i + 1])
+    md = write_summary(only)
     print(md)
+    if failed:
+        log(f"failed sections: {', '.join(failed)} (tracebacks in their JSON files)")
+        return 1
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
