@@ -1,10 +1,12 @@
 """Where PhyLL's wall time goes on the acoustic vowel run (issue 12: digital time).
 
-    python benchmarks/profile_phyll.py [--epochs 3] [--out benchmarks/results/phyll_profile.json]
+    python benchmarks/profile_phyll.py [--epochs 10] [--out benchmarks/results/phyll_profile.json]
 
 1. ``pnn train --system acoustic --task vowels --method phyll --epochs N`` as a user runs it
-   (a subprocess): the record's ``cost.wall_s``, ``physical_s``, ``digital_s`` and, from the
-   history, the learning time with evaluation apart.
+   (a subprocess), twice: with an empty compilation cache (cold, every program compiled) and
+   again with the cache that run filled (warm; see :mod:`pnn.jit_cache`): the records'
+   ``cost.wall_s``, ``physical_s``, ``digital_s`` and, from the history, the learning time
+   with evaluation apart.
 2. The same training in this process, instrumented without touching the trainer:
    * every physical query (``Ledger.query``) timed, split by purpose (train / eval) and into
      the simulator's first call per batch shape (compilation) and the rest;
@@ -32,14 +34,18 @@ import jax
 import numpy as np
 
 
-def cli_run(epochs: int) -> dict:
+def cli_run(epochs: int, cache_dir: str) -> dict:
+    """One ``pnn train`` process with its compilation cache in ``cache_dir`` (empty: a cold
+    start, every program compiled; filled by an earlier run: a warm start)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["PNN_COMPILE_CACHE"] = cache_dir
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "rec.json")
         t = time.perf_counter()
         p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "pnn"), "train",
                             "--system", "acoustic", "--task", "vowels", "--method", "phyll",
                             "--epochs", str(epochs), "--out", out],
-                           capture_output=True, text=True, timeout=1800)
+                           capture_output=True, text=True, timeout=1800, env=env)
         total = time.perf_counter() - t
         if p.returncode != 0:
             return {"error": p.stderr[-3000:]}
@@ -145,21 +151,30 @@ def instrumented(epochs: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=10, help="default: pnn train's default")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results", "phyll_profile.json"))
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args(argv)
-    res = {"cli": None if args.skip_cli else cli_run(args.epochs),
-           "instrumented": instrumented(args.epochs)}
+    res = {"cli": None, "cli_warm": None}
+    if not args.skip_cli:
+        with tempfile.TemporaryDirectory() as cache:
+            res["cli"] = cli_run(args.epochs, cache)  # cold: an empty compilation cache
+            res["cli_warm"] = cli_run(args.epochs, cache)  # the same command again
+    res["instrumented"] = instrumented(args.epochs)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=2, default=str)
-    c, i = res["cli"], res["instrumented"]
-    if c and "error" not in c:
-        print(f"CLI: wall {c['wall_s']:.1f} s = physical {c['physical_s']:.1f} + digital "
-              f"{c['digital_s']:.1f} ({100 * c['digital_fraction']:.0f} % digital); learning "
-              f"{c['learning_wall_s']:.1f} s, evaluation {c['eval_s']:.1f} s")
+    i = res["instrumented"]
+    for tag in ("cli", "cli_warm"):
+        c = res[tag]
+        if c and "error" not in c:
+            print(f"CLI ({'cold' if tag == 'cli' else 'warm'} compilation cache): wall "
+                  f"{c['wall_s']:.1f} s = physical {c['physical_s']:.1f} + digital "
+                  f"{c['digital_s']:.1f} ({100 * c['digital_fraction']:.0f} % digital); "
+                  f"learning {c['learning_wall_s']:.1f} s, evaluation {c['eval_s']:.1f} s")
+        elif c:
+            print(f"CLI ({tag}) failed: {c['error']}")
     q = i["physical_queries_by_purpose"]
     print(f"instrumented: {i['process_s']:.1f} s; physical {i['physical_s']:.1f} s "
           + ", ".join(f"{k}: {v['n']} calls {v['s']:.1f} s (first per shape {v['first_s']:.1f})"

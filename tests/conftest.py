@@ -1,5 +1,17 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+# `pnn` processes the tests start keep their compiled programs in a folder of this test run,
+# not in the user's ~/.cache/pnn/xla (pnn.jit_cache); one folder per test process
+if not os.environ.get("PNN_COMPILE_CACHE"):
+    _cache = tempfile.mkdtemp(prefix="pnn-test-xla-")
+    os.environ["PNN_COMPILE_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 @pytest.fixture

@@ -144,8 +144,7 @@ def _block_train(kind, n_pos, params, static, opt_state, m, a, theta, lo, hi, lr
 _block_train_jit = eqx.filter_jit(_block_train)
 
 
-@partial(jax.jit, static_argnames=("n_classes", "encoding"))
-def _prepare(x, lo, span, *, n_classes, encoding):
+def _encode(x, lo, span, n_classes, encoding):
     """Features -> non-negative drives (see ``encoding``), a constant 1, C label slots in front."""
     if encoding == "split":
         z = jnp.concatenate([jnp.maximum(x, 0.0), jnp.maximum(-x, 0.0)], axis=1)
@@ -157,12 +156,43 @@ def _prepare(x, lo, span, *, n_classes, encoding):
     return jnp.concatenate([jnp.zeros((z.shape[0], n_classes), z.dtype), z], axis=1)
 
 
-@partial(jax.jit, static_argnames=("n_classes",))
-def _embed_pos_neg(x0, y, y_neg, *, n_classes):
+# Each helper below is one compiled program per batch shape: the input side of a training step,
+# of a goodness evaluation and of a feature pass, from raw features to the first physical drives.
+# Run op by op, the same work compiled and dispatched a dozen small programs per shape.
+_STATIC = ("n_classes", "encoding", "d_lo", "d_hi")
+
+
+@partial(jax.jit, static_argnames=("n_classes", "encoding"))
+def _prepare(x, lo, span, *, n_classes, encoding):
+    return _encode(x, lo, span, n_classes, encoding)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _train_inputs(x, y, y_neg, lo, span, *, d_lo, d_hi, n_classes, encoding):
+    """Positive then negative samples' directions and the first layer's drives for them."""
+    x0 = _encode(x, lo, span, n_classes, encoding)
     k = y_neg.shape[0] // y.shape[0]
     h = jnp.concatenate([embed_label(x0, y, n_classes),
                          embed_label(jnp.tile(x0, (k, 1)), y_neg, n_classes)])
-    return direction(h)
+    a = direction(h)
+    return a, to_drive(a, d_lo, d_hi)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _all_label_inputs(x, lo, span, *, d_lo, d_hi, n_classes, encoding):
+    """Every label embedded in turn (label-major): directions and first drives."""
+    a = direction(embed_all_labels(_encode(x, lo, span, n_classes, encoding), n_classes))
+    return a, to_drive(a, d_lo, d_hi)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _neutral_inputs(x, lo, span, *, d_lo, d_hi, n_classes, encoding):
+    """A neutral label (each slot max|x| / C): encoded input, directions and first drives."""
+    x0 = _encode(x, lo, span, n_classes, encoding)
+    m0 = jnp.max(jnp.abs(x0), axis=1, keepdims=True)
+    a = direction(x0.at[:, :n_classes].set(jnp.broadcast_to(m0 / n_classes,
+                                                           (x0.shape[0], n_classes))))
+    return x0, a, to_drive(a, d_lo, d_hi)
 
 
 @partial(jax.jit, static_argnames=("kind",))
@@ -236,6 +266,14 @@ class PhyLL(Algorithm):
         return _prepare(jnp.asarray(x, jnp.float32), self.scaler.lo, self.scaler.span,
                         n_classes=self.data.n_classes, encoding=self.config.encoding)
 
+    def _inputs(self, fn, x, *args):
+        spec0 = self.layers[0].spec
+        # the drive range is static, as in the layer's spec: Python floats, folded in as the
+        # same constants an op-by-op evaluation would use
+        return fn(np.asarray(x, np.float32), *args, self.scaler.lo, self.scaler.span,
+                  d_lo=float(spec0.lo), d_hi=float(spec0.hi), n_classes=self.data.n_classes,
+                  encoding=self.config.encoding)
+
     def step(self, state, x, y):
         cfg, C, ledger = self.config, self.data.n_classes, self.ledger
         n = len(y)
@@ -246,11 +284,11 @@ class PhyLL(Algorithm):
         else:
             shift = rng.integers(1, C, size=k_neg * n)
         y_neg = (np.tile(y, k_neg) + shift) % C
-        a = _embed_pos_neg(self.prepare(x), jnp.asarray(y), jnp.asarray(y_neg), n_classes=C)
+        a, drives = self._inputs(_train_inputs, x, np.asarray(y), np.asarray(y_neg))
+        drives = np.asarray(drives)
         blocks, opts, calibrated = list(state["blocks"]), list(state["opt"]), \
             list(state["calibrated"])
         spec0 = self.layers[0].spec
-        drives = np.asarray(to_drive(a, spec0.lo, spec0.hi))
         batch_loss = 0.0
         for k in range(len(blocks)):
             # one physical query per drive: positive and negative drives in one batch
@@ -280,9 +318,9 @@ class PhyLL(Algorithm):
     def scores(self, state, x) -> np.ndarray:
         """Summed goodness for every label, shape ``(batch, n_classes)``."""
         C = self.data.n_classes
-        a = direction(embed_all_labels(self.prepare(x), C))
+        a, drives = self._inputs(_all_label_inputs, x)
+        drives = np.asarray(drives)
         spec0 = self.layers[0].spec
-        drives = np.asarray(to_drive(a, spec0.lo, spec0.hi))
         total = 0.0
         blocks = state["blocks"]
         for k, blk in enumerate(blocks):
@@ -293,20 +331,18 @@ class PhyLL(Algorithm):
             self.ledger.add_flops(dense_flops(len(drives), blk.W.shape[1], blk.W.shape[0])
                                   + 6 * len(drives) * (a.shape[1] + blk.W.shape[1]),
                                   "trainable forward")
-            total = total + g
+            total = total + np.asarray(g)
             drives = np.asarray(d_next)
-        return np.asarray(jnp.reshape(total, (C, -1)).T)
+        return np.reshape(total, (C, -1)).T
 
     def features(self, state, x, purpose: str = "eval") -> np.ndarray:
         """Every block's output direction for a neutral label (each label slot max|x| / C),
         concatenated, after the encoded input when ``readout_input``: shape
         ``(batch, readout_width())``. One pass through the physics."""
         C = self.data.n_classes
-        x0 = self.prepare(x)
-        m0 = jnp.max(jnp.abs(x0), axis=1, keepdims=True)
-        a = direction(x0.at[:, :C].set(jnp.broadcast_to(m0 / C, (x0.shape[0], C))))
+        x0, a, drives = self._inputs(_neutral_inputs, x)
+        drives = np.asarray(drives)
         spec0 = self.layers[0].spec
-        drives = np.asarray(to_drive(a, spec0.lo, spec0.hi))
         out = [np.asarray(x0[:, C:])] if self.config.readout_input else []
         blocks = state["blocks"]
         for k, blk in enumerate(blocks):

@@ -1,0 +1,75 @@
+"""The command line's persistent compilation cache (pnn.jit_cache): where it goes, how it is
+turned off, and that a run served from it gives the same record as the run that filled it."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from pnn.jit_cache import default_compile_cache_dir, enable_compile_cache
+
+
+def _env(**kw):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "PNN_"))}
+    env.update(kw)
+    return env
+
+
+def test_default_folder_is_under_pnn_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PNN_CACHE", str(tmp_path))
+    assert default_compile_cache_dir() == tmp_path / "xla"
+    monkeypatch.delenv("PNN_CACHE")
+    assert default_compile_cache_dir().parts[-3:] == (".cache", "pnn", "xla")
+
+
+@pytest.mark.parametrize("value", ["off", "0", "OFF", "false"])
+def test_off_leaves_jax_alone(monkeypatch, value):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PNN_COMPILE_CACHE", value)
+    assert enable_compile_cache() is None
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+
+def test_the_users_own_jax_setting_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("PNN_COMPILE_CACHE", str(tmp_path / "pnn"))
+    assert enable_compile_cache() == tmp_path / "mine"
+    assert not (tmp_path / "pnn").exists()
+
+
+def test_an_unusable_folder_warns_and_runs_without(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PNN_COMPILE_CACHE", str(blocker / "xla"))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert enable_compile_cache() is None
+    assert any("not usable" in str(x.message) and "PNN_COMPILE_CACHE" in str(x.message)
+               for x in w)
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+
+def test_a_second_cli_run_is_served_from_the_cache_with_the_same_record(tmp_path):
+    cache = tmp_path / "xla"
+    env = _env(PNN_COMPILE_CACHE=str(cache), PYTHONWARNINGS="ignore")
+    records = []
+    for k in range(2):
+        out = tmp_path / f"rec{k}.json"
+        p = subprocess.run([sys.executable, "-m", "pnn", "train", "--system", "microwave",
+                            "--method", "phyll", "--epochs", "2", "--out", str(out)],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        records.append(json.loads(out.read_text()))
+        if k == 0:
+            filled = {f.name for f in cache.iterdir()}
+            assert len(filled) > 10, filled  # every program, however quick to compile
+    # nothing new compiled the second time: every program came from the cache
+    assert {f.name for f in cache.iterdir()} == filled
+    a, b = records
+    assert a["val_accuracy"] == b["val_accuracy"] and a["test_accuracy"] == b["test_accuracy"]
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
