@@ -8,13 +8,14 @@
 Sections (each writes ``results/<name>.json``):
 
 ``fdtd``
-    The acoustic FDTD on a 128 x 128 grid, 1,000 steps, batch 32, float32: pnn's
-    :class:`~pnn.sim.acoustic.AcousticLayer` (jitted ``forward``), a batched NumPy implementation
-    of the same update written here (:func:`numpy_fdtd`), and wavetorch 0.2.1 on PyTorch (CPU)
-    when it is importable (the ``[bench]`` extra; see :func:`import_wavetorch` for the two shims
-    it needs on a current stack). Same grid, steps, batch and dtype, in the same process, one
-    after another; each timed ``--repeats`` times, minimum reported. Cell-updates per second =
-    batch x nx x ny x steps / seconds.
+    The acoustic FDTD on a 128 x 128 grid, 1,000 steps, batch 32, float32 (``--fdtd-sizes``
+    adds others): pnn's :class:`~pnn.sim.acoustic.AcousticLayer` (jitted ``forward``), a batched
+    NumPy implementation of the same update written here (:func:`numpy_fdtd`, on the CPU), and
+    wavetorch 0.2.1 on PyTorch (on CUDA when JAX runs on a GPU) when it is importable (the
+    ``[bench]`` extra; see :func:`import_wavetorch` for the shims it needs on a current stack).
+    Same grid, steps, batch and dtype, in the same process; pnn and NumPy timed in interleaved
+    rounds (6 pnn runs and 3 NumPy runs in all), wavetorch after them; minimum reported.
+    Cell-updates per second = batch x nx x ny x steps / seconds.
 ``roofline``
     Machine bandwidth (a NumPy copy, at DRAM size and at the stencil's working-set size) and
     peak FLOP/s (a large float32 NumPy matmul), the stencil's FLOPs and compulsory bytes per
@@ -27,6 +28,10 @@ Sections (each writes ``results/<name>.json``):
     throughput and costs from the records (``train_queries``, ``digital_flops``, ``wall_s``,
     evaluation apart) and the cost to a target validation accuracy (:func:`pnn.stats.
     cost_to_target`, target = 95 % of the best method's validation accuracy on that system).
+``tuned``
+    PhyLL against PAT's *tuned* validation accuracy on each simulator, per seed, read from the
+    comparison protocol's records (``experiments/results/protocol_<system>_vowels``): the
+    learning costs at the first epoch reaching PAT's best validation accuracy. Nothing trained.
 ``memory``
     Peak memory of one PhyLL step and of one in-silico step as the simulated time steps grow
     from 500 to 4,000 (acoustic, registry default grid, batch 32), each in its own subprocess:
@@ -51,7 +56,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-SECTIONS = ("fdtd", "roofline", "batch", "training", "memory", "scaling")
+SECTIONS = ("fdtd", "roofline", "batch", "training", "tuned", "memory", "scaling")
 SIMULATORS = ("acoustic", "optical", "microwave")
 
 import jax  # noqa: E402
@@ -208,11 +213,9 @@ def bench_fdtd_size(args, nx: int, batch: int, wt, numpy_peer: bool) -> dict:
     t = time.perf_counter()
     np.asarray(layer._forward(xj))
     compile_s = time.perf_counter() - t
-    best, times = best_time(lambda: layer._forward(xj).block_until_ready(), args.repeats_pnn)
-    out["impl"]["pnn"] = {"best_s": best, "times_s": times, "first_call_s": compile_s,
-                          "cell_updates_per_s": cells / best, "device": jax.default_backend()}
-    log(f"fdtd {nx}x{ny} batch {batch} pnn: {best:.3f} s "
-        f"({cells / best / 1e9:.2f} G cell-updates/s)")
+
+    def run_pnn():
+        layer._forward(xj).block_until_ready()
 
     if numpy_peer:
         # correctness of the NumPy peer: a small grid where the waves reach the probes
@@ -221,11 +224,28 @@ def bench_fdtd_size(args, nx: int, batch: int, wt, numpy_peer: bool) -> dict:
         ref = np.asarray(small._forward(jnp.asarray(xs)))
         rel = float(np.max(np.abs(numpy_fdtd(small, xs) - ref)) / np.max(np.abs(ref)))
         numpy_fdtd(layer, x)
-        best, times = best_time(lambda: numpy_fdtd(layer, x), args.repeats_peer)
-        out["impl"]["numpy"] = {"best_s": best, "times_s": times,
-                                "cell_updates_per_s": cells / best, "device": "cpu",
-                                "max_rel_diff_vs_pnn_48x48_400_steps": rel}
-        log(f"fdtd numpy: {best:.3f} s (max rel diff vs pnn {rel:.2e})")
+        # interleaved rounds (pnn, then NumPy, again and again), so that a shared machine's
+        # slow and fast moments fall on both; the minimum of each is reported
+        t_pnn, t_np = [], []
+        per = max(1, args.repeats_pnn // (args.repeats_peer + 1))
+        for _ in range(args.repeats_peer + 1):
+            t_pnn += best_time(run_pnn, per)[1]
+            t_np += best_time(lambda: numpy_fdtd(layer, x), 1)[1]
+        out["impl"]["numpy"] = {"best_s": min(t_np), "times_s": t_np,
+                                "cell_updates_per_s": cells / min(t_np), "device": "cpu",
+                                "max_rel_diff_vs_pnn_48x48_400_steps": rel,
+                                "timing": "interleaved with pnn's"}
+    else:
+        t_pnn = best_time(run_pnn, args.repeats_pnn)[1]
+    best = min(t_pnn)
+    out["impl"] = {"pnn": {"best_s": best, "times_s": t_pnn, "first_call_s": compile_s,
+                           "cell_updates_per_s": cells / best, "device": jax.default_backend()},
+                   **out["impl"]}
+    log(f"fdtd {nx}x{ny} batch {batch} pnn: {best:.3f} s "
+        f"({cells / best / 1e9:.2f} G cell-updates/s)")
+    if numpy_peer:
+        log(f"fdtd numpy: {out['impl']['numpy']['best_s']:.3f} s (max rel diff vs pnn "
+            f"{rel:.2e})")
     else:
         out["numpy_skipped"] = (f"{cells:.2g} cell-updates a run is over --numpy-max-cells "
                                 f"{args.numpy_max_cells:.2g}")
@@ -495,6 +515,66 @@ def bench_training(args) -> dict:
             "runs": runs, "phyll_vs_pat": vs,
             "note": "default configs, not tuned: PAT's accuracy here is PAT's after "
                     f"{epochs} epochs with its default config, not its tuned accuracy"}
+
+
+# --------------------------------------------------------------------------------- tuned
+PROTOCOL = os.path.join(os.path.dirname(HERE), "experiments", "results",
+                        "protocol_{system}_vowels", "results.json")
+
+
+def bench_tuned(args) -> dict:
+    """PhyLL against PAT's *tuned* validation accuracy, from the comparison protocol's records
+    (``pnn run experiments/protocol_<system>_vowels.toml``: every method tuned with the same
+    Optuna budget on seed 0's validation split, then 5 seeds). Per seed: the target is PAT's
+    best validation accuracy over its epochs; each method's learning costs (train queries,
+    digital FLOPs, wall time; evaluation excluded) at the first epoch reaching it. Nothing is
+    trained here: the records' per-epoch cumulative costs are read back."""
+    from pnn.stats import cost_to_target
+
+    rows, per_system = [], []
+    for system in SIMULATORS:
+        path = PROTOCOL.format(system=system)
+        if not os.path.exists(path):
+            log(f"tuned: no protocol record for {system} ({path}); skipped")
+            continue
+        with open(path) as fh:
+            recs = json.load(fh)
+        by = {(r["method"], r["seed"]): r for r in recs}
+        seeds = sorted(s for (m, s) in by if m == "pat" and ("phyll", s) in by)
+        for seed in seeds:
+            pat, ph = by[("pat", seed)], by[("phyll", seed)]
+            target = max(h["val_accuracy"] for h in pat["history"] if "val_accuracy" in h)
+            c_pat, c_ph = cost_to_target(pat["history"], target), cost_to_target(
+                ph["history"], target)
+            rows.append({"system": system, "seed": seed, "pat_best_val_accuracy": target,
+                         "phyll_best_val_accuracy": max(h["val_accuracy"] for h in ph["history"]
+                                                        if "val_accuracy" in h),
+                         "pat": c_pat, "phyll": c_ph,
+                         "phyll_fewer_flops": bool(c_ph and c_ph["digital_flops"]
+                                                   < c_pat["digital_flops"]),
+                         "phyll_less_wall": bool(c_ph and c_ph["wall_s"] < c_pat["wall_s"])})
+        mine = [r for r in rows if r["system"] == system]
+        reached = [r for r in mine if r["phyll"] is not None]
+
+        def med(key, who):
+            v = [r[who][key] for r in reached]
+            return float(np.median(v)) if v else None
+
+        per_system.append({
+            "system": system, "seeds": len(mine), "phyll_reached": len(reached),
+            "phyll_fewer_flops_and_less_wall": sum(r["phyll_fewer_flops"] and r["phyll_less_wall"]
+                                                   for r in mine),
+            "median_pat_target": float(np.median([r["pat_best_val_accuracy"] for r in mine])),
+            **{f"median_{who}_{key}": med(key, who) for who in ("phyll", "pat")
+               for key in ("wall_s", "digital_flops", "train_queries")},
+            "record": os.path.relpath(path, os.path.dirname(HERE)),
+            "pnn_version": recs[0].get("pnn_version")})
+        log(f"tuned {system}: PhyLL reached PAT's tuned validation accuracy on "
+            f"{len(reached)}/{len(mine)} seeds")
+    return {"rows": rows, "systems": per_system,
+            "method": "per seed, target = PAT's best validation accuracy (tuned config); "
+                      "learning costs at the first epoch reaching it, read from the protocol "
+                      "records (evaluation excluded); medians over the seeds PhyLL reached it"}
 
 
 # --------------------------------------------------------------------------------- memory
@@ -793,6 +873,29 @@ def summary_md(res: dict, args, wall: float) -> str:
                          f"{'' if a is None else format(a['digital_flops'] / 1e9, '.2f')} | "
                          f"{'' if b is None else format(b['digital_flops'] / 1e9, '.2f')} |")
         lines.append("")
+    tu = res.get("tuned")
+    if tu:
+        lines += ["## PhyLL against PAT's tuned validation accuracy (comparison protocol, "
+                  "vowels)", "",
+                  "| system | seeds PhyLL reached it | PhyLL fewer FLOPs and less wall | "
+                  "PAT target (median) | PhyLL wall s | PAT wall s | PhyLL GFLOP | PAT GFLOP | "
+                  "PhyLL train queries | PAT train queries |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for v in tu["systems"]:
+            def g(key, scale=1.0, fmt=".1f"):
+                x = v[key]
+                return "–" if x is None else format(x / scale, fmt)
+            lines.append(f"| {v['system']} | {v['phyll_reached']}/{v['seeds']} | "
+                         f"{v['phyll_fewer_flops_and_less_wall']}/{v['seeds']} | "
+                         f"{v['median_pat_target']:.3f} | {g('median_phyll_wall_s')} | "
+                         f"{g('median_pat_wall_s')} | {g('median_phyll_digital_flops', 1e9, '.2f')} "
+                         f"| {g('median_pat_digital_flops', 1e9, '.2f')} | "
+                         f"{g('median_phyll_train_queries', 1, ',.0f')} | "
+                         f"{g('median_pat_train_queries', 1, ',.0f')} |")
+        lines += ["", f"({tu['method']}; records: "
+                  + ", ".join(f"`{v['record']}`" for v in tu["systems"])
+                  + ". Their wall times were measured while the protocol ran on the same "
+                  "shared 2-core machine, PhyLL and PAT one after another.)", ""]
     mm = res.get("memory")
     if mm:
         lines += ["## Peak memory against simulated time steps (acoustic, batch 32)", "",
@@ -891,7 +994,7 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown sections {bad}; valid: {', '.join(SECTIONS)}")
     args.fdtd_steps = 200 if args.quick else 1000
-    args.repeats_pnn = 3 if args.quick else 5
+    args.repeats_pnn = 3 if args.quick else 6
     args.repeats_peer = 1 if args.quick else 2
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()

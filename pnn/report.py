@@ -22,6 +22,7 @@ document is out of date). The kinds, each one function of :data:`SECTIONS`:
 * ``adapt FOLDER`` and ``adapt_seeds SYSTEM``: the adaptation tables (``adapt.json``);
 * ``train PATTERN``: one row per ``pnn train`` record matching the glob (previous protocol);
 * ``papers``: our numbers beside what the PhyLL and PAT papers reported (:data:`PAPERS`);
+* ``bench``: the headline speed figures from ``benchmarks/results/`` (and ``gpu/`` there);
 * ``figure NAME``: a figure of :data:`FIGURES`, drawn from its records into ``docs/figures/``
   (PNG and SVG), and the Markdown that shows it.
 
@@ -467,6 +468,85 @@ def papers_table(rep: Report, _arg: str = "") -> str:
                   "lllllrr", rows)
 
 
+#: where benchmarks/run_all.py writes, relative to the repository root
+BENCH = Path("benchmarks") / "results"
+
+
+def _bench(rep: Report, relative: str, required: bool = True):
+    path = rep.root / BENCH / relative
+    if not path.is_file():
+        if not required:
+            return None
+        raise ReportError(f"no benchmark result {path}; run python benchmarks/run_all.py "
+                          "(see benchmarks/README.md) or remove the marker that asks for it")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "error" in data:
+        raise ReportError(f"{path}: that benchmark section failed; rerun it")
+    return data
+
+
+def _times(v: float) -> str:
+    return f"{v:.1f}×" if v < 20 else f"{v:.0f}×"
+
+
+def _fdtd_cells(f: dict) -> list[str]:
+    impl = f["impl"]
+    ratio = " / ".join(_times(impl[k]["best_s"] / impl["pnn"]["best_s"]) if k in impl else "–"
+                       for k in ("numpy", "wavetorch"))
+    t = impl["pnn"]["best_s"]
+    return [f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.3g} s", ratio]
+
+
+def bench_table(rep: Report, _arg: str = "") -> str:
+    """Headline speed figures from ``benchmarks/results`` (CPU) and ``benchmarks/results/gpu``:
+    the FDTD against its peers, the share of the memory roofline, simulator throughput against
+    batch, and PhyLL against PAT's tuned validation accuracy (from the protocol records)."""
+    cols = [("", _bench(rep, "fdtd.json"), _bench(rep, "roofline.json"), _bench(rep, "batch.json"),
+             _bench(rep, "run.json"))]
+    gpu = _bench(rep, "gpu/fdtd.json", required=False)
+    if gpu is not None:
+        cols.append(("gpu/", gpu, _bench(rep, "gpu/roofline.json"), _bench(rep, "gpu/batch.json"),
+                     _bench(rep, "gpu/run.json")))
+    head = ["measure"]
+    rows = [[f"FDTD {cols[0][1]['grid'][0]}², {cols[0][1]['steps']:,} steps, batch "
+             f"{cols[0][1]['batch']}: pnn"], ["same: time of NumPy / wavetorch ÷ pnn's"],
+            ["pnn's share of the memory roofline"], ["simulator samples/s, batch 1 → best"]]
+    for _, fdtd, roof, batch, run in cols:
+        m = run["machine"]
+        head.append(m["device_kind"] if m.get("backend") not in (None, "cpu") else
+                    f"CPU, {m['cpu_count']} cores")
+        t, r = _fdtd_cells(fdtd)
+        rows[0].append(t)
+        rows[1].append(r)
+        if "pnn_fraction_of_roofline_working_set" in roof and m.get("backend") == "cpu":
+            # on a CPU the fields stay in cache: the working-set bandwidth is the ceiling
+            share = (f"{100 * roof['pnn_fraction_of_roofline_working_set']:.0f} % of the "
+                     f"in-cache one ({100 * roof['pnn_fraction_of_roofline_dram']:.0f} % of "
+                     "DRAM's)")
+        else:
+            share = f"{100 * roof['pnn_fraction_of_roofline_dram']:.0f} %"
+        for o in roof.get("other_sizes", ()):
+            share += f" ({100 * o['pnn_fraction_of_roofline_dram']:.0f} % at {o['grid'][0]}², " \
+                     f"batch {o['batch']})"
+        rows[2].append(share)
+        ac = [x for x in batch["results"] if x["system"] == "acoustic"]
+        best = max(ac, key=lambda x: x["samples_per_s_best"])
+        rows[3].append(f"{ac[0]['samples_per_s_best']:,.0f} → {best['samples_per_s_best']:,.0f} "
+                       f"(batch {best['batch']})")
+    rows[3][0] = "acoustic " + rows[3][0]
+    out = _table(head, "l" + "r" * len(cols), rows)
+    tuned = _bench(rep, "tuned.json", required=False)
+    if tuned is not None:
+        parts = [f"{v['system']} {v['median_phyll_wall_s']:.1f} s vs {v['median_pat_wall_s']:.1f} s"
+                 f", {v['median_phyll_digital_flops'] / 1e9:.2f} vs "
+                 f"{v['median_pat_digital_flops'] / 1e9:.1f} GFLOP ({v['phyll_reached']}/"
+                 f"{v['seeds']} seeds)" for v in tuned["systems"]
+                 if v["median_phyll_wall_s"] is not None]
+        out += ("\nPhyLL reaches PAT's tuned validation accuracy (comparison protocol, median "
+                "learning cost, evaluation apart): " + "; ".join(parts) + ".\n")
+    return out
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -569,6 +649,7 @@ SECTIONS: dict[str, Callable[[Report, str], str]] = {
     "adapt_seeds": adapt_seeds_table,
     "train": train_table,
     "papers": papers_table,
+    "bench": bench_table,
 }
 
 

@@ -139,3 +139,21 @@ def test_every_comparison_found_is_reported_even_without_phyll_or_with_one_seed(
     assert "#### `compare_one_seed`" in text and "#### `compare_no_phyll`" in text
     assert "+5.0 (1 seed, no interval)" in text and "One seed: no interval" in text
     assert "No paired reading" in text and "**better**" not in text and "**worse**" not in text
+
+
+def test_the_speed_table_reads_the_benchmark_results(tmp_path):
+    """The README's speed figures come from benchmarks/results (CPU) and its gpu/ folder; a
+    missing or failed benchmark section is refused with the command that writes it."""
+    text = report.bench_table(report.Report(ROOT))
+    fdtd = json.loads((ROOT / report.BENCH / "fdtd.json").read_text())
+    assert f"| {fdtd['impl']['pnn']['best_s']:.3g} s |" in text
+    assert "NVIDIA H200" in text  # the GPU column, from benchmarks/results/gpu
+    assert "PhyLL reaches PAT's tuned validation accuracy" in text
+    (tmp_path / report.BENCH).mkdir(parents=True)
+    with pytest.raises(report.ReportError, match="benchmarks/run_all.py"):
+        report.bench_table(report.Report(tmp_path))
+    for name in ("fdtd", "roofline", "batch", "run"):
+        shutil.copy(ROOT / report.BENCH / f"{name}.json", tmp_path / report.BENCH)
+    (tmp_path / report.BENCH / "batch.json").write_text(json.dumps({"error": "Traceback"}))
+    with pytest.raises(report.ReportError, match="failed"):
+        report.bench_table(report.Report(tmp_path))
