@@ -42,7 +42,7 @@ def cli_run(epochs: int, cache_dir: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "rec.json")
         t = time.perf_counter()
-        p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "pnn"), "train",
+        p = subprocess.run([sys.executable, "-m", "pnn", "train",
                             "--system", "acoustic", "--task", "vowels", "--method", "phyll",
                             "--epochs", str(epochs), "--out", out],
                            capture_output=True, text=True, timeout=1800, env=env)
@@ -156,7 +156,10 @@ def main(argv=None) -> int:
                                                   "results", "phyll_profile.json"))
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args(argv)
-    res = {"cli": None, "cli_warm": None}
+    res = {"machine": {"backend": jax.default_backend(),
+                       "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+                       "jax": jax.__version__},
+           "cli": None, "cli_warm": None}
     if not args.skip_cli:
         with tempfile.TemporaryDirectory() as cache:
             res["cli"] = cli_run(args.epochs, cache)  # cold: an empty compilation cache
