@@ -566,7 +566,7 @@ def bench_tuned(args) -> dict:
                                                    for r in mine),
             "median_pat_target": float(np.median([r["pat_best_val_accuracy"] for r in mine])),
             **{f"median_{who}_{key}": med(key, who) for who in ("phyll", "pat")
-               for key in ("wall_s", "digital_flops", "train_queries")},
+               for key in ("wall_s", "digital_flops", "train_queries", "epoch")},
             "record": os.path.relpath(path, os.path.dirname(HERE)),
             "pnn_version": recs[0].get("pnn_version")})
         log(f"tuned {system}: PhyLL reached PAT's tuned validation accuracy on "

@@ -542,8 +542,19 @@ def bench_table(rep: Report, _arg: str = "") -> str:
                  f"{v['median_pat_digital_flops'] / 1e9:.1f} GFLOP ({v['phyll_reached']}/"
                  f"{v['seeds']} seeds)" for v in tuned["systems"]
                  if v["median_phyll_wall_s"] is not None]
+        epochs = [(v["median_phyll_epoch"], v["median_pat_epoch"]) for v in tuned["systems"]
+                  if v.get("median_phyll_epoch") is not None]
+        when = ""
+        if epochs:
+            def span(i):
+                lo, hi = min(e[i] for e in epochs), max(e[i] for e in epochs)
+                return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
+
+            when = (f" PhyLL gets there at epoch {span(0)} (median over seeds), PAT at "
+                    f"{span(1)}: both tuned, and PhyLL's tuned read-out also sees the encoded "
+                    "input.")
         out += ("\nPhyLL reaches PAT's tuned validation accuracy (comparison protocol, median "
-                "learning cost, evaluation apart): " + "; ".join(parts) + ".\n")
+                "learning cost, evaluation apart): " + "; ".join(parts) + "." + when + "\n")
     return out
 
 
