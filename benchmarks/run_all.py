@@ -956,6 +956,30 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _earlier_sections(out: str, only: list[str], quick: bool) -> tuple[dict, dict]:
+    """The sections an earlier run left in ``out`` that this run does not measure (same
+    ``--quick`` setting, not failed), and that run's ``run.json``."""
+    try:
+        with open(os.path.join(out, "run.json")) as fh:
+            earlier = json.load(fh)
+    except (OSError, ValueError):
+        return {}, {}
+    if not isinstance(earlier, dict) or bool(earlier.get("quick")) != bool(quick):
+        return {}, {}
+    kept = {}
+    for name in SECTIONS:
+        if name in only or name not in earlier.get("sections", ()):
+            continue
+        try:
+            with open(os.path.join(out, f"{name}.json")) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "error" not in data:
+            kept[name] = data
+    return kept, earlier
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="about 2 minutes: smaller everything")
@@ -1000,14 +1024,27 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     res = {"machine": machine()}
     failed = []
+    # a run of some sections into a folder that holds an earlier run's others keeps those in
+    # the summary (and says which command measured what), instead of dropping them
+    kept, earlier = _earlier_sections(args.out, only, args.quick)
+    res.update(kept)
+    this = " ".join(["python benchmarks/run_all.py", *args.argv])
+    if kept:
+        args.commands = [*earlier.get("commands", [" ".join(["python benchmarks/run_all.py",
+                                                              *earlier.get("argv", [])])]),
+                         this]
+        log(f"kept from the earlier run in {args.out}: {', '.join(kept)}")
 
     def write_summary(done: list[str]) -> str:
         # after every section, so that a run stopped part-way keeps a readable summary
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0 + (earlier.get("wall_s", 0.0) if kept else 0.0)
+        info = {"wall_s": wall, "quick": args.quick, "sections": [*kept, *done],
+                "argv": args.argv, "machine": res["machine"], "complete": done == only}
+        if kept:
+            info.update(commands=args.commands, kept_from_earlier_run=list(kept),
+                        earlier_machine=earlier.get("machine"))
         with open(os.path.join(args.out, "run.json"), "w") as fh:
-            json.dump({"wall_s": wall, "quick": args.quick, "sections": done,
-                       "argv": args.argv, "machine": res["machine"],
-                       "complete": done == only}, fh, indent=2)
+            json.dump(info, fh, indent=2)
         md = summary_md(res, args, wall)
         with open(os.path.join(args.out, "summary.md"), "w") as fh:
             fh.write(md + "\n")

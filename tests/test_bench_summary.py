@@ -37,3 +37,25 @@ def test_size_arguments_are_checked():
             mod._sizes(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         mod._ints("1,-2")
+
+
+def test_a_partial_run_keeps_the_earlier_sections_in_the_summary(tmp_path):
+    """`--only tuned` into a folder holding a full run: the summary still shows every section
+    and names both commands; a --quick run does not mix with a full one."""
+    import json
+
+    out = tmp_path / "r"
+    shutil.copytree(RESULTS, out, ignore=shutil.ignore_patterns("gpu", "*.txt"))
+    mod = _run_all()
+    assert mod.main(["--only", "tuned", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["kept_from_earlier_run"]) == {"fdtd", "roofline", "batch", "training",
+                                                 "memory", "scaling"}
+    assert run["commands"][-1].endswith(f"--only tuned --out {out}")
+    text = (out / "summary.md").read_text()
+    assert "## Acoustic FDTD" in text and "## PhyLL against PAT's tuned" in text
+    assert "and `python benchmarks/run_all.py --only tuned" in text
+    assert mod.main(["--quick", "--only", "tuned", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["sections"] == ["tuned"] and "kept_from_earlier_run" not in run
+    assert "## Acoustic FDTD" not in (out / "summary.md").read_text()
