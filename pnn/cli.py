@@ -442,9 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pnn",
         description="Deep physical neural networks: simulate, connect instruments, and train "
                     "without backpropagation through the physics.",
-        epilog="Compiled programs are cached on disk ($PNN_COMPILE_CACHE, default "
-               "$PNN_CACHE/xla or ~/.cache/pnn/xla; PNN_COMPILE_CACHE=off turns it off), so a "
-               "second run starts faster; results are unchanged.")
+        epilog="Compiled programs are cached on disk so that a second run starts faster, "
+               "with the same results: PNN_COMPILE_CACHE=FOLDER, on or off (unset: on under "
+               "Linux, except on Intel processors, where jaxlib rejects cached CPU programs; "
+               "default folder under $PNN_CACHE/xla, i.e. ~/.cache/pnn/xla).")
     from pnn import __version__
 
     p.add_argument("--version", action="version", version=f"pnn {__version__}")

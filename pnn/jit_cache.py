@@ -2,51 +2,114 @@
 
 A ``pnn`` process spends seconds compiling before it computes anything: the simulators' time
 loops, every trainer's update, the per-shape helpers. The programs are the same from one run to
-the next (learning rates, seeds and data are arguments, not constants), so ``pnn`` keeps JAX's
-persistent compilation cache on disk and a second run, a tuning trial in a new process or a
-resumed run loads them instead of compiling them again. The cache returns the executable that
-compiling would have produced, so results are unchanged.
+the next (learning rates, seeds and data are arguments, not constants), so ``pnn`` can keep
+JAX's persistent compilation cache on disk: a second run, a tuning trial in a new process or a
+resumed run then loads them instead of compiling them again. The cache returns the executable
+that compiling would have produced, so results are unchanged.
 
-Where: ``$PNN_COMPILE_CACHE`` when it names a folder; ``off`` (or ``0``, ``no``, ``false``)
-turns the cache off; otherwise ``$PNN_CACHE/xla`` (default ``~/.cache/pnn/xla``). A
-``JAX_COMPILATION_CACHE_DIR`` set by the user is left alone (JAX then uses it with JAX's own
-thresholds).
+``PNN_COMPILE_CACHE`` decides:
 
-From Python, call :func:`enable_compile_cache` before the first computation.
+* a folder: the cache lives there;
+* ``on``: the default folder, ``$PNN_CACHE/xla/<jaxlib version>-<machine>-<CPU digest>``
+  (``PNN_CACHE`` defaults to ``~/.cache/pnn``); keyed by the jaxlib version and the processor so
+  that no program compiled by another jaxlib or for another CPU is ever loaded;
+* ``off`` (or ``0``, ``no``, ``false``): no cache;
+* unset: ``on`` where it is known to work, ``off`` elsewhere (:func:`default_policy`): on Intel
+  processors jaxlib's CPU loader rejects every cached program with an error line each
+  (jax-ml/jax#38445, open when this was written: the cache would only add noise), and outside
+  Linux it is not tested here.
+
+A ``JAX_COMPILATION_CACHE_DIR`` set by the user is left alone (JAX then uses it with JAX's own
+thresholds). From Python, call :func:`enable_compile_cache` before the first computation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
+import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["enable_compile_cache", "default_compile_cache_dir"]
+__all__ = ["enable_compile_cache", "resolve_compile_cache", "default_compile_cache_dir",
+           "default_policy"]
 
 _OFF = ("0", "off", "no", "false", "none")
+_ON = ("1", "on", "yes", "true")
+
+
+def _cpu() -> tuple[str, str]:
+    """The processor's vendor and a digest of its model and feature flags."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "model name", "flags", "Features") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor describes them all
+    except OSError:
+        pass
+    vendor = fields.get("vendor_id", "")
+    text = "|".join([platform.machine(), platform.processor(), vendor,
+                     fields.get("model name", ""), fields.get("flags", fields.get("Features", ""))])
+    return vendor, hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def default_compile_cache_dir() -> Path:
-    """``$PNN_CACHE/xla``, or ``~/.cache/pnn/xla`` when ``PNN_CACHE`` is unset."""
-    return Path(os.environ.get("PNN_CACHE", Path.home() / ".cache" / "pnn")) / "xla"
+    """``$PNN_CACHE/xla/jaxlib-<version>-<machine>-<CPU digest>`` (``PNN_CACHE`` defaults to
+    ``~/.cache/pnn``)."""
+    try:
+        from jaxlib import version as jaxlib_version
+
+        jl = jaxlib_version.__version__
+    except ImportError:  # pragma: no cover - jaxlib is a dependency of jax
+        jl = "unknown"
+    root = Path(os.environ.get("PNN_CACHE", Path.home() / ".cache" / "pnn")) / "xla"
+    return root / f"jaxlib-{jl}-{platform.machine() or 'unknown'}-{_cpu()[1]}"
+
+
+def default_policy() -> tuple[bool, str]:
+    """Whether the cache is on when ``PNN_COMPILE_CACHE`` is unset, and why not when not."""
+    if not sys.platform.startswith("linux"):
+        return False, f"not tested on {sys.platform}; PNN_COMPILE_CACHE=on turns it on"
+    if _cpu()[0] == "GenuineIntel":
+        return False, ("on Intel processors jaxlib's CPU loader rejects cached programs "
+                       "(jax-ml/jax#38445); PNN_COMPILE_CACHE=on turns it on")
+    return True, ""
+
+
+def resolve_compile_cache() -> tuple[Path | None, str]:
+    """The cache folder ``PNN_COMPILE_CACHE`` and the platform call for (None: no cache), and a
+    reason when there is none. Changes nothing."""
+    own = os.environ.get("JAX_COMPILATION_CACHE_DIR", "").strip()
+    if own:
+        return Path(own), "JAX_COMPILATION_CACHE_DIR"
+    setting = os.environ.get("PNN_COMPILE_CACHE", "").strip()
+    if setting.lower() in _OFF:
+        return None, "PNN_COMPILE_CACHE=off"
+    if setting.lower() in _ON:
+        return default_compile_cache_dir(), "PNN_COMPILE_CACHE=on"
+    if setting:
+        return Path(setting).expanduser(), "PNN_COMPILE_CACHE"
+    on, why = default_policy()
+    return (default_compile_cache_dir(), "default") if on else (None, why)
 
 
 def enable_compile_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache for this process and the processes it starts
-    (through the environment): every compiled program is cached, however quick to compile.
+    (through the environment) where :func:`resolve_compile_cache` says so: every compiled
+    program is cached, however quick to compile.
 
-    Returns the cache folder, or None when it is turned off (``PNN_COMPILE_CACHE=off``) or the
-    folder cannot be created (a warning says why; pnn then runs without it).
+    Returns the cache folder, or None when there is none (turned off, not the default on this
+    platform, or the folder cannot be created: a warning then says why and pnn runs without).
     """
-    import jax
-
-    own = os.environ.get("JAX_COMPILATION_CACHE_DIR", "").strip()
-    if own:
-        return Path(own)
-    setting = os.environ.get("PNN_COMPILE_CACHE", "").strip()
-    if setting.lower() in _OFF:
-        return None
-    path = Path(setting).expanduser() if setting else default_compile_cache_dir()
+    path, why = resolve_compile_cache()
+    if path is None or why == "JAX_COMPILATION_CACHE_DIR":
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -54,6 +117,8 @@ def enable_compile_cache() -> Path | None:
                       "without it (set PNN_COMPILE_CACHE to another folder, or to off)",
                       stacklevel=2)
         return None
+    import jax
+
     settings = {"jax_compilation_cache_dir": str(path),
                 "jax_persistent_cache_min_compile_time_secs": 0.0,
                 "jax_persistent_cache_min_entry_size_bytes": 0}

@@ -9,7 +9,8 @@ import warnings
 
 import pytest
 
-from pnn.jit_cache import default_compile_cache_dir, enable_compile_cache
+from pnn import jit_cache
+from pnn.jit_cache import default_compile_cache_dir, enable_compile_cache, resolve_compile_cache
 
 
 def _env(**kw):
@@ -19,19 +20,55 @@ def _env(**kw):
     return env
 
 
-def test_default_folder_is_under_pnn_cache(monkeypatch, tmp_path):
+def test_default_folder_is_keyed_by_jaxlib_and_processor(monkeypatch, tmp_path):
+    import jaxlib.version
+
     monkeypatch.setenv("PNN_CACHE", str(tmp_path))
-    assert default_compile_cache_dir() == tmp_path / "xla"
+    d = default_compile_cache_dir()
+    assert d.parent == tmp_path / "xla"
+    assert d.name.startswith(f"jaxlib-{jaxlib.version.__version__}-")
+    assert d == default_compile_cache_dir()  # stable within a machine
     monkeypatch.delenv("PNN_CACHE")
-    assert default_compile_cache_dir().parts[-3:] == (".cache", "pnn", "xla")
+    assert default_compile_cache_dir().parts[-4:-1] == (".cache", "pnn", "xla")
+
+
+def _clean(monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("PNN_COMPILE_CACHE", raising=False)
 
 
 @pytest.mark.parametrize("value", ["off", "0", "OFF", "false"])
 def test_off_leaves_jax_alone(monkeypatch, value):
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    _clean(monkeypatch)
     monkeypatch.setenv("PNN_COMPILE_CACHE", value)
+    assert resolve_compile_cache() == (None, "PNN_COMPILE_CACHE=off")
     assert enable_compile_cache() is None
     assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+
+def test_a_folder_or_on_forces_it_and_unset_follows_the_platform(monkeypatch, tmp_path):
+    _clean(monkeypatch)
+    monkeypatch.setenv("PNN_COMPILE_CACHE", str(tmp_path / "c"))
+    assert resolve_compile_cache()[0] == tmp_path / "c"
+    monkeypatch.setenv("PNN_COMPILE_CACHE", "on")
+    assert resolve_compile_cache()[0] == default_compile_cache_dir()
+    monkeypatch.delenv("PNN_COMPILE_CACHE")
+    monkeypatch.setattr(jit_cache, "default_policy", lambda: (False, "reason"))
+    assert resolve_compile_cache() == (None, "reason")
+    assert enable_compile_cache() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    monkeypatch.setattr(jit_cache, "default_policy", lambda: (True, ""))
+    assert resolve_compile_cache() == (default_compile_cache_dir(), "default")
+
+
+def test_intel_processors_and_other_systems_default_to_off(monkeypatch):
+    monkeypatch.setattr(jit_cache.sys, "platform", "linux")
+    monkeypatch.setattr(jit_cache, "_cpu", lambda: ("GenuineIntel", "x"))
+    on, why = jit_cache.default_policy()
+    assert not on and "jax-ml/jax#38445" in why and "PNN_COMPILE_CACHE=on" in why
+    monkeypatch.setattr(jit_cache, "_cpu", lambda: ("AuthenticAMD", "x"))
+    assert jit_cache.default_policy() == (True, "")
+    monkeypatch.setattr(jit_cache.sys, "platform", "darwin")
+    assert not jit_cache.default_policy()[0]
 
 
 def test_the_users_own_jax_setting_wins(monkeypatch, tmp_path):
@@ -44,7 +81,7 @@ def test_the_users_own_jax_setting_wins(monkeypatch, tmp_path):
 def test_an_unusable_folder_warns_and_runs_without(monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    _clean(monkeypatch)
     monkeypatch.setenv("PNN_COMPILE_CACHE", str(blocker / "xla"))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
