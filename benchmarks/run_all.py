@@ -888,8 +888,9 @@ def summary_md(res: dict, args, wall: float) -> str:
             lines.append(f"| {v['system']} | {v['phyll_reached']}/{v['seeds']} | "
                          f"{v['phyll_fewer_flops_and_less_wall']}/{v['seeds']} | "
                          f"{v['median_pat_target']:.3f} | {g('median_phyll_wall_s')} | "
-                         f"{g('median_pat_wall_s')} | {g('median_phyll_digital_flops', 1e9, '.2f')} "
-                         f"| {g('median_pat_digital_flops', 1e9, '.2f')} | "
+                         f"{g('median_pat_wall_s')} | "
+                         f"{g('median_phyll_digital_flops', 1e9, '.2f')} | "
+                         f"{g('median_pat_digital_flops', 1e9, '.2f')} | "
                          f"{g('median_phyll_train_queries', 1, ',.0f')} | "
                          f"{g('median_pat_train_queries', 1, ',.0f')} |")
         lines += ["", f"({tu['method']}; records: "

@@ -686,8 +686,8 @@ def main(argv=None) -> int:
 
 
 def run() -> int:
-    """Console entry point: turns on the persistent compilation cache
-    (:mod:`pnn.jit_cache`), then :func:`main`. ``pnn emulate`` runs a simulator from a server thread; letting the
+    """Console entry point: the persistent compilation cache where :mod:`pnn.jit_cache` says
+    so, then :func:`main`. ``pnn emulate`` runs a simulator from a server thread; letting the
     interpreter tear JAX's runtime down behind such a thread occasionally aborts the process
     ("terminate called ... exception not rethrown"), so that command leaves with ``os._exit``
     once its output is flushed and its server has stopped."""

@@ -509,7 +509,8 @@ def bench_table(rep: Report, _arg: str = "") -> str:
                      _bench(rep, "gpu/run.json")))
     head = ["measure"]
     rows = [[f"FDTD {cols[0][1]['grid'][0]}², {cols[0][1]['steps']:,} steps, batch "
-             f"{cols[0][1]['batch']}: pnn"], ["same: time of NumPy / wavetorch ÷ pnn's"],
+             f"{cols[0][1]['batch']}: pnn"],
+            ["same: time of NumPy (on the CPU) / wavetorch (same device) ÷ pnn's"],
             ["pnn's share of the memory roofline"], ["simulator samples/s, batch 1 → best"]]
     for _, fdtd, roof, batch, run in cols:
         m = run["machine"]
