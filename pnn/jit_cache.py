@@ -68,8 +68,10 @@ def default_compile_cache_dir() -> Path:
         jl = jaxlib_version.__version__
     except ImportError:  # pragma: no cover - jaxlib is a dependency of jax
         jl = "unknown"
-    root = Path(os.environ.get("PNN_CACHE", Path.home() / ".cache" / "pnn")) / "xla"
-    return root / f"jaxlib-{jl}-{platform.machine() or 'unknown'}-{_cpu()[1]}"
+    from pnn.data.vowels import default_cache_dir
+
+    return (default_cache_dir() / "xla"
+            / f"jaxlib-{jl}-{platform.machine() or 'unknown'}-{_cpu()[1]}")
 
 
 def default_policy() -> tuple[bool, str]:

@@ -162,11 +162,6 @@ def _encode(x, lo, span, n_classes, encoding):
 _STATIC = ("n_classes", "encoding", "d_lo", "d_hi")
 
 
-@partial(jax.jit, static_argnames=("n_classes", "encoding"))
-def _prepare(x, lo, span, *, n_classes, encoding):
-    return _encode(x, lo, span, n_classes, encoding)
-
-
 @partial(jax.jit, static_argnames=_STATIC)
 def _train_inputs(x, y, y_neg, lo, span, *, d_lo, d_hi, n_classes, encoding):
     """Positive then negative samples' directions and the first layer's drives for them."""
@@ -261,10 +256,6 @@ class PhyLL(Algorithm):
         idx = np.minimum(np.arange(count, count + self.config.inner_steps),
                          len(self.lr_table) - 1)
         return self.lr_table[idx]
-
-    def prepare(self, x):
-        return _prepare(jnp.asarray(x, jnp.float32), self.scaler.lo, self.scaler.span,
-                        n_classes=self.data.n_classes, encoding=self.config.encoding)
 
     def _inputs(self, fn, x, *args):
         spec0 = self.layers[0].spec
