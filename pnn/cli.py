@@ -617,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pnn.experiment_cli import add_run_command; add_run_command(sub)  # `pnn run`
     from pnn.report import add_report_command; add_report_command(sub)  # `pnn report`
+    from pnn.characterize_cli import add_command; add_command(sub)  # `pnn characterize`
     # hardware commands (`pnn instruments`, `pnn emulate`) live with the drivers
     try:
         from pnn.drivers.cli import add_commands
