@@ -56,7 +56,7 @@ from typing import Callable, Mapping
 import numpy as np
 from jaxtyping import Float
 
-from pnn.characterize_report import format_table, plot, to_json, write_report
+from pnn.characterize_report import FIT_KINDS, format_table, plot, to_json, write_report
 from pnn.layer import LayerSpec, is_traced, validate_input
 
 __all__ = ["fit_r2", "effective_rank", "repeatability", "drift", "characterize", "default_samples",
@@ -214,7 +214,7 @@ def fit_r2(drives: Float[np.ndarray, "n n_in"], measurements: Float[np.ndarray, 
                          "more drives")
     if notes:
         out["quadratic_note"] = "; ".join(notes)
-    for key in ("linear", "quadratic"):
+    for key in FIT_KINDS:
         if math.isnan(out[key]) and f"{key}_note" not in out:
             out[f"{key}_note"] = "the held-out responses do not vary: R² is undefined"
     return out

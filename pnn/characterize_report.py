@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: the two fits of :func:`pnn.characterize.fit_r2`, in the order tables show them
+FIT_KINDS = ("linear", "quadratic")
+
 __all__ = ["format_table", "plot", "to_json", "write_report"]
 
 
@@ -90,7 +93,7 @@ def plot(report: dict, path) -> Path:
                      ha="center", va="bottom", fontsize=7)
     ax1.set_xticks(xs, names, rotation=20, ha="right", fontsize=8)
     ax1.set_ylim(min(-0.05, *[min(0, max(sets[s]["fit"][k], -0.2)) for s in names
-                               for k in ("linear", "quadratic")
+                               for k in FIT_KINDS
                                if sets[s]["fit"][k] is not None
                                and math.isfinite(sets[s]["fit"][k])]))
     ax1.axhline(1.0, color="0.5", lw=0.8, ls=":")

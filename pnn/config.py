@@ -17,6 +17,10 @@ config read back from a record compares equal to the one written.
 Search spaces (``search=``) are read by :mod:`pnn.tune`: ``("log", lo, hi)``, ``("float", lo,
 hi)``, ``("int", lo, hi)``, ``("choice", [..])`` or, for block widths, ``("widths", depths,
 widths)``.
+
+A field added after configs were first saved declares ``legacy=``: the value that reproduces
+what a config saved before the field existed did (:func:`config_from_dict` with ``stored=True``
+fills it in for a model file or a record; a new experiment gets the default).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import math
 from typing import Any
 
 __all__ = ["param", "Validated", "ConfigError", "check_seed", "search_space", "config_from_dict",
-           "MAX_SEED"]
+           "legacy_values", "MAX_SEED"]
 
 #: seeds are used as numpy and JAX PRNG seeds and multiplied by 1000 for per-layer seeds
 MAX_SEED = 2**31 // 1000 - 1
@@ -36,11 +40,19 @@ class ConfigError(ValueError):
     """A configuration value outside its valid range, of the wrong type, or an unknown key."""
 
 
+#: ``param(legacy=...)`` not given: a stored config without the field gets the default
+_NO_LEGACY = object()
+
+
 def param(default, *, gt=None, ge=None, lt=None, le=None, choices=None, integer: bool = False,
-          widths: bool = False, optional: bool = False, search=None, doc: str = ""):
-    """A dataclass field with its validity rule and (optionally) its tuning search space."""
+          widths: bool = False, optional: bool = False, search=None, doc: str = "",
+          legacy=_NO_LEGACY):
+    """A dataclass field with its validity rule and (optionally) its tuning search space and
+    the value a config stored before the field existed stands for (``legacy``)."""
     meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "integer": integer,
             "widths": widths, "optional": optional, "search": search, "doc": doc}
+    if legacy is not _NO_LEGACY:
+        meta["legacy"] = legacy
     return dataclasses.field(default=default, metadata={"pnn": meta})
 
 
@@ -133,12 +145,26 @@ def search_space(config_cls) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(config_cls, values: dict, *, where: str = "config"):
+def legacy_values(config_cls, values: dict) -> dict:
+    """``values`` with every field that declares ``legacy=`` and is missing filled in: how a
+    config stored before that field existed is read back."""
+    out = dict(values)
+    for f in dataclasses.fields(config_cls):
+        m = f.metadata.get("pnn") or {}
+        if "legacy" in m and f.name not in out:
+            out[f.name] = m["legacy"]
+    return out
+
+
+def config_from_dict(config_cls, values: dict, *, where: str = "config", stored: bool = False):
     """Build ``config_cls`` from a dict; an unknown key names ``where``, the key and the valid
-    keys."""
+    keys. ``stored=True`` (a model file's or a record's config) fills the fields added since
+    with their ``legacy`` values (:func:`legacy_values`)."""
     names = [f.name for f in dataclasses.fields(config_cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for "
                           f"{config_cls.__name__}; valid keys: {', '.join(names)}")
+    if stored:
+        values = legacy_values(config_cls, values)
     return config_cls(**values)

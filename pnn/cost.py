@@ -53,10 +53,18 @@ class Ledger:
 
     Args:
         max_batch: the largest batch sent to a layer in one call; larger batches are split.
+        sample_cap: per layer, at most this many (drive, measurement) pairs of the training
+            queries are kept (a uniform reservoir sample over the run, from a fixed generator):
+            what the record's physics fits (how linear the layer was at the drives it was
+            trained with) are computed from. 0 keeps none.
     """
 
-    def __init__(self, max_batch: int = 512):
+    def __init__(self, max_batch: int = 512, sample_cap: int = 2048):
         self.max_batch = int(max_batch)
+        self.sample_cap = int(sample_cap)
+        #: layer name -> [drives (cap, n_in), measurements (cap, n_out), rows seen]
+        self.samples: dict[str, list] = {}
+        self._sample_rng = np.random.default_rng(20231117)
         self.queries_by_layer: dict[str, int] = defaultdict(int)
         self.queries_by_purpose: dict[str, int] = defaultdict(int)
         self.queries_by_device: dict[str, int] = defaultdict(int)
@@ -114,6 +122,9 @@ class Ledger:
                 outs.append(out)
         finally:
             self.physical_s += time.perf_counter() - t
+        if self.sample_cap and self._relabel.get(purpose, purpose) == "train" and outs:
+            n_done = sum(len(o) for o in outs)
+            self._keep_samples(spec.name, x[:n_done], np.concatenate(outs))
         y = np.concatenate(outs)
         if y.shape != (len(x), spec.n_out):
             raise ValueError(
@@ -123,6 +134,30 @@ class Ledger:
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{spec.name}: returned non-finite measurements")
         return y
+
+    def _keep_samples(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
+        """Reservoir sampling (Vitter's algorithm R, vectorised per batch)."""
+        cap = self.sample_cap
+        if name not in self.samples:
+            self.samples[name] = [np.zeros((cap, x.shape[1]), np.float32),
+                                  np.zeros((cap, y.shape[1]), np.float32), 0]
+        bx, by, seen = self.samples[name]
+        if bx.shape[1] != x.shape[1] or by.shape[1] != y.shape[1]:
+            return  # two layers of one name with other shapes (should not happen): keep the first
+        idx = seen + np.arange(len(x))
+        slot = np.where(idx < cap, idx, self._sample_rng.integers(0, idx + 1))
+        keep = slot < cap
+        bx[slot[keep]] = x[keep]
+        by[slot[keep]] = np.asarray(y, np.float32)[keep]
+        self.samples[name][2] = seen + len(x)
+
+    def kept_samples(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per layer name, the kept training (drive, measurement) pairs."""
+        out = {}
+        for name, (bx, by, seen) in self.samples.items():
+            n = min(seen, self.sample_cap)
+            out[name] = (bx[:n].copy(), by[:n].copy())
+        return out
 
     @contextlib.contextmanager
     def relabel(self, **mapping: str):

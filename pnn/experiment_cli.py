@@ -91,10 +91,21 @@ def experiment_from_train_args(args) -> Experiment:
     ``--set`` applied last)."""
     fields = {f.name for f in dataclasses.fields(registry.get_trainer(args.method).Config)}
     method = {"name": args.method}
+    system = {"name": args.system}
+    if getattr(args, "preset", None):
+        from pnn.train.phyll import PhyLLConfig, preset
+
+        if registry.get_trainer(args.method).Config is not PhyLLConfig:
+            raise ValueError(f"--preset {args.preset}: presets are PhyLL's (the authors' "
+                             f"settings); got --method {args.method}")
+
+        chosen = preset(args.preset, args.system)
+        method.update(chosen["config"])
+        if chosen["shared"]:
+            system["shared"] = True
     method.update({k: getattr(args, k) for k in _CONFIG_FLAGS
                    if getattr(args, k, None) is not None and k in fields})
     task = _task_from_args(args)
-    system = {"name": args.system}
     if getattr(args, "shared", False):
         system["shared"] = True
     d = {"seeds": [args.seed], "task": task, "system": system, "method": method,

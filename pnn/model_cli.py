@@ -91,7 +91,7 @@ def cmd_eval(args) -> int:
             from pnn.config import config_from_dict
 
             cfg = config_from_dict(registry.get_trainer(method).Config, header["config"],
-                                   where=f"{path}: config")
+                                   where=f"{path}: config", stored=True)
             layers = _instrument_layers(argparse.Namespace(
                 method=method, instrument=args.instrument, profile=args.profile), cfg, data)
             for layer in layers:  # connected now; left safe (outputs off) on any exit

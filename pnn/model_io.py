@@ -319,7 +319,8 @@ def load_model(path, *, layers=None, ledger=None):
 
     header, payload = _read(path)
     trainer = get_trainer(header["method"])
-    config = config_from_dict(trainer.Config, header["config"], where=f"{path}: config")
+    config = config_from_dict(trainer.Config, header["config"], where=f"{path}: config",
+                              stored=True)
     if layers is None:
         layers = rebuild_layers(header, path)
     layers = list(layers)

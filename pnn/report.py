@@ -19,6 +19,8 @@ document is out of date). The kinds, each one function of :data:`SECTIONS`:
   folder appears without an edit);
 * ``demo``: the ``make demo`` table (``demo/results.json``, one seed);
 * ``ablation``: the sentence on what the physics contributes (``ablation/ablation.json``);
+* ``physics``: the bypass-free ablation table, simulator minus each replacement of the physics,
+  per task (``physics/summary.json``, written by ``experiments/physics.py``);
 * ``adapt FOLDER`` and ``adapt_seeds SYSTEM``: the adaptation tables (``adapt.json``);
 * ``train PATTERN``: one row per ``pnn train`` record matching the glob (previous protocol);
 * ``papers``: our numbers beside what the PhyLL and PAT papers reported (:data:`PAPERS`);
@@ -45,6 +47,7 @@ from typing import Callable
 
 import numpy as np
 
+from pnn.characterize_report import FIT_KINDS
 from pnn.figures import METHOD_NAMES, is_digital, method_name, system_name
 from pnn.stats import paired_differences, t_interval
 
@@ -371,6 +374,73 @@ def ablation_findings(rep: Report, _arg: str = "") -> str:
     return head + tail + "\n"
 
 
+#: the digital references experiments/physics.py runs beside every task (their record keys)
+PHYSICS_REFERENCES = ("linear", "bp")
+#: the task names of experiments/physics.py, as a reader knows them
+PHYSICS_TASKS = {"vowels": "Peterson & Barney (10 vowels, 4 formants)",
+                 "hillenbrand7": "Hillenbrand, 7 vowels (12 formants)"}
+
+
+def _physics_task(name: str) -> str:
+    if name in PHYSICS_TASKS:
+        return PHYSICS_TASKS[name]
+    kind, _, n = name.partition("_pca")
+    what = {"digits": "digits 8×8", "mnist_subset": "MNIST subset"}.get(kind, kind)
+    return f"{what}, {n} PCA features" if n else what
+
+
+def physics_table(rep: Report, _arg: str = "") -> str:
+    """The bypass-free ablation: per task and simulator, the paired difference to each
+    replacement of the physics, the arms' accuracies and the digital references."""
+    summary = rep.load("physics/summary.json")
+    rows = summary["rows"]
+    if not rows:
+        raise ReportError("physics/summary.json has no rows; run experiments/physics.py")
+    bases = list(dict.fromkeys(r["baseline"] for r in rows))
+    head = ["task", "system", "PhyLL on it", *(f"− {b}" for b in bases),
+            "R² linear / quadratic", "logistic regression", "matched MLP"]
+    out, resolved = [], []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for system in dict.fromkeys(r["system"] for r in rows if r["task"] == task):
+            rs = {r["baseline"]: r for r in rows if r["task"] == task and r["system"] == system}
+            first = next(iter(rs.values()))
+            cells = [_physics_task(task), system, f"{_pct(first['test_accuracy']['system'])} %"]
+            for b in bases:
+                r = rs.get(b)
+                if r is None:
+                    cells.append("–")
+                    continue
+                d = r["difference"]
+                star = " **" if d["excludes_zero"] else ""
+                cells.append(f"{_signed(100 * d['mean'])} [{_signed(100 * d['lo'])}, "
+                             f"{_signed(100 * d['hi'])}]{star}")
+                if d["excludes_zero"] and d["mean"] > 0:
+                    resolved.append(f"{system} − {b} on {_physics_task(task)}")
+            r2 = first.get("physics_r2") or {}
+            cells.append(" / ".join(f"{r2[k]:.2f}" if k in r2 else "–" for k in FIT_KINDS))
+            refs = first.get("references", {})
+            cells += [f"{_pct(refs[m]['test_accuracy'])} %" if m in refs else "–"
+                      for m in PHYSICS_REFERENCES]
+            out.append(cells)
+    n = max(r["difference"]["n_seeds"] for r in rows)
+    text = (f"PhyLL (`skip = \"raw\"`, goodness read-out, no `readout_input`: no digital "
+            f"bypass of the physics), {summary['epochs']} epochs, the same configuration for "
+            f"every arm ({summary['tuning']}); test accuracy, and the simulator minus the same "
+            f"network with the physics replaced, in points, paired by seed over {n} seeds "
+            f"[95 % interval], ** where it excludes zero. R²: held-out fit of the "
+            f"simulator's measurements from its drives during training (block mean), linear / "
+            f"degree 2. The references (mean over the same seeds) see the features "
+            f"directly:\n\n")
+    text += _table(head, "ll" + "r" * (len(head) - 2), out)
+    if resolved:
+        text += f"\nThe physics adds to the network where the interval excludes zero: " \
+                f"{_join(resolved)}.\n"
+    else:
+        text += ("\nNo simulator is shown to add to the network: every interval against a "
+                 "replacement of the physics includes zero or lies below it.\n")
+    return text
+
+
 # --------------------------------------------------------------------------- adaptation
 
 
@@ -657,6 +727,7 @@ SECTIONS: dict[str, Callable[[Report, str], str]] = {
     "every_comparison": every_comparison,
     "demo": demo_table,
     "ablation": ablation_findings,
+    "physics": physics_table,
     "adapt": adapt_table,
     "adapt_seeds": adapt_seeds_table,
     "train": train_table,

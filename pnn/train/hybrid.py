@@ -1,8 +1,9 @@
 """The physical-digital classifier shared by the trainers that optimise a global loss.
 
 PAT, in-silico backpropagation and zeroth-order training all train the *same* network on the same
-physical layers: the PhyLL block chain of :mod:`pnn.network` (``h_k = W_k [P_k(a_k); a_k] + b_k``,
-``a_k = |h_{k-1}| / ||h_{k-1}||``) without label embedding, followed by a linear read-out
+physical layers: the PhyLL block chain of :mod:`pnn.network` (``h_k = W_k [P_k(d_k); h_{k-1}] + b_k``,
+``d_k`` the direction ``|h_{k-1}| / ||h_{k-1}||`` mapped into the layer's range; the bypass
+chosen by ``skip``) without label embedding, followed by a linear read-out
 ``logits = V h_K + c`` (or ``V [x0; h_K] + c`` with ``readout_input``: the read-out also sees
 the encoded input, the skip connection PhyLL's linear read-out has under the same name) trained
 with softmax cross-entropy. They differ only in how the gradient
@@ -27,7 +28,7 @@ import numpy as np
 
 from pnn.config import param
 from pnn.cost import Ledger, dense_flops
-from pnn.network import Block, direction, to_drive
+from pnn.network import SKIPS, Block, direction, to_drive
 from pnn.train.loop import Algorithm, LoopConfig
 
 __all__ = ["HybridNet", "encode", "hybrid_layer_shapes", "HybridConfig", "HybridAlgorithm"]
@@ -46,7 +47,10 @@ class HybridConfig(LoopConfig):
     #: the read-out also sees the encoded input beside the last block's output (a skip
     #: connection; the same lever as PhyLL's ``readout_input``, so that a comparison offers it
     #: to every network on the physics)
-    readout_input: bool = param(False, choices=(False, True), search=("choice", [False, True]))
+    readout_input: bool = param(False, choices=(False, True))
+    #: the blocks' bypass and drive gain, as PhyLL's (see :class:`pnn.train.phyll.PhyLLConfig`)
+    skip: str = param("raw", choices=SKIPS, legacy="direction")
+    drive_gain: float = param(1.0, ge=1.0, le=1000.0, search=("log", 1.0, 8.0))
 
 
 def encode(x) -> jnp.ndarray:
@@ -67,11 +71,14 @@ class HybridNet(eqx.Module):
     blocks: list
     head: eqx.nn.Linear
     skip: bool = eqx.field(static=True)
+    gain: float = eqx.field(static=True, default=1.0)
 
-    def __init__(self, shapes, hidden, n_classes, *, key, readout_input: bool = False):
+    def __init__(self, shapes, hidden, n_classes, *, key, readout_input: bool = False,
+                 block_skip: str = "raw", drive_gain: float = 1.0):
         keys = jax.random.split(key, len(shapes) + 1)
-        self.blocks = [Block(n_in, n_out, int(h), key=k)
+        self.blocks = [Block(n_in, n_out, int(h), key=k, skip=block_skip)
                        for (n_in, n_out), h, k in zip(shapes, hidden, keys[:-1])]
+        self.gain = float(drive_gain)
         self.skip = bool(readout_input)
         width = int(hidden[-1]) + (int(shapes[0][0]) if self.skip else 0)
         self.head = eqx.nn.Linear(width, n_classes, key=keys[-1])
@@ -92,18 +99,16 @@ class HybridNet(eqx.Module):
         measurement (a simulator, a constant, or a straight-through estimator)."""
         h = x0
         for k, blk in enumerate(self.blocks):
-            a = direction(h)
-            m = measure(k, a)
-            h = blk(m, a)
+            m = measure(k, direction(h))
+            h = blk(m, h)
         return self.logits(x0, h)
 
     def drives(self, x0, measured):
         """Directions each block sends, given its measurements (host-side forward)."""
         out, h = [], x0
         for k, blk in enumerate(self.blocks):
-            a = direction(h)
-            out.append(a)
-            h = blk(measured[k], a)
+            out.append(direction(h))
+            h = blk(measured[k], h)
         return out
 
     @property
@@ -134,11 +139,11 @@ def physical_forward(net: HybridNet, layers, x0, ledger: Ledger, purpose: str = 
     for k, blk in enumerate(net.blocks):
         spec = layers[k].spec
         a = direction(h)
-        m = jnp.asarray(ledger.query(layers[k], np.asarray(to_drive(a, spec.lo, spec.hi)),
-                                     purpose))
+        m = jnp.asarray(ledger.query(layers[k], np.asarray(to_drive(a, spec.lo, spec.hi,
+                                                                    net.gain)), purpose))
         ms.append(m)
         ds.append(a)
-        h = blk(m, a)
+        h = blk(m, h)
     ledger.add_flops(net.forward_flops(x0.shape[0]), "trainable forward")
     return net.logits(x0, h), ms, ds
 
@@ -189,7 +194,8 @@ class HybridAlgorithm(Algorithm):
     def init(self) -> dict:
         cfg, data = self.config, self.data
         net = HybridNet(self.shapes, cfg.hidden, data.n_classes,
-                        key=jax.random.PRNGKey(self.seed), readout_input=cfg.readout_input)
+                        key=jax.random.PRNGKey(self.seed), readout_input=cfg.readout_input,
+                        block_skip=cfg.skip, drive_gain=cfg.drive_gain)
         rng = np.random.default_rng([self.seed, 29])
         idx = rng.permutation(len(data.y_train))[: cfg.batch_size]
         # calibrated on the model layers when given (a simulation: not charged as queries)
@@ -238,6 +244,11 @@ class HybridAlgorithm(Algorithm):
     def n_params(self, state) -> int:
         return self.net(state).n_params
 
+    def params_by_part(self, state) -> dict:
+        net = self.net(state)
+        return {"blocks": [int(b.n_params) for b in net.blocks],
+                "readout": int(net.head.weight.size + net.head.bias.size)}
+
     def predict_state(self, state):
         """The whole network (trainable part and the fixed calibration): all predict needs."""
         return {"net": self.net(state)}
@@ -246,7 +257,9 @@ class HybridAlgorithm(Algorithm):
         """An uncalibrated network of the right shapes (no measurement, unlike :meth:`init`)."""
         return {"net": HybridNet(self.shapes, self.config.hidden, self.data.n_classes,
                                  key=jax.random.PRNGKey(self.seed),
-                                 readout_input=self.config.readout_input)}
+                                 readout_input=self.config.readout_input,
+                                 block_skip=self.config.skip,
+                                 drive_gain=self.config.drive_gain)}
 
     def from_predict_state(self, pstate):
         net = pstate["net"]

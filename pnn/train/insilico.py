@@ -59,7 +59,7 @@ class InSilico(HybridAlgorithm):
 
     def measure(self, net, k, a, model_layers):
         spec = self.specs[k]
-        return model_layers[k]._forward(to_drive(a, spec.lo, spec.hi))
+        return model_layers[k]._forward(to_drive(a, spec.lo, spec.hi, net.gain))
 
     def step(self, state, x, y):
         params, opt_state, loss = self.gradient_step(

@@ -125,6 +125,11 @@ class Algorithm(abc.ABC):
         leaves = jax.tree_util.tree_leaves(self.params(state))
         return int(sum(np.size(v) for v in leaves if hasattr(v, "shape")))
 
+    def params_by_part(self, state: dict) -> dict:
+        """Trained numbers per part (``blocks``: one count per block, ``readout``), summing to
+        :meth:`n_params`; a network without such parts reports one ``trainable`` count."""
+        return {"trainable": self.n_params(state)}
+
     # -- saved models (pnn.model_io) ---------------------------------------------------------
     def predict_state(self, state: dict) -> dict:
         """The part of ``state`` that :meth:`predict` reads: what a saved model holds (no
@@ -254,6 +259,27 @@ def layer_physics(layer) -> dict:
             except Exception:  # traced or not numeric
                 pass
     out["arrays_sha256"] = params_digest(inner)
+    return out
+
+
+#: what a record keeps of each physics fit (:func:`pnn.characterize.fit_r2`)
+_FIT_KEYS = ("n_samples", "linear", "quadratic")
+
+
+def physics_fits(ledger: Ledger) -> dict:
+    """Per physical layer: how linear it was at the drives it was trained with (held-out R² of
+    a linear and of a degree-2 fit, :func:`pnn.characterize.fit_r2`, on the ledger's sample of
+    training queries). Empty for methods that do not query physics."""
+    from pnn.characterize import fit_r2
+
+    out = {}
+    for name, (x, y) in ledger.kept_samples().items():
+        if len(x) < 20:
+            continue
+        fit = fit_r2(x, y, seed=0)
+        out[name] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                     for k, v in fit.items()
+                     if k in _FIT_KEYS or k.endswith("_note")}
     return out
 
 
@@ -464,6 +490,8 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
                "epochs_run": history[-1]["epoch"], "stopped_early": loop["stopped_early"],
                "steps": loop["step"],
                "layers": [layer.spec.to_dict() for layer in layers],
+               "params_by_part": algo.params_by_part(selected),
+               "physics_fits": physics_fits(ledger),
                "params_sha256": params_digest(algo.params(selected)),
                "fingerprint": fp, **algo.extra(selected)})
     del record["test_accuracy"]

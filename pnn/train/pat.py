@@ -133,7 +133,7 @@ class PAT(HybridAlgorithm):
             g = np.abs(rng.normal(size=(n_rand, spec.n_in)))
             a_rand = g / np.linalg.norm(g, axis=1, keepdims=True)
             d = np.asarray(to_drive(jnp.concatenate([jnp.asarray(a_rand, jnp.float32), a_data]),
-                                    spec.lo, spec.hi))
+                                    spec.lo, spec.hi, net.gain))
             m_raw = ledger.query(layer, d)
             key, sub = jax.random.split(key)
             twin, err, fwd = fit_twin(d, m_raw * float(net.blocks[k].cal), cfg, key=sub,
@@ -141,7 +141,7 @@ class PAT(HybridAlgorithm):
             twins.append(twin)
             errors.append(err)
             fwds.append(fwd)
-            h = net.blocks[k](jnp.asarray(m_raw[n_rand:]), a_data)
+            h = net.blocks[k](jnp.asarray(m_raw[n_rand:]), h)
         return twins, errors, fwds
 
     def init(self) -> dict:
@@ -155,7 +155,7 @@ class PAT(HybridAlgorithm):
         """The measured value forward, the twin's Jacobian backward (straight-through)."""
         measured, twins = extra
         spec = self.specs[k]
-        t = twins[k](to_drive(a, spec.lo, spec.hi)) / net.blocks[k].cal
+        t = twins[k](to_drive(a, spec.lo, spec.hi, net.gain)) / net.blocks[k].cal
         return measured[k] + t - jax.lax.stop_gradient(t)
 
     def step(self, state, x, y):

@@ -3,8 +3,10 @@
 Momeni, Rahmani, Malléjac, del Hougne & Fleury, "Backpropagation-free training of deep physical
 neural networks", Science 382, 1297 (2023); arXiv:2304.11042.
 
-Each block k (see :mod:`pnn.network`) computes ``h_k = W_k [P_k(a_k); a_k] + b_k`` with
-``a_k = |h_{k-1}| / ||h_{k-1}||``. Training is greedy and layer-local:
+Each block k (see :mod:`pnn.network`) computes ``h_k = W_k [P_k(d_k); h_{k-1}] + b_k`` with the
+drive ``d_k`` the direction ``a_k = |h_{k-1}| / ||h_{k-1}||`` mapped into the layer's range (the
+bypass ``h_{k-1}`` raw and signed by default, as in the authors' code; ``skip`` chooses).
+Training is greedy and layer-local:
 
 * positive sample: the input with its true label embedded; negative: the same input with a
   uniformly drawn wrong label (:func:`pnn.network.embed_label`);
@@ -34,11 +36,13 @@ import optax
 
 from pnn.config import param
 from pnn.cost import Ledger, adam_flops, dense_flops
-from pnn.network import Block, MinMax, direction, embed_all_labels, embed_label, goodness, to_drive
+from pnn.network import (LABEL_SCALES, SKIPS, Block, MinMax, direction, embed_all_labels,
+                         embed_label, goodness, label_amplitude, to_drive)
 from pnn.train.common import Progress, StepHook
 from pnn.train.loop import Algorithm, LoopConfig, Result, fit
 
-__all__ = ["PhyLLConfig", "Config", "PhyLL", "train", "input_dim", "layer_shapes"]
+__all__ = ["PhyLLConfig", "Config", "PhyLL", "train", "input_dim", "layer_shapes", "PRESETS",
+           "preset"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +67,19 @@ class PhyLLConfig(LoopConfig):
         still trained by the local contrastive loss and no gradient reaches the physics).
     readout_C: inverse L2 strength of the linear read-out.
     readout_input: (with ``readout="linear"``) the read-out also sees the encoded input (the drive's feature part,
-        without the label slots) beside the blocks' outputs: a skip connection to the read-out,
-        as the blocks themselves have (``[P_k(a_k); a_k]``). With it the read-out can do what a
-        linear classifier on the features does, and the physics' features are added to that.
+        without the label slots) beside the blocks' outputs: a skip connection to the read-out.
+        With it the read-out can do what a linear classifier on the features does, and the
+        physics' features are added to that: a digital bypass of the physics, off by default and
+        not searched by the tuner (a comparison that uses it says so).
+    skip: what each block's digital map reads beside the measurement (:data:`pnn.network.SKIPS`):
+        ``"raw"`` the previous output as it is (the authors' acoustic and microwave blocks; with
+        no physics the network is linear), ``"none"`` nothing (their optics blocks),
+        ``"direction"`` ``|h|/||h||`` (pnn's earlier block, itself a digital nonlinearity).
+    label_scale: the label amplitude ``max|x|`` per ``"sample"`` or over the ``"batch"`` (the
+        authors' code; predictions then depend on the batch evaluated with).
+    drive_gain: the drive is ``lo + (hi - lo) * clip(drive_gain * a, 0, 1)`` for the unit-norm
+        direction ``a``: above 1 the drives use more of the safe range (where the physics is
+        more nonlinear); a physical lever, searched by the tuner.
     """
 
     hidden: tuple = param((20, 20), widths=True)
@@ -80,7 +94,62 @@ class PhyLLConfig(LoopConfig):
     readout: str = param("goodness", choices=("goodness", "linear"),
                          search=("choice", ["goodness", "linear"]))
     readout_C: float = param(1.0, gt=0, le=1e6, search=("log", 1e-2, 1e3))
-    readout_input: bool = param(False, choices=(False, True), search=("choice", [False, True]))
+    readout_input: bool = param(False, choices=(False, True))
+    skip: str = param("raw", choices=SKIPS, legacy="direction")
+    label_scale: str = param("sample", choices=LABEL_SCALES)
+    drive_gain: float = param(1.0, ge=1.0, le=1000.0, search=("log", 1.0, 8.0))
+
+
+#: ``pnn train --preset paper``: the PhyLL authors' published settings per system, read from
+#: their code (MomeniAli/PhyLL; file named per entry). ``config``: PhyLLConfig fields; ``shared``:
+#: one apparatus reused by every block. Full batch is ``batch_size`` at its maximum (one batch
+#: per epoch, whatever the data set). Every remaining difference is tabulated in
+#: docs/paper.md (a test checks that table against this one).
+PRESETS = {
+    "paper": {
+        "acoustic": {"source": "Acoustic/acoustics_pnn.py",
+                     "config": {"hidden": (20, 20), "n_meas": 20, "epochs": 200,
+                                "batch_size": 1_000_000, "inner_steps": 10, "lr": 5e-4,
+                                "theta": 4.0, "lr_schedule": "constant", "label_scale": "batch",
+                                "skip": "raw", "encoding": "minmax", "negatives": 1,
+                                "goodness": "cosine", "readout": "goodness",
+                                "readout_input": False, "drive_gain": 1.0},
+                     "shared": True},
+        "microwave": {"source": "Microwave/microwave_pnn.py",
+                      "config": {"hidden": (20, 20, 20), "n_meas": 20, "epochs": 100,
+                                 "batch_size": 1_000_000, "inner_steps": 10, "lr": 2.5e-4,
+                                 "theta": 4.0, "lr_schedule": "constant", "label_scale": "batch",
+                                 "skip": "raw", "encoding": "minmax", "negatives": 1,
+                                 "goodness": "cosine", "readout": "goodness",
+                                 "readout_input": False, "drive_gain": 1.0},
+                      "shared": True},
+        "optical": {"source": "Optics/optics_pnn.py",
+                    "config": {"hidden": (676, 676), "n_meas": 676, "epochs": 350,
+                               "batch_size": 10_000, "inner_steps": 20, "lr": 5e-5,
+                               "theta": 5.0, "lr_schedule": "constant", "label_scale": "batch",
+                               "skip": "none", "encoding": "minmax", "negatives": 1,
+                               "goodness": "cosine", "readout": "goodness",
+                               "readout_input": False, "drive_gain": 1.0},
+                    "shared": True},
+    },
+}
+
+
+def preset(name: str, system: str) -> dict:
+    """``{"config": {...}, "shared": bool, "source": str}`` of preset ``name`` for ``system``.
+
+    Raises:
+        ValueError: an unknown preset, or a system the preset does not cover.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
+    table = PRESETS[name]
+    if system not in table:
+        raise ValueError(f"preset {name!r} covers the systems {', '.join(sorted(table))} (the "
+                         f"PhyLL authors' three apparatus), not {system!r}")
+    entry = table[system]
+    return {"config": dict(entry["config"]), "shared": bool(entry["shared"]),
+            "source": entry["source"]}
 
 
 def input_dim(n_features: int, n_classes: int, encoding: str = "split") -> int:
@@ -112,20 +181,21 @@ def _local_loss(kind, theta, gp, gn):
 _ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
 
 
-def _block_train(kind, n_pos, params, static, opt_state, m, a, theta, lo, hi, lrs):
-    """One block's local update on fixed measurements, then its outputs' next drives.
+def _block_train(kind, n_pos, params, static, opt_state, m, h, theta, lo, hi, gain, lrs):
+    """One block's local update on fixed measurements, then its outputs and the next drives.
 
-    ``m`` and ``a`` hold the positive samples first (``n_pos`` rows), then the negatives.
+    ``m`` (measurements) and ``h`` (the previous block's raw outputs, whose directions were
+    the drives) hold the positive samples first (``n_pos`` rows), then the negatives.
     ``lrs`` holds the learning rate of each inner step (its length is the number of steps). One
     compiled call per block and batch: the inner Adam steps (a ``lax.scan``), the block's
     forward pass with the updated parameters and the drives for the next block.
     """
-    m_pos, m_neg, a_pos, a_neg = m[:n_pos], m[n_pos:], a[:n_pos], a[n_pos:]
+    m_pos, m_neg, h_pos, h_neg = m[:n_pos], m[n_pos:], h[:n_pos], h[n_pos:]
 
     def loss_fn(p):
         blk = eqx.combine(p, static)
-        gp = _block_goodness(kind, blk(m_pos, a_pos), blk.xi)
-        gn = _block_goodness(kind, blk(m_neg, a_neg), blk.xi)
+        gp = _block_goodness(kind, blk(m_pos, h_pos), blk.xi)
+        gn = _block_goodness(kind, blk(m_neg, h_neg), blk.xi)
         return _local_loss(kind, theta, gp, gn)
 
     def body(carry, lr):
@@ -136,9 +206,8 @@ def _block_train(kind, n_pos, params, static, opt_state, m, a, theta, lo, hi, lr
         return (eqx.apply_updates(p, updates), s), loss
 
     (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), lrs)
-    h = eqx.combine(params, static)(m, a)
-    a_next = direction(h)
-    return params, opt_state, losses[-1], a_next, to_drive(a_next, lo, hi)
+    h_next = eqx.combine(params, static)(m, h)
+    return params, opt_state, losses[-1], h_next, to_drive(direction(h_next), lo, hi, gain)
 
 
 _block_train_jit = eqx.filter_jit(_block_train)
@@ -159,42 +228,42 @@ def _encode(x, lo, span, n_classes, encoding):
 # Each helper below is one compiled program per batch shape: the input side of a training step,
 # of a goodness evaluation and of a feature pass, from raw features to the first physical drives.
 # Run op by op, the same work compiled and dispatched a dozen small programs per shape.
-_STATIC = ("n_classes", "encoding", "d_lo", "d_hi")
+_STATIC = ("n_classes", "encoding", "d_lo", "d_hi", "label_scale")
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _train_inputs(x, y, y_neg, lo, span, *, d_lo, d_hi, n_classes, encoding):
-    """Positive then negative samples' directions and the first layer's drives for them."""
+def _train_inputs(x, y, y_neg, lo, span, gain, *, d_lo, d_hi, n_classes, encoding, label_scale):
+    """Positive then negative samples' label-embedded inputs and the first layer's drives."""
     x0 = _encode(x, lo, span, n_classes, encoding)
     k = y_neg.shape[0] // y.shape[0]
-    h = jnp.concatenate([embed_label(x0, y, n_classes),
-                         embed_label(jnp.tile(x0, (k, 1)), y_neg, n_classes)])
-    a = direction(h)
-    return a, to_drive(a, d_lo, d_hi)
+    amp = label_amplitude(x0, label_scale)
+    h = jnp.concatenate([embed_label(x0, y, n_classes, amplitude=amp),
+                         embed_label(jnp.tile(x0, (k, 1)), y_neg, n_classes,
+                                     amplitude=jnp.tile(amp, (k, 1)))])
+    return h, to_drive(direction(h), d_lo, d_hi, gain)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _all_label_inputs(x, lo, span, *, d_lo, d_hi, n_classes, encoding):
-    """Every label embedded in turn (label-major): directions and first drives."""
-    a = direction(embed_all_labels(_encode(x, lo, span, n_classes, encoding), n_classes))
-    return a, to_drive(a, d_lo, d_hi)
+def _all_label_inputs(x, lo, span, gain, *, d_lo, d_hi, n_classes, encoding, label_scale):
+    """Every label embedded in turn (label-major): inputs and first drives."""
+    h = embed_all_labels(_encode(x, lo, span, n_classes, encoding), n_classes, label_scale)
+    return h, to_drive(direction(h), d_lo, d_hi, gain)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _neutral_inputs(x, lo, span, *, d_lo, d_hi, n_classes, encoding):
-    """A neutral label (each slot max|x| / C): encoded input, directions and first drives."""
+def _neutral_inputs(x, lo, span, gain, *, d_lo, d_hi, n_classes, encoding, label_scale):
+    """A neutral label (each slot max|x| / C): encoded input, embedded input, first drives."""
     x0 = _encode(x, lo, span, n_classes, encoding)
-    m0 = jnp.max(jnp.abs(x0), axis=1, keepdims=True)
-    a = direction(x0.at[:, :n_classes].set(jnp.broadcast_to(m0 / n_classes,
-                                                           (x0.shape[0], n_classes))))
-    return x0, a, to_drive(a, d_lo, d_hi)
+    m0 = label_amplitude(x0, label_scale)
+    h = x0.at[:, :n_classes].set(jnp.broadcast_to(m0 / n_classes, (x0.shape[0], n_classes)))
+    return x0, h, to_drive(direction(h), d_lo, d_hi, gain)
 
 
 @partial(jax.jit, static_argnames=("kind",))
-def _eval_block(blk, m, a, lo, hi, *, kind):
-    h = blk(m, a)
-    a_next = direction(h)
-    return _block_goodness(kind, h, blk.xi), a_next, to_drive(a_next, lo, hi)
+def _eval_block(blk, m, h, lo, hi, gain, *, kind):
+    h_next = blk(m, h)
+    return _block_goodness(kind, h_next, blk.xi), h_next, to_drive(direction(h_next), lo, hi,
+                                                                   gain)
 
 
 #: the ``readout`` value of the logistic read-out (a read-out kind, not a method name)
@@ -235,7 +304,7 @@ class PhyLL(Algorithm):
 
     def init(self) -> dict:
         keys = jax.random.split(jax.random.PRNGKey(self.seed), len(self.shapes))
-        blocks = [Block(n_in, layer.spec.n_out, int(h), key=k)
+        blocks = [Block(n_in, layer.spec.n_out, int(h), key=k, skip=self.config.skip)
                   for (n_in, _), layer, h, k in zip(self.shapes, self.layers, self.config.hidden,
                                                      keys)]
         opt = [self.opt.init(eqx.filter(b, b.trainable())) for b in blocks]
@@ -262,8 +331,9 @@ class PhyLL(Algorithm):
         # the drive range is static, as in the layer's spec: Python floats, folded in as the
         # same constants an op-by-op evaluation would use
         return fn(np.asarray(x, np.float32), *args, self.scaler.lo, self.scaler.span,
-                  d_lo=float(spec0.lo), d_hi=float(spec0.hi), n_classes=self.data.n_classes,
-                  encoding=self.config.encoding)
+                  np.float32(self.config.drive_gain), d_lo=float(spec0.lo), d_hi=float(spec0.hi),
+                  n_classes=self.data.n_classes, encoding=self.config.encoding,
+                  label_scale=self.config.label_scale)
 
     def step(self, state, x, y):
         cfg, C, ledger = self.config, self.data.n_classes, self.ledger
@@ -275,7 +345,7 @@ class PhyLL(Algorithm):
         else:
             shift = rng.integers(1, C, size=k_neg * n)
         y_neg = (np.tile(y, k_neg) + shift) % C
-        a, drives = self._inputs(_train_inputs, x, np.asarray(y), np.asarray(y_neg))
+        h, drives = self._inputs(_train_inputs, x, np.asarray(y), np.asarray(y_neg))
         drives = np.asarray(drives)
         blocks, opts, calibrated = list(state["blocks"]), list(state["opt"]), \
             list(state["calibrated"])
@@ -289,10 +359,10 @@ class PhyLL(Algorithm):
                 calibrated[k] = True
             params, static = eqx.partition(blocks[k], blocks[k].trainable())
             nxt = self.layers[k + 1].spec if k + 1 < len(blocks) else spec0
-            params, opts[k], loss, a, d_next = _block_train_jit(
-                cfg.goodness, n, params, static, opts[k], jnp.asarray(m), a,
+            params, opts[k], loss, h, d_next = _block_train_jit(
+                cfg.goodness, n, params, static, opts[k], jnp.asarray(m), h,
                 np.float32(cfg.theta), np.float32(nxt.lo), np.float32(nxt.hi),
-                self.inner_rates(int(opts[k].count)))
+                np.float32(cfg.drive_gain), self.inner_rates(int(opts[k].count)))
             blocks[k] = eqx.combine(params, static)
             fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
             # forward + backward (about 3x forward) for pos and neg, per inner step, plus the
@@ -309,7 +379,7 @@ class PhyLL(Algorithm):
     def scores(self, state, x) -> np.ndarray:
         """Summed goodness for every label, shape ``(batch, n_classes)``."""
         C = self.data.n_classes
-        a, drives = self._inputs(_all_label_inputs, x)
+        h, drives = self._inputs(_all_label_inputs, x)
         drives = np.asarray(drives)
         spec0 = self.layers[0].spec
         total = 0.0
@@ -317,10 +387,11 @@ class PhyLL(Algorithm):
         for k, blk in enumerate(blocks):
             m = self.ledger.query(self.layers[k], drives, "eval")
             nxt = self.layers[k + 1].spec if k + 1 < len(blocks) else spec0
-            g, a, d_next = _eval_block(blk, jnp.asarray(m), a, nxt.lo, nxt.hi,
+            g, h, d_next = _eval_block(blk, jnp.asarray(m), h, nxt.lo, nxt.hi,
+                                       np.float32(self.config.drive_gain),
                                        kind=self.config.goodness)
             self.ledger.add_flops(dense_flops(len(drives), blk.W.shape[1], blk.W.shape[0])
-                                  + 6 * len(drives) * (a.shape[1] + blk.W.shape[1]),
+                                  + 6 * len(drives) * (h.shape[1] + blk.W.shape[1]),
                                   "trainable forward")
             total = total + np.asarray(g)
             drives = np.asarray(d_next)
@@ -331,7 +402,7 @@ class PhyLL(Algorithm):
         concatenated, after the encoded input when ``readout_input``: shape
         ``(batch, readout_width())``. One pass through the physics."""
         C = self.data.n_classes
-        x0, a, drives = self._inputs(_neutral_inputs, x)
+        x0, h, drives = self._inputs(_neutral_inputs, x)
         drives = np.asarray(drives)
         spec0 = self.layers[0].spec
         out = [np.asarray(x0[:, C:])] if self.config.readout_input else []
@@ -339,11 +410,12 @@ class PhyLL(Algorithm):
         for k, blk in enumerate(blocks):
             m = self.ledger.query(self.layers[k], drives, purpose)
             nxt = self.layers[k + 1].spec if k + 1 < len(blocks) else spec0
-            _, a, d_next = _eval_block(blk, jnp.asarray(m), a, nxt.lo, nxt.hi,
+            _, h, d_next = _eval_block(blk, jnp.asarray(m), h, nxt.lo, nxt.hi,
+                                       np.float32(self.config.drive_gain),
                                        kind=self.config.goodness)
             self.ledger.add_flops(dense_flops(len(drives), blk.W.shape[1], blk.W.shape[0]),
                                   "trainable forward")
-            out.append(np.asarray(a))
+            out.append(np.asarray(direction(h)))
             drives = np.asarray(d_next)
         return np.concatenate(out, axis=1)
 
@@ -382,6 +454,19 @@ class PhyLL(Algorithm):
 
     def params(self, state):
         return [(b.W, b.b) for b in state["blocks"]]
+
+    def params_by_part(self, state) -> dict:
+        """Trained numbers per part: each block's ``W, b`` and, with ``readout="linear"``, the
+        read-out's coefficients and intercepts (fitted, so trained too)."""
+        blocks = [int(b.n_params) for b in state["blocks"]]
+        readout = 0
+        if self.config.readout == _LINEAR_READOUT:
+            readout = int(self.data.n_classes * (self.readout_width() + 1))
+        return {"blocks": blocks, "readout": readout}
+
+    def n_params(self, state) -> int:
+        parts = self.params_by_part(state)
+        return int(sum(parts["blocks"]) + parts["readout"])
 
     def predict_state(self, state):
         return {"blocks": list(state["blocks"]), "readout": dict(state["readout"])}
