@@ -142,7 +142,8 @@ def summarise(records: list[dict], tasks, systems, baselines, cfg: dict, epochs:
     return {"what": "PhyLL, simulator minus the same network with the physics replaced, test "
                     "accuracy, paired by seed (95 % t interval)",
             "config": cfg, "epochs": epochs,
-            "tuning": "none: every arm runs the same configuration (equal budget, 0 trials)",
+            "tuning": "no tuning trials: every arm runs the same configuration (an equal "
+                      "budget of 0 trials)",
             "readout_input": False, "rows": rows}
 
 

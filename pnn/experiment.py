@@ -168,6 +168,8 @@ class TaskSpec:
     n_features: int | None = None
     path: str | None = None
     download: bool = False
+    #: images: ``"pca"`` (the default, None) or ``"resize"`` (a k x k grid of pixels)
+    reduce: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "TaskSpec":
@@ -213,7 +215,17 @@ class TaskSpec:
             n_features = int(n_features)
         elif name == "images":
             n_features = 8
-        return cls(name=name, source=source, classes=classes,
+        reduce = d.get("reduce")
+        if reduce is not None:
+            if name != "images":
+                raise ConfigError(f"{w} reduce = {reduce!r}: only the images task reduces "
+                                  f"its pixels; remove the key")
+            if reduce not in ("pca", "resize"):
+                raise ConfigError(f"{w} reduce = {reduce!r}: expected \"pca\" (principal "
+                                  f"axes) or \"resize\" (a k x k grid of pixels)")
+            if reduce == "pca":
+                reduce = None
+        return cls(name=name, source=source, classes=classes, reduce=reduce,
                    test_fraction=_fraction(w, "test_fraction", d.get("test_fraction", 0.3)),
                    val_fraction=_fraction(w, "val_fraction", d.get("val_fraction", 0.2)),
                    n_features=n_features, path=_opt_str(w, "path", d.get("path")),
@@ -229,7 +241,8 @@ class TaskSpec:
             "vowel_source": "peterson_barney" if images else self.source,
             "image_source": self.source if images else "digits",
             "classes": classes, "data_path": self.path, "download": self.download,
-            "test_fraction": self.test_fraction, "n_features": self.n_features or 8}}
+            "test_fraction": self.test_fraction, "n_features": self.n_features or 8,
+            **({"image_reduce": self.reduce} if self.reduce else {})}}
 
     def cli_options(self) -> dict:
         """The data options as ``pnn compare`` / ``pnn tune`` name them in a study's settings
@@ -240,7 +253,8 @@ class TaskSpec:
                             if isinstance(self.classes, str) else ",".join(self.classes)),
                 "test_fraction": self.test_fraction,
                 "image_source": self.source if images else "digits",
-                "n_features": self.n_features or 8}
+                "n_features": self.n_features or 8,
+                **({"image_reduce": self.reduce} if self.reduce else {})}
 
     def load(self, seed: int):
         """The dataset for ``seed`` (the split depends on it)."""
@@ -255,6 +269,8 @@ class TaskSpec:
             kw["classes"] = PAT_VOWELS if self.classes == "pat" else self.classes
         if self.n_features is not None:
             kw["n_features"] = self.n_features
+        if self.reduce is not None:
+            kw["reduce"] = self.reduce
         return registry.load_task(self.name, **kw)
 
 

@@ -24,6 +24,8 @@ def _task_from_args(args) -> dict:
     task = {"name": args.task, "test_fraction": args.test_fraction, "download": args.download}
     if args.task == "images":
         task.update(source=args.image_source, n_features=args.n_features)
+        if getattr(args, "image_reduce", "pca") != "pca":
+            task["reduce"] = args.image_reduce
     elif args.task == "vowels":
         task["source"] = args.vowel_source
     if args.classes:

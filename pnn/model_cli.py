@@ -19,7 +19,7 @@ __all__ = ["add_commands", "cmd_eval", "cmd_predict", "save_trained", "task_of"]
 
 #: the data options of ``pnn train`` that determine the split (stored in a model's header)
 DATA_OPTIONS = ("vowel_source", "classes", "data_path", "download", "test_fraction",
-                "image_source", "n_features")
+                "image_source", "n_features", "image_reduce")
 
 
 def task_of(args, seed: int) -> dict:

@@ -89,7 +89,7 @@ SYSTEMS: dict[str, Callable] = {
     "random_nonlinear": _random_nonlinear,
 }
 
-def _images(*, source: str = "digits", n_features: int = 8, **kw):
+def _images(*, source: str = "digits", n_features: int = 8, reduce: str = "pca", **kw):
     from pnn.data.images import load_images
 
     kw = {k: v for k, v in kw.items()
@@ -98,7 +98,7 @@ def _images(*, source: str = "digits", n_features: int = 8, **kw):
         kw.pop("test_fraction", None)
         kw.setdefault("n_train", 5000)
         kw.setdefault("n_test", 1000)
-    return load_images(source, n_features=n_features, reduce="pca", **kw)
+    return load_images(source, n_features=n_features, reduce=reduce, **kw)
 
 
 TASKS: dict[str, Callable] = {"vowels": _vowels, "images": _images}

@@ -397,14 +397,16 @@ def physics_table(rep: Report, _arg: str = "") -> str:
     if not rows:
         raise ReportError("physics/summary.json has no rows; run experiments/physics.py")
     bases = list(dict.fromkeys(r["baseline"] for r in rows))
-    head = ["task", "system", "PhyLL on it", *(f"− {b}" for b in bases),
+    head = ["task", "system", "PhyLL on it", "no physics (none)", *(f"− {b}" for b in bases),
             "R² linear / quadratic", "logistic regression", "matched MLP"]
     out, resolved = [], []
     for task in dict.fromkeys(r["task"] for r in rows):
         for system in dict.fromkeys(r["system"] for r in rows if r["task"] == task):
             rs = {r["baseline"]: r for r in rows if r["task"] == task and r["system"] == system}
             first = next(iter(rs.values()))
-            cells = [_physics_task(task), system, f"{_pct(first['test_accuracy']['system'])} %"]
+            none = rs.get("none")
+            cells = [_physics_task(task), system, f"{_pct(first['test_accuracy']['system'])} %",
+                     f"{_pct(none['test_accuracy']['baseline'])} %" if none else "–"]
             for b in bases:
                 r = rs.get(b)
                 if r is None:
@@ -424,8 +426,8 @@ def physics_table(rep: Report, _arg: str = "") -> str:
             out.append(cells)
     n = max(r["difference"]["n_seeds"] for r in rows)
     text = (f"PhyLL (`skip = \"raw\"`, goodness read-out, no `readout_input`: no digital "
-            f"bypass of the physics), {summary['epochs']} epochs, the same configuration for "
-            f"every arm ({summary['tuning']}); test accuracy, and the simulator minus the same "
+            f"bypass of the physics), {summary['epochs']} epochs; {summary['tuning']}. Test "
+            f"accuracy (mean over seeds), and the simulator minus the same "
             f"network with the physics replaced, in points, paired by seed over {n} seeds "
             f"[95 % interval], ** where it excludes zero. R²: held-out fit of the "
             f"simulator's measurements from its drives during training (block mean), linear / "

@@ -500,3 +500,24 @@ def test_each_protocol_file_is_exactly_the_command_in_its_header(path):
     assert sorted(exp.methods) == sorted(["phyll", "pat", "insilico", "zo", "bp", "linear",
                                           "ff", "mf"])
     assert len(exp.seeds) == 5
+
+
+def test_images_as_a_grid_of_pixels_through_the_command_line():
+    """``--image-reduce resize --n-features 16``: a 4 x 4 grid of area-averaged pixels, kept
+    in the experiment and in a saved model's task options."""
+    from pnn.experiment import TaskSpec
+
+    args = build_parser().parse_args(["train", "--task", "images", "--image-reduce", "resize",
+                                      "--n-features", "16", "--epochs", "1"])
+    exp = experiment_from_train_args(args)
+    assert (exp.task.reduce, exp.task.n_features) == ("resize", 16)
+    data = exp.task.load(0)
+    assert data.n_features == 16 and "4x4" in json.dumps(data.info)
+    assert exp.task.header(0)["options"]["image_reduce"] == "resize"
+    assert Experiment.from_dict(exp.to_dict(), where="round trip").task == exp.task
+    pca = TaskSpec.from_dict({"name": "images", "reduce": "pca"}, "t")
+    assert pca.reduce is None and "image_reduce" not in pca.header(0)["options"]
+    with pytest.raises(ConfigError, match="only the images task"):
+        TaskSpec.from_dict({"name": "vowels", "reduce": "resize"}, "t")
+    with pytest.raises(ConfigError, match="expected \"pca\""):
+        TaskSpec.from_dict({"name": "images", "reduce": "crop"}, "t")

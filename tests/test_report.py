@@ -24,9 +24,7 @@ def test_committed_documents_equal_what_the_records_produce():
 
 def test_the_readme_reports_the_comparisons_and_stays_short():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for key in ("demo", "compare protocol_acoustic_vowels",
-                "findings protocol_acoustic_vowels", "compare compare_acoustic_hillenbrand7",
-                "ablation"):
+    for key in ("physics", "demo", "compare compare_acoustic_hillenbrand7"):
         assert f"<!-- report:{key} -->" in text
     assert len(text.splitlines()) <= 250
 
