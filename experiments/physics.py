@@ -7,8 +7,12 @@ is run on the simulator and on the same network with the physics replaced by ``n
 own split and initialisation). Beside every task: the converged logistic regression and the
 digital MLP matched to PhyLL's trainable-parameter count.
 
-Every arm gets the same budget: the same configuration (PhyLL's defaults with ``--epochs`` and
-any ``--set``), no tuning trials. The summary says so (``tuning``).
+Every arm gets the same budget: by default the same configuration (PhyLL's defaults with
+``--epochs`` and any ``--set``) and no tuning; with ``--tune N``, N Optuna trials per arm on the
+validation split of seed 0 (:func:`pnn.tune.tune`, PhyLL's declared search space, which holds
+the physical lever ``drive_gain``; the fixed settings as its base), then each arm's best
+configuration on every seed. The summary says which (``tuning``) and keeps every arm's tuning
+curve (best validation accuracy after each trial).
 
     .venv/bin/python experiments/physics.py               # every task below, 5 seeds
     .venv/bin/python experiments/physics.py --quick       # every code path in about a minute
@@ -65,7 +69,14 @@ def _task(name: str, seed: int, hillenbrand_path):
                      f"mnist_subset_pcaN")
 
 
-TASKS = ("vowels", "hillenbrand7", "digits_pca32", "mnist_subset_pca32")
+TASKS = ("vowels", "hillenbrand7", "digits_pca16")
+#: the digital references run beside every task (registry method names)
+REFERENCES = ("linear", "bp")
+
+
+def phyll_search_space() -> dict:
+    """PhyLL's declared search space (what ``--tune`` draws)."""
+    return registry.get_trainer("phyll").search_space()
 
 
 def phyll_cavity(folder: Path) -> str:
@@ -166,6 +177,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hillenbrand-path", type=Path, default=HILLENBRAND,
                     help="Hillenbrand's vowdata.dat or the 7-vowel CSV (default: the "
                          "development copy in ../shared/data)")
+    ap.add_argument("--tune", type=int, default=0, metavar="N",
+                    help="N Optuna trials per arm on seed 0's validation split (default 0: "
+                         "every arm runs the same configuration)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     if args.quick:
@@ -198,13 +212,37 @@ def main(argv=None) -> int:
                for s in [*systems, *baselines]}
     cfg = PhyLLConfig(**{"epochs": args.epochs, "skip": "raw", "readout": "goodness",
                          "readout_input": False, **over})
-    cfg_dict = json.loads(json.dumps({**dataclasses.asdict(cfg),
+    def as_dict(c: PhyLLConfig) -> dict:
+        return json.loads(json.dumps({**dataclasses.asdict(c),
                                       **({"system_kw": system_kw} if system_kw else {})}))
+
+    cfg_dict = as_dict(cfg)
     rec_dir = args.out / "records"
     rec_dir.mkdir(parents=True, exist_ok=True)
     records = []
     t0 = time.perf_counter()
-    arms = [*systems, *baselines, "linear", "bp"]
+    configs = {(task, arm): cfg for task in tasks for arm in [*systems, *baselines]}
+    curves: dict = {}
+    if args.tune:
+        from pnn.tune import tune
+
+        base = {k: v for k, v in dataclasses.asdict(cfg).items()
+                if k not in phyll_search_space()}
+        for task in tasks:
+            data0 = _task(task, 0, args.hillenbrand_path)
+            for arm in [*systems, *baselines]:
+                res = tune("phyll", resolve[arm], {"task": task}, n_trials=args.tune, seed=0,
+                           data=data0, base_config=base,
+                           out=args.out / "tune" / task / arm.replace(":", "_"))
+                configs[(task, arm)] = PhyLLConfig(**res["best_config"])
+                vals = [t["val_accuracy"] for t in sorted(res["trials"],
+                                                          key=lambda t: t["number"])
+                        if t["val_accuracy"] is not None]
+                curves[f"{task}/{arm}"] = {"best_params": res["best_params"],
+                                           "best_so_far": list(np.maximum.accumulate(vals))}
+                print(f"tuned {task} {arm}: best validation {res['best_val_accuracy']:.3f} "
+                      f"({res['n_complete']} trials) {res['best_params']}", flush=True)
+    arms = [*systems, *baselines, *REFERENCES]
     total = len(tasks) * args.seeds * len(arms)
     i = 0
     for task in tasks:
@@ -215,16 +253,18 @@ def main(argv=None) -> int:
                 i += 1
                 path = rec_dir / f"{task}__{arm}__seed{seed}.json"
                 rec = None
+                arm_cfg = configs.get((task, arm), cfg)
+                want = as_dict(arm_cfg)
                 if path.exists():
                     old = json.loads(path.read_text())
-                    if old.get("config") == cfg_dict:
+                    if old.get("config") == want:
                         rec = old
                 if rec is None:
-                    if arm in ("linear", "bp"):
+                    if arm in REFERENCES:
                         rec = run_reference(arm, data, seed, n_params or 1500)
                     else:
-                        rec = run_arm(resolve[arm], cfg, data, seed, system_kw.get(arm))
-                    rec.update({"task": task, "arm": arm, "seed": seed, "config": cfg_dict})
+                        rec = run_arm(resolve[arm], arm_cfg, data, seed, system_kw.get(arm))
+                    rec.update({"task": task, "arm": arm, "seed": seed, "config": want})
                     atomic_write_text(path, json.dumps(rec, indent=1))
                 if systems and arm == systems[0]:
                     n_params = rec["n_trainable_params"]
@@ -233,6 +273,12 @@ def main(argv=None) -> int:
                       f"{seed}: test {rec['test_accuracy']:.3f}", flush=True)
     summary = summarise(records, tasks, systems, baselines, cfg_dict, args.epochs)
     summary["system_kw"] = system_kw
+    if args.tune:
+        summary["tuning"] = (f"{args.tune} Optuna trials per arm (PhyLL's search space, "
+                             f"drive_gain included) on the validation split of seed 0, the same "
+                             f"budget for every arm")
+        summary["tuning_curves"] = curves
+        summary["tuned_configs"] = {f"{t}/{a}": as_dict(c) for (t, a), c in configs.items()}
     summary["command"] = "python experiments/physics.py " + " ".join(argv or sys.argv[1:])
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1))
     for row in summary["rows"]:

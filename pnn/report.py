@@ -19,8 +19,9 @@ document is out of date). The kinds, each one function of :data:`SECTIONS`:
   folder appears without an edit);
 * ``demo``: the ``make demo`` table (``demo/results.json``, one seed);
 * ``ablation``: the sentence on what the physics contributes (``ablation/ablation.json``);
-* ``physics``: the bypass-free ablation table, simulator minus each replacement of the physics,
-  per task (``physics/summary.json``, written by ``experiments/physics.py``);
+* ``physics [FOLDER]``: the bypass-free ablation table, simulator minus each replacement of the
+  physics, per task (``FOLDER/summary.json``, default ``physics``, written by
+  ``experiments/physics.py``);
 * ``adapt FOLDER`` and ``adapt_seeds SYSTEM``: the adaptation tables (``adapt.json``);
 * ``train PATTERN``: one row per ``pnn train`` record matching the glob (previous protocol);
 * ``papers``: our numbers beside what the PhyLL and PAT papers reported (:data:`PAPERS`);
@@ -48,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 from pnn.characterize_report import FIT_KINDS
+from pnn.network import LEGACY_SKIP
 from pnn.figures import METHOD_NAMES, is_digital, method_name, system_name
 from pnn.stats import paired_differences, t_interval
 
@@ -153,6 +155,21 @@ def _runs_on(records: list[dict]) -> str:
     return "digital" if is_digital(records[0]) else system_name(records[0]["system"])
 
 
+def _bypass(records: list[dict]) -> str:
+    """Which digital bypass of the physics a network had: the earlier block's ``|h|/||h||``
+    (``skip = "direction"``, what every record before the option had) and a read-out that sees
+    the encoded input (``readout_input``)."""
+    if is_digital(records[0]):
+        return "–"
+    cfg = records[0].get("config") or {}
+    parts = []
+    if cfg.get("skip", LEGACY_SKIP) == LEGACY_SKIP:
+        parts.append("block reads the direction of h (skip = direction)")
+    if cfg.get("readout_input"):
+        parts.append("read-out sees the input")
+    return "; ".join(parts) or "none"
+
+
 _DATASETS = {"peterson_barney": "Peterson & Barney vowels", "hillenbrand": "Hillenbrand vowels",
              "digits": "8×8 digits (scikit-learn)", "mnist": "MNIST",
              "fashion_mnist": "Fashion-MNIST"}
@@ -215,11 +232,12 @@ def compare_table(rep: Report, folder: str, reference: str = REFERENCE) -> str:
                      f"{_interval(d['lo'], d['hi'], clip=False, signed=True)}")
         else:
             dtext = "–"
-        rows.append([method_name(method), _runs_on(rs),
+        rows.append([method_name(method), _runs_on(rs), _bypass(rs),
                      f"{_pct(iv['mean'])} ± {_pct(iv['std'])} %",
                      _interval(iv["lo"], iv["hi"]), dtext])
-    table = _table(["method", "runs on", "test accuracy (mean ± std)", "95 % interval",
-                    f"Δ vs {method_name(reference)}, paired (points) [95 % interval]"], "llrrr",
+    table = _table(["method", "runs on", "digital bypass of the physics",
+                    "test accuracy (mean ± std)", "95 % interval",
+                    f"Δ vs {method_name(reference)}, paired (points) [95 % interval]"], "lllrrr",
                    rows)
     return _compare_caption(records) + "\n\n" + table
 
@@ -389,10 +407,11 @@ def _physics_task(name: str) -> str:
     return f"{what}, {n} PCA features" if n else what
 
 
-def physics_table(rep: Report, _arg: str = "") -> str:
-    """The bypass-free ablation: per task and simulator, the paired difference to each
-    replacement of the physics, the arms' accuracies and the digital references."""
-    summary = rep.load("physics/summary.json")
+def physics_table(rep: Report, folder: str = "") -> str:
+    """The bypass-free ablation of ``FOLDER/summary.json`` (default ``physics``): per task and
+    simulator, the paired difference to each replacement of the physics, the arms' accuracies
+    and the digital references."""
+    summary = rep.load(Path(folder or "physics") / "summary.json")
     rows = summary["rows"]
     if not rows:
         raise ReportError("physics/summary.json has no rows; run experiments/physics.py")

@@ -140,9 +140,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
                          "of completed trials per method)")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs = {jobs!r}: expected a positive integer (parallel trials)")
-    if system not in registry.SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; valid systems: "
-                         f"{', '.join(sorted(registry.SYSTEMS))}")
+    registry.resolve_system(system)  # an unknown system fails here, before any trial
     base_config = dict(base_config or {})
     task_options = dict(task_options or {})
     space = trainer.search_space()

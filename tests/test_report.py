@@ -46,7 +46,7 @@ def test_a_hand_edit_between_the_markers_is_caught_and_undone(tmp_path, capsys):
     root = _repo(tmp_path, f"# x\n\n<!-- report:{KEY} -->\n<!-- /report:{KEY} -->\n\nafter\n")
     assert main(["report", "--root", str(root), "--no-figures"]) == 0
     good = (root / "README.md").read_text(encoding="utf-8")
-    assert "| PhyLL | acoustic simulator | 96.1 ± 3.4 % |" in good
+    assert "| PhyLL | acoustic simulator | block reads the direction of h (skip = direction) | 96.1 ± 3.4 % |" in good
     assert good.endswith("\n\nafter\n") and good.startswith("# x\n")
     assert main(["report", "--root", str(root), "--check"]) == 0
     capsys.readouterr()
@@ -54,8 +54,8 @@ def test_a_hand_edit_between_the_markers_is_caught_and_undone(tmp_path, capsys):
                                     encoding="utf-8")
     assert main(["report", "--root", str(root), "--check"]) == 1
     out = capsys.readouterr().out
-    assert "-| PhyLL | acoustic simulator | 97.0 ± 3.4 %" in out
-    assert "+| PhyLL | acoustic simulator | 96.1 ± 3.4 %" in out
+    assert "-| PhyLL | acoustic simulator | block reads the direction of h (skip = direction) | 97.0 ± 3.4 %" in out
+    assert "+| PhyLL | acoustic simulator | block reads the direction of h (skip = direction) | 96.1 ± 3.4 %" in out
     assert main(["report", "--root", str(root), "--no-figures"]) == 0
     assert (root / "README.md").read_text(encoding="utf-8") == good
 
