@@ -77,12 +77,14 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         overrides: method name -> Config overrides (fixed during tuning too).
         tune_trials: 0, or the Optuna trials per method (:func:`pnn.tune.tune` on the first
             seed's split, test sealed); each method's best configuration then runs on every
-            seed.
+            seed. A method on the physics also searches the system's physical levers
+            (:data:`pnn.registry.SYSTEM_LEVERS`, those not fixed by ``system_kwargs``) and runs
+            every seed with the strength its tuning chose.
         tune_options: more :func:`pnn.tune.tune` arguments (``storage``, ``out``, ``jobs``,
             ``task_options``).
         on_tuned: ``on_tuned(method, tune_result)`` after each method's study.
         system_kwargs: the simulator's physical parameters (constructor arguments; default:
-            its own). Tuning builds the default simulator, so it refuses them.
+            its own), fixed during tuning too.
         devices: the simulator layers run data-parallel over the first ``devices`` JAX
             devices (:func:`pnn.registry.build_layers`; tuning trials too).
         on_start, on_done, progress_factory, checkpoint: progress (``on_start(method, seed,
@@ -107,9 +109,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         raise ValueError(f"tune_trials = {tune_trials!r}: expected 0 (no tuning) or a "
                          "positive number of trials per method")
     system_kwargs = dict(system_kwargs or {})
-    if tune_trials and system_kwargs:
-        raise ValueError(f"tuning runs on the {system} simulator with its default parameters; "
-                         f"drop the physical parameters {sorted(system_kwargs)} or tune_trials")
+    levers = {k: v for k, v in registry.SYSTEM_LEVERS.get(system, {}).items()
+              if k not in system_kwargs}
     data_for = _data_for(data)
     cache: dict[int, object] = {}
 
@@ -134,7 +135,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             base = _base_values(method, overrides.get(method, {}), budget.get(seeds[0]))
             tuned = tune(method, system, opts.pop("task_options", {}), n_trials=tune_trials,
                          seed=seeds[0], base_config=base, data=split(seeds[0]),
-                         devices=devices, **opts)
+                         devices=devices, system_kwargs=system_kwargs, system_search=levers,
+                         **opts)
             if on_tuned:
                 on_tuned(method, tuned)
         for seed in seeds:
@@ -149,8 +151,9 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 cfg = trainer.Config(**values)
             else:
                 cfg = _config(method, overrides.get(method, {}), budget.get(seed))
+            physics = dict(tuned["best_system"]) if tuned is not None else system_kwargs
             layers = registry.build_layers(system, method, cfg, d, seed=seed, devices=devices,
-                                           **system_kwargs)
+                                           **physics)
             prog = progress_factory(method, seed, cfg) if progress_factory else None
             t = time.perf_counter()
             try:
@@ -159,6 +162,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             finally:
                 if prog:
                     prog.close()
+            if layers and physics:
+                rec["system_kwargs"] = physics
             rec.update({"system": system if layers else "digital", "data": d.describe(),
                         "devices": devices if layers else 1,
                         "run_s": round(time.perf_counter() - t, 2)})

@@ -89,6 +89,17 @@ SYSTEMS: dict[str, Callable] = {
     "random_nonlinear": _random_nonlinear,
 }
 
+#: the physical levers a tuner searches beside a method's own fields (``system.KEY`` in a
+#: study): the strength of each simulator's nonlinearity, in the search-spec form of
+#: :mod:`pnn.config`. Ranges stay inside each simulator's stability checks at its default grid
+#: (the optical split step: gamma * P0 * length / n_steps <= 0.5 rad at P0 = 900 W, 40 steps).
+#: The drive's own lever, ``drive_gain``, is a field of the methods' configs.
+SYSTEM_LEVERS: dict[str, dict] = {
+    "acoustic": {"c_nl": ("log", 30.0, 1500.0)},
+    "optical": {"gamma": ("log", 0.003, 0.02)},
+    "microwave": {"kerr": ("log", 100.0, 3000.0)},
+}
+
 def _images(*, source: str = "digits", n_features: int = 8, reduce: str = "pca", **kw):
     from pnn.data.images import load_images
 

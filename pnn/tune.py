@@ -96,7 +96,8 @@ def _load_data(task_options: dict, seed: int):
 def tune(method: str, system: str, task_options: dict | None = None, *, n_trials: int,
          seed: int = 0, storage=None, study_name: str | None = None, jobs: int = 1,
          base_config: dict | None = None, out: str | Path = "tune_results", data=None,
-         timeout: float | None = None, progress=None, devices: int = 1) -> dict:
+         timeout: float | None = None, progress=None, devices: int = 1,
+         system_kwargs: dict | None = None, system_search: dict | None = None) -> dict:
     """Tune ``method`` on the validation split; returns the best configuration.
 
     Args:
@@ -113,6 +114,11 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
         base_config: fixed Config values (e.g. ``{"epochs": 3}``); searched fields override.
         data: an already loaded Dataset (used instead of loading ``task_options``); it is
             sealed before any trial sees it.
+        system_kwargs: fixed physical parameters of the system (its factory's keywords).
+        system_search: physical parameters searched beside the method's fields, as
+            ``{key: search spec}`` (e.g. :data:`pnn.registry.SYSTEM_LEVERS`); drawn as
+            ``system.KEY``; the best values are returned as ``best_system`` (with the fixed
+            ones).
         devices: every trial's simulator layers run data-parallel over the first ``devices``
             JAX devices (:func:`pnn.registry.build_layers`). Not part of the study's settings:
             the outputs are the same on any number of devices (to float rounding), so a study
@@ -120,6 +126,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
 
     Returns:
         ``{"method", "study_name", "storage", "best_config" (every Config value),
+        "best_system" (the system's parameters of the best trial, fixed and searched),
         "best_params" (the searched values), "best_val_accuracy", "best_trial",
         "n_complete", "trials" (number, state, params, val_accuracy, selected_epoch),
         "search_space", "data"}``.
@@ -143,6 +150,8 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
     registry.resolve_system(system)  # an unknown system fails here, before any trial
     base_config = dict(base_config or {})
     task_options = dict(task_options or {})
+    system_kwargs = dict(system_kwargs or {})
+    system_search = dict(system_search or {}) if trainer.uses_physical_layers else {}
     space = trainer.search_space()
     fields = {f.name for f in dataclasses.fields(trainer.Config)}
     unknown = sorted(set(base_config) - fields)
@@ -159,7 +168,9 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
     store = open_storage(storage, out)
     settings = _jsonable({"method": method, "system": system, "task_options": task_options,
                           "seed": seed, "base_config": base_config, "data": sealed.describe(),
-                          "search_space": space})
+                          "search_space": space,
+                          **({"system_kwargs": system_kwargs} if system_kwargs else {}),
+                          **({"system_search": system_search} if system_search else {})})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed),
@@ -175,8 +186,11 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
 
     def objective(trial):
         values = {name: suggest(trial, name, spec) for name, spec in space.items()}
+        physics = {**system_kwargs, **{k: suggest(trial, f"system.{k}", spec)
+                                       for k, spec in system_search.items()}}
         cfg = trainer.Config(**{**base_config, **values})
-        layers = (registry.build_layers(system, method, cfg, sealed, seed=seed, devices=devices)
+        layers = (registry.build_layers(system, method, cfg, sealed, seed=seed, devices=devices,
+                                        **physics)
                   if trainer.uses_physical_layers else [])
         rec, _ = run(method, trainer.Algorithm, layers, sealed, cfg, seed=seed)
         val = rec.get("val_accuracy")
@@ -184,6 +198,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
             raise ValueError(f"{method}: the run reported no validation accuracy; tuning needs "
                              "a validation split (val_fraction > 0)")
         trial.set_user_attr("config", _jsonable(dataclasses.asdict(cfg)))
+        trial.set_user_attr("system", _jsonable(physics))
         trial.set_user_attr("val_accuracy", float(val))
         trial.set_user_attr("selected_epoch", rec.get("selected_epoch"))
         trial.set_user_attr("data_sealed", bool(sealed.is_sealed))
@@ -199,7 +214,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
                        for t in study.get_trials(deepcopy=False))
     # a method without a search space (e.g. the linear reference, whose C is chosen on
     # validation inside its run) is deterministic: one trial is its whole study
-    target = n_trials if space else 1
+    target = n_trials if space or system_search else 1
     missing = target - done()
     if missing > 0:
         stop = optuna.study.MaxTrialsCallback(target,
@@ -217,11 +232,13 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
         "study_name": study_name,
         "storage": str(storage) if storage is not None else str(Path(out) / "tune.journal"),
         "best_config": dict(best.user_attrs["config"]),
+        "best_system": dict(best.user_attrs.get("system", system_kwargs)),
         "best_params": dict(best.params),
         "best_val_accuracy": float(best.value),
         "best_trial": best.number,
         "n_complete": len(complete),
-        "search_space": _jsonable(space),
+        "search_space": _jsonable({**space, **{f"system.{k}": v
+                                               for k, v in system_search.items()}}),
         "data": settings["data"],
         "trials": [{"number": t.number, "state": t.state.name, "params": dict(t.params),
                     "val_accuracy": t.user_attrs.get("val_accuracy"),

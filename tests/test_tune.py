@@ -3,6 +3,7 @@ and `pnn compare --tune` writes tuned configurations and a table with intervals.
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 
@@ -220,3 +221,25 @@ def test_tune_command_writes_tuned_configs(tmp_path, capsys):
     assert tuned["bp"]["n_complete"] == 1 and tuned["bp"]["best_config"]["epochs"] == 1
     assert (out / "tune.journal").exists()
     assert "bp: best validation accuracy" in capsys.readouterr().out
+
+
+def test_the_physical_levers_are_searched_with_the_method(data, tmp_path):
+    """``system_search``: a system parameter drawn as ``system.KEY`` in every trial, the layers
+    built with it, and the best trial's value returned beside the fixed ones."""
+    base = {"epochs": 1, "hidden": (4,), "n_meas": 4, "batch_size": 64}
+    res = tune("phyll", "random_nonlinear", TASK, n_trials=3, seed=0, out=tmp_path, data=data,
+               base_config=base, system_kwargs={"kind": "tanh"},
+               system_search={"strength": ("log", 0.1, 10.0)})
+    assert res["n_complete"] == 3
+    drawn = [t["params"]["system.strength"] for t in res["trials"]]
+    assert len(set(drawn)) == 3 and all(0.1 <= v <= 10.0 for v in drawn)
+    best = res["best_system"]
+    assert best["kind"] == "tanh" and best["strength"] == res["best_params"]["system.strength"]
+    assert "system.strength" in res["search_space"]
+    assert set(registry.SYSTEM_LEVERS) == {"acoustic", "optical", "microwave"}
+    for system, levers in registry.SYSTEM_LEVERS.items():  # the extremes build and run
+        for key, (_, lo, hi) in levers.items():
+            for v in (lo, hi):
+                layer = registry.make_system(system, 5, 3, **{key: v})
+                mid = 0.5 * (layer.spec.lo + layer.spec.hi)
+                assert np.asarray(layer(np.full((2, 5), mid, np.float32))).shape == (2, 3)
