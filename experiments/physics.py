@@ -10,7 +10,8 @@ digital MLP matched to PhyLL's trainable-parameter count.
 Every arm gets the same budget: by default the same configuration (PhyLL's defaults with
 ``--epochs`` and any ``--set``) and no tuning; with ``--tune N``, N Optuna trials per arm on the
 validation split of seed 0 (:func:`pnn.tune.tune`, PhyLL's declared search space, which holds
-the physical lever ``drive_gain``; the fixed settings as its base), then each arm's best
+the drive's lever ``drive_gain``, and each simulator's nonlinearity strength,
+:data:`pnn.registry.SYSTEM_LEVERS`; the fixed settings as its base), then each arm's best
 configuration on every seed. The summary says which (``tuning``) and keeps every arm's tuning
 curve (best validation accuracy after each trial).
 
@@ -212,9 +213,10 @@ def main(argv=None) -> int:
                for s in [*systems, *baselines]}
     cfg = PhyLLConfig(**{"epochs": args.epochs, "skip": "raw", "readout": "goodness",
                          "readout_input": False, **over})
-    def as_dict(c: PhyLLConfig) -> dict:
+
+    def as_dict(c: PhyLLConfig, phys: dict | None = None) -> dict:
         return json.loads(json.dumps({**dataclasses.asdict(c),
-                                      **({"system_kw": system_kw} if system_kw else {})}))
+                                      **({"system_kw": phys} if phys else {})}))
 
     cfg_dict = as_dict(cfg)
     rec_dir = args.out / "records"
@@ -222,6 +224,8 @@ def main(argv=None) -> int:
     records = []
     t0 = time.perf_counter()
     configs = {(task, arm): cfg for task in tasks for arm in [*systems, *baselines]}
+    physics = {(task, arm): dict(system_kw.get(arm, {})) for task in tasks
+               for arm in [*systems, *baselines]}
     curves: dict = {}
     if args.tune:
         from pnn.tune import tune
@@ -231,10 +235,14 @@ def main(argv=None) -> int:
         for task in tasks:
             data0 = _task(task, 0, args.hillenbrand_path)
             for arm in [*systems, *baselines]:
+                levers = {k: v for k, v in registry.SYSTEM_LEVERS.get(arm, {}).items()
+                          if k not in system_kw.get(arm, {})}
                 res = tune("phyll", resolve[arm], {"task": task}, n_trials=args.tune, seed=0,
-                           data=data0, base_config=base,
+                           data=data0, base_config=base, system_kwargs=system_kw.get(arm),
+                           system_search=levers,
                            out=args.out / "tune" / task / arm.replace(":", "_"))
                 configs[(task, arm)] = PhyLLConfig(**res["best_config"])
+                physics[(task, arm)] = dict(res["best_system"])
                 vals = [t["val_accuracy"] for t in sorted(res["trials"],
                                                           key=lambda t: t["number"])
                         if t["val_accuracy"] is not None]
@@ -254,7 +262,7 @@ def main(argv=None) -> int:
                 path = rec_dir / f"{task}__{arm}__seed{seed}.json"
                 rec = None
                 arm_cfg = configs.get((task, arm), cfg)
-                want = as_dict(arm_cfg)
+                want = as_dict(arm_cfg, physics.get((task, arm)))
                 if path.exists():
                     old = json.loads(path.read_text())
                     if old.get("config") == want:
@@ -263,7 +271,7 @@ def main(argv=None) -> int:
                     if arm in REFERENCES:
                         rec = run_reference(arm, data, seed, n_params or 1500)
                     else:
-                        rec = run_arm(resolve[arm], arm_cfg, data, seed, system_kw.get(arm))
+                        rec = run_arm(resolve[arm], arm_cfg, data, seed, physics[(task, arm)])
                     rec.update({"task": task, "arm": arm, "seed": seed, "config": want})
                     atomic_write_text(path, json.dumps(rec, indent=1))
                 if systems and arm == systems[0]:
@@ -274,11 +282,12 @@ def main(argv=None) -> int:
     summary = summarise(records, tasks, systems, baselines, cfg_dict, args.epochs)
     summary["system_kw"] = system_kw
     if args.tune:
-        summary["tuning"] = (f"{args.tune} Optuna trials per arm (PhyLL's search space, "
-                             f"drive_gain included) on the validation split of seed 0, the same "
-                             f"budget for every arm")
+        summary["tuning"] = (f"{args.tune} Optuna trials per arm (PhyLL's search space with "
+                             f"drive_gain, and each simulator's nonlinearity strength) on the "
+                             f"validation split of seed 0, the same budget for every arm")
         summary["tuning_curves"] = curves
-        summary["tuned_configs"] = {f"{t}/{a}": as_dict(c) for (t, a), c in configs.items()}
+        summary["tuned_configs"] = {f"{t}/{a}": as_dict(c, physics[(t, a)])
+                                    for (t, a), c in configs.items()}
     summary["command"] = "python experiments/physics.py " + " ".join(argv or sys.argv[1:])
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1))
     for row in summary["rows"]:
