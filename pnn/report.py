@@ -356,7 +356,7 @@ def demo_table(rep: Report, _arg: str = "") -> str:
            (("logistic regression", lin), ("the MLP", mlp))]
     words = _join([f"{abs(g):.1f} points {'under' if g > 0 else 'over'} {n}'s" for g, n in gap])
     note = (f"One seed, one split: PhyLL's test accuracy is {words}. One run is a measurement, "
-            "not a comparison: `pnn compare` below runs several seeds, each its own split, and "
+            "not a comparison: `pnn compare` and the ablation above run several seeds, each its own split, and "
             "reports paired intervals.")
     return caption + "\n\n" + _table(["method", "trainable params", "validation accuracy",
                                       "test accuracy", "physical queries"], "lrrrr", rows) \
