@@ -407,6 +407,20 @@ def _physics_task(name: str) -> str:
     return f"{what}, {n} PCA features" if n else what
 
 
+def _changed_settings(summary: dict) -> str:
+    """The fixed settings of an ablation that differ from PhyLL's defaults (epochs apart), and
+    the physical parameters given to a system."""
+    from pnn.train.phyll import PhyLLConfig
+
+    default = json.loads(json.dumps(PhyLLConfig().__dict__))
+    cfg = summary.get("config") or {}
+    parts = [f"`{k} = {json.dumps(v)}`" for k, v in cfg.items()
+             if k not in ("epochs", "system_kw") and k in default and default[k] != v]
+    for system, kw in sorted((summary.get("system_kw") or {}).items()):
+        parts += [f"{system} `{k} = {json.dumps(v)}`" for k, v in kw.items()]
+    return ", ".join(parts)
+
+
 def physics_table(rep: Report, folder: str = "") -> str:
     """The bypass-free ablation of ``FOLDER/summary.json`` (default ``physics``): per task and
     simulator, the paired difference to each replacement of the physics, the arms' accuracies
@@ -418,7 +432,7 @@ def physics_table(rep: Report, folder: str = "") -> str:
     bases = list(dict.fromkeys(r["baseline"] for r in rows))
     head = ["task", "system", "PhyLL on it", "no physics (none)", *(f"− {b}" for b in bases),
             "R² linear / quadratic", "logistic regression", "matched MLP"]
-    out, resolved = [], []
+    out, resolved, worse = [], [], []
     for task in dict.fromkeys(r["task"] for r in rows):
         for system in dict.fromkeys(r["system"] for r in rows if r["task"] == task):
             rs = {r["baseline"]: r for r in rows if r["task"] == task and r["system"] == system}
@@ -432,11 +446,12 @@ def physics_table(rep: Report, folder: str = "") -> str:
                     cells.append("–")
                     continue
                 d = r["difference"]
-                star = " **" if d["excludes_zero"] else ""
+                star = " †" if d["excludes_zero"] else ""
                 cells.append(f"{_signed(100 * d['mean'])} [{_signed(100 * d['lo'])}, "
                              f"{_signed(100 * d['hi'])}]{star}")
-                if d["excludes_zero"] and d["mean"] > 0:
-                    resolved.append(f"{system} − {b} on {_physics_task(task)}")
+                if d["excludes_zero"]:
+                    (resolved if d["mean"] > 0 else worse).append(
+                        f"{system} − {b} on {_physics_task(task)}")
             r2 = first.get("physics_r2") or {}
             cells.append(" / ".join(f"{r2[k]:.2f}" if k in r2 else "–" for k in FIT_KINDS))
             refs = first.get("references", {})
@@ -448,18 +463,24 @@ def physics_table(rep: Report, folder: str = "") -> str:
             f"bypass of the physics), {summary['epochs']} epochs; {summary['tuning']}. Test "
             f"accuracy (mean over seeds), and the simulator minus the same "
             f"network with the physics replaced, in points, paired by seed over {n} seeds "
-            f"[95 % interval], ** where it excludes zero. R²: held-out fit of the "
+            f"[95 % interval], † where it excludes zero. R²: held-out fit of the "
             f"simulator's measurements from its drives during training (block mean), linear / "
-            f"degree 2. The references (mean over the same seeds) see the features "
+            f"degree 2 (a degree-2 R² below the linear one is a fit with too few drives for its "
+            f"features, not a measure of the nonlinearity). The references (mean over the same seeds) see the features "
             f"directly:\n\n")
+    changed = _changed_settings(summary)
+    if changed:
+        text += f"Settings beyond PhyLL's defaults: {changed}.\n\n"
     text += _table(head, "ll" + "r" * (len(head) - 2), out)
     if resolved:
-        text += f"\nThe physics adds to the network where the interval excludes zero: " \
-                f"{_join(resolved)}.\n"
+        text += (f"\nThe physics adds to the network where the interval lies above zero: "
+                 f"{_join(resolved)}.")
     else:
-        text += ("\nNo simulator is shown to add to the network: every interval against a "
-                 "replacement of the physics includes zero or lies below it.\n")
-    return text
+        text += ("\nNo simulator is shown to add to the network: no interval against a "
+                 "replacement of the physics lies above zero.")
+    if worse:
+        text += f" It costs accuracy where the interval lies below zero: {_join(worse)}."
+    return text + "\n"
 
 
 # --------------------------------------------------------------------------- adaptation
