@@ -46,7 +46,6 @@ from pnn import registry, stats
 from pnn.data.images import load_images
 from pnn.data.vowels import PAT_VOWELS, load_vowels
 from pnn.fileio import atomic_write_text
-from pnn.train.phyll import PhyLLConfig
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "physics"
@@ -75,9 +74,9 @@ TASKS = ("vowels", "hillenbrand7", "digits_pca16")
 REFERENCES = ("linear", "bp")
 
 
-def phyll_search_space() -> dict:
-    """PhyLL's declared search space (what ``--tune`` draws)."""
-    return registry.get_trainer("phyll").search_space()
+def search_space(method: str) -> dict:
+    """A method's declared search space (what ``--tune`` draws)."""
+    return registry.get_trainer(method).search_space()
 
 
 def phyll_cavity(folder: Path) -> str:
@@ -95,10 +94,10 @@ def phyll_cavity(folder: Path) -> str:
     return f"recorded:{target}"
 
 
-def run_arm(system: str, cfg: PhyLLConfig, data, seed: int, system_kw=None) -> dict:
+def run_arm(system: str, cfg, data, seed: int, system_kw=None, method: str = "phyll") -> dict:
     t = time.perf_counter()
-    layers = registry.build_layers(system, "phyll", cfg, data, seed=seed, **(system_kw or {}))
-    rec, _ = registry.get_trainer("phyll").train(layers, data, cfg, seed=seed)
+    layers = registry.build_layers(system, method, cfg, data, seed=seed, **(system_kw or {}))
+    rec, _ = registry.get_trainer(method).train(layers, data, cfg, seed=seed)
     return {"val_accuracy": float(rec["val_accuracy"]),
             "test_accuracy": float(rec["test_accuracy"]),
             "selected_epoch": rec.get("selected_epoch"),
@@ -122,7 +121,8 @@ def _mean(values) -> float:
     return float(np.mean(values))
 
 
-def summarise(records: list[dict], tasks, systems, baselines, cfg: dict, epochs: int) -> dict:
+def summarise(records: list[dict], tasks, systems, baselines, cfg: dict, epochs: int,
+              method: str = "phyll") -> dict:
     rows = []
     for task in tasks:
         rs = [r for r in records if r["task"] == task]
@@ -141,7 +141,7 @@ def summarise(records: list[dict], tasks, systems, baselines, cfg: dict, epochs:
                 bas = [r for r in rs if r["arm"] == base and r["seed"] in d["seeds"]]
                 fits = [f for r in sim for f in (r.get("physics_fits") or {}).values()]
                 rows.append({
-                    "system": system, "task": task, "method": "phyll", "baseline": base,
+                    "system": system, "task": task, "method": method, "baseline": base,
                     "difference": {"mean": d["mean"], "lo": d["lo"], "hi": d["hi"],
                                    "n_seeds": d["n"], "excludes_zero": d["excludes_zero"]},
                     "test_accuracy": {"system": _mean([r["test_accuracy"] for r in sim]),
@@ -151,7 +151,7 @@ def summarise(records: list[dict], tasks, systems, baselines, cfg: dict, epochs:
                                    for k in ("linear", "quadratic")
                                    if any(f.get(k) is not None for f in fits)},
                     "references": refs})
-    return {"what": "PhyLL, simulator minus the same network with the physics replaced, test "
+    return {"what": f"{method}, simulator minus the same network with the physics replaced, test "
                     "accuracy, paired by seed (95 % t interval)",
             "config": cfg, "epochs": epochs,
             "tuning": "no tuning trials: every arm runs the same configuration (an equal "
@@ -169,7 +169,10 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", default=",".join(SIMULATORS))
     ap.add_argument("--baselines", default=",".join(BASELINES))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a PhyLLConfig field for every arm, e.g. drive_gain=4")
+                    help="a Config field of the method for every arm, e.g. drive_gain=4")
+    ap.add_argument("--method", default="phyll",
+                    help="the trainer of every arm on the physics (phyll, pat, insilico, ...; "
+                         "a method that needs a differentiable model needs simulators)")
     ap.add_argument("--system-set", action="append", default=[], metavar="SYSTEM.KEY=VALUE",
                     help="a physical parameter of one system, e.g. acoustic.c_nl=1500")
     ap.add_argument("--phyll-data", type=Path, default=PHYLL_DATA,
@@ -211,10 +214,13 @@ def main(argv=None) -> int:
         system_kw.setdefault(name, {})[key] = v
     resolve = {s: (phyll_cavity(args.phyll_data) if s == "phyll_cavity" else s)
                for s in [*systems, *baselines]}
-    cfg = PhyLLConfig(**{"epochs": args.epochs, "skip": "raw", "readout": "goodness",
-                         "readout_input": False, **over})
+    trainer = registry.get_trainer(args.method)
+    fixed = {"epochs": args.epochs, "skip": "raw", "readout_input": False}
+    if "readout" in {f.name for f in dataclasses.fields(trainer.Config)}:
+        fixed["readout"] = "goodness"  # PhyLL's: the paper's read-out, not a fitted one
+    cfg = trainer.Config(**{**fixed, **over})
 
-    def as_dict(c: PhyLLConfig, phys: dict | None = None) -> dict:
+    def as_dict(c, phys: dict | None = None) -> dict:
         return json.loads(json.dumps({**dataclasses.asdict(c),
                                       **({"system_kw": phys} if phys else {})}))
 
@@ -231,17 +237,17 @@ def main(argv=None) -> int:
         from pnn.tune import tune
 
         base = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in phyll_search_space()}
+                if k not in search_space(args.method)}
         for task in tasks:
             data0 = _task(task, 0, args.hillenbrand_path)
             for arm in [*systems, *baselines]:
                 levers = {k: v for k, v in registry.SYSTEM_LEVERS.get(arm, {}).items()
                           if k not in system_kw.get(arm, {})}
-                res = tune("phyll", resolve[arm], {"task": task}, n_trials=args.tune, seed=0,
+                res = tune(args.method, resolve[arm], {"task": task}, n_trials=args.tune, seed=0,
                            data=data0, base_config=base, system_kwargs=system_kw.get(arm),
                            system_search=levers,
                            out=args.out / "tune" / task / arm.replace(":", "_"))
-                configs[(task, arm)] = PhyLLConfig(**res["best_config"])
+                configs[(task, arm)] = trainer.Config(**res["best_config"])
                 physics[(task, arm)] = dict(res["best_system"])
                 vals = [t["val_accuracy"] for t in sorted(res["trials"],
                                                           key=lambda t: t["number"])
@@ -271,7 +277,8 @@ def main(argv=None) -> int:
                     if arm in REFERENCES:
                         rec = run_reference(arm, data, seed, n_params or 1500)
                     else:
-                        rec = run_arm(resolve[arm], arm_cfg, data, seed, physics[(task, arm)])
+                        rec = run_arm(resolve[arm], arm_cfg, data, seed, physics[(task, arm)],
+                                      args.method)
                     rec.update({"task": task, "arm": arm, "seed": seed, "config": want})
                     atomic_write_text(path, json.dumps(rec, indent=1))
                 if systems and arm == systems[0]:
@@ -279,7 +286,7 @@ def main(argv=None) -> int:
                 records.append(rec)
                 print(f"[{i}/{total} {time.perf_counter() - t0:6.0f} s] {task} {arm} seed "
                       f"{seed}: test {rec['test_accuracy']:.3f}", flush=True)
-    summary = summarise(records, tasks, systems, baselines, cfg_dict, args.epochs)
+    summary = summarise(records, tasks, systems, baselines, cfg_dict, args.epochs, args.method)
     summary["system_kw"] = system_kw
     if args.tune:
         summary["tuning"] = (f"{args.tune} Optuna trials per arm (PhyLL's search space with "

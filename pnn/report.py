@@ -459,8 +459,11 @@ def physics_table(rep: Report, folder: str = "") -> str:
                       for m in PHYSICS_REFERENCES]
             out.append(cells)
     n = max(r["difference"]["n_seeds"] for r in rows)
-    text = (f"PhyLL (`skip = \"raw\"`, goodness read-out, no `readout_input`: no digital "
-            f"bypass of the physics), {summary['epochs']} epochs; {summary['tuning']}. Test "
+    method = rows[0].get("method", REFERENCE)
+    readout = ("goodness read-out, " if (summary.get("config") or {}).get("readout") ==
+               "goodness" else "")
+    text = (f"{method_name(method)} (`skip = \"raw\"`, {readout}no `readout_input`: no "
+            f"digital bypass of the physics), {summary['epochs']} epochs; {summary['tuning']}. Test "
             f"accuracy (mean over seeds), and the simulator minus the same "
             f"network with the physics replaced, in points, paired by seed over {n} seeds "
             f"[95 % interval], † where it excludes zero. R²: held-out fit of the "
