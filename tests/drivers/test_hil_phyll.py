@@ -92,3 +92,23 @@ def test_phyll_through_serial_emulator_matches_the_simulator(data, shape, direct
     _same_training(rec, direct)
     assert emu.log.samples_measured == rec["cost"]["physical_queries"] == layer.stats.samples
     assert layer.stats.retries == 0 and not emu.output_on
+
+
+def test_the_hardware_page_training_script_runs_as_written(monkeypatch, capsys):
+    """docs/hardware.md's ``hil_train.py``, taken from the page and run against an emulated
+    SCPI instrument: its printed accuracies are the record's (the page's code cannot rot)."""
+    from pathlib import Path
+
+    from pnn.drivers.emulator import ScpiEmulator
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "hardware.md").read_text()
+    start = text.index("```python", text.index("(`hil_train.py`):")) + len("```python\n")
+    code = text[start:text.index("```", start)]
+    with ScpiEmulator("acoustic", 19, 8, seed=0, max_seconds=600) as emu:
+        monkeypatch.setattr("sys.argv", ["hil_train.py", emu.resource])
+        exec(compile(code, "docs/hardware.md (hil_train.py)", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert "through PNN,Emulator-SCPI,acoustic-19x8-seed0" in out
+    accs = [line.split("test accuracy ")[1].split("%")[0] for line in out.splitlines()
+            if "test accuracy" in line]
+    assert len(accs) == 2 and accs[0] == accs[1]  # the instrument is the simulator, over a wire
