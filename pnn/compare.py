@@ -316,6 +316,20 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
+def _strict(obj):
+    """``obj`` with every non-finite float as ``None``: strict JSON (a bare ``NaN`` is not JSON,
+    and many readers refuse it), e.g. an interval of one seed."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.floating):
+        return _strict(float(obj))
+    return obj
+
+
 def write_report(records: list[dict], out: Path, title: str, *, reference: str = "phyll",
                  target: float | None = None) -> dict:
     """Write results.json, stats.json, table.md and cost_vs_accuracy.png into ``out``."""
@@ -324,8 +338,9 @@ def write_report(records: list[dict], out: Path, title: str, *, reference: str =
     _write_json(out / "results.json", records)
     rows, target = summary_rows(records, reference=reference, target=target)
     table = markdown_table(rows, reference=reference, target=target)
-    _write_json(out / "stats.json", {"target_val_accuracy": target, "reference": reference,
-                                     "rows": rows})
+    # strict JSON: an interval of one seed is NaN, written as null
+    _write_json(out / "stats.json", _strict({"target_val_accuracy": target,
+                                             "reference": reference, "rows": rows}))
     from pnn.fileio import atomic_write_text
 
     atomic_write_text(out / "table.md", f"# {title}\n\n{table}")

@@ -521,3 +521,19 @@ def test_images_as_a_grid_of_pixels_through_the_command_line():
         TaskSpec.from_dict({"name": "vowels", "reduce": "resize"}, "t")
     with pytest.raises(ConfigError, match="expected \"pca\""):
         TaskSpec.from_dict({"name": "images", "reduce": "crop"}, "t")
+
+
+def test_the_comparison_statistics_are_strict_json(tmp_path):
+    """One seed gives no interval: stats.json says null, never a bare NaN."""
+    from pnn.compare import write_report
+
+    def no_nan(text):
+        raise ValueError(f"bare {text} in stats.json")
+
+    records = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "results" /
+                          "compare_acoustic_hillenbrand7" / "results.json").read_text())
+    one_seed = [r for r in records if r["seed"] == 0]
+    write_report(one_seed, tmp_path, "one seed")
+    stats = json.loads((tmp_path / "stats.json").read_text(), parse_constant=no_nan)
+    assert any(v is None for row in stats["rows"] for v in row.values()
+               if not isinstance(v, (dict, list)))
