@@ -159,6 +159,23 @@ def read_rows(path, features: list[str]) -> np.ndarray:
     return x
 
 
+#: standardised features are of order one: rows whose median magnitude exceeds this look raw
+RAW_LOOKING = 10.0
+
+
+def _warn_if_raw(header: dict, x: np.ndarray, path) -> None:
+    """Say so when inputs given as standardised look like raw features (formants in Hz, say):
+    the model would silently see values hundreds of standard deviations off."""
+    if not len(x) or not header["preprocessing"].get("standardisation"):
+        return
+    med = float(np.median(np.abs(x)))
+    if med > RAW_LOOKING:
+        print(f"pnn predict: warning: the values in {path} look like raw features (median "
+              f"|value| {med:.4g}; standardised features are of order 1), but they are taken "
+              f"as standardised; add --raw to standardise them with the model's saved "
+              f"statistics", file=sys.stderr)
+
+
 def cmd_predict(args) -> int:
     from pnn.model_io import load_model, standardise
 
@@ -167,7 +184,11 @@ def cmd_predict(args) -> int:
     model = load_model(args.model)
     header = model.header
     x = read_rows(args.input, header["preprocessing"]["features"])
-    x = standardise(header, x) if args.raw else x.astype(np.float32)
+    if args.raw:
+        x = standardise(header, x)
+    else:
+        _warn_if_raw(header, x, args.input)
+        x = x.astype(np.float32)
     names = header["classes"]
     labels = [names[int(i)] for i in model.predict(x)] if len(x) else []
     if args.out:

@@ -214,7 +214,13 @@ def test_pnn_predict_labels_csv_rows(cli_model, tmp_path, capsys):
             ",".join(["s", *(repr(float(v)) for v in r[::-1])]) + "\n" for r in rows))
         capsys.readouterr()
         assert main(["predict", str(path), str(f), *extra]) == 0
-        assert capsys.readouterr().out.split() == want
+        cap = capsys.readouterr()
+        assert cap.out.split() == want
+        assert "look like raw features" not in cap.err
+    # raw formants (Hz) without --raw: predicted as given, with a warning that names the fix
+    assert main(["predict", str(path), str(tmp_path / "raw.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "look like raw features" in err and "add --raw" in err
     out = tmp_path / "labels.csv"
     assert main(["predict", str(path), str(tmp_path / "raw.csv"), "--raw", "--out",
                  str(out)]) == 0
