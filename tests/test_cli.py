@@ -38,6 +38,10 @@ def test_train_bp_writes_a_complete_record(tmp_path, capsys):
     for key in ("test_accuracy", "train_accuracy", "history", "cost", "config", "seed", "versions"):
         assert key in rec
     assert set(rec["cost"]) >= {"physical_queries", "digital_flops", "wall_s"}
+    assert set(rec["machine"]) == {"platform", "machine", "processor", "jax_backend", "device"}
+    import jax
+
+    assert rec["machine"]["jax_backend"] == jax.default_backend()
     assert len(rec["history"]) == 3 and rec["seed"] == 1
     assert rec["test_accuracy"] > 0.5  # 10 classes, chance 0.1
     assert "test accuracy" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import numpy as np
 
 from pnn.cost import Ledger
 
-__all__ = ["result_record", "versions", "minibatches", "Progress", "StepHook", "accuracy"]
+__all__ = ["result_record", "versions", "machine", "minibatches", "Progress", "StepHook", "accuracy"]
 
 #: progress callback: called once per epoch with a dict of that epoch's metrics
 Progress = Callable[[dict], None]
@@ -36,6 +36,30 @@ def versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def machine() -> dict:
+    """Where a run ran: results can differ in the last digits between processors (vector
+    instructions change float rounding), so a record says which one."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware"):
+                    model = value.strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import jax
+
+        backend, device = jax.default_backend(), str(jax.devices()[0].device_kind)
+    except Exception:  # noqa: BLE001 - the record must be written whatever JAX says
+        backend, device = None, None
+    return {"platform": platform.platform(), "machine": platform.machine(),
+            "processor": model or platform.processor() or None, "jax_backend": backend,
+            "device": device}
 
 
 def minibatches(rng: np.random.Generator, n: int, batch_size: int):
@@ -71,6 +95,7 @@ def result_record(
         "config": cfg,
         "seed": int(seed),
         "versions": versions(),
+        "machine": machine(),
     }
     if extra:
         rec.update(extra)
