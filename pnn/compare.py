@@ -513,6 +513,7 @@ def cmd_tune(args, load_data: Callable) -> int:
         res = tune(method, args.system, _task_options(args), n_trials=args.trials,
                    seed=args.seed, storage=args.storage, jobs=args.jobs, base_config=base,
                    out=out, data=data, devices=devices,
+                   system_search=registry.SYSTEM_LEVERS.get(args.system),
                    progress=lambda k, v, m=method: print(f"  {m} trial {k}: val {v:.1%}",
                                                          file=sys.stderr))
         results[method] = res
