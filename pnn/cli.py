@@ -478,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "epochs, inner steps, theta and bypass, one apparatus for every block "
                         "(table and remaining differences: docs/paper.md); other flags and "
                         "--set override it")
+    t.add_argument("--tuned", default=None, metavar="TUNED_CONFIGS_JSON",
+                   help="train with the best configuration (and physical parameters) that "
+                        "`pnn tune` found for --method (its tuned_configs.json); other flags "
+                        "and --set override it")
     t.add_argument("--epochs", type=int, default=None, help="passes over the training set")
     t.add_argument("--seed", type=int, default=0,
                    help="seeds the split, the initialisation, data order and the physics' "

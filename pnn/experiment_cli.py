@@ -88,6 +88,32 @@ def experiment_from_adapt_args(args) -> Experiment:
     return Experiment.from_dict(d, where="command line")
 
 
+def _tuned(path, method: str, system: str) -> tuple[dict, dict]:
+    """The best configuration (and physical parameters) of ``method`` in a ``pnn tune``
+    output (``tuned_configs.json``)."""
+    import json
+
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"--tuned {path}: cannot read it ({e.strerror}); give the "
+                         f"tuned_configs.json that pnn tune wrote") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--tuned {path}: not JSON ({e}); give the tuned_configs.json that "
+                         f"pnn tune wrote") from None
+    entry = results.get(method) if isinstance(results, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("best_config"), dict):
+        have = ", ".join(sorted(results)) if isinstance(results, dict) else "nothing"
+        raise ValueError(f"--tuned {path}: no tuned configuration of {method!r} (it has: "
+                         f"{have}); tune it with pnn tune --methods {method}")
+    tuned_on = entry.get("system")
+    physics = dict(entry.get("best_system") or {})
+    if physics and tuned_on not in (None, system):
+        raise ValueError(f"--tuned {path}: {method} was tuned on {tuned_on!r} with its "
+                         f"physical parameters {physics}; train it with --system {tuned_on}")
+    return dict(entry["best_config"]), physics
+
+
 def experiment_from_train_args(args) -> Experiment:
     """The experiment that ``pnn train``'s flags describe (validated like a TOML file, with
     ``--set`` applied last)."""
@@ -105,6 +131,10 @@ def experiment_from_train_args(args) -> Experiment:
         method.update(chosen["config"])
         if chosen["shared"]:
             system["shared"] = True
+    if getattr(args, "tuned", None):
+        config, physics = _tuned(args.tuned, args.method, args.system)
+        method.update(config)
+        system.update(physics)
     method.update({k: getattr(args, k) for k in _CONFIG_FLAGS
                    if getattr(args, k, None) is not None and k in fields})
     task = _task_from_args(args)

@@ -243,3 +243,40 @@ def test_the_physical_levers_are_searched_with_the_method(data, tmp_path):
                 layer = registry.make_system(system, 5, 3, **{key: v})
                 mid = 0.5 * (layer.spec.lo + layer.spec.hi)
                 assert np.asarray(layer(np.full((2, 5), mid, np.float32))).shape == (2, 3)
+
+
+def test_the_documented_tune_then_train_block_runs(tmp_path, monkeypatch, capsys):
+    """docs/workflows.md's tuning block, run as written (in tmp_path): the trained record has
+    the tuned configuration and the physical parameter its tuning chose."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "workflows.md").read_text()
+    block = text.split("## Tuning, then training with what it found")[1]
+    lines = re.search(r"```bash\n(.*?)```", block, re.S).group(1).strip().splitlines()
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[0] == ".venv/bin/pnn"
+        assert main(argv[1:]) == 0, capsys.readouterr().err
+    tuned = json.loads((tmp_path / "tuned" / "tuned_configs.json").read_text())["phyll"]
+    rec = json.loads((tmp_path / "tuned_run.json").read_text())
+    for key, value in tuned["best_params"].items():
+        if not key.startswith("system."):
+            assert rec["config"][key] == value, key
+    assert rec["experiment"]["system"]["c_nl"] == tuned["best_system"]["c_nl"]
+    assert rec["config"]["epochs"] == 1
+
+
+def test_tuned_configs_that_do_not_fit_are_refused(tmp_path, capsys):
+    bad = tmp_path / "t.json"
+    bad.write_text(json.dumps({"bp": {"best_config": {"epochs": 1}}}))
+    assert main(["train", "--method", "phyll", "--tuned", str(bad)]) == 2
+    assert "no tuned configuration of 'phyll' (it has: bp)" in capsys.readouterr().err
+    bad.write_text(json.dumps({"phyll": {"best_config": {}, "system": "optical",
+                                         "best_system": {"gamma": 0.01}}}))
+    assert main(["train", "--method", "phyll", "--tuned", str(bad)]) == 2
+    assert "train it with --system optical" in capsys.readouterr().err
+    assert main(["train", "--method", "phyll", "--tuned", str(tmp_path / "none.json")]) == 2
+    assert "cannot read it" in capsys.readouterr().err
