@@ -41,3 +41,22 @@ def child_jax_cache(jax_cache_dir, monkeypatch):
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return jax_cache_dir
+
+
+@pytest.fixture
+def patient_profile_file(tmp_path):
+    """The shipped emulator profile with timeouts that no healthy exchange reaches, however
+    loaded the machine, as a TOML file (for ``--profile``)."""
+    from pnn.drivers.profile import PROFILE_DIR, load_profile
+
+    long = {"timeout_ms": "120000", "open_timeout_ms": "120000", "measure_timeout_ms": "600000",
+            "timeout_s": "120.0", "measure_timeout_s": "600.0"}
+    lines = []
+    for line in (PROFILE_DIR / "emulator.toml").read_text().splitlines():
+        key = line.split("=")[0].strip()
+        lines.append(f"{key} = {long[key]}" if "=" in line and key in long else line)
+    f = tmp_path / "patient.toml"
+    f.write_text("\n".join(lines) + "\n")
+    p = load_profile(f)
+    assert (p.visa.timeout_ms, p.serial.timeout_s) == (120_000, 120.0)
+    return f

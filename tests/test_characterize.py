@@ -274,30 +274,14 @@ def test_cli_on_the_phyll_authors_recorded_cavity(tmp_path, capsys):
     assert "recorded pairs" in capsys.readouterr().out
 
 
-def _patient_profile(tmp_path) -> Path:
-    """The emulator profile with timeouts that no healthy exchange reaches, however loaded the
-    machine (tests/drivers/conftest.py's ``patient_profile_file``)."""
-    from pnn.drivers.profile import PROFILE_DIR
-
-    long = {"timeout_ms": "120000", "open_timeout_ms": "120000", "measure_timeout_ms": "600000",
-            "timeout_s": "120.0", "measure_timeout_s": "600.0"}
-    lines = []
-    for line in (PROFILE_DIR / "emulator.toml").read_text().splitlines():
-        key = line.split("=")[0].strip()
-        lines.append(f"{key} = {long[key]}" if "=" in line and key in long else line)
-    f = tmp_path / "patient.toml"
-    f.write_text("\n".join(lines) + "\n")
-    return f
-
-
-def test_cli_on_an_emulated_visa_instrument(tmp_path, capsys):
+def test_cli_on_an_emulated_visa_instrument(tmp_path, capsys, patient_profile_file):
     from pnn.drivers.emulator import ScpiEmulator
 
     sim = registry.make_system("random_nonlinear", 4, 3, seed=0)
     out = tmp_path / "res"
     with ScpiEmulator(layer=sim, n_in=4, n_out=3, max_seconds=600) as emu:
         assert main(["characterize", "--instrument", f"visa:{emu.resource}", "--profile",
-                     str(_patient_profile(tmp_path)), "--n-in", "4", "--n-out", "3",
+                     str(patient_profile_file), "--n-in", "4", "--n-out", "3",
                      "--samples", "80", "--repeats", "2", "--checks", "2", "--batch", "64",
                      "--out", str(out)]) == 0
         assert not emu.output_on  # left safe at the end

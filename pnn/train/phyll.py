@@ -105,32 +105,25 @@ class PhyLLConfig(LoopConfig):
 #: one apparatus reused by every block. Full batch is ``batch_size`` at its maximum (one batch
 #: per epoch, whatever the data set). Every remaining difference is tabulated in
 #: docs/paper.md (a test checks that table against this one).
+#: what the authors' three PhyLL scripts share: a constant learning rate, the batch-wide label
+#: amplitude, one wrong label per sample, the cosine goodness and its read-out, no input bypass
+_PAPER_COMMON = {"lr_schedule": "constant", "label_scale": "batch", "encoding": "minmax",
+                 "negatives": 1, "goodness": "cosine", "readout": "goodness",
+                 "readout_input": False, "drive_gain": 1.0}
 PRESETS = {
     "paper": {
-        "acoustic": {"source": "Acoustic/acoustics_pnn.py",
-                     "config": {"hidden": (20, 20), "n_meas": 20, "epochs": 200,
-                                "batch_size": 1_000_000, "inner_steps": 10, "lr": 5e-4,
-                                "theta": 4.0, "lr_schedule": "constant", "label_scale": "batch",
-                                "skip": "raw", "encoding": "minmax", "negatives": 1,
-                                "goodness": "cosine", "readout": "goodness",
-                                "readout_input": False, "drive_gain": 1.0},
-                     "shared": True},
-        "microwave": {"source": "Microwave/microwave_pnn.py",
-                      "config": {"hidden": (20, 20, 20), "n_meas": 20, "epochs": 100,
-                                 "batch_size": 1_000_000, "inner_steps": 10, "lr": 2.5e-4,
-                                 "theta": 4.0, "lr_schedule": "constant", "label_scale": "batch",
-                                 "skip": "raw", "encoding": "minmax", "negatives": 1,
-                                 "goodness": "cosine", "readout": "goodness",
-                                 "readout_input": False, "drive_gain": 1.0},
-                      "shared": True},
-        "optical": {"source": "Optics/optics_pnn.py",
-                    "config": {"hidden": (676, 676), "n_meas": 676, "epochs": 350,
-                               "batch_size": 10_000, "inner_steps": 20, "lr": 5e-5,
-                               "theta": 5.0, "lr_schedule": "constant", "label_scale": "batch",
-                               "skip": "none", "encoding": "minmax", "negatives": 1,
-                               "goodness": "cosine", "readout": "goodness",
-                               "readout_input": False, "drive_gain": 1.0},
-                    "shared": True},
+        "acoustic": {"source": "Acoustic/acoustics_pnn.py", "shared": True,
+                     "config": {**_PAPER_COMMON, "hidden": (20, 20), "n_meas": 20,
+                                "epochs": 200, "batch_size": 1_000_000, "inner_steps": 10,
+                                "lr": 5e-4, "theta": 4.0, "skip": "raw"}},
+        "microwave": {"source": "Microwave/microwave_pnn.py", "shared": True,
+                      "config": {**_PAPER_COMMON, "hidden": (20, 20, 20), "n_meas": 20,
+                                 "epochs": 100, "batch_size": 1_000_000, "inner_steps": 10,
+                                 "lr": 2.5e-4, "theta": 4.0, "skip": "raw"}},
+        "optical": {"source": "Optics/optics_pnn.py", "shared": True,
+                    "config": {**_PAPER_COMMON, "hidden": (676, 676), "n_meas": 676,
+                               "epochs": 350, "batch_size": 10_000, "inner_steps": 20,
+                               "lr": 5e-5, "theta": 5.0, "skip": "none"}},
     },
 }
 

@@ -12,7 +12,7 @@ import socket
 import numpy as np
 import pytest
 
-from pnn.drivers.profile import PROFILE_DIR, load_profile
+from pnn.drivers.profile import load_profile
 from pnn.layer import LayerSpec, validate_input
 
 
@@ -69,19 +69,3 @@ def dead_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
-
-
-@pytest.fixture
-def patient_profile_file(tmp_path):
-    """``patient_profile`` as a TOML file, for ``pnn train --profile``."""
-    long = {"timeout_ms": "120000", "open_timeout_ms": "120000", "measure_timeout_ms": "600000",
-            "timeout_s": "120.0", "measure_timeout_s": "600.0"}
-    lines = []
-    for line in (PROFILE_DIR / "emulator.toml").read_text().splitlines():
-        key = line.split("=")[0].strip()
-        lines.append(f"{key} = {long[key]}" if "=" in line and key in long else line)
-    f = tmp_path / "patient.toml"
-    f.write_text("\n".join(lines) + "\n")
-    p = load_profile(f)
-    assert (p.visa.timeout_ms, p.serial.timeout_s) == (120_000, 120.0)
-    return f
