@@ -8,7 +8,8 @@ before and after the parameter change used in ``run_all.sh``'s adaptation runs:
 
 import numpy as np
 
-from pnn.adapt import DEFAULT_PARAM, ScheduledPhysics
+from pnn import registry
+from pnn.adapt import ScheduledPhysics
 from pnn.registry import make_system
 
 CHANGES = [("acoustic", "x1.05", 1.05, 0.0), ("acoustic", "x0.92", 0.92, 0.0),
@@ -23,11 +24,11 @@ def main() -> None:
         layer = make_system(system, 19, 20, seed=0)
         xs = np.clip(x, layer.spec.lo, layer.spec.hi)
         y0 = np.asarray(layer(xs))
-        changed = ScheduledPhysics(layer, DEFAULT_PARAM[system])
+        changed = ScheduledPhysics(layer, registry.SYSTEMS[system].drift_param)
         changed.set_value(changed.value * factor + offset)
         y1 = np.asarray(changed(xs))
         rel = np.sqrt(np.mean((y1 - y0) ** 2) / np.mean(y0 ** 2))
-        print(f"{system:>9} {DEFAULT_PARAM[system]} {label}: outputs change by {rel:.1%} RMS")
+        print(f"{system:>9} {registry.SYSTEMS[system].drift_param} {label}: outputs change by {rel:.1%} RMS")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Every arm gets the same budget: by default the same configuration (PhyLL's defau
 ``--epochs`` and any ``--set``) and no tuning; with ``--tune N``, N Optuna trials per arm on the
 validation split of seed 0 (:func:`pnn.tune.tune`, PhyLL's declared search space, which holds
 the drive's lever ``drive_gain``, and each simulator's nonlinearity strength,
-:data:`pnn.registry.SYSTEM_LEVERS`; the fixed settings as its base), then each arm's best
+:attr:`pnn.registry.System.levers`; the fixed settings as its base), then each arm's best
 configuration on every seed. The summary says which (``tuning``) and keeps every arm's tuning
 curve (best validation accuracy after each trial).
 
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
         for task in tasks:
             data0 = _task(task, 0, args.hillenbrand_path)
             for arm in [*systems, *baselines]:
-                levers = {k: v for k, v in registry.SYSTEM_LEVERS.get(arm, {}).items()
+                levers = {k: v for k, v in registry.levers(arm).items()
                           if k not in system_kw.get(arm, {})}
                 res = tune(args.method, resolve[arm], {"task": task}, n_trials=args.tune, seed=0,
                            data=data0, base_config=base, system_kwargs=system_kw.get(arm),

@@ -50,10 +50,7 @@ from pnn.perturb import with_param
 
 __all__ = ["Event", "parse_event", "ScheduledPhysics", "run_adaptation", "recovery", "analyse",
            "table",
-           "DEFAULT_PARAM", "plot_adaptation", "Schedule"]
-
-#: the physical parameter an event moves by default, per system
-DEFAULT_PARAM = {"acoustic": "speed_scale", "optical": "gamma", "microwave": "detuning"}
+           "plot_adaptation", "Schedule"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,9 +320,11 @@ def ev_param(events: list[Event], system: str) -> str:
         raise ValueError(f"all events must move the same parameter, got {sorted(names)}")
     if names:
         return names.pop()
-    if system not in DEFAULT_PARAM:
-        raise ValueError(f"no default parameter for system {system!r}; give param=")
-    return DEFAULT_PARAM[system]
+    record = registry.system_record(system)
+    if record is None or record.drift_param is None:
+        raise ValueError(f"no default parameter for system {system!r} (its System record "
+                         f"declares no drift_param); give param=")
+    return record.drift_param
 
 
 def plot_adaptation(record: dict, path: Path) -> None:

@@ -616,8 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'drift:epoch=E,rate=R[,param=P]'. E is training time in epochs and "
                         "may be fractional (6.5: half-way through epoch 7); drift: change per "
                         "epoch relative to the initial value, applied a little after every "
-                        "step. Default parameter: acoustic speed_scale, optical gamma, "
-                        "microwave detuning")
+                        "step. Default parameter: the system's drift parameter ("
+                        + ", ".join(f"{n} {s.drift_param}" for n, s in registry.SYSTEMS.items()
+                                    if s.drift_param) + ")")
     a.add_argument("--epochs", type=int, default=16, help="training epochs (default %(default)s)")
     a.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
     a.add_argument("--evals-per-epoch", type=int, default=3,

@@ -30,22 +30,13 @@ from pnn import registry
 from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows
 
 __all__ = ["compare", "summarise", "markdown_table", "plot_costs", "write_report",
-           "COMPARE_DEFAULTS", "cmd_compare", "cmd_tune", "parse_overrides"]
-
-#: per-method settings that keep a 3-seed comparison within minutes on 2 CPU cores
-COMPARE_DEFAULTS: dict[str, dict] = {
-    "phyll": {"epochs": 12, "eval_train_max": 100},
-    "pat": {"epochs": 12},
-    "insilico": {"epochs": 12},
-    "zo": {"epochs": 6, "lr": 3e-3},
-}
-
+           "cmd_compare", "cmd_tune", "parse_overrides"]
 
 def _base_values(method: str, overrides: dict, n_params: int | None) -> dict:
     """The fixed Config values of ``method`` in a comparison (defaults, overrides, budget)."""
     trainer = registry.get_trainer(method)
     fields = {f.name for f in dataclasses.fields(trainer.Config)}
-    kw = {k: v for k, v in {**COMPARE_DEFAULTS.get(method, {}), **overrides}.items()
+    kw = {k: v for k, v in {**trainer.compare_defaults, **overrides}.items()
           if k in fields}
     if trainer.matches_parameter_budget and n_params is not None:
         kw.setdefault("n_params", n_params)
@@ -78,7 +69,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         tune_trials: 0, or the Optuna trials per method (:func:`pnn.tune.tune` on the first
             seed's split, test sealed); each method's best configuration then runs on every
             seed. A method on the physics also searches the system's physical levers
-            (:data:`pnn.registry.SYSTEM_LEVERS`, those not fixed by ``system_kwargs``) and runs
+            (:attr:`pnn.registry.System.levers`, those not fixed by ``system_kwargs``) and runs
             every seed with the strength its tuning chose.
         tune_options: more :func:`pnn.tune.tune` arguments (``storage``, ``out``, ``jobs``,
             ``task_options``).
@@ -109,7 +100,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         raise ValueError(f"tune_trials = {tune_trials!r}: expected 0 (no tuning) or a "
                          "positive number of trials per method")
     system_kwargs = dict(system_kwargs or {})
-    levers = {k: v for k, v in registry.SYSTEM_LEVERS.get(system, {}).items()
+    levers = {k: v for k, v in registry.levers(system).items()
               if k not in system_kwargs}
     data_for = _data_for(data)
     cache: dict[int, object] = {}
@@ -185,7 +176,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
 def summarise(records: list[dict], *, reference: str = "phyll", target: float | None = None,
               confidence: float = 0.95) -> list[dict]:
     """One row a method (see :func:`pnn.stats.summary_rows`)."""
-    return summary_rows(records, reference=reference, target=target, confidence=confidence)[0]
+    return summary_rows(records, reference=reference, target=target, confidence=confidence,
+                        per_query_j=registry.energy_per_query())[0]
 
 
 def _pct(v) -> str:
@@ -256,7 +248,7 @@ def plot_costs(records: list[dict], path: Path, title: str, *,
     Left: physical methods against their training physical queries (log axis); methods that
     spend none (digital ones, in-silico training) are not placed on that axis (named in the
     panel instead). Right: every method against its training digital FLOPs. A dashed line marks
-    chance accuracy. Methods carry their plain names (:data:`pnn.figures.METHOD_NAMES`).
+    chance accuracy. Methods carry their plain names (their :class:`~pnn.registry.Trainer` display names).
     """
     from pnn.figures import chance_line, colour, log_ticks, method_name, save, talk_style
     from pnn.stats import t_interval
@@ -336,7 +328,8 @@ def write_report(records: list[dict], out: Path, title: str, *, reference: str =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", records)
-    rows, target = summary_rows(records, reference=reference, target=target)
+    rows, target = summary_rows(records, reference=reference, target=target,
+                                per_query_j=registry.energy_per_query())
     table = markdown_table(rows, reference=reference, target=target)
     # strict JSON: an interval of one seed is NaN, written as null
     _write_json(out / "stats.json", _strict({"target_val_accuracy": target,
@@ -513,7 +506,7 @@ def cmd_tune(args, load_data: Callable) -> int:
         res = tune(method, args.system, _task_options(args), n_trials=args.trials,
                    seed=args.seed, storage=args.storage, jobs=args.jobs, base_config=base,
                    out=out, data=data, devices=devices,
-                   system_search=registry.SYSTEM_LEVERS.get(args.system),
+                   system_search=registry.levers(args.system) or None,
                    progress=lambda k, v, m=method: print(f"  {m} trial {k}: val {v:.1%}",
                                                          file=sys.stderr))
         results[method] = res

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -78,23 +77,11 @@ __all__ = ["Experiment", "TaskSpec", "SystemSpec", "MethodSpec", "RunSpec", "Out
            "run_experiment", "check_outputs", "check_devices", "record_status",
            "parse_override", "system_keys", "write_records", "read_records"]
 
-#: the simulator class of each registered system (its constructor's keywords are the system's
-#: parameters); a system registered without an entry here is checked against its factory
-SIMULATOR_CLASSES = {
-    "acoustic": "pnn.sim.acoustic:AcousticLayer",
-    "optical": "pnn.sim.optical:OpticalLayer",
-    "microwave": "pnn.sim.microwave:MicrowaveLayer",
-}
-
 #: the data sources of each task (the first is the default)
 TASK_SOURCES = {
     "vowels": ("peterson_barney", "hillenbrand"),
     "images": ("digits", "mnist_subset", "mnist", "fashion_mnist"),
 }
-
-#: constructor arguments that the experiment sets itself (shapes, seeds, names)
-_RESERVED = ("self", "n_in", "n_out", "seed", "name")
-
 
 def _unknown(where: str, section: str | None, keys, valid) -> ConfigError:
     what = f"[{section}]" if section else "top level"
@@ -274,24 +261,8 @@ class TaskSpec:
         return registry.load_task(self.name, **kw)
 
 
-def system_keys(system: str) -> list[str]:
-    """The physical parameters of ``system``: its simulator constructor's keyword arguments
-    (less the shapes, seed and name the experiment sets); ``["*"]`` if it takes any."""
-    ref = SIMULATOR_CLASSES.get(system)
-    if ref is not None:
-        mod, _, attr = ref.partition(":")
-        import importlib
-
-        target = getattr(importlib.import_module(mod), attr).__init__
-    elif system in registry.SYSTEMS:
-        target = registry.SYSTEMS[system]
-    else:  # a plug-in (entry point, module:factory, recorded:PATH): its factory validates
-        return ["*"]
-    params = inspect.signature(target).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return ["*"]
-    return [p.name for p in params if p.name not in _RESERVED
-            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+#: the physical parameters of a system (kept here for callers of ``pnn.experiment``)
+system_keys = registry.system_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -684,10 +655,9 @@ def _per_method(where: str, kind: str, value, methods: tuple) -> tuple:
     for name in methods:
         given = dict(value.get(name, {}))
         if kind == "compare":
-            from pnn.compare import COMPARE_DEFAULTS
-
-            fields = {f.name for f in dataclasses.fields(registry.get_trainer(name).Config)}
-            given = {**{k: v for k, v in COMPARE_DEFAULTS.get(name, {}).items()
+            trainer = registry.get_trainer(name)
+            fields = {f.name for f in dataclasses.fields(trainer.Config)}
+            given = {**{k: v for k, v in trainer.compare_defaults.items()
                         if k in fields}, **given}
         if kind == "adapt":
             fixed = sorted({"epochs", "restore_best"} & set(given))

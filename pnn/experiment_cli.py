@@ -290,6 +290,10 @@ def _replay(path: Path, args) -> int:
         raise ValueError(f"{path}: record(s) {missing} hold no experiment (written before "
                          f"experiments were recorded); replay needs a record from `pnn run` "
                          f"or `pnn train`")
+    system = (records[0]["experiment"].get("system") or {}).get("name") \
+        if isinstance(records[0]["experiment"], dict) else None
+    if not args.allow_import:  # before the experiment is read: reading resolves the system
+        registry.check_no_import(system, str(path), "pass --allow-import")
     exp = Experiment.from_dict(records[0]["experiment"], where=f"{path} (experiment)")
     # the replay runs from scratch and writes only where told to
     if exp.kind == "train":
@@ -467,6 +471,9 @@ def add_run_command(sub) -> None:
     r.add_argument("--print", action="store_true",
                    help="print the validated experiment (every default filled in) as TOML and "
                         "exit")
+    r.add_argument("--allow-import", action="store_true",
+                   help="replay a record whose system is 'package.module:factory' (imports and "
+                        "runs that module; refused without this flag)")
     r.set_defaults(func=cmd_run)
 
 

@@ -3,7 +3,8 @@
 Shared by ``pnn report`` (:mod:`pnn.report`) and the plots that ``pnn compare`` and ``pnn adapt``
 write beside their records.
 
-* :data:`METHOD_NAMES` / :func:`method_name`: the names a reader knows, never internal codes;
+* :func:`method_name` / :func:`system_name`: the names a reader knows (from the registry's
+  records), never internal codes;
 * :func:`talk_style`: readable fonts (a figure read from the back of a room), light grid;
 * :func:`chance_line`: the accuracy of guessing, ``1 / n_classes``, as a labelled dashed line;
 * :func:`mean_band`: mean and two-sided 95 % Student-t band over seeds, point by point;
@@ -21,43 +22,21 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["METHOD_NAMES", "method_name", "is_digital", "talk_style", "chance_line",
+from pnn import registry
+
+__all__ = ["method_name", "is_digital", "talk_style", "chance_line",
            "accuracy_by_method", "learning_curves", "ablation_systems", "adaptation_bands",
-           "event_text", "colour", "PARAMS", "log_ticks",
-           "mean_band", "save", "SYSTEM_NAMES", "system_name"]
-
-#: registry code -> the name a reader knows
-METHOD_NAMES: dict[str, str] = {
-    "phyll": "PhyLL",
-    "pat": "physics-aware training",
-    "insilico": "in-silico backprop",
-    "zo": "zeroth-order (SPSA)",
-    "linear": "logistic regression",
-    "bp": "digital MLP (backprop)",
-    "ff": "Forward-Forward",
-    "mf": "Mono-Forward",
-}
-
-#: system code -> what it is
-SYSTEM_NAMES: dict[str, str] = {
-    "acoustic": "acoustic simulator",
-    "optical": "optical simulator",
-    "microwave": "microwave simulator",
-    "digital": "digital",
-    "none": "no physics (zero reading)",
-    "random_linear": "fixed random linear map",
-    "random_nonlinear": "fixed random speckle map |Gd|²",
-    "random_nonlinear[kind=tanh]": "fixed random tanh network",
-}
-
+           "event_text", "colour", "log_ticks", "mean_band", "save", "system_name"]
 
 def method_name(code: str) -> str:
-    """The plain name of a method code (the code itself when it has none)."""
-    return METHOD_NAMES.get(code, code)
+    """The plain name of a method code (its :class:`~pnn.registry.Trainer`'s display name; the
+    code itself when no trainer has it)."""
+    return registry.describe_method(code)
 
 
 def system_name(code: str) -> str:
-    return SYSTEM_NAMES.get(code, code)
+    """What a system code stands for (its :class:`~pnn.registry.System`'s display name)."""
+    return registry.describe_system(code)
 
 
 def is_digital(record: dict) -> bool:
@@ -144,20 +123,11 @@ def save(fig, path: str | Path, *, dpi: int = 150, description: str | None = Non
 
 # ------------------------------------------------------------------------ report figures
 
-#: colours fixed per method, so that a method keeps its colour from figure to figure
-_COLOURS = {"phyll": "#d62728", "pat": "#1f77b4", "insilico": "#2ca02c", "zo": "#9467bd",
-            "linear": "#7f7f7f", "bp": "#ff7f0e", "ff": "#8c564b", "mf": "#17becf"}
-
-#: the physical parameter an adaptation event moves: symbol, unit, whether rates are relative
-PARAMS: dict[str, tuple[str, str, bool]] = {
-    "gamma": ("fibre nonlinearity γ", "W⁻¹ m⁻¹", True),
-    "detuning": ("cavity detuning", "MHz", False),
-    "speed_scale": ("sound-speed scale", "× c0", True),
-}
-
-
 def colour(method: str, j: int = 0) -> str:
-    return _COLOURS.get(method, f"C{j % 10}")
+    """The method's colour (its :class:`~pnn.registry.Trainer` record's, so that a method keeps
+    its colour from figure to figure), else the ``j``-th of the cycle."""
+    trainer = registry.TRAINERS.get(method)
+    return trainer.colour if trainer is not None and trainer.colour else f"C{j % 10}"
 
 
 def _n_classes(records: Sequence[dict]) -> int:
@@ -338,7 +308,8 @@ def ablation_systems(ablation: dict, path, *, n_classes: int = 0,
 
 def event_text(ev: dict, param: str) -> str:
     """An adaptation event in words, its size in the parameter's units."""
-    name, unit, relative = PARAMS.get(param, (param, "", False))
+    p = registry.describe_param(param)
+    unit, relative = p.unit, p.relative
     if ev["kind"] == "drift":
         rate = (f"{100 * ev['rate']:+g} %/epoch" if relative
                 else f"{ev['rate']:+g} {unit}/epoch")
@@ -354,7 +325,8 @@ def adaptation_bands(records: Sequence[dict], path, *, description: str | None =
     marked with their size in units; below, the moved parameter."""
     first = records[0]
     param = first["param"]
-    name, unit, _ = PARAMS.get(param, (param, "", False))
+    p = registry.describe_param(param, first.get("system"))
+    name, unit = p.label, p.unit
     with talk_style() as plt:
         fig, (ax, low) = plt.subplots(2, 1, figsize=(11, 6.4), sharex=True,
                                       gridspec_kw={"height_ratios": [3.2, 1]})

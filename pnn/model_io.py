@@ -267,7 +267,7 @@ def rebuild_layers(header: dict, path="model") -> list:
     """The simulator layers the model was trained on, rebuilt from the header (same system,
     kwargs, seeds and names). A warning names any layer whose arrays differ from the ones
     recorded (the simulator's code changed since)."""
-    from pnn.registry import make_system
+    from pnn.registry import make_system, system_names
     from pnn.train.loop import layer_physics
 
     specs = header["layers"]
@@ -280,6 +280,12 @@ def rebuild_layers(header: dict, path="model") -> list:
                          f"pass layers=[...] with shapes "
                          f"{[(s['n_in'], s['n_out']) for s in specs]} (for instruments: "
                          "`pnn eval --instrument`)")
+    if system["name"] not in system_names():  # never import code a file names
+        raise ValueError(f"{path}: the model was trained on the system {system['name']!r}, "
+                         f"which is not registered here (registered and installed: "
+                         f"{', '.join(system_names())}); pnn does not import or run code "
+                         f"named by a model file: register it first "
+                         f"(pnn.registry.register_system) or pass layers=[...]")
     layers = [make_system(system["name"], s["n_in"], s["n_out"], seed=seed, name=s["name"],
                           **system["kwargs"])
               for s, seed in zip(specs, system["layer_seeds"])]

@@ -3,16 +3,21 @@
 The CLI, the comparison harness, the experiment runner and the conformance tests all look names
 up here, so adding a simulator or a trainer means adding one entry.
 
-* ``SYSTEMS[name](n_in, n_out, *, seed, name)`` builds a :class:`~pnn.layer.PhysicalLayer`.
+* ``SYSTEMS[name]`` is a :class:`System`: a typed record of one physical system (its factory,
+  its physical parameters with units, the parameter drift acts on, the levers a tuner searches,
+  the name a reader knows). Calling it, ``SYSTEMS[name](n_in, n_out, *, seed, name)``, builds a
+  :class:`~pnn.layer.PhysicalLayer`. Every caller (experiments, compare, tune, adapt, figures,
+  characterize) reads the record; there is no other table of systems.
   A system is named in one of four ways (:func:`resolve_system`): a name in ``SYSTEMS``
   (:func:`register_system` adds one); a name that an installed package declares in the
   ``pnn.systems`` entry-point group (``[project.entry-points."pnn.systems"] my-rig =
-  "my_lab.rig:factory"`` in its ``pyproject.toml``: no edit of pnn); ``module:factory``, a
-  factory importable from Python; ``recorded:PATH``, recorded input/output pairs served by a
-  fitted surrogate (:func:`pnn.layers.recorded_system`).
+  "my_lab.rig:factory"`` in its ``pyproject.toml``, a factory or a :class:`System`: no edit
+  of pnn); ``module:factory``, a factory importable from Python; ``recorded:PATH``, recorded
+  input/output pairs served by a fitted surrogate (:func:`pnn.layers.recorded_system`).
 * ``TASKS[name](**options)`` returns a :class:`~pnn.data.vowels.Dataset`.
 * ``TRAINERS[name]`` is a :class:`Trainer`: a small typed record (in the manner of optax's
-  ``GradientTransformation``) declaring what a method offers. Callers read its flags; no caller
+  ``GradientTransformation``) declaring what a method offers (its flags, the name a reader knows,
+  its colour in figures, its settings in a quick comparison). Callers read the record; no caller
   compares method names. :func:`register_trainer` adds one (a user's own, or a test's).
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from typing import Any, Callable
 
 
@@ -78,27 +84,228 @@ def _random_nonlinear(n_in: int, n_out: int, *, seed: int = 0, name: str = "rand
                            strength=strength, hidden=hidden)
 
 
-SYSTEMS: dict[str, Callable] = {
-    "acoustic": _acoustic,
-    "optical": _optical,
-    "microwave": _microwave,
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One physical parameter of a system, for people: ``label`` in words, ``unit`` (SI, or
+    ``""`` for a dimensionless factor), ``relative``: changes of it read best as fractions of
+    its value (a drift of ``rate=0.02`` is +2 %/epoch)."""
+
+    name: str
+    label: str
+    unit: str = ""
+    relative: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """Everything pnn knows about one physical system, declared once.
+
+    Attributes:
+        name: the name it is offered by (``--system NAME``).
+        factory: ``factory(n_in, n_out, *, seed, name, **params)`` returning a
+            :class:`~pnn.layer.PhysicalLayer`, or ``"module:attr"``.
+        display_name: the name a reader knows (figures, reports).
+        simulator: the simulator class (or ``"module:Class"``) whose constructor's keywords are
+            the system's physical parameters; ``None``: the factory's own keywords are.
+        params: the parameters worth explaining, with units (:class:`Param`).
+        drift_param: the parameter an adaptation event (``pnn adapt``) moves by default.
+        levers: ``{parameter: search spec}`` (:mod:`pnn.config` form) a tuner searches beside a
+            method's own fields: the strength of the system's nonlinearity.
+        variants: display names of parameter variants, ``{"kind=tanh": "..."}`` for
+            ``name[kind=tanh]`` in ablation tables.
+        ablation: the physics replaced by a stand-in (``sim/ablation.py``), not a wave system.
+        energy_per_query_j: modelled energy of one physical query (one sample through one
+            layer) in J, for the modelled-energy column of comparisons; ``None``: not modelled.
+    """
+
+    name: str
+    factory: Any
+    display_name: str = ""
+    simulator: Any = None
+    params: tuple = ()
+    drift_param: str | None = None
+    levers: Any = dataclasses.field(default_factory=dict)
+    variants: Any = dataclasses.field(default_factory=dict)
+    ablation: bool = False
+    energy_per_query_j: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or ":" in self.name \
+                or self.name != self.name.strip():
+            raise ValueError(f"System: name must be a non-empty string without ':' or "
+                             f"surrounding spaces (':' marks 'module:factory'), got {self.name!r}")
+        if not (callable(self.factory) or isinstance(self.factory, str)):
+            raise TypeError(f"System({self.name!r}): factory must be callable as "
+                            f"factory(n_in, n_out, *, seed, name, **params) or 'module:attr', "
+                            f"got {type(self.factory).__name__}")
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
+
+    def __call__(self, n_in: int, n_out: int, **kw):
+        return self.build(n_in, n_out, **kw)
+
+    def build(self, n_in: int, n_out: int, **kw):
+        """The layer ``factory(n_in, n_out, **kw)``."""
+        return _resolve(self.factory)(n_in, n_out, **kw)
+
+    def param_names(self) -> list[str]:
+        """The physical parameters one may set: the simulator constructor's keyword arguments
+        (or the factory's), less the shapes, seed and name; ``["*"]`` if it takes any."""
+        target = _resolve(self.simulator).__init__ if self.simulator else _resolve(self.factory)
+        params = inspect.signature(target).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return ["*"]
+        return [p.name for p in params if p.name not in _RESERVED
+                and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def param(self, name: str) -> Param:
+        """The declared :class:`Param` called ``name`` (a bare one when it is not declared)."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        return Param(name, name)
+
+    def describe(self, variant: str = "") -> str:
+        """The display name of ``name`` or of a variant ``name[k=v,...]``."""
+        if variant in self.variants:
+            return self.variants[variant]
+        return f"{self.display_name} [{variant}]" if variant else self.display_name
+
+
+#: constructor arguments that pnn sets itself (shapes, seeds, names), never system parameters
+_RESERVED = ("self", "n_in", "n_out", "seed", "name")
+
+SYSTEMS: dict[str, System] = {}
+
+
+def register_system(system, factory: Callable | None = None, *, replace: bool = False):
+    """Add a physical system: ``register_system(System(...))``, or the short form
+    ``register_system(name, factory)`` for a bare ``factory(n_in, n_out, *, seed, name,
+    **params)`` returning a :class:`~pnn.layer.PhysicalLayer`. The command line, experiments,
+    compare, tune, adapt and characterize then offer it as ``--system NAME``. Returns the
+    :class:`System` record."""
+    if isinstance(system, System):
+        if factory is not None:
+            raise TypeError("register_system(System(...)) takes no factory: it is in the record")
+        record = system
+    else:
+        if factory is None or not callable(factory):
+            raise TypeError(f"register_system({system!r}): factory must be callable as "
+                            f"factory(n_in, n_out, *, seed, name, **params), got "
+                            f"{type(factory).__name__}")
+        record = System(system, factory)
+    old = SYSTEMS.get(record.name)
+    if old is not None and not replace and old.factory is not record.factory:
+        raise ValueError(f"a system named {record.name!r} is already registered; pass "
+                         f"replace=True to replace it")
+    SYSTEMS[record.name] = record
+    return record
+
+
+# Modelled energy per query: order-of-magnitude assumptions, not measurements. Acoustic, a few ms
+# of audio through a powered speaker and microphone at ~1 W; optical, a ~10 ns pulse train of a
+# ~100 mW fibre laser plus photodetection; microwave, ~10 us of a ~1 W source and receiver. The
+# ablation stand-ins are small digital maps (about 10^3 FLOPs a sample at the usual widths):
+# 10^3 FLOPs x pnn.stats.ENERGY_PER_FLOP_J.
+for _s in (
+    System("acoustic", _acoustic, "acoustic simulator", "pnn.sim.acoustic:AcousticLayer",
+           params=(Param("c0", "background sound speed", "m/s"),
+                   Param("c_nl", "nonlinear speed coefficient", "m/s/Pa²"),
+                   Param("speed_scale", "sound-speed scale", "× c0", relative=True)),
+           drift_param="speed_scale", levers={"c_nl": ("log", 30.0, 1500.0)},
+           energy_per_query_j=5e-3),
+    # Ranges stay inside each simulator's stability checks at its default grid (the optical
+    # split step: gamma * P0 * length / n_steps <= 0.5 rad at P0 = 900 W, 40 steps).
+    System("optical", _optical, "optical simulator", "pnn.sim.optical:OpticalLayer",
+           params=(Param("gamma", "fibre nonlinearity γ", "W⁻¹ m⁻¹", relative=True),),
+           drift_param="gamma", levers={"gamma": ("log", 0.003, 0.02)}, energy_per_query_j=1e-6),
+    System("microwave", _microwave, "microwave simulator", "pnn.sim.microwave:MicrowaveLayer",
+           params=(Param("detuning", "cavity detuning", "MHz"),
+                   Param("kerr", "Kerr coefficient χ", "MHz/nJ")),
+           drift_param="detuning", levers={"kerr": ("log", 100.0, 3000.0)},
+           energy_per_query_j=1e-5),
     # ablations (sim/ablation.py): the physics replaced by nothing, a random linear map, a
     # random nonlinear map; same shapes and drive range
-    "none": _none,
-    "random_linear": _random_linear,
-    "random_nonlinear": _random_nonlinear,
-}
+    System("none", _none, "no physics (zero reading)", ablation=True, energy_per_query_j=1e-7),
+    System("random_linear", _random_linear, "fixed random linear map", ablation=True,
+           energy_per_query_j=1e-7),
+    System("random_nonlinear", _random_nonlinear, "fixed random speckle map |Gd|²",
+           variants={"kind=tanh": "fixed random tanh network"}, ablation=True,
+           energy_per_query_j=1e-7),
+):
+    register_system(_s)
 
-#: the physical levers a tuner searches beside a method's own fields (``system.KEY`` in a
-#: study): the strength of each simulator's nonlinearity, in the search-spec form of
-#: :mod:`pnn.config`. Ranges stay inside each simulator's stability checks at its default grid
-#: (the optical split step: gamma * P0 * length / n_steps <= 0.5 rad at P0 = 900 W, 40 steps).
-#: The drive's own lever, ``drive_gain``, is a field of the methods' configs.
-SYSTEM_LEVERS: dict[str, dict] = {
-    "acoustic": {"c_nl": ("log", 30.0, 1500.0)},
-    "optical": {"gamma": ("log", 0.003, 0.02)},
-    "microwave": {"kerr": ("log", 100.0, 3000.0)},
-}
+
+def system_record(name: str) -> System | None:
+    """The :class:`System` of a registered name or of an installed package's entry point
+    (``None`` for ``module:factory``, ``recorded:PATH`` and unknown names)."""
+    if name in SYSTEMS:
+        return SYSTEMS[name]
+    if ":" in name:
+        return None
+    ep = _entry_points().get(name)
+    if ep is None:
+        return None
+    obj = ep.load()
+    return obj if isinstance(obj, System) else System(name, obj)
+
+
+def names_code(system) -> bool:
+    """Whether a system name would import a module (``package.module:factory``): a file (a
+    model, a record) that names one must not run it unless the user asks by name."""
+    return isinstance(system, str) and ":" in system and not system.startswith("recorded:")
+
+
+def check_no_import(system, where: str, how: str) -> None:
+    """Refuse a ``module:factory`` system read from a file (``where``) unless allowed.
+
+    Raises:
+        ValueError: naming the system, the file and ``how`` to allow it."""
+    if names_code(system):
+        raise ValueError(f"{where}: names the system {system!r}, which would import and run "
+                         f"the module {system.partition(':')[0]!r}; pnn does not run code named "
+                         f"by a file. If you trust it, {how}; or register the system "
+                         f"(pnn.registry.register_system) or install its package's "
+                         f"'{SYSTEM_ENTRY_POINTS}' entry point and name it by that name")
+
+
+def energy_per_query() -> dict[str, float]:
+    """``{system: J}`` for every registered system that declares a per-query energy."""
+    return {n: s.energy_per_query_j for n, s in SYSTEMS.items()
+            if s.energy_per_query_j is not None}
+
+
+def levers(system: str) -> dict:
+    """The physical levers a tuner searches for ``system`` (``{}`` when it declares none)."""
+    record = system_record(system)
+    return dict(record.levers) if record is not None else {}
+
+
+def system_keys(system: str) -> list[str]:
+    """The physical parameters of ``system`` (see :meth:`System.param_names`); ``["*"]`` for a
+    plug-in named by ``module:factory`` or ``recorded:PATH``, whose factory validates them."""
+    record = system_record(system)
+    return record.param_names() if record is not None else ["*"]
+
+
+def describe_system(code: str) -> str:
+    """The display name of a system code as records write it: ``acoustic``,
+    ``random_nonlinear[kind=tanh]``, ``digital``."""
+    base, _, variant = code.partition("[")
+    record = SYSTEMS.get(base)
+    if record is None:
+        return code
+    return record.describe(variant.rstrip("]"))
+
+
+def describe_param(param: str, system: str | None = None) -> Param:
+    """The declared :class:`Param` ``param`` of ``system`` (or of any registered system)."""
+    for record in ([SYSTEMS[system]] if system in SYSTEMS else []) + list(SYSTEMS.values()):
+        for p in record.params:
+            if p.name == param:
+                return p
+    return Param(param, param)
+
 
 def _images(*, source: str = "digits", n_features: int = 8, reduce: str = "pca", **kw):
     from pnn.data.images import load_images
@@ -143,6 +350,10 @@ class Trainer:
             option ``refit_at_steps``).
         matches_parameter_budget: a digital reference sized to the trainable-parameter count
             of the physical methods it is compared with (its config has ``n_params``).
+        display_name: the name a reader knows (figures, reports); default: ``name``.
+        colour: its colour in every figure (a matplotlib colour); default: the cycle's.
+        compare_defaults: config values that keep a quick comparison (``pnn compare`` without
+            ``--tune``) within minutes on 2 CPU cores.
     """
 
     name: str
@@ -155,6 +366,13 @@ class Trainer:
     runs_on_instruments: bool = False
     has_digital_twin: bool = False
     matches_parameter_budget: bool = False
+    display_name: str = ""
+    colour: str | None = None
+    compare_defaults: Any = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
 
     @property
     def Config(self):
@@ -207,27 +425,37 @@ for _t in (
     Trainer("phyll", "pnn.train.phyll:PhyLLConfig", "pnn.train.phyll:PhyLL",
             "pnn.train.phyll:layer_shapes",
             "model-free forward-forward (PhyLL): local contrastive loss on measured outputs",
-            uses_physical_layers=True, runs_on_instruments=True),
+            uses_physical_layers=True, runs_on_instruments=True, display_name="PhyLL",
+            colour="#d62728", compare_defaults={"epochs": 12, "eval_train_max": 100}),
     Trainer("pat", "pnn.train.pat:Config", "pnn.train.pat:PAT", "pnn.train.pat:layer_shapes",
             "physics-aware training: physical forward pass, backward through a learned twin",
-            uses_physical_layers=True, runs_on_instruments=True, has_digital_twin=True),
+            uses_physical_layers=True, runs_on_instruments=True, has_digital_twin=True,
+            display_name="physics-aware training", colour="#1f77b4",
+            compare_defaults={"epochs": 12}),
     Trainer("insilico", "pnn.train.insilico:Config", "pnn.train.insilico:InSilico",
             "pnn.train.insilico:layer_shapes",
             "backpropagation through the differentiable simulator, deployed on the layer",
-            uses_physical_layers=True, needs_differentiable_model=True),
+            uses_physical_layers=True, needs_differentiable_model=True,
+            display_name="in-silico backprop", colour="#2ca02c",
+            compare_defaults={"epochs": 12}),
     Trainer("zo", "pnn.train.zo:Config", "pnn.train.zo:SPSA", "pnn.train.zo:layer_shapes",
             "zeroth-order (SPSA) estimates from forward passes only",
-            uses_physical_layers=True, runs_on_instruments=True),
+            uses_physical_layers=True, runs_on_instruments=True,
+            display_name="zeroth-order (SPSA)", colour="#9467bd",
+            compare_defaults={"epochs": 6, "lr": 3e-3}),
     Trainer("bp", "pnn.train.bp:BPConfig", "pnn.train.bp:MLPTrainer", _digital_shapes,
             "digital MLP of matched size, backpropagation, early stopping on validation",
-            uses_physical_layers=False, matches_parameter_budget=True),
+            uses_physical_layers=False, matches_parameter_budget=True,
+            display_name="digital MLP (backprop)", colour="#ff7f0e"),
     Trainer("linear", "pnn.train.bp:LinearConfig", "pnn.train.bp:Linear", _digital_shapes,
             "logistic regression by L-BFGS, C chosen on validation (converged reference)",
-            uses_physical_layers=False),
+            uses_physical_layers=False, display_name="logistic regression", colour="#7f7f7f"),
     Trainer("ff", "pnn.train.ff:Config", "pnn.train.ff:ForwardForward", _digital_shapes,
-            "digital Forward-Forward (Hinton 2022)", uses_physical_layers=False),
+            "digital Forward-Forward (Hinton 2022)", uses_physical_layers=False,
+            display_name="Forward-Forward", colour="#8c564b"),
     Trainer("mf", "pnn.train.mf:Config", "pnn.train.mf:MonoForwardTrainer", _digital_shapes,
-            "digital Mono-Forward (Gong et al. 2025)", uses_physical_layers=False),
+            "digital Mono-Forward (Gong et al. 2025)", uses_physical_layers=False,
+            display_name="Mono-Forward", colour="#17becf"),
 ):
     register_trainer(_t)
 
@@ -239,24 +467,6 @@ def _lookup(table: dict, kind: str, name: str):
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}")
     return table[name]
-
-
-def register_system(name: str, factory: Callable, *, replace: bool = False) -> Callable:
-    """Add a physical system: ``factory(n_in, n_out, *, seed, name, **params)`` returns a
-    :class:`~pnn.layer.PhysicalLayer` (the CLI, experiments, compare and tune then offer it
-    as ``--system NAME``). Returns ``factory``."""
-    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
-        raise ValueError(f"register_system: name must be a non-empty string without ':' or "
-                         f"surrounding spaces (':' marks 'module:factory'), got {name!r}")
-    if not callable(factory):
-        raise TypeError(f"register_system({name!r}): factory must be callable as "
-                        f"factory(n_in, n_out, *, seed, name, **params), got "
-                        f"{type(factory).__name__}")
-    if name in SYSTEMS and not replace and SYSTEMS[name] is not factory:
-        raise ValueError(f"a system named {name!r} is already registered; pass replace=True "
-                         f"to replace it")
-    SYSTEMS[name] = factory
-    return factory
 
 
 def _entry_points() -> dict:
@@ -360,6 +570,12 @@ def load_task(task: str, **kw):
 
 def get_trainer(method: str) -> Trainer:
     return _lookup(TRAINERS, "method", method)
+
+
+def describe_method(code: str) -> str:
+    """The display name of a method code (the code itself when no trainer has it)."""
+    trainer = TRAINERS.get(code)
+    return trainer.display_name if trainer is not None else code
 
 
 def build_layers(system: str, method: str, config, data, *, seed: int = 0,

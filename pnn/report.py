@@ -50,11 +50,11 @@ import numpy as np
 
 from pnn.characterize_report import FIT_KINDS
 from pnn.network import LEGACY_SKIP
-from pnn.figures import METHOD_NAMES, is_digital, method_name, system_name
+from pnn.figures import is_digital, method_name, system_name
 from pnn.stats import paired_differences, t_interval
 
 __all__ = ["Report", "ReportError", "render", "update", "check", "SECTIONS", "FIGURES",
-           "PAPERS", "documents", "add_report_command", "cmd_report", "METHOD_NAMES"]
+           "PAPERS", "documents", "add_report_command", "cmd_report"]
 
 #: where the records live, relative to the repository root
 RESULTS = Path("experiments") / "results"

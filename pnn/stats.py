@@ -20,18 +20,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = ["t_interval", "paired_differences", "cost_to_target", "default_target",
-           "modelled_energy_j", "ENERGY_PER_QUERY_J", "ENERGY_PER_FLOP_J", "ENERGY_NOTE",
+           "modelled_energy_j", "ENERGY_PER_FLOP_J", "ENERGY_NOTE",
            "summary_rows"]
 
-#: modelled energy of one physical query (one sample sent through one physical layer), in J.
-#: Order-of-magnitude assumptions, not measurements: acoustic, a few ms of audio through a
-#: powered speaker and microphone at ~1 W; optical, a ~10 ns pulse train of a ~100 mW fibre
-#: laser plus photodetection; microwave, ~10 us of a ~1 W source and receiver.
-ENERGY_PER_QUERY_J: dict[str, float] = {"acoustic": 5e-3, "optical": 1e-6, "microwave": 1e-5,
-                                        "digital": 0.0}
-#: the ablation stand-ins of sim/ablation.py are small digital maps (about 10^3 FLOPs a sample
-#: at the usual widths): modelled at 10^3 FLOPs x ENERGY_PER_FLOP_J a query
-ENERGY_PER_QUERY_J.update({"none": 1e-7, "random_linear": 1e-7, "random_nonlinear": 1e-7})
 #: modelled energy of one digital FLOP in J (a CPU core at about 10 GFLOP/J).
 ENERGY_PER_FLOP_J: float = 1e-10
 ENERGY_NOTE = ("modelled energy = train queries x per-query energy of the system + digital "
@@ -154,8 +145,11 @@ def default_target(records: Sequence[dict], fraction: float = 0.95) -> float:
 def modelled_energy_j(train_queries: float, digital_flops: float, system: str, *,
                       per_query_j: dict | None = None,
                       per_flop_j: float = ENERGY_PER_FLOP_J) -> float:
-    """Modelled (not measured) energy in J: queries x per-query energy + FLOPs x per-FLOP."""
-    table = {**ENERGY_PER_QUERY_J, **(per_query_j or {})}
+    """Modelled (not measured) energy in J: queries x per-query energy + FLOPs x per-FLOP.
+
+    ``per_query_j``: ``{system: J}`` (the systems' declared energies,
+    :func:`pnn.registry.energy_per_query`); a digital record (``"digital"``) costs none."""
+    table = {"digital": 0.0, **(per_query_j or {})}
     base = system.split("[")[0]
     if train_queries and base not in table:
         raise ValueError(f"no per-query energy for system {system!r}; known: "
@@ -164,10 +158,12 @@ def modelled_energy_j(train_queries: float, digital_flops: float, system: str, *
 
 
 def summary_rows(records: Sequence[dict], *, reference: str = "phyll",
-                 target: float | None = None, confidence: float = 0.95) -> tuple[list[dict],
-                                                                                  float]:
+                 target: float | None = None, confidence: float = 0.95,
+                 per_query_j: dict | None = None) -> tuple[list[dict], float]:
     """One row a method with test-accuracy interval, paired difference to ``reference`` and
-    median costs to ``target`` (default :func:`default_target`). Returns ``(rows, target)``."""
+    median costs to ``target`` (default :func:`default_target`). Returns ``(rows, target)``.
+    ``per_query_j``: the per-query energy of each system (:func:`modelled_energy_j`); a system
+    without one gets no modelled energy (NaN) instead of a guess."""
     if target is None:
         target = default_target(records)
     diffs = paired_differences(records, reference, confidence=confidence)
@@ -204,8 +200,10 @@ def summary_rows(records: Sequence[dict], *, reference: str = "phyll",
             "wall_s": float(np.mean([r["cost"]["wall_s"] for r in rs])),
             "params": int(rs[0]["n_trainable_params"]),
         }
+        known = system.split("[")[0] in {"digital", *(per_query_j or {})}
         row["target_energy_j"] = (modelled_energy_j(row["target_train_queries"],
-                                                    row["target_flops"], system)
-                                  if hit else math.nan)
+                                                    row["target_flops"], system,
+                                                    per_query_j=per_query_j)
+                                  if hit and known else math.nan)
         rows.append(row)
     return rows, target

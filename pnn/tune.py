@@ -22,11 +22,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from pnn import registry
 from pnn.config import ConfigError, check_seed
+from pnn.fileio import OutputPathError
 
 __all__ = ["tune", "suggest", "open_storage", "TuneMismatch", "default_study_name"]
 
@@ -64,7 +67,15 @@ def suggest(trial, name: str, spec) -> Any:
 
 def open_storage(storage, out: str | Path = "tune_results"):
     """An Optuna storage: ``None`` -> a journal file ``<out>/tune.journal``; a string with
-    ``://`` -> that URL (RDB storages); any other string or path -> a journal file there."""
+    ``://`` -> that URL (RDB storages); any other string or path -> a journal file there.
+
+    A journal file is appended to: it must be a regular file or not exist yet (it is then
+    created without following a symlink), never a symlink, whose target would be written.
+
+    Raises:
+        OutputPathError: (a ``ValueError``) when the journal path is a symlink, a folder, a
+            FIFO or any other non-regular file.
+    """
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -76,7 +87,46 @@ def open_storage(storage, out: str | Path = "tune_results"):
         return storage
     path = Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _create_journal(path)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _create_journal(path: Path) -> None:
+    """Make sure ``path`` is a regular file (creating it, empty, if missing) that is no symlink.
+
+    Raises:
+        OutputPathError: naming the path, what it is, and the fix.
+    """
+    def refuse(what: str) -> OutputPathError:
+        return OutputPathError(f"tuning storage {str(path)!r} is {what}, not a regular file; "
+                               f"the journal is appended to, so it must be a file of its own: "
+                               f"remove it or give another path (--storage)")
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise refuse(f"a symlink (to {os.readlink(path)!r}), whose target would be written")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise refuse("a folder" if stat.S_ISDIR(st.st_mode) else "a special file")
+    # O_NOFOLLOW: a symlink placed here since the check is refused, not followed; O_NONBLOCK:
+    # a FIFO placed here cannot block the open
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            raise refuse(f"a symlink (to {os.readlink(path)!r}), whose target would be "
+                         f"written") from None
+        raise OutputPathError(f"tuning storage {str(path)!r} cannot be opened "
+                              f"({e.strerror or e}); give another path (--storage)") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse("a special file")
+    finally:
+        os.close(fd)
 
 
 def default_study_name(method: str, system: str, task_options: dict, seed: int,
@@ -116,7 +166,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
             sealed before any trial sees it.
         system_kwargs: fixed physical parameters of the system (its factory's keywords).
         system_search: physical parameters searched beside the method's fields, as
-            ``{key: search spec}`` (e.g. :data:`pnn.registry.SYSTEM_LEVERS`); drawn as
+            ``{key: search spec}`` (e.g. :attr:`pnn.registry.System.levers`); drawn as
             ``system.KEY``; the best values are returned as ``best_system`` (with the fixed
             ones).
         devices: every trial's simulator layers run data-parallel over the first ``devices``

@@ -9,7 +9,7 @@ import pytest
 
 from pnn import registry
 from pnn.compare import markdown_table, write_report
-from pnn.stats import (ENERGY_PER_FLOP_J, ENERGY_PER_QUERY_J, cost_to_target, default_target,
+from pnn.stats import (ENERGY_PER_FLOP_J, cost_to_target, default_target,
                        modelled_energy_j, paired_differences, summary_rows, t_interval)
 
 # Student t quantiles (two-sided 95 %), from a printed table, not from scipy
@@ -112,8 +112,11 @@ def test_default_target_is_a_fraction_of_the_best_mean_validation_accuracy():
 
 
 def test_modelled_energy_from_queries_and_flops():
-    e = modelled_energy_j(1000, 1e9, "acoustic")
-    assert e == pytest.approx(1000 * ENERGY_PER_QUERY_J["acoustic"] + 1e9 * ENERGY_PER_FLOP_J)
+    from pnn import registry
+
+    per_query = registry.energy_per_query()
+    e = modelled_energy_j(1000, 1e9, "acoustic", per_query_j=per_query)
+    assert e == pytest.approx(1000 * 5e-3 + 1e9 * ENERGY_PER_FLOP_J)
     assert modelled_energy_j(0, 1e9, "digital") == pytest.approx(0.1)
     assert modelled_energy_j(10, 0, "lab", per_query_j={"lab": 2.0}) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="no per-query energy for system 'lab'.*per_query_j"):
@@ -135,6 +138,11 @@ def test_summary_rows_and_table_show_intervals_differences_and_costs_to_target(t
     assert by["phyll"]["target_train_queries"] == 400  # epoch 4 is the first >= 0.855
     assert by["phyll"]["reached"] == 3
     assert by["bp"]["diff"]["excludes_zero"] is True
+    # no per-query energy given: none modelled for the physical system, digital costs FLOPs only
+    assert math.isnan(by["phyll"]["target_energy_j"])
+    assert by["bp"]["target_energy_j"] == pytest.approx(by["bp"]["target_flops"] * 1e-10)
+    with_energy = {r["method"]: r for r in summary_rows(recs, per_query_j={"acoustic": 1.0})[0]}
+    assert with_energy["phyll"]["target_energy_j"] == pytest.approx(400 + 4000 * 1e-10)
     report = write_report(recs, tmp_path, "synthetic")
     table = (tmp_path / "table.md").read_text()
     assert "95 % interval" in table and "Δ vs phyll" in table

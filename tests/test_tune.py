@@ -236,8 +236,9 @@ def test_the_physical_levers_are_searched_with_the_method(data, tmp_path):
     best = res["best_system"]
     assert best["kind"] == "tanh" and best["strength"] == res["best_params"]["system.strength"]
     assert "system.strength" in res["search_space"]
-    assert set(registry.SYSTEM_LEVERS) == {"acoustic", "optical", "microwave"}
-    for system, levers in registry.SYSTEM_LEVERS.items():  # the extremes build and run
+    with_levers = {n: registry.levers(n) for n in registry.SYSTEMS if registry.levers(n)}
+    assert set(with_levers) == {"acoustic", "optical", "microwave"}
+    for system, levers in with_levers.items():  # the extremes build and run
         for key, (_, lo, hi) in levers.items():
             for v in (lo, hi):
                 layer = registry.make_system(system, 5, 3, **{key: v})
@@ -280,3 +281,36 @@ def test_tuned_configs_that_do_not_fit_are_refused(tmp_path, capsys):
     assert "train it with --system optical" in capsys.readouterr().err
     assert main(["train", "--method", "phyll", "--tuned", str(tmp_path / "none.json")]) == 2
     assert "cannot read it" in capsys.readouterr().err
+
+
+def test_the_journal_path_must_be_a_regular_file(tmp_path):
+    import os
+
+    from pnn.fileio import OutputPathError
+    from pnn.tune import open_storage
+
+    target = tmp_path / "someone_elses_file"
+    target.write_text("precious\n")
+    link = tmp_path / "tune.journal"
+    link.symlink_to(target)
+    with pytest.raises(OutputPathError, match=r"tuning storage '.*tune.journal' is a symlink "
+                                              r"\(to '.*someone_elses_file'\), whose target "
+                                              r"would be written, not a regular file"):
+        open_storage(None, out=tmp_path)
+    assert target.read_text() == "precious\n"  # not appended to
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputPathError, match="is a symlink"):
+        open_storage(str(tmp_path / "dangling"))
+    assert not (tmp_path / "nowhere").exists()  # not created through the link
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(OutputPathError, match="is a folder, not a regular file"):
+        open_storage(tmp_path / "a_folder")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OutputPathError, match="is a special file, not a regular file"):
+        open_storage(str(tmp_path / "fifo"))
+    # a new path, and an existing journal, are fine
+    storage = open_storage(None, out=tmp_path / "new")
+    assert (tmp_path / "new" / "tune.journal").is_file()
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: 0.0, n_trials=1)
+    again = open_storage(tmp_path / "new" / "tune.journal")
+    assert len(optuna.load_study(storage=again, study_name="s").trials) == 1
