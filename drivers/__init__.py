@@ -24,7 +24,7 @@ from pnn.drivers.errors import (
     SafetyError,
 )
 from pnn.drivers.profile import Profile, load_profile
-from pnn.drivers.safety import Limits, SafetyLimits, SafetyWarning
+from pnn.drivers.safety import DeviceLimitsWarning, Limits, SafetyLimits, SafetyWarning
 from pnn.drivers.serial import SerialLayer
 from pnn.drivers.stats import DriverStats
 from pnn.drivers.visa import VisaLayer
@@ -36,6 +36,7 @@ __all__ = [
     "SafetyLimits",
     "Limits",
     "SafetyWarning",
+    "DeviceLimitsWarning",
     "Profile",
     "load_profile",
     "DriverStats",

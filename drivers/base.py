@@ -5,7 +5,8 @@ Following pymeasure and QCoDeS, an instrument driver is split in two:
 * :class:`InstrumentLayer` (this module) is the *instrument*: the physical-layer protocol
   (``layer(x)`` -> measurements), the life cycle (``with layer:``), and the one path every batch
   takes: validate the input, clip the validation tolerance off, map to instrument units, check the
-  safety limits, encode for the wire (never wrapping), split into transfers of at most
+  safety limits, encode for the wire (never wrapping, and rounding toward the inside of the
+  limits, so no encoded value crosses one), split into transfers of at most
   ``max_batch``, pace to the rate limit, retry a transfer whose link failed, and count what the
   caller received.
 * a subclass is the *wire*: how to open and close the link, how to make the instrument safe, how
@@ -20,8 +21,8 @@ never masks the error that is already propagating.
 What a subclass provides (all private; see each method's docstring):
 ``_section`` (its profile table), ``_wire_datatype``, ``_open_link``, ``_link_open``,
 ``_discard``, ``_make_safe``, ``to_instrument``, ``_batch_limit``, ``_max_retries``,
-``_prepare``, ``_exchange``, ``_gave_up``; optionally ``_after_exchange``, ``_on_bad_reply``,
-``_on_instrument_error``.
+``_prepare``, ``_exchange``, ``_gave_up``; optionally ``_encode``, ``_after_exchange``,
+``_on_bad_reply``, ``_on_instrument_error``.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class InstrumentLayer:
     def _init_instrument(self, *, n_in: int | None, n_out: int | None, name: str,
                          safety: SafetyLimits | None) -> None:
         """Shared constructor part: call after :meth:`_load_settings` and the address."""
-        self.spec, self.safety = layer_spec_and_limits(self.profile, n_in, n_out, name, safety)
+        self.spec, self._safety = layer_spec_and_limits(self.profile, n_in, n_out, name, safety)
         self._connected = False
         self.idn: str | None = None
         self.stats = DriverStats()
@@ -93,12 +94,40 @@ class InstrumentLayer:
         Raises:
             ValueError: when the profile has no such table.
         """
-        self.profile = load_profile(profile)
+        self._profile = load_profile(profile)
         settings = getattr(self.profile, self._section)
         if settings is None:
             raise ValueError(f"profile {self.profile.source} has no [{self._section}] table; "
                              f"{self._kind} needs one (see drivers/profile.py)")
         return settings
+
+    # The guard and the profile are fixed for the layer's life: a replaced guard (or profile,
+    # whose ceiling and setup commands set the instrument's own limits) could be looser than
+    # the profile, and nothing would notice. Tightening goes through ``safety.restrict``.
+    @property
+    def safety(self) -> SafetyLimits:
+        """The :class:`~pnn.drivers.safety.SafetyLimits` in front of this instrument, fixed at
+        construction (``safety=``): tighten it with ``layer.safety.restrict(...)``."""
+        return self._safety
+
+    @safety.setter
+    def safety(self, value) -> None:
+        raise AttributeError(
+            f"{self.spec.name}: layer.safety cannot be replaced (a new guard could be looser than "
+            f"the profile's ceiling); tighten it with layer.safety.restrict(lo=..., hi=..., "
+            f"max_amplitude=..., max_rate_hz=...), or pass safety= when constructing the layer")
+
+    @property
+    def profile(self) -> Profile:
+        """The instrument profile, fixed at construction (its ceiling bounds the guard)."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, value) -> None:
+        raise AttributeError(
+            f"{self.spec.name}: layer.profile cannot be replaced (its [safety] ceiling bounds "
+            f"the guard, and its commands set the instrument's own limits); construct a new "
+            f"layer with the other profile")
 
     def profile_dict(self) -> dict:
         """The profile's full contents as plain, JSON-ready data, for result records: every
@@ -177,12 +206,13 @@ class InstrumentLayer:
                                   f"layer.connect() first")
         # validate_input allows a 1e-6 tolerance; keep that rounding slack off the wire
         x = np.clip(np.asarray(x, np.float64), self.spec.lo, self.spec.hi)
-        values = self.safety.check(self.to_instrument(x))
+        guard = self._safety
+        values = guard.check(self.to_instrument(x))
         try:
-            encoded = wire.encode(values, self._wire_datatype, name=self.spec.name,
-                                  where=self._encoding_key)
+            # rounding to the wire's datatype goes toward the inside of the limits just checked
+            encoded = self._encode(values, guard.limits.allowed)
         except SafetyError:
-            self.safety.counts.refused_batches += 1
+            guard.counts.refused_batches += 1
             raise
         step = self._batch_limit()
         outs = [self._transfer(values[i : i + step], encoded[i : i + step])
@@ -247,6 +277,16 @@ class InstrumentLayer:
     #: the struct code values are encoded as on the wire, and the profile key that sets it
     _wire_datatype = "f"
     _encoding_key = ""
+
+    def _encode(self, values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+        """``values`` (instrument units, checked against ``bounds``, the active limits) as the
+        wire carries them: by default :func:`pnn.drivers.wire.encode` to ``_wire_datatype``.
+
+        Raises:
+            SafetyError: when a value cannot be carried (nothing is sent).
+        """
+        return wire.encode(values, self._wire_datatype, name=self.spec.name,
+                           where=self._encoding_key, bounds=bounds)
 
     def to_instrument(self, x) -> np.ndarray:  # pragma: no cover - every driver implements it
         """Drive units -> instrument units (float64)."""

@@ -78,6 +78,7 @@ from pnn.drivers.serial import (
     encode_frame,
     pop_frame,
 )
+from pnn.drivers.wire import inside_range
 
 __all__ = ["Faults", "EmulatorLog", "Measurement", "ScpiEmulator", "SerialEmulator"]
 
@@ -789,16 +790,22 @@ class SerialEmulator(_Emulator):
     """A virtual microcontroller on a pseudo-terminal, speaking :mod:`pnn.drivers.serial`'s protocol.
 
     Args: as :class:`ScpiEmulator`, without ``port`` (read the pty's path from :attr:`port`).
-    ``max_batch`` is what the device announces in its HELLO reply.
+    ``max_batch`` is what the device announces in its HELLO reply; ``limits`` the drive range
+    ``(lo, hi)`` it announces there and refuses drives outside of (default: the layer's
+    ``[lo, hi]``); it announces them rounded to float32 toward the inside, so that whatever it
+    announces, it accepts.
     """
 
     def __init__(self, system: str = "acoustic", n_in: int = 8, n_out: int = 8, *, seed: int = 0,
                  layer=None, faults: Faults = Faults(), max_requests: int = 100_000,
-                 max_seconds: float = 600.0, max_batch: int = 1024):
+                 max_seconds: float = 600.0, max_batch: int = 1024,
+                 limits: tuple[float, float] | None = None):
         super().__init__(system, n_in, n_out, seed=seed, layer=layer, faults=faults,
                          max_requests=max_requests, max_seconds=max_seconds,
                          name="pnn-serial-emulator")
         self.max_batch = int(max_batch)
+        lo, hi = limits if limits is not None else (self.layer.spec.lo, self.layer.spec.hi)
+        self.lo, self.hi = float(lo), float(hi)
         self.port: str | None = None
         self._master: int | None = None
         self._slave: int | None = None
@@ -950,7 +957,7 @@ class SerialEmulator(_Emulator):
                 self._session = session
                 self._memo.clear()
             payload = struct.pack("<HHHff", self.n_in, self.n_out, self.max_batch,
-                                  self.layer.spec.lo, self.layer.spec.hi)
+                                  *inside_range(self.lo, self.hi, "f"))
             return encode_frame(MsgType.HELLO_OK, frame.seq, payload + self.idn.encode()[:64]), None
         if raw in self._memo:
             return self._memo[raw]
@@ -981,7 +988,7 @@ class SerialEmulator(_Emulator):
         self.log.add_drive(x)
         if b > self.max_batch:
             return self._error(frame.seq, -2, f"batch {b} > max_batch {self.max_batch}"), None
-        lo, hi = self.layer.spec.lo, self.layer.spec.hi
+        lo, hi = self.lo, self.hi
         if not np.all(np.isfinite(x)) or x.min() < lo or x.max() > hi:
             return self._error(frame.seq, -3, f"drive outside [{lo}, {hi}]"), None
         self.output_on = True

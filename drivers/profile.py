@@ -37,6 +37,11 @@ queue is read (``error``), and a non-zero code raises with the instrument's mess
 
 ``[visa.drive]``  ``datatype`` (a ``struct`` code: ``f`` float32, ``d``, ``h`` int16, ...),
 ``big_endian``, and the map from drive ``x`` to the value sent, ``offset + scale * x``.
+``datatype = "ascii"`` sends the drives as decimal numbers instead of a binary block, for
+instruments (and simulators such as pyvisa-sim) that take text: the ``drive`` header followed by
+the ``batch * n_in`` numbers, each with ``digits`` significant digits (default 9, enough for
+float32), joined by ``separator`` (default ``","``), in one line; rounding goes toward the
+inside of the safety limits (:func:`pnn.drivers.wire.encode_ascii`).
 
 ``[visa.readout]``  ``datatype``, ``big_endian``, ``points_per_feature`` (the trace holds
 ``batch * n_out * points_per_feature`` values, sample-major then feature), ``reduce`` (``mean``,
@@ -140,6 +145,7 @@ _BOUNDS = {
     "visa.max_batch": (1, 1_000_000),
     "visa.baud_rate": (0, 100_000_000),
     "visa.readout.points_per_feature": (1, 1_000_000),
+    "visa.drive.digits": (1, 17),
     "visa.readout.preamble.scale_index": (0, 1000),
     "visa.readout.preamble.offset_index": (0, 1000),
     "visa.readout.preamble.reference_index": (0, 1000),
@@ -165,6 +171,7 @@ _BOUNDS_WHY = {
     "baud_rate": "0 keeps the default",
     "baudrate": "bits per second (e.g. 115200)",
     "points_per_feature": "points per feature in a trace",
+    "digits": "significant digits of each ascii drive (9 carries float32 exactly)",
     "scale_index": "a 0-based field position in the preamble reply",
     "offset_index": "a 0-based field position in the preamble reply",
     "reference_index": "a 0-based field position in the preamble reply",
@@ -202,6 +209,8 @@ class DriveEncoding:
     big_endian: bool = False
     scale: float = 1.0
     offset: float = 0.0
+    digits: int = 9  # datatype "ascii" only: significant digits of each number
+    separator: str = ","  # datatype "ascii" only: between the numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,17 +357,15 @@ class Profile:
                             f"{src}: visa.commands.{k} must be set (the "
                             f"{'drive block header' if k == 'drive' else 'trace query'})")
             if v.drive.datatype == ASCII:
-                raise ValueError(f"{src}: visa.drive.datatype = 'ascii' is not supported: drives "
-                                 f"are sent as an IEEE 488.2 binary block; choose a struct code "
-                                 f"of {DATATYPES!r} (ascii is for [visa.readout] replies)")
+                _check_range(src, "visa.drive.digits", v.drive.digits,
+                             *_BOUNDS["visa.drive.digits"])
+                _check_separator(v.drive.separator, src, "visa.drive.separator", v, drive=True)
             for sec, enc in (("visa.drive", v.drive), ("visa.readout", v.readout)):
-                if sec == "visa.readout" and enc.datatype == ASCII:
+                if enc.datatype == ASCII:
                     pass
                 elif len(enc.datatype) != 1 or enc.datatype not in DATATYPES:
                     raise ValueError(f"{src}: {sec}.datatype must be one struct code of "
-                                     f"{DATATYPES!r}"
-                                     + (" or 'ascii'" if sec == "visa.readout" else "")
-                                     + f", got {enc.datatype!r}")
+                                     f"{DATATYPES!r} or 'ascii', got {enc.datatype!r}")
                 for k in ("scale", "offset"):
                     if not math.isfinite(getattr(enc, k)):
                         raise ValueError(f"{src}: {sec}.{k} must be finite, got "
@@ -479,10 +486,29 @@ class Profile:
         # every value the ceiling lets through must reach the wire as itself: a value the
         # datatype cannot hold would wrap (int16: 36000 -> -29536) or overflow, unchecked
         a_lo, a_hi = self.safety.allowed
+        if datatype == ASCII:  # text carries any number; the digits must reach inside
+            digits = self.visa.drive.digits
+            w_lo, w_hi = wire.ascii_inside_range(a_lo, a_hi, digits)
+            if w_lo > w_hi:
+                raise ValueError(
+                    f"{self.source}: the [safety] ceiling lets values in [{a_lo:.10g}, "
+                    f"{a_hi:.10g}] through, which hold no number of visa.drive.digits = "
+                    f"{digits} significant digits: every drive would be refused. Raise "
+                    f"visa.drive.digits or widen the ceiling")
+            return
         why = wire.check_ceiling_fits(a_lo, a_hi, datatype,
                                       tol=max(_tol(a_lo), _tol(a_hi)))
         if why is None:
-            return
+            w_lo, w_hi = wire.inside_range(a_lo, a_hi, datatype)
+            if w_lo <= w_hi:
+                return
+            key = f"{where}.datatype = {wire.describe(datatype)}" if where != "serial" else \
+                "the serial protocol's float32 drives"
+            raise ValueError(
+                f"{self.source}: the [safety] ceiling lets values in [{a_lo:.10g}, {a_hi:.10g}] "
+                f"through, which hold no value of {key}: every drive would be refused. Widen "
+                f"the ceiling to include one"
+                + (", or choose another datatype" if where != "serial" else ""))
         c = self.safety
         w_lo, w_hi = wire.wire_range(datatype)
         key = f"{where}.datatype = {datatype!r}" if where != "serial" else \
@@ -523,17 +549,22 @@ def _uses_channel(text: str) -> bool:
         return False  # refused with its own message by _check_template
 
 
-def _check_separator(sep: str, source: str, where: str, visa) -> None:
+def _check_separator(sep: str, source: str, where: str, visa, *, drive: bool = False) -> None:
+    """A separator of ascii numbers: not empty, no character of a number, not the termination
+    (the read termination for replies, the write termination for ``drive`` lines)."""
+    what = "an ascii drive line" if drive else "an ascii reply"
     if not sep:
         raise ValueError(f"{source}: {where} is empty; give the character(s) between the "
-                         f"numbers of an ascii reply, e.g. \",\"")
+                         f"numbers of {what}, e.g. \",\"")
     bad = sorted(set(sep) & _NUMBER_CHARS)
     if bad:
         raise ValueError(f"{source}: {where} = {sep!r} contains {''.join(bad)!r}, which occur "
                          f"inside numbers; use e.g. \",\" or \";\"")
-    if visa.read_termination and visa.read_termination in sep:
-        raise ValueError(f"{source}: {where} = {sep!r} contains the read termination "
-                         f"{visa.read_termination!r}: a reply would end at the first separator")
+    term, kind = ((visa.write_termination, "write") if drive
+                  else (visa.read_termination, "read"))
+    if term and term in sep:
+        raise ValueError(f"{source}: {where} = {sep!r} contains the {kind} termination "
+                         f"{term!r}: {what} would end at the first separator")
 
 
 def _check_visa_layout(table: dict, visa: "VisaSettings", source: str) -> None:
@@ -544,6 +575,12 @@ def _check_visa_layout(table: dict, visa: "VisaSettings", source: str) -> None:
         raise ValueError(f"{source}: [visa.{given}] is set but [visa.{missing}] is not; a rig of "
                          f"two instruments needs both, one instrument needs neither (its SCPI "
                          f"goes in [visa.commands])")
+    drive = table.get("drive", {})
+    for key in ("digits", "separator"):
+        if isinstance(drive, dict) and key in drive and visa.drive.datatype != ASCII:
+            raise ValueError(f"{source}: visa.drive.{key} is set but visa.drive.datatype is "
+                             f"{visa.drive.datatype!r}: it only applies to ascii drives "
+                             f"(datatype = \"ascii\"); remove it or set the datatype")
     readout = table.get("readout", {})
     if (isinstance(readout, dict) and "separator" in readout
             and visa.readout.datatype != ASCII):

@@ -9,6 +9,11 @@ instrument's own units (for example volts at the AWG output):
 * the **active limits**, equal to the ceiling at first, which a trainer or user may tighten (and
   relax again, up to the ceiling).
 
+The ceiling itself can only come down: :meth:`SafetyLimits.tighten_ceiling` lowers it to limits
+stricter than the profile's that the instrument itself announces (a serial device's drive range
+in its HELLO reply), with a :class:`DeviceLimitsWarning`; an instrument layer's guard cannot be
+replaced (``layer.safety`` is read-only), so no code path loosens it.
+
 Three things are limited:
 
 * range: every sent value ``v`` must satisfy ``lo <= v <= hi``;
@@ -36,7 +41,8 @@ import numpy as np
 
 from pnn.drivers.errors import SafetyError
 
-__all__ = ["Limits", "SafetyLimits", "SafetyWarning", "SafetyCounts", "require_within"]
+__all__ = ["Limits", "SafetyLimits", "SafetyWarning", "DeviceLimitsWarning", "SafetyCounts",
+           "require_within"]
 
 
 def _tol(bound: float) -> float:
@@ -46,6 +52,10 @@ def _tol(bound: float) -> float:
 
 class SafetyWarning(UserWarning):
     """A drive was clipped into the safety limits before it was sent."""
+
+
+class DeviceLimitsWarning(UserWarning):
+    """The instrument announced limits stricter than the profile's; the host keeps to them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +173,43 @@ class SafetyLimits:
                 f"[safety] table")
         self._limits = Limits(**new)
         return self._limits
+
+    def tighten_ceiling(self, *, lo: float | None = None, hi: float | None = None,
+                        source: str = "the instrument") -> list[str]:
+        """Lower the ceiling itself to ``[lo, hi]`` where that is stricter (never raise it): for
+        limits the instrument imposes beyond the profile's, such as the drive range a serial
+        device announces. The active limits are intersected with the new ceiling.
+
+        Returns:
+            One phrase per bound that changed (``"hi 1 -> 0.5"``); empty when the ceiling was
+            already as strict.
+
+        Raises:
+            ValueError: when a bound is not finite, or the ceiling and ``[lo, hi]`` (or the
+                active limits and ``[lo, hi]``) have no value in common; nothing is changed.
+        """
+        for k, v in (("lo", lo), ("hi", hi)):
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ValueError(f"{self.name}: {source} gives {k} = {v!r}, not a finite number")
+        with self._lock:
+            c, a = self._ceiling, self._limits
+            new_lo = c.lo if lo is None else max(c.lo, float(lo))
+            new_hi = c.hi if hi is None else min(c.hi, float(hi))
+            act_lo, act_hi = max(a.lo, new_lo), min(a.hi, new_hi)
+            amp = min(c.max_amplitude, a.max_amplitude)
+            if not (new_lo < new_hi and act_lo < act_hi
+                    and max(act_lo, -amp) < min(act_hi, amp)):
+                raise ValueError(
+                    f"{self.name}: {source} accepts [{lo!r}, {hi!r}], which leaves no value "
+                    f"within the ceiling [{c.lo!r}, {c.hi!r}] and the active limits "
+                    f"[{a.lo!r}, {a.hi!r}] (|v| <= {a.max_amplitude!r}): nothing could be sent")
+            changed = [f"{k} {old:.6g} -> {new:.6g}"
+                       for k, old, new in (("lo", c.lo, new_lo), ("hi", c.hi, new_hi))
+                       if new != old]
+            if changed:
+                self._ceiling = dataclasses.replace(c, lo=new_lo, hi=new_hi)
+                self._limits = dataclasses.replace(a, lo=act_lo, hi=act_hi)
+        return changed
 
     def check(self, values) -> np.ndarray:
         """Return ``values`` (instrument units, any shape) ready to send, or refuse them.

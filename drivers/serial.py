@@ -29,6 +29,12 @@ SAFE 0x11   (empty): drive outputs to zero               0x91       (empty)
                                                                    (<= 200 B)
 ==========  =========================================  ==========  ==============================
 
+Limits: the host keeps to the stricter of its profile and the device's HELLO reply. The device's
+``[lo, hi]`` (instrument units, the values sent) lowers the safety ceiling where it is stricter,
+and its ``max_batch`` caps the transfers; each stricter limit is reported once with a
+:class:`~pnn.drivers.safety.DeviceLimitsWarning`. A range that is not one (not finite, ``lo >=
+hi``) or does not overlap the profile's ceiling is refused at connect.
+
 Idempotent retries: the device remembers its last few MEASURE/SAFE requests (the exact frame
 bytes, SEQ included) with their replies, and answers a repeated frame from that memory without
 driving the outputs again. The host sends each new transaction with the next SEQ and repeats the
@@ -52,9 +58,11 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import enum
+import math
 import os
 import struct
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -67,7 +75,7 @@ from pnn.drivers.errors import (
     ReplyFormatError,
 )
 from pnn.drivers.profile import Profile
-from pnn.drivers.safety import SafetyLimits
+from pnn.drivers.safety import DeviceLimitsWarning, SafetyLimits
 
 __all__ = [
     "SerialLayer",
@@ -240,6 +248,7 @@ class SerialLayer(InstrumentLayer):
         self._rx = bytearray()
         self._seq = 0
         self._max_batch = self._s.max_batch
+        self._device_notes: set[str] = set()  # stricter device limits already reported
         self.parse_stats = ParseStats()
 
     # ------------------------------------------------------------------ connection
@@ -291,11 +300,46 @@ class SerialLayer(InstrumentLayer):
                     f"{self.spec.name}: the device {self.idn!r} has {n_in} inputs and {n_out} "
                     f"outputs, but the layer was built for n_in={self.spec.n_in}, "
                     f"n_out={self.spec.n_out}")
-            frame_cap = (0xFFFF - 2) // (4 * max(self.spec.n_in, self.spec.n_out))
-            self._max_batch = max(1, min(self._s.max_batch, max_batch, frame_cap))
+            self._keep_device_limits(lo, hi, max_batch)
         except BaseException:
             self._discard()
             raise
+
+    def _keep_device_limits(self, lo: float, hi: float, max_batch: int) -> None:
+        """Keep to the stricter of the profile and what the device announced in HELLO: its drive
+        range ``[lo, hi]`` lowers the guard's ceiling (:meth:`SafetyLimits.tighten_ceiling`:
+        ``restrict`` cannot lift the active limits above it afterwards), its ``max_batch`` caps
+        the transfers. Each stricter limit is reported once, as a
+        :class:`~pnn.drivers.safety.DeviceLimitsWarning`.
+
+        Raises:
+            ReplyFormatError: the device announced no valid range (not finite, ``lo >= hi``) or
+                a ``max_batch`` of 0.
+            InstrumentError: the device's range and the profile's ceiling (or the active
+                limits) have no value in common.
+        """
+        who = f"{self.spec.name}: the device {self.idn!r}"
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or max_batch < 1:
+            raise ReplyFormatError(
+                f"{who} announced drives in [{lo:.7g}, {hi:.7g}] and max_batch {max_batch} in "
+                f"its HELLO reply: not a valid range (finite lo < hi) and batch size (>= 1); "
+                f"check the firmware's configuration")
+        try:
+            notes = self.safety.tighten_ceiling(lo=lo, hi=hi, source=f"the device {self.idn!r}")
+        except ValueError as e:
+            raise InstrumentError(f"{e}; the profile's [safety] ceiling and the device's drive "
+                                  f"range must overlap") from None
+        notes = [f"drive {n} (instrument units)" for n in notes]
+        if max_batch < self._s.max_batch:
+            notes.append(f"max_batch {self._s.max_batch} -> {max_batch}")
+        new = [n for n in notes if n not in self._device_notes]
+        self._device_notes.update(new)
+        if new:
+            warnings.warn(DeviceLimitsWarning(
+                f"{who} is stricter than profile {self.profile.source}: {', '.join(new)}; "
+                f"the host keeps to the device's limits"), stacklevel=2)
+        frame_cap = (0xFFFF - 2) // (4 * max(self.spec.n_in, self.spec.n_out))
+        self._max_batch = max(1, min(self._s.max_batch, max_batch, frame_cap))
 
     def _discard(self) -> None:
         ser, self._ser = self._ser, None

@@ -8,13 +8,16 @@ profile, not code.
 
 One batch of ``b`` drive vectors (``x``, shape ``(b, n_in)``, drive units) is measured as:
 
-1. ``v = offset + scale * x`` (instrument units; rounded for integer encodings), checked by
+1. ``v = offset + scale * x`` (instrument units), checked by
    :class:`~pnn.drivers.safety.SafetyLimits` (refused or clipped, counted; nothing out of limits is
-   sent), encoded as the drive datatype (a value that would wrap or overflow is refused, see
-   :mod:`pnn.drivers.wire`), split into transfers of at most ``max_batch`` and paced to the rate
-   limit (all of this is :class:`~pnn.drivers.base.InstrumentLayer`'s);
+   sent), encoded as the drive datatype (rounded toward the inside of the limits for integer
+   types; a value that would wrap or overflow is refused, see :mod:`pnn.drivers.wire`), split
+   into transfers of at most ``max_batch`` and paced to the rate limit (all of this is
+   :class:`~pnn.drivers.base.InstrumentLayer`'s);
 2. ``before_batch`` commands; ``drive`` + an IEEE 488.2 definite-length binary block of the
-   ``b * n_in`` values (sample-major), written with ``write_binary_values``; error queue read;
+   ``b * n_in`` values (sample-major), written with ``write_binary_values`` (or, with
+   ``[visa.drive] datatype = "ascii"``, the values as decimal text joined by ``separator``);
+   error queue read;
 3. ``run`` commands; the ``wait`` query (``*OPC?``) with ``measure_timeout_ms``; error queue read;
 4. ``fetch``: ``query_binary_values`` returns a trace of ``b * n_out * points_per_feature``
    values; error queue read; ``after_batch`` commands;
@@ -27,7 +30,12 @@ non-zero entry raises :class:`~pnn.drivers.errors.InstrumentError` with the inst
 Reliability. A link that fails during a batch (a pyvisa I/O error such as a timeout, or a socket
 error) is closed, re-opened (``*IDN?`` and the whole ``setup`` again) and *that* batch is sent
 again, at most ``max_retries`` times; batches already measured are never re-sent, so the caller
-gets each sample exactly once. A reply of the wrong length or format raises
+gets each sample exactly once. Once the batch's data is in hand (the last fetch returned), a
+link that fails (at the error check after the fetch, or in ``after_batch``) is re-opened, and
+the batch is *not* measured again: the instrument drives and delivers each batch once. With
+several ``channels``, a link lost between two channels' fetches loses the data of the channels
+still to fetch: that batch is measured again (the instrument measured it twice; the caller, the
+driver's counters and the ledger count it once). A reply of the wrong length or format raises
 :class:`~pnn.drivers.errors.ReplyFormatError` (never retried: it would hide a misconfiguration) and
 drops the session so the next call starts from a clean stream. An instrument that cannot be
 reached raises :class:`~pnn.drivers.errors.InstrumentConnectionError` from :meth:`VisaLayer.connect`
@@ -47,6 +55,7 @@ import struct
 
 import numpy as np
 
+from pnn.drivers import wire
 from pnn.drivers.base import InstrumentLayer, TransientError
 from pnn.drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
 from pnn.drivers.profile import ASCII, Profile, VisaCommands, format_command
@@ -397,12 +406,18 @@ class VisaLayer(InstrumentLayer):
 
     # ------------------------------------------------------------------ measurement
     def to_instrument(self, x) -> np.ndarray:
-        """Drive units -> the values sent (``offset + scale * x``; rounded for integer types)."""
+        """Drive units -> instrument units, ``offset + scale * x`` (float64, exact: the safety
+        limits check these values, and rounding for an integer datatype is the encoder's, toward
+        the inside of the limits; see :func:`pnn.drivers.wire.encode`)."""
         d = self._v.drive
-        v = d.offset + d.scale * np.asarray(x, np.float64)
-        if np.dtype(d.datatype).kind in "iu":
-            v = np.rint(v)
-        return v
+        return d.offset + d.scale * np.asarray(x, np.float64)
+
+    def _encode(self, values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+        d = self._v.drive
+        if d.datatype == ASCII:
+            return wire.encode_ascii(values, d.digits, name=self.spec.name,
+                                     where=self._encoding_key, bounds=bounds)
+        return super()._encode(values, bounds)
 
     def _batch_limit(self) -> int:
         return self._v.max_batch
@@ -457,9 +472,23 @@ class VisaLayer(InstrumentLayer):
         tv = self._template(b)
         self._write_checked(src, src.commands.before_batch, tv, "before_batch")
         head = self._format(src, src.commands.drive, tv, "drive")
-        src.res.write_binary_values(head, encoded.ravel().tolist(), datatype=v.drive.datatype,
-                                    is_big_endian=v.drive.big_endian)
-        self._check_errors(src, head + "<block>")
+        if v.drive.datatype == ASCII:
+            src.res.write(head + v.drive.separator.join(encoded.ravel().tolist()))
+            self._check_errors(src, head + "<values>")
+        else:
+            try:
+                src.res.write_binary_values(head, encoded.ravel().tolist(),
+                                            datatype=v.drive.datatype,
+                                            is_big_endian=v.drive.big_endian)
+            except UnicodeDecodeError as e:
+                # a backend that takes only text (pyvisa-sim) decodes the block and fails
+                raise InstrumentError(
+                    f"{self.spec.name}: {src.resource!r} (backend {self.backend!r}) could not "
+                    f"take the binary block of {wire.describe(v.drive.datatype)} drives: it "
+                    f"reads writes as text ({type(e).__name__}: {e}). Nothing was measured; for "
+                    f"an instrument or simulator (pyvisa-sim) that takes text, set [visa.drive] "
+                    f"datatype = \"ascii\"") from None
+            self._check_errors(src, head + "<block>")
         if two:  # arm the receiver before the source's output
             self._write_checked(rcv, rcv.commands.before_batch, tv, "before_batch")
         for role in self._roles:
@@ -477,18 +506,53 @@ class VisaLayer(InstrumentLayer):
             if role.commands.run:
                 self._check_errors(role, "; ".join(role.commands.run))
         r = v.readout
+        channels = r.channels or (None,)
         parts = []
-        for ch in (r.channels or (None,)):
+        checked = True
+        for k, ch in enumerate(channels):
             tvc = self._template(b, ch)
             scaling = self._preamble(rcv, tvc) if r.preamble is not None else None
             fetch = self._format(rcv, rcv.commands.fetch, tvc, "fetch")
             trace = self._fetch(rcv, fetch)
-            self._check_errors(rcv, fetch)
+            if k + 1 < len(channels):
+                self._check_errors(rcv, fetch)
+            else:
+                checked = self._check_errors_after_fetch(rcv, fetch)
             if scaling is not None:
                 scale, offset, reference = scaling
                 trace = (np.asarray(trace, np.float64) - reference) * scale + offset
             parts.append(self.reduce(trace, b, source=fetch, channels=max(1, len(r.channels))))
+        if not checked:
+            self._reopen_keeping_data()
         return np.concatenate(parts, axis=1)
+
+    def _check_errors_after_fetch(self, role: "_Role", fetch: str) -> bool:
+        """The error check after the batch's last fetch; False when the link dropped during it.
+
+        The batch's data is in hand by then: measuring it again would drive the instrument twice
+        and deliver the batch twice. So a dropped link here is not retried: the sessions are
+        dropped (the data is kept) and :meth:`_reopen_keeping_data` re-opens them. An error the
+        instrument reports still raises.
+        """
+        try:
+            self._check_errors(role, fetch)
+        except _transport_errors():
+            self._discard()
+            return False
+        return True
+
+    def _reopen_keeping_data(self) -> None:
+        """Re-open the links after a drop that came once the batch's data was in hand.
+
+        ``setup`` runs again, each step error-checked, so an error the instrument still holds
+        raises (an :class:`InstrumentError`: the caller receives nothing, nothing is counted,
+        and nothing is measured again). A link that cannot be re-opened now is left for the
+        next batch (or :meth:`close`) to re-open.
+        """
+        try:
+            self._open()
+        except InstrumentConnectionError:
+            pass
 
     def _preamble(self, role: "_Role", tv: dict) -> tuple[float, float, float]:
         """(scale, offset, reference) from the receiver's preamble reply."""
@@ -531,8 +595,8 @@ class VisaLayer(InstrumentLayer):
 
         The data is not measured again if this fails: a lost link is re-opened at once (``setup``
         brings the instrument back to a safe state) or, failing that, by the next batch or by
-        :meth:`close`; an instrument error makes the instrument safe and raises (and the caller
-        receives nothing, so nothing is counted).
+        :meth:`close` (:meth:`_reopen_keeping_data`); an instrument error makes the instrument
+        safe and raises (and the caller receives nothing, so nothing is counted).
         """
         if not any(role.commands.after_batch for role in self._roles):
             return
@@ -546,10 +610,7 @@ class VisaLayer(InstrumentLayer):
                 self._check_errors(role, "; ".join(c.after_batch))
         except _transport_errors():
             self._discard()
-            try:
-                self._open()
-            except InstrumentError:
-                pass
+            self._reopen_keeping_data()
         except ReplyFormatError:
             self._discard()
             raise

@@ -21,6 +21,11 @@ that compiling would have produced, so results are unchanged.
 
 A ``JAX_COMPILATION_CACHE_DIR`` set by the user is left alone (JAX then uses it with JAX's own
 thresholds). From Python, call :func:`enable_compile_cache` before the first computation.
+
+The cache holds programs this process will run, so only its user may write there: folders pnn
+creates get mode ``0o700``, and a folder that another user owns, or that its group or others may
+write to, is refused (:func:`unsafe_folder`): a warning, once, says why and pnn runs without the
+cache.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import stat
 import sys
 import warnings
 from pathlib import Path
 
 __all__ = ["enable_compile_cache", "resolve_compile_cache", "default_compile_cache_dir",
-           "default_policy"]
+           "default_policy", "unsafe_folder"]
 
 _OFF = ("0", "off", "no", "false", "none")
 _ON = ("1", "on", "yes", "true")
@@ -101,23 +107,75 @@ def resolve_compile_cache() -> tuple[Path | None, str]:
     return (default_compile_cache_dir(), "default") if on else (None, why)
 
 
+#: folders already warned about in this process (each is reported once)
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, why: str) -> None:
+    if str(path) in _warned:
+        return
+    _warned.add(str(path))
+    warnings.warn(f"pnn: compilation cache {path} not usable ({why}); running without it (set "
+                  "PNN_COMPILE_CACHE to another folder, or to off)", stacklevel=3)
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode ``0o700`` (``mkdir(parents=True)``
+    would give the parents the default mode)."""
+    missing = []
+    p = path
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile: checked below like any existing folder
+
+
+def unsafe_folder(path: Path) -> str | None:
+    """Why ``path`` (an existing folder) must not hold this process's compiled programs, or
+    ``None``: it is not a directory, another user owns it, or its group or others may write
+    to it (anyone who can write there can replace a program this process will load and run)."""
+    try:
+        st = os.stat(path)  # a symlink is judged by the folder it leads to
+    except OSError as e:
+        return e.strerror or str(e)
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return (f"owned by user id {st.st_uid}, not by this user ({os.getuid()}): its owner "
+                f"could replace the programs pnn runs")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (f"mode {stat.S_IMODE(st.st_mode):o}: its group or other users may write to it "
+                f"and replace the programs pnn runs; chmod go-w {path} to use it")
+    return None
+
+
 def enable_compile_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache for this process and the processes it starts
     (through the environment) where :func:`resolve_compile_cache` says so: every compiled
     program is cached, however quick to compile.
 
+    Missing folders are created with mode ``0o700``; the folder must belong to this user and be
+    writable by nobody else (:func:`unsafe_folder`).
+
     Returns the cache folder, or None when there is none (turned off, not the default on this
-    platform, or the folder cannot be created: a warning then says why and pnn runs without).
+    platform, or the folder cannot be created or is not safe: a warning, once per folder, then
+    says why and pnn runs without).
     """
     path, why = resolve_compile_cache()
     if path is None or why == "JAX_COMPILATION_CACHE_DIR":
         return path
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        _make_private_dirs(path)
     except OSError as e:
-        warnings.warn(f"pnn: compilation cache {path} not usable ({e.strerror or e}); running "
-                      "without it (set PNN_COMPILE_CACHE to another folder, or to off)",
-                      stacklevel=2)
+        _warn_once(path, e.strerror or str(e))
+        return None
+    unsafe = unsafe_folder(path)
+    if unsafe is not None:
+        _warn_once(path, unsafe)
         return None
     import jax
 

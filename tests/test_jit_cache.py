@@ -110,3 +110,62 @@ def test_a_second_cli_run_is_served_from_the_cache_with_the_same_record(tmp_path
     a, b = records
     assert a["val_accuracy"] == b["val_accuracy"] and a["test_accuracy"] == b["test_accuracy"]
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+def _warnings_of(fn):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        result = fn()
+    return result, [str(x.message) for x in w]
+
+
+def test_a_folder_others_can_write_is_refused_once(monkeypatch, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # what a root-run CI can check: the mode, whoever the owner
+    _clean(monkeypatch)
+    monkeypatch.setenv("PNN_COMPILE_CACHE", str(shared))
+    result, msgs = _warnings_of(enable_compile_cache)
+    assert result is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    assert len(msgs) == 1 and "not usable (mode 777: its group or other users may write to it" \
+        in msgs[0] and "chmod go-w" in msgs[0] and "PNN_COMPILE_CACHE" in msgs[0]
+    assert _warnings_of(enable_compile_cache) == (None, [])  # said once
+    shared.chmod(0o770)
+    assert "mode 770" in jit_cache.unsafe_folder(shared)
+    shared.chmod(0o755)
+    assert jit_cache.unsafe_folder(shared) is None
+
+
+def test_a_folder_another_user_owns_is_refused(monkeypatch, tmp_path):
+    mine = tmp_path / "theirs"
+    mine.mkdir(mode=0o700)
+    owner = os.stat(mine).st_uid
+    _clean(monkeypatch)
+    monkeypatch.setenv("PNN_COMPILE_CACHE", str(mine))
+    monkeypatch.setattr(jit_cache.os, "getuid", lambda: owner + 1)  # as if another user ran pnn
+    result, msgs = _warnings_of(enable_compile_cache)
+    assert result is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    assert len(msgs) == 1 and f"owned by user id {owner}, not by this user ({owner + 1})" in msgs[0]
+    # a symlink is judged by the folder it leads to
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    assert "owned by user id" in jit_cache.unsafe_folder(link)
+    assert jit_cache.unsafe_folder(tmp_path / "missing") is not None
+
+
+def test_folders_pnn_creates_are_private(monkeypatch, tmp_path):
+    import jax
+
+    _clean(monkeypatch)
+    cache = tmp_path / "a" / "b" / "xla"
+    monkeypatch.setenv("PNN_COMPILE_CACHE", str(cache))
+    updates = {}
+    monkeypatch.setattr(jax.config, "update", lambda k, v: updates.__setitem__(k, v))
+    for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
+        monkeypatch.setenv(key, "")  # so that the values enable_compile_cache sets are undone
+        monkeypatch.delenv(key)
+    assert enable_compile_cache() == cache
+    assert updates["jax_compilation_cache_dir"] == str(cache)
+    for d in (tmp_path / "a", tmp_path / "a" / "b", cache):
+        assert os.stat(d).st_mode & 0o777 == 0o700, d

@@ -1,12 +1,17 @@
 // The example firmware's protocol core (drivers/firmware/pnn_serial_device/pnn_protocol.h) as a
 // host program: it plays the device on stdin/stdout (a pseudo-terminal in the tests), with a
 // simulated system y = tanh(x W), and reports every drive and safe call on stderr.
+//
+//   pnn_firmware_host                        the device, drive range [0, 1]
+//   pnn_firmware_host LO HI                  the device, drive range [LO, HI] (strtof: "nan" too)
+//   pnn_firmware_host dac FULL MAX V...      print pnn::dac_code(V, FULL, MAX) for each V
 #define PNN_N_IN 3
 #define PNN_N_OUT 2
 #define PNN_MAX_BATCH 8
 #include "pnn_protocol.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static float current[PNN_N_IN];
@@ -40,9 +45,19 @@ static void send_bytes(const uint8_t* data, size_t n) {
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc >= 4 && strcmp(argv[1], "dac") == 0) {
+    float full = strtof(argv[2], 0);
+    uint32_t max_code = (uint32_t)strtoul(argv[3], 0, 10);
+    for (int i = 4; i < argc; i++) {
+      printf("%lu\n", (unsigned long)pnn::dac_code(strtof(argv[i], 0), full, max_code));
+    }
+    return 0;
+  }
+  float lo = argc >= 3 ? strtof(argv[1], 0) : 0.0f;
+  float hi = argc >= 3 ? strtof(argv[2], 0) : 1.0f;
   setvbuf(stderr, 0, _IONBF, 0);
-  pnn::Device device({drive, read_inputs, safe, send_bytes}, 0.0f, 1.0f, "pnn firmware host");
+  pnn::Device device({drive, read_inputs, safe, send_bytes}, lo, hi, "pnn firmware host");
   uint8_t buf[512];
   for (;;) {
     ssize_t n = read(0, buf, sizeof buf);

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from pnn.drivers import serial as proto
-from pnn.drivers.errors import SafetyError
+from pnn.drivers.errors import ReplyFormatError, SafetyError
+from pnn.drivers.safety import DeviceLimitsWarning
 from pnn.drivers.serial import MsgType, SerialLayer, encode_frame, pop_frame
 
 FIRMWARE = Path(proto.__file__).resolve().parent / "firmware" / "pnn_serial_device"
@@ -72,11 +73,11 @@ def firmware(tmp_path_factory):
 class Board:
     """The compiled firmware behind a pseudo-terminal: ``port`` is the host's end."""
 
-    def __init__(self, exe):
+    def __init__(self, exe, *args: str):
         self.master, slave = os.openpty()
         tty.setraw(slave)
         self.port = os.ttyname(slave)
-        self.proc = subprocess.Popen([str(exe)], stdin=self.master, stdout=self.master,
+        self.proc = subprocess.Popen([str(exe), *args], stdin=self.master, stdout=self.master,
                                      stderr=subprocess.PIPE)
         self._slave = slave  # kept open so that the master never sees a hang-up
         self.buf = bytearray()
@@ -121,7 +122,9 @@ def _physics(x):
 
 def test_serial_layer_trains_through_the_firmware(board, patient_profile):
     x = np.random.default_rng(0).random((20, 3)).astype(np.float32)
-    with SerialLayer(patient_profile, board.port, n_in=3, n_out=2) as layer:
+    with pytest.warns(DeviceLimitsWarning, match=r"max_batch 1024 -> 8"):
+        layer = SerialLayer(patient_profile, board.port, n_in=3, n_out=2).connect()
+    with layer:
         assert layer.idn == "pnn firmware host"
         assert layer._batch_limit() == 8  # the device's PNN_MAX_BATCH: 20 drives in 3 frames
         y = layer(x)
@@ -168,3 +171,55 @@ def test_firmware_skips_garbage_and_answers_a_resend_from_memory(board):
     board.send(bytes(bad) + encode_frame(MsgType.SAFE, 7))
     assert board.reply().seq == 7
     assert board.calls().count("drive") == 2  # measured once, answered twice
+
+
+def test_dac_code_always_lies_in_the_dacs_range(firmware):
+    values = ["-1", "-0.0", "nan", "-nan", "inf", "-inf", "0", "0.5", "1", "1.0000001", "2",
+              "1e30"]
+    out = subprocess.run([str(firmware), "dac", "1.0", "255", *values], capture_output=True,
+                         text=True, check=True, timeout=HANG).stdout.split()
+    assert [int(c) for c in out] == [0, 0, 0, 0, 255, 0, 0, 128, 255, 255, 255, 255]
+    for full in ("0", "-1", "nan"):  # a full scale that is no full scale drives nothing
+        out = subprocess.run([str(firmware), "dac", full, "4095", "0.5", "1"],
+                             capture_output=True, text=True, check=True, timeout=HANG).stdout
+        assert out.split() == ["0", "0"]
+
+
+@pytest.fixture
+def nan_board(firmware):
+    b = Board(firmware, "nan", "1")
+    yield b
+    b.close()
+
+
+def test_a_nan_range_refuses_every_drive_and_the_host_refuses_the_device(nan_board,
+                                                                         patient_profile):
+    # a NaN bound made `v < lo || v > hi` false for every v: the drive went through
+    for seq, v in enumerate((0.5, 0.0, 1.0), start=1):
+        nan_board.send(encode_frame(MsgType.MEASURE, seq, struct.pack("<H3f", 1, v, v, v)))
+        f = nan_board.reply()
+        assert (f.type, struct.unpack_from("<h", f.payload)[0]) == (MsgType.ERROR, -3)
+    with pytest.raises(ReplyFormatError, match=r"the device 'pnn firmware host' announced "
+                                               r"drives in \[nan, 1\].*not a valid range"):
+        SerialLayer(patient_profile, nan_board.port, n_in=3, n_out=2).connect()
+    assert "drive" not in nan_board.calls()
+
+
+@pytest.fixture
+def half_board(firmware):
+    b = Board(firmware, "0", "0.5")
+    yield b
+    b.close()
+
+
+def test_the_host_keeps_to_the_firmwares_range(half_board, patient_profile):
+    with pytest.warns(DeviceLimitsWarning, match=r"drive hi 1 -> 0.5"):
+        layer = SerialLayer(patient_profile, half_board.port, n_in=3, n_out=2).connect()
+    with layer:
+        with pytest.raises(SafetyError, match=r"1 entries outside \[0, 0.5\]"):
+            layer(np.array([[0.1, 0.9, 0.2]]))  # the probe's 0.9 under the device's 0.5
+        with pytest.raises(ValueError, match="cannot lift safety limits above"):
+            layer.safety.restrict(hi=0.9)
+        y = layer(np.array([[0.1, 0.5, 0.2]]))
+    np.testing.assert_allclose(y, _physics([[0.1, 0.5, 0.2]]), rtol=1e-6, atol=1e-6)
+    assert half_board.calls().count("drive") == 1

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pnn.drivers import serial as proto
+from pnn.drivers.safety import DeviceLimitsWarning
 from pnn.drivers.serial import MsgType, SerialLayer, encode_frame, pop_frame
 from pnn.registry import make_system
 
@@ -162,7 +163,9 @@ def test_the_device_chunks_to_its_max_batch_and_refuses_before_driving(patient_p
     board = SimBoard(physics, max_batch=4)
     x = np.random.default_rng(1).random((10, 3)).astype(np.float32)
     with PtyDevice(board) as dev:
-        with SerialLayer(patient_profile, dev.port, n_in=3, n_out=2) as layer:
+        with pytest.warns(DeviceLimitsWarning, match=r"max_batch 1024 -> 4"):
+            layer = SerialLayer(patient_profile, dev.port, n_in=3, n_out=2).connect()
+        with layer:
             assert layer._batch_limit() == 4  # the device's max_batch: 10 drives in 3 frames
             y = layer(x)
             # a host whose own ceiling is wider than the device's [lo, hi]: the device refuses
@@ -277,3 +280,147 @@ def test_training_through_the_device_equals_training_on_the_physics(tmp_path,
     assert inst["idn"] == "pnn MicroPython device (simulated)"
     assert hw["cost"]["physical_queries"] == sim["cost"]["physical_queries"] == board.measured
     assert board.calls[-1] == ("safe",)
+
+
+# --------------------------------------------------------------------------- DACs and limits
+class FakeMachine:
+    """``machine.DAC``/``ADC``/``Pin`` for :class:`DacAdcBoard` under CPython: every DAC write
+    is recorded, so a test sees each code the board would have put on a pin."""
+
+    def __init__(self):
+        self.writes = []
+        machine = self
+
+        class Pin:
+            def __init__(self, n):
+                self.n = n
+
+        class DAC:
+            def __init__(self, pin):
+                self.pin = pin.n
+
+            def write(self, code):
+                machine.writes.append((self.pin, code))
+
+        class ADC:
+            def __init__(self, pin):
+                self.pin = pin.n
+
+            def read_u16(self):
+                return 32768
+
+        self.Pin, self.DAC, self.ADC = Pin, DAC, ADC
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    import sys
+    import time
+
+    fake = FakeMachine()
+    monkeypatch.setitem(sys.modules, "machine", fake)
+    monkeypatch.setattr(time, "sleep_us", lambda us: None, raising=False)  # MicroPython's
+    return fake
+
+
+class Replies:
+    """The device's write(): collects its reply frames."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def __call__(self, data):
+        self.buf.extend(data)
+
+    def next(self):
+        f = pop_frame(self.buf, lambda t, n: True)
+        assert f is not None, "the device sent no reply"
+        return f
+
+
+def _measure_frame(seq, x):
+    x = np.asarray(x, "<f4")
+    return encode_frame(MsgType.MEASURE, seq, struct.pack("<H", len(x)) + x.tobytes())
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(lo=-1.0), r"drive range \[-1.0, 1.0\]: a DAC drives 0 \(code 0\) to hi"),
+    (dict(lo=0.5, hi=0.5), r"drive range \[0.5, 0.5\]"),
+    (dict(hi=float("nan")), r"drive range \[0.0, nan\]"),
+    (dict(dac_bits=0), r"dac_bits = 0: expected an integer in 1..16"),
+    (dict(dac_bits=17), r"dac_bits = 17"),
+])
+def test_a_dac_board_refuses_a_range_its_dacs_cannot_drive(machine, kw, match):
+    with pytest.raises(ValueError, match=match):
+        mp.DacAdcBoard(dac_pins=(25, 26), adc_pins=(34,), **kw)
+    assert machine.writes == []
+
+
+def test_dac_codes_always_lie_in_the_dacs_range(machine):
+    board = mp.DacAdcBoard(dac_pins=(25, 26), adc_pins=(34,), dac_bits=8)
+    assert machine.writes == [(25, 0), (26, 0)]  # safe at construction
+    out = Replies()
+    dev = mp.Device(board, out)
+    dev.feed(_measure_frame(1, [[0.0, 1.0], [0.5, 0.25]]))
+    assert out.next().type == MsgType.MEASURE_OK
+    assert machine.writes[2:] == [(25, 0), (26, 255), (25, 128), (26, 64), (25, 0), (26, 0)]
+    # a range changed after construction (what the probe did: lo = -1) cannot reach a pin: the
+    # device's range check passes -1, the board refuses its code, every output goes safe
+    board.lo = -1.0
+    del machine.writes[:]
+    dev.feed(_measure_frame(2, [[0.5, 0.5], [-1.0, 0.5]]))
+    f = out.next()
+    assert (f.type, struct.unpack_from("<h", f.payload)[0]) == (MsgType.ERROR, -4)
+    assert b"drive -1.0 outside the DAC's range" in f.payload
+    assert machine.writes == [(25, 0), (26, 0)]  # no drive of the batch was written, only safe
+    assert all(0 <= code <= 255 for _, code in machine.writes)
+    for v in (-1e-9, 1.0 + 1e-9, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"outside the DAC's range \[0.0, 1.0\]"):
+            board.dac_code(v)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("lo", float("nan"), r"board drive range \[nan, 1.0\]"),
+    ("hi", -1.0, r"board drive range \[0.0, -1.0\]: expected finite lo < hi"),
+    ("max_batch", 0, r"board.max_batch = 0: expected an integer in 1..65535"),
+    ("n_in", 70000, r"board.n_in = 70000"),
+])
+def test_the_device_refuses_a_board_it_cannot_describe(field, value, match):
+    board = SimBoard(_tanh())
+    setattr(board, field, value)
+    with pytest.raises(ValueError, match=match):
+        mp.Device(board, Replies())
+
+
+def test_hello_announces_the_range_as_float32_toward_the_inside():
+    board = SimBoard(_tanh())
+    board.lo, board.hi = 0.1, 0.7  # float32: 0.100000001 > 0.1 (fine), 0.699999988 < 0.7 (fine)
+    out = Replies()
+    dev = mp.Device(board, out)
+    for lo, hi in ((0.1, 0.7), (0.7, 1.1), (-0.7, -0.1), (0.0, 1e-46)):
+        board.lo, board.hi = lo, hi
+        dev.feed(encode_frame(MsgType.HELLO, 1, struct.pack("<I", 1)))
+        a_lo, a_hi = struct.unpack_from("<ff", out.next().payload, 6)
+        # inside, and the nearest float32 values that are
+        assert lo <= a_lo and a_hi <= hi, (lo, hi, a_lo, a_hi)
+        f_lo, f_hi = np.float32(a_lo), np.float32(a_hi)
+        assert float(np.nextafter(f_lo, np.float32(-np.inf))) < lo
+        assert float(np.nextafter(f_hi, np.float32(np.inf))) > hi
+
+
+def test_the_host_keeps_to_the_range_the_device_announces(patient_profile):
+    from pnn.drivers.errors import SafetyError
+
+    board = SimBoard(_tanh(), max_batch=4)
+    board.hi = 0.5  # stricter than the profile's ceiling (1.0)
+    with PtyDevice(board) as dev:
+        with pytest.warns(DeviceLimitsWarning, match=r"drive hi 1 -> 0.5 \(instrument units\), "
+                                                     r"max_batch 1024 -> 4"):
+            layer = SerialLayer(patient_profile, dev.port, n_in=3, n_out=2).connect()
+        with layer:
+            assert layer.safety.ceiling.hi == 0.5
+            with pytest.raises(SafetyError, match=r"1 entries outside \[0, 0.5\]"):
+                layer(np.array([[0.1, 0.7, 0.2]], np.float32))  # refused on the host
+            y = layer(np.array([[0.1, 0.5, 0.2]], np.float32))
+    np.testing.assert_array_equal(y, board.physics(np.array([[0.1, 0.5, 0.2]], np.float32)))
+    assert board.measured == 1  # the refused drive never reached the device

@@ -216,3 +216,60 @@ def test_rate_limit_paces_samples():
 def test_unknown_violation_mode():
     with pytest.raises(ValueError, match="on_violation must be 'raise' or 'clip'"):
         SafetyLimits(CEILING, on_violation="ignore")
+
+
+def test_the_ceiling_can_be_tightened_never_lifted():
+    s = SafetyLimits(CEILING)
+    s.restrict(lo=-1.0, hi=1.0, max_amplitude=1.0)
+    assert s.tighten_ceiling(lo=-5.0, hi=0.5, source="the device") == ["hi 2 -> 0.5"]
+    assert (s.ceiling.lo, s.ceiling.hi) == (CEILING.lo, 0.5)
+    assert (s.limits.lo, s.limits.hi) == (-1.0, 0.5)  # the active limits follow
+    assert s.tighten_ceiling(hi=0.9) == []  # looser: nothing changes
+    with pytest.raises(ValueError, match="cannot lift safety limits above"):
+        s.restrict(hi=0.9)
+    with pytest.raises(ValueError, match=r"the device accepts \[0.6, 0.9\], which leaves no "
+                                         r"value within the ceiling"):
+        s.tighten_ceiling(lo=0.6, hi=0.9, source="the device")
+    with pytest.raises(ValueError, match=r"gives hi = nan, not a finite number"):
+        s.tighten_ceiling(hi=math.nan)
+    assert (s.ceiling.lo, s.ceiling.hi) == (CEILING.lo, 0.5)  # refused: unchanged
+
+
+def _drivers() -> dict:
+    """An unconnected instance of every instrument driver, by class (no I/O happens here)."""
+    from pnn.drivers.serial import SerialLayer
+    from pnn.drivers.visa import VisaLayer
+
+    return {VisaLayer: lambda: VisaLayer("emulator", "TCPIP::127.0.0.1::1::SOCKET", n_in=2,
+                                         n_out=2),
+            SerialLayer: lambda: SerialLayer("emulator", "/dev/null", n_in=2, n_out=2)}
+
+
+def test_every_driver_class_is_checked():
+    from pnn.drivers.base import InstrumentLayer
+
+    classes, todo = set(), [InstrumentLayer]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            classes.add(sub)
+            todo.append(sub)
+    shipped = {c.__name__ for c in classes if c.__module__.startswith("pnn.drivers")}
+    assert shipped <= {c.__name__ for c in _drivers()}, "a driver this file does not check"
+
+
+@pytest.mark.parametrize("kind", ["VisaLayer", "SerialLayer"])
+def test_a_drivers_guard_and_profile_cannot_be_replaced(kind):
+    (make,) = [m for c, m in _drivers().items() if c.__name__ == kind]
+    layer = make()
+    guard = layer.safety
+    looser = SafetyLimits(Limits(0.0, 5.0, 5.0))
+    with pytest.raises(AttributeError, match=r"layer.safety cannot be replaced .*tighten it with "
+                                             r"layer.safety.restrict"):
+        layer.safety = looser
+    with pytest.raises(AttributeError, match="layer.profile cannot be replaced"):
+        layer.profile = Profile.from_dict({"safety": {"lo": 0, "hi": 5, "max_amplitude": 5}})
+    with pytest.raises(AttributeError):
+        del layer.safety
+    assert layer.safety is guard and layer.safety.ceiling == layer.profile.safety
+    layer.__dict__["safety"] = looser  # the instance's dict does not shadow the property
+    assert layer.safety is guard

@@ -106,7 +106,10 @@ def test_silent_instrument_fails_within_its_timeout(fast_layer, silent_profile):
     (3, False, 1),   # INIT never arrives
     (3, True, 1),    # INIT measured, then the link drops before *OPC?
     (6, True, 1),    # FETC? executed, its reply lost
+    (7, False, 0),   # SYST:ERR? after a good fetch lost: re-opened, the data is kept
+    (7, True, 0),    # ... its reply lost: the same (never measured or delivered twice)
     (8, False, 0),   # OUTP OFF after a good fetch lost: re-opened, the data is kept
+    (9, True, 0),    # SYST:ERR? after OUTP OFF, its reply lost: the same
 ])
 def test_dropped_connection_mid_batch_is_retried_once(fast_layer, patient_profile, drives, at,
                                                       drop_reply, retries):

@@ -294,3 +294,70 @@ def test_stopped_emulator_does_not_wait_for_a_host_that_never_closes(fast_layer,
         assert emu.wait(120) and emu.error is None
     finally:
         os.close(host)
+
+
+# ---------------------------------------------------------------- the device's own limits
+def test_the_host_keeps_to_the_stricter_limits_the_device_announces(fast_layer, patient_profile,
+                                                                    drives):
+    import warnings
+
+    from pnn.drivers.safety import DeviceLimitsWarning
+
+    x = drives * 0.5
+    x[3, 2] = 0.9  # the probe's drive: the device accepts at most 0.5
+    with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600, limits=(0.0, 0.5),
+                        max_batch=4) as emu:
+        with pytest.warns(DeviceLimitsWarning, match=r"the device 'PNN Emulator-Serial .*' is "
+                                                     r"stricter than profile .*: drive hi 1 -> "
+                                                     r"0.5 \(instrument units\), max_batch 1024 "
+                                                     r"-> 4; the host keeps to the device's"):
+            layer = _layer(patient_profile, emu).connect()
+        assert layer.safety.ceiling.hi == layer.safety.limits.hi == 0.5
+        assert layer._batch_limit() == 4
+        with pytest.raises(SafetyError, match=r"1 entries outside \[0, 0.5\]"):
+            layer(x)
+        assert emu.log.drives == []  # nothing reached the device
+        with pytest.raises(ValueError, match=r"cannot lift safety limits above .*hi=0.9 > "
+                                             r"ceiling hi=0.5"):
+            layer.safety.restrict(hi=0.9)
+        ok = np.minimum(x, 0.5)
+        np.testing.assert_array_equal(layer(ok), fast_layer(ok))
+        # said once: a re-open meets the same device and says nothing more
+        layer._discard()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(layer(ok[:2]), fast_layer(ok[:2]))
+        assert layer.stats.connects == 2
+        layer.close()
+    assert emu.log.max_abs_drive() <= 0.5
+    assert layer.safety.counts.refused_batches == 1
+
+
+def test_clip_mode_clips_to_the_devices_limit(fast_layer, patient_profile, drives):
+    from pnn.drivers.safety import DeviceLimitsWarning, SafetyLimits, SafetyWarning
+
+    guard = SafetyLimits(patient_profile.safety, on_violation="clip")
+    with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600,
+                        limits=(0.0, 0.5)) as emu:
+        with pytest.warns(DeviceLimitsWarning, match="drive hi 1 -> 0.5"):
+            layer = _layer(patient_profile, emu, safety=guard).connect()
+        with layer, pytest.warns(SafetyWarning, match=r"clipped .* into \[0, 0.5\]"):
+            y = layer(drives)
+    np.testing.assert_array_equal(y, fast_layer(np.minimum(drives, 0.5)))
+    assert emu.log.max_abs_drive() <= 0.5
+
+
+@pytest.mark.parametrize("limits, error, match", [
+    ((0.5, 0.2), ReplyFormatError, r"announced drives in \[0.5, 0.2\] and max_batch 1024 in "
+                                    r"its HELLO reply: not a valid range"),
+    ((2.0, 3.0), InstrumentError, r"accepts \[2.0, 3.0\], which leaves no value within the "
+                                  r"ceiling \[0.0, 1.0\].*must overlap"),
+])
+def test_a_device_range_that_is_none_or_outside_the_profile_is_refused(
+        fast_layer, patient_profile, limits, error, match):
+    with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600,
+                        limits=limits) as emu:
+        layer = _layer(patient_profile, emu)
+        with pytest.raises(error, match=match):
+            layer.connect()
+        assert not layer.connected and layer.safety.ceiling == patient_profile.safety

@@ -399,3 +399,104 @@ def test_two_addresses_wrong_receiver_is_refused_naming_its_key(rm, pair_profile
         layer.connect()
     assert not layer.connected and layer._rcv.res is None and layer._src.res is None
     assert _probe(rm, "OUTP?") == "OFF"  # the source, already set up (output on), was made safe
+
+
+# ---------------------------------------------------------------- a third-party simulator
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = "TCPIP::10.0.0.9::5025::SOCKET"
+
+
+def _documented(kind: str) -> str:
+    """The first ``kind`` code block of docs/hardware.md's pyvisa-sim section, as written."""
+    text = (ROOT / "docs" / "hardware.md").read_text()
+    section = text.split("## A third-party simulator: pyvisa-sim", 1)[1].split("\n## ", 1)[0]
+    blocks, lang, body = [], None, []
+    for line in section.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, body = line[3:].strip(), []
+            else:
+                blocks.append((lang, "\n".join(body) + "\n"))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    return next(b for k, b in blocks if k == kind)
+
+
+@pytest.fixture
+def echo_profile(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the documented backend path is relative to the repository's root
+    f = tmp_path / "sim_echo.toml"
+    f.write_text(_documented("toml"))
+    return f
+
+
+def test_ascii_drives_through_pyvisa_sim_in_batches(echo_profile):
+    x = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    x[0, 0], x[1, 1] = 1.0, 0.0  # the limits themselves
+    with VisaLayer(echo_profile, n_in=4, n_out=2) as layer:
+        assert layer.idn == "PNN,SimEcho,0001,1.0"
+        y = layer(x)
+        assert layer.stats.samples == 5 and layer.stats.batches == 1
+    # the echo's physics: output j = mean of drives 2j and 2j+1, from 9-digit text
+    np.testing.assert_allclose(y, x.reshape(5, 2, 2).mean(axis=2), rtol=1e-7, atol=1e-9)
+
+
+def test_binary_drives_to_a_text_only_simulator_fail_clearly(echo_profile):
+    prof = load_profile(echo_profile)
+    prof = dataclasses.replace(prof, visa=dataclasses.replace(
+        prof.visa, drive=dataclasses.replace(prof.visa.drive, datatype="f")))
+    with VisaLayer(prof, n_in=4, n_out=2) as layer:
+        with pytest.raises(InstrumentError, match=r"could not take the binary block of 'f' "
+                                                  r"\(float32\) drives: it reads writes as text "
+                                                  r"\(UnicodeDecodeError: .*set \[visa.drive\] "
+                                                  r"datatype = \"ascii\""):
+            layer(np.full((2, 4), 0.1, np.float32))  # 0.1 as float32 holds bytes >= 0x80
+        assert layer.stats.samples == 0
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ("digits = 9", "digits = 0", r"visa.drive.digits must be an integer in \[1, 17\], got 0"),
+    ('datatype = "ascii"         # decimal', 'datatype = "f"  # ',
+     r"visa.drive.digits is set but visa.drive.datatype is 'f': it only applies to ascii"),
+    ('separator = ","\n\n[visa.readout]', 'separator = "e"\n\n[visa.readout]',
+     r"visa.drive.separator = 'e' contains 'e', which occur inside numbers"),
+    ('separator = ","\n\n[visa.readout]', 'separator = "\\n"\n\n[visa.readout]',
+     r"visa.drive.separator = '\\n' contains the write termination '\\n': an ascii drive "
+     r"line would end"),
+    # drives 0..1 mapped to 0.991..0.994: no number of 2 significant digits lies in there
+    ("digits = 9", "digits = 2", None),
+])
+def test_ascii_drive_settings_are_checked_at_load(echo_profile, old, new, match):
+    text = echo_profile.read_text()
+    assert old in text
+    text = text.replace(old, new)
+    if match is None:
+        text = text.replace("[safety]\nlo = 0.0\nhi = 1.0", "[safety]\nlo = 0.991\nhi = 0.994")
+        text = text.replace('separator = ","\n\n[visa.readout]',
+                            'separator = ","\nscale = 0.003\noffset = 0.991\n\n[visa.readout]')
+        match = (r"lets values in \[0.991, 0.994\] through, which hold no number of "
+                 r"visa.drive.digits = 2 significant digits")
+    echo_profile.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_profile(echo_profile)
+
+
+@pytest.mark.slow
+def test_the_documented_pyvisa_sim_profile_trains_end_to_end(echo_profile, tmp_path):
+    import json
+    import shlex
+
+    from pnn.cli import main
+
+    command = shlex.split(_documented("").replace("\\\n", " "))
+    assert command[:2] == ["pnn", "train"]
+    args = [str(echo_profile) if a == "sim_echo.toml" else
+            str(tmp_path / "sim_echo.json") if a == "sim_echo.json" else a for a in command[1:]]
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "sim_echo.json").read_text())
+    (inst,) = rec["instruments"]
+    assert inst["idn"] == "PNN,SimEcho,0001,1.0"
+    assert rec["cost"]["physical_queries"] == inst["driver"]["samples"] > 64
+    assert inst["driver"]["batches"] > inst["driver"]["samples"] / 64  # batches above one
+    assert rec["test_accuracy"] > 0.5  # three classes: better than chance through the echo

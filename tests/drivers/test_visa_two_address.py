@@ -213,8 +213,8 @@ BAD = [
      r"visa.readout.separator is set but visa.readout.datatype is 'f'"),
     ('separator = ";"\nchannels', 'separator = "."\nchannels',
      r"visa.readout.separator = '.' contains '.'"),
-    ('[visa.drive]\ndatatype = "f"', '[visa.drive]\ndatatype = "ascii"',
-     r"visa.drive.datatype = 'ascii' is not supported"),
+    ('[visa.drive]\ndatatype = "f"', '[visa.drive]\ndatatype = "ascii"\ndigits = 30',
+     r"visa.drive.digits must be an integer in \[1, 17\], got 30"),
     ('fetch = "FETC? {channel}"', 'fetch = "FETC?"',
      r"visa.readout.channels has 2 channels but visa.receiver.commands.fetch = 'FETC\?' has no "
      r"\{channel\}"),
@@ -253,3 +253,34 @@ def test_only_a_source_is_refused(tmp_path):
     with pytest.raises(ValueError, match=re.escape(str(path)) + r": \[visa.source\] is set but "
                                          r"\[visa.receiver\] is not"):
         load_profile(path)
+
+
+@pytest.mark.parametrize("drop_after, retries, measured", [
+    # ARM, SYST:ERR?, *OPC?, WAV:PRE? CH1, FETC? CH1, SYST:ERR?, WAV:PRE? CH2, FETC? CH2, then
+    # the SYST:ERR? after the last fetch is dropped: the data is in hand, nothing is measured
+    # again; both instruments are re-opened
+    (8, 0, 6),
+    # the SYST:ERR? between the two channels' fetches is dropped: CH2's data is lost with the
+    # scope's session, so the batch is measured again (the instrument measured 3 + 3 + 3
+    # samples; the caller, the driver and the ledger count 3 + 3)
+    (5, 1, 9),
+])
+def test_a_link_dropped_after_the_fetch_does_not_measure_again(tmp_path, physics, x, drop_after,
+                                                                retries, measured):
+    from pnn.cost import Ledger
+
+    parts = np.split(x, 2)
+    src, rcv = _pair(physics, channels=2, raw_codes=True)
+    with src, rcv:
+        with _layer(_profile(tmp_path), src, rcv) as layer:
+            ledger = Ledger()
+            outs = [ledger.query(layer, parts[0])]
+            rcv.set_faults(Faults(drop_after=drop_after, drop_reply=True))
+            outs.append(ledger.query(layer, parts[1]))
+    np.testing.assert_allclose(np.concatenate(outs), physics(x), rtol=1e-5, atol=1e-6)
+    assert rcv.log.drops == 1 and layer.stats.retries == retries
+    assert layer.stats.connects == 2 and (src.log.connections, rcv.log.connections) == (2, 2)
+    assert ledger.physical_queries == layer.stats.samples == len(x)
+    assert src.log.samples_measured == measured
+    # every measurement's two channels were read once (the lost one: CH1 only)
+    assert [m.deliveries for m in src.log.measurements] == ([2, 1, 2] if retries else [2, 2])

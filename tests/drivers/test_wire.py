@@ -10,7 +10,7 @@ import pytest
 from pnn.drivers.emulator import SerialEmulator
 from pnn.drivers.errors import SafetyError
 from pnn.drivers.profile import load_profile
-from pnn.drivers.safety import Limits
+from pnn.drivers.safety import DeviceLimitsWarning, Limits, SafetyLimits, SafetyWarning
 from pnn.drivers.serial import SerialLayer
 from pnn.drivers.visa import VisaLayer
 from pnn.drivers.wire import DATATYPES, check_ceiling_fits, encode, wire_range
@@ -212,8 +212,129 @@ def test_serial_refuses_at_send_time_what_would_overflow_float32(fast_layer, pat
     prof = _bypassing_the_loader(patient_profile, lo=0.0, hi=1e39, max_amplitude=1e39)
     prof = dataclasses.replace(prof, serial=dataclasses.replace(prof.serial, scale=1e39))
     with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600) as emu:
-        with SerialLayer(prof, emu.port, n_in=5, n_out=3) as layer:
-            with pytest.raises(SafetyError, match=r"'f' \(float32\) cannot carry"):
+        with pytest.warns(DeviceLimitsWarning, match=r"drive hi 1e\+39 -> 1 "):
+            layer = SerialLayer(prof, emu.port, n_in=5, n_out=3).connect()
+        with layer:
+            # the device's announced range (a float32, as every serial drive) bounds the guard
+            # now, so the guard refuses first; what passes it always fits float32
+            with pytest.raises(SafetyError, match=r"refusing to send .*outside \[0, 1\]"):
                 layer(drives)
             assert emu.log.commands == ["HELLO"] and emu.log.drives == []
     assert math.isfinite(emu.log.max_abs_drive())
+
+
+# ---------------------------------------------------------------- rounding toward the inside
+def test_encode_rounds_toward_the_inside_of_the_limits():
+    # rounding to nearest would send 101 (and -101) under a ceiling of 100.7
+    out = encode([100.6, 100.7, -100.7, 0.4, 99.2], "h", name="awg", where="[visa.drive]",
+                 bounds=(-100.7, 100.7))
+    assert out.tolist() == [100, 100, -100, 0, 99]
+    assert encode([0.4, 0.6], "B", name="awg", where="w", bounds=(0.3, 5.0)).tolist() == [1, 1]
+    # a float32 drive at a limit that float32 cannot hold is sent as the float32 just inside
+    assert float(np.float32(0.1)) > 0.1 and float(np.float32(0.7)) < 0.7
+    f = encode([0.1, 0.05], "f", name="mcu", where="w", bounds=(0.0, 0.1))
+    assert f.tolist() == [np.nextafter(np.float32(0.1), np.float32(0)), np.float32(0.05)]
+    f = encode([0.7], "f", name="mcu", where="w", bounds=(0.7, 1.0))
+    assert f[0] == np.nextafter(np.float32(0.7), np.float32(1))
+    for code in DATATYPES:  # never outside, for any datatype, at either limit
+        lo, hi = 0.3, 100.7
+        got = encode([lo, hi, lo - 1e-7, hi + 1e-5], code, name="x", where="w", bounds=(lo, hi))
+        assert np.all(got.astype(np.float64) >= lo) and np.all(got.astype(np.float64) <= hi)
+    # without bounds: to nearest, as before
+    assert encode([100.7], "h", name="awg", where="w").tolist() == [101]
+
+
+def test_encode_refuses_limits_without_a_wire_value_and_values_beyond_them():
+    with pytest.raises(SafetyError, match=r"awg: refusing to send: the safety limits \[100.2, "
+                                          r"100.7\] hold no value of the wire datatype 'h' "
+                                          r"\(int16\)"):
+        encode([100.5], "h", name="awg", where="[visa.drive]", bounds=(100.2, 100.7))
+    with pytest.raises(SafetyError, match=r"refusing to send 1 value\(s\) outside the safety "
+                                          r"limits \[0, 1\] \(got values in \[1.5, 1.5\]\)"):
+        encode([0.5, 1.5], "f", name="x", where="w", bounds=(0.0, 1.0))
+
+
+def test_a_ceiling_without_an_integer_is_refused_at_load(tmp_path):
+    f = tmp_path / "narrow.toml"
+    text = FRACTIONAL_PROFILE.format(mode="raise")
+    for old, new in (("lo = -1.0", "lo = 0.0"), ("lo = -100.7", "lo = 100.2"),
+                     ("scale = 100.7", "scale = 0.5\noffset = 100.2")):
+        text = text.replace(old, new)
+    f.write_text(text)  # drives 0..1 map to 100.2..100.7: inside the ceiling, but no integer
+    with pytest.raises(ValueError, match=r"narrow.toml: the \[safety\] ceiling lets values in "
+                                         r"\[100.2, 100.7\] through, which hold no value of "
+                                         r"visa.drive.datatype = 'h' \(int16\): every drive "
+                                         r"would be refused"):
+        load_profile(f)
+
+
+FRACTIONAL_PROFILE = """
+[layer]
+n_in = 2
+n_out = 1
+lo = -1.0
+hi = 1.0
+
+[safety]
+lo = -100.7
+hi = 100.7
+max_amplitude = 100.7
+on_violation = "{mode}"
+
+[visa]
+resource = "X"
+
+[visa.commands]
+idn = ""
+error = ""
+wait = ""
+drive = "WAV:DATA "
+fetch = "FETC?"
+safe = ["OUTP OFF"]
+
+[visa.drive]
+datatype = "h"
+scale = 100.7
+"""
+
+
+@pytest.mark.parametrize("mode", ["raise", "clip"])
+def test_an_integer_wire_never_exceeds_a_fractional_ceiling(tmp_path, mode):
+    """hi = 100.7 on an int16 wire: a drive at the ceiling is sent as 100 (never 101) and is not
+    refused in either mode; with the active limits clipped to 50.7, 50 is sent (never 51)."""
+    f = tmp_path / f"frac_{mode}.toml"
+    f.write_text(FRACTIONAL_PROFILE.format(mode=mode))
+    prof = load_profile(f)
+    transcript = [
+        ("write_binary", ("WAV:DATA ", (100, -100, 100, 0), "h", False), None),
+        ("query_binary", ("FETC?", "f", False), [0.5, 0.25]),
+        ("write", "OUTP OFF", None),
+    ]
+    if mode == "clip":
+        transcript[2:2] = [
+            ("write_binary", ("WAV:DATA ", (50, -100), "h", False), None),
+            ("query_binary", ("FETC?", "f", False), [0.75]),
+        ]
+    res = ProtocolResource(transcript)
+    with VisaLayer(prof, resource_manager=ProtocolRM(res)) as layer:
+        y = layer(np.array([[1.0, -1.0], [0.996, 0.0]]))  # 100.7, -100.7, 100.297, 0
+        np.testing.assert_array_equal(y, [[0.5], [0.25]])
+        assert layer.safety.counts.refused_batches == layer.safety.counts.clipped == 0
+        if mode == "clip":
+            layer.safety.restrict(hi=50.7)
+            with pytest.warns(SafetyWarning, match=r"clipped 1 drive entries into "
+                                                   r"\[-100.7, 50.7\]"):
+                np.testing.assert_array_equal(layer(np.array([[1.0, -1.0]])), [[0.75]])
+    assert res.transcript == []
+
+
+def test_a_float32_wire_never_exceeds_a_limit_float32_cannot_hold(fast_layer, patient_profile,
+                                                                  drives):
+    guard = SafetyLimits(patient_profile.safety, on_violation="clip")
+    guard.restrict(hi=0.1, max_amplitude=0.1)  # float32(0.1) = 0.10000000149 > 0.1
+    with SerialEmulator(layer=fast_layer, n_in=5, n_out=3, max_seconds=600) as emu:
+        with SerialLayer(patient_profile, emu.port, n_in=5, n_out=3, safety=guard) as layer:
+            with pytest.warns(SafetyWarning, match="clipped"):
+                layer(drives)
+    sent = np.concatenate([d.ravel() for d in emu.log.drives]).astype(np.float64)
+    assert sent.max() <= 0.1 and sent.max() == float(np.nextafter(np.float32(0.1), np.float32(0)))

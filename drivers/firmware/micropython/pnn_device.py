@@ -30,7 +30,11 @@ Rules the device keeps (the same as the C++ example in ``../pnn_serial_device/``
   and scan again (the START byte may itself have been noise).
 * Safety: a MEASURE whose drives are not all finite and inside ``[lo, hi]`` is refused with
   ERROR -3 before anything is driven; outputs are driven only while a batch is measured
-  (``safe()`` after every batch).
+  (``safe()`` after every batch). HELLO announces ``[lo, hi]`` rounded to float32 toward the
+  inside (the host keeps to it), and :class:`Device` refuses a board whose range or sizes are not
+  valid. :class:`DacAdcBoard` refuses a drive range its DACs cannot produce (``lo < 0``) and
+  computes every DAC code of a batch, each checked to lie in ``[0, 2**dac_bits - 1]``, before
+  writing any: a code outside is ERROR -4 with the outputs safe, never written.
 * Idempotent resends: the last MEASURE/SAFE request (its exact bytes, SEQ included) is remembered
   with its reply; the same bytes again are answered from memory without driving anything (a lost
   reply costs a resend, never a second measurement). HELLO with a new session id forgets it.
@@ -72,6 +76,34 @@ def crc16(data, crc=0xFFFF):
     return crc
 
 
+def f32_inside(v, up):
+    """``v`` as a float32 on the inside of a range: the smallest float32 >= v (``up``, for a lower
+    limit) or the largest float32 <= v (for an upper limit). ``v`` is finite and within float32."""
+    f = struct.unpack("<f", struct.pack("<f", v))[0]
+    if f == v or (f > v) == up:
+        return f
+    (u,) = struct.unpack("<I", struct.pack("<f", f))
+    if f == 0.0:
+        u = 0x00000001 if up else 0x80000001  # the smallest subnormal of the right sign
+    elif (f > 0.0) == up:
+        u += 1  # away from zero
+    else:
+        u -= 1  # toward zero
+    return struct.unpack("<f", struct.pack("<I", u))[0]
+
+
+def check_board(board):
+    """Refuse a board the protocol cannot describe truthfully: ``ValueError`` naming the field."""
+    for name in ("n_in", "n_out", "max_batch"):
+        v = getattr(board, name)
+        if not (isinstance(v, int) and 1 <= v <= 0xFFFF):
+            raise ValueError("board.%s = %r: expected an integer in 1..65535" % (name, v))
+    lo, hi = board.lo, board.hi
+    if not (isfinite(lo) and isfinite(hi) and -3.4e38 < lo < hi < 3.4e38):
+        raise ValueError("board drive range [%r, %r]: expected finite lo < hi (float32)"
+                         % (lo, hi))
+
+
 def frame(type_, seq, payload=b""):
     """One frame's bytes."""
     body = struct.pack("<BBH", type_, seq, len(payload)) + payload
@@ -100,6 +132,7 @@ class Device:
     """The protocol: feed it the bytes received, it calls ``write(bytes)`` with the replies."""
 
     def __init__(self, board, write):
+        check_board(board)
         self.board = board
         self.write = write
         self.rx = b""
@@ -147,8 +180,10 @@ class Device:
                 self.session, self.memo = session, None
             b = self.board
             ident = b.ident.encode()[:MAX_ID_TEXT]
+            # as float32 toward the inside: a drive within what is announced is accepted
+            lo, hi = f32_inside(b.lo, True), f32_inside(b.hi, False)
             self.write(frame(HELLO_OK, seq, struct.pack("<HHHff", b.n_in, b.n_out, b.max_batch,
-                                                        b.lo, b.hi) + ident))
+                                                        lo, hi) + ident))
             return
         if self.memo is not None and self.memo[0] == raw:
             self.write(self.memo[1])  # a resend: answer from memory, drive nothing
@@ -208,12 +243,20 @@ def serve(device, read):
 
 # --------------------------------------------------------------------------- the board (MicroPython)
 class DacAdcBoard(Board):
-    """Drives on ``machine.DAC`` pins (``dac_bits`` wide; a drive of ``hi`` is full scale),
-    measurements from ``machine.ADC`` pins (``read_u16``, scaled to [0, 1]), ``settle_us``
-    microseconds between setting the drives and reading."""
+    """Drives on ``machine.DAC`` pins (``dac_bits`` wide; a drive of ``hi`` is full scale, code
+    ``2**dac_bits - 1``, and 0 is code 0), measurements from ``machine.ADC`` pins (``read_u16``,
+    scaled to [0, 1]), ``settle_us`` microseconds between setting the drives and reading.
+
+    A DAC produces only ``[0, full scale]``: ``lo`` must be >= 0 (``ValueError`` otherwise), and
+    every code is checked before it is written (:meth:`dac_code`)."""
 
     def __init__(self, dac_pins, adc_pins, lo=0.0, hi=1.0, dac_bits=8, settle_us=100,
                  max_batch=8, ident="pnn MicroPython device"):
+        if not (isinstance(dac_bits, int) and 1 <= dac_bits <= 16):
+            raise ValueError("dac_bits = %r: expected an integer in 1..16" % (dac_bits,))
+        if not (isfinite(lo) and isfinite(hi) and 0.0 <= lo < hi):
+            raise ValueError("drive range [%r, %r]: a DAC drives 0 (code 0) to hi (full scale), "
+                             "so 0 <= lo < hi is required" % (lo, hi))
         from machine import ADC, DAC, Pin
 
         self.dacs = [DAC(Pin(p)) for p in dac_pins]
@@ -224,13 +267,28 @@ class DacAdcBoard(Board):
         self.settle_us = settle_us
         self.safe()
 
+    def dac_code(self, v):
+        """The DAC code of drive ``v``: ``round(v / hi * (2**dac_bits - 1))``.
+
+        Raises ValueError (nothing is written) unless ``v`` lies in ``[max(lo, 0), hi]`` and the
+        code in ``[0, 2**dac_bits - 1]``, whatever ``lo`` and ``hi`` were changed to."""
+        if not (isfinite(v) and 0.0 <= v and self.lo <= v <= self.hi):
+            raise ValueError("drive %r outside the DAC's range [%r, %r]"
+                             % (v, max(self.lo, 0.0), self.hi))
+        code = int(v / self.hi * self.full + 0.5)
+        if not 0 <= code <= self.full:
+            raise ValueError("DAC code %d outside [0, %d]" % (code, self.full))
+        return code
+
     def measure(self, drives):
         import time
 
+        # every code of the batch first: one that does not fit refuses the batch before any write
+        codes = [[self.dac_code(v) for v in x] for x in drives]
         out = []
-        for x in drives:
-            for dac, v in zip(self.dacs, x):
-                dac.write(int(v / self.hi * self.full + 0.5))
+        for row in codes:
+            for dac, code in zip(self.dacs, row):
+                dac.write(code)
             time.sleep_us(self.settle_us)  # the physics settles (a board's timing, not a protocol's)
             out.append([adc.read_u16() / 65535 for adc in self.adcs])
         return out

@@ -28,7 +28,8 @@
 // never a second measurement.
 //
 // Safety: a MEASURE whose drives are not all finite and inside [lo, hi] is refused with ERROR -3
-// before anything is driven.
+// before anything is driven (written so that a NaN lo or hi refuses every drive). dac_code() maps
+// a drive to a code that always lies in [0, max_code], for the board glue.
 //
 // Configure with macros before including (defaults in brackets): PNN_N_IN [4], PNN_N_OUT [4],
 // PNN_MAX_BATCH [8] (RAM: the receive and reply buffers each hold one full frame).
@@ -84,6 +85,20 @@ inline uint16_t crc16(const uint8_t* data, size_t n, uint16_t crc = CRC_INIT) {
     for (int b = 0; b < 8; b++) crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ CRC_POLY) : (uint16_t)(crc << 1);
   }
   return crc;
+}
+
+// The code of drive v on a unipolar DAC whose full scale (code max_code, e.g. 4095 for 12 bits) is
+// the drive full_scale: round(v / full_scale * max_code), always within [0, max_code]. The range
+// check has refused every drive outside [lo, hi] already; the limits here keep a misconfigured
+// range (lo below 0, hi above the DAC's full scale, a NaN) from ever writing a code the DAC cannot
+// take: a value not above 0 (NaN included) or a full_scale not above 0 gives 0, a value at or
+// above full_scale gives max_code.
+inline uint32_t dac_code(float v, float full_scale, uint32_t max_code) {
+  if (!(full_scale > 0.0f) || !(v > 0.0f)) return 0;
+  if (!(v < full_scale)) return max_code;
+  float c = v / full_scale * (float)max_code + 0.5f;
+  if (!(c < (float)max_code)) return max_code;
+  return (uint32_t)c;
 }
 
 // What the board does: set the outputs to one drive vector and read one measurement vector,
@@ -226,7 +241,7 @@ class Device {
     for (size_t i = 0; i < (size_t)batch * PNN_N_IN; i++) {  // check all before driving any
       float v;
       memcpy(&v, p + 2 + 4 * i, 4);
-      if (!isfinite(v) || v < lo_ || v > hi_) {
+      if (!(isfinite(v) && v >= lo_ && v <= hi_)) {  // false for a NaN bound as well
         error(seq, E_RANGE, "drive outside [lo, hi]");
         return false;
       }

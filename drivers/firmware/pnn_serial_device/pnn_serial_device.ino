@@ -10,15 +10,18 @@
 #include "pnn_protocol.h"
 
 const long BAUD = 115200;
-const float LO = 0.0f;    // drive range, in the units SerialLayer sends ([serial] scale/offset)
-const float HI = 1.0f;    // never above what the hardware tolerates: values outside are refused
+constexpr float LO = 0.0f;  // drive range, in the units SerialLayer sends ([serial] scale/offset)
+constexpr float HI = 1.0f;  // never above what the hardware tolerates: values outside are refused
+const uint32_t DAC_MAX = 4095;  // ADAPT: the DACs' largest code (12 bits); HI drives it
+// a DAC produces 0 (code 0) to HI (code DAC_MAX): a range outside that does not compile
+static_assert(LO >= 0.0f && HI > LO, "the drive range must satisfy 0 <= LO < HI");
 const int DAC_PINS[PNN_N_IN] = {A0, A1};   // ADAPT: e.g. the two DACs of an Arduino Due
 const int ADC_PINS[PNN_N_OUT] = {A2, A3};
 const unsigned SETTLE_US = 100;            // ADAPT: the system's settling time after a drive
 
 // ADAPT: one drive vector, each value in [LO, HI] (checked before this is called)
 void driveOutputs(const float* x) {
-  for (int i = 0; i < PNN_N_IN; i++) analogWrite(DAC_PINS[i], (int)(x[i] / HI * 4095.0f + 0.5f));
+  for (int i = 0; i < PNN_N_IN; i++) analogWrite(DAC_PINS[i], pnn::dac_code(x[i], HI, DAC_MAX));
   delayMicroseconds(SETTLE_US);
 }
 
