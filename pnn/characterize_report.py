@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: the two fits of :func:`pnn.characterize.fit_r2`, in the order tables show them
-FIT_KINDS = ("linear", "quadratic")
+from pnn.fits import FIT_KINDS
+
 
 __all__ = ["format_table", "plot", "to_json", "write_report"]
 

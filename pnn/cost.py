@@ -27,7 +27,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pnn.layer import validate_input
+from pnn.layer import device_name, validate_input
 
 __all__ = ["Ledger", "dense_flops", "adam_flops"]
 
@@ -43,8 +43,6 @@ def adam_flops(n_params: int) -> int:
 
 
 def _device_name(layer) -> str:
-    from pnn.layers import device_name
-
     return device_name(layer)
 
 

@@ -1029,12 +1029,14 @@ def read_records(path) -> list[dict]:
 
 
 def _instrument_layers(exp: Experiment, cfg, data) -> list:
-    from types import SimpleNamespace
+    from pnn.drivers.assemble import instrument_layers
 
-    from pnn.cli import _instrument_layers as build
-
-    return build(SimpleNamespace(method=exp.method.name, instrument=list(exp.instrument.addresses),
-                                 profile=exp.instrument.profile), cfg, data)
+    method = exp.method.name
+    trainer = registry.check_runs_on_instruments(method)
+    return instrument_layers(exp.instrument.addresses,
+                             trainer.shapes(cfg, data.n_features, data.n_classes),
+                             profile=exp.instrument.profile,
+                             what=f"{method} with hidden={tuple(cfg.hidden)}")
 
 
 def _instrument_record(layer) -> dict:

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["LayerSpec", "PhysicalLayer", "validate_input", "is_traced", "concrete_scalars"]
+__all__ = ["LayerSpec", "PhysicalLayer", "validate_input", "is_traced", "concrete_scalars",
+           "device_name"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,3 +137,20 @@ def validate_input(spec: LayerSpec, x, *, atol: float = 1e-6):
             f"drive into the range before sending it"
         )
     return x
+
+
+def device_name(layer) -> str:
+    """The name of the device behind ``layer``: for a view of a device that several blocks
+    share (one that declares ``shared_device_name``, :class:`pnn.layers.Shared`), through any
+    wrappers around it (each holding the next in ``.layer``), that device's name; else the
+    layer's own name. The ledger counts queries per device by it."""
+    inner = layer
+    for _ in range(64):
+        shared = getattr(inner, "shared_device_name", None)
+        if isinstance(shared, str):
+            return shared
+        nxt = getattr(inner, "layer", None)
+        if nxt is None or nxt is inner:
+            break
+        inner = nxt
+    return layer.spec.name

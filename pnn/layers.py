@@ -66,6 +66,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pnn.layer import LayerSpec, is_traced, validate_input
+from pnn.layer import device_name as _device_name
 
 __all__ = ["from_function", "FunctionLayer", "from_recorded", "RecordedLayer", "load_recorded",
            "Shared", "share", "devices", "device_name", "recorded_system", "SURROGATE_MODELS"]
@@ -631,6 +632,11 @@ class Shared:
         return self.layer
 
     @property
+    def shared_device_name(self) -> str:
+        """The name of the one device every view shares (:func:`pnn.layer.device_name`)."""
+        return self.layer.spec.name
+
+    @property
     def pad_batches(self) -> bool:
         return bool(getattr(self.layer, "pad_batches", False))
 
@@ -682,18 +688,8 @@ def share(layer, shapes, *, names=None) -> list[Shared]:
             for k, (i, o) in enumerate(shapes)]
 
 
-def device_name(layer) -> str:
-    """The name of the device behind ``layer``: the shared layer's name for a :class:`Shared`
-    view (through any wrappers around it), else the layer's own name."""
-    inner = layer
-    for _ in range(64):
-        if isinstance(inner, Shared):
-            return inner.layer.spec.name
-        nxt = getattr(inner, "layer", None)
-        if nxt is None or nxt is inner:
-            break
-        inner = nxt
-    return layer.spec.name
+#: kept here for callers of ``pnn.layers``; defined with the protocol
+device_name = _device_name
 
 
 def devices(layers) -> list:

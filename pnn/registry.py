@@ -572,6 +572,22 @@ def get_trainer(method: str) -> Trainer:
     return _lookup(TRAINERS, "method", method)
 
 
+def check_runs_on_instruments(method: str) -> Trainer:
+    """The trainer of ``method`` if it can train on instruments (it only measures its layers).
+
+    Raises:
+        ValueError: naming why not and the methods that can."""
+    trainer = get_trainer(method)
+    if not trainer.runs_on_instruments:
+        why = ("needs a differentiable model of its layers" if
+               trainer.needs_differentiable_model else "has no physical layer"
+               if not trainer.uses_physical_layers else "cannot run on instruments")
+        able = [n for n, t in TRAINERS.items() if t.runs_on_instruments]
+        raise ValueError(f"--instrument works with the methods that only measure their physical "
+                         f"layers ({', '.join(able)}); {method!r} {why}")
+    return trainer
+
+
 def describe_method(code: str) -> str:
     """The display name of a method code (the code itself when no trainer has it)."""
     trainer = TRAINERS.get(code)

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,7 +53,7 @@ from pnn.figures import is_digital, method_name, system_name
 from pnn.stats import paired_differences, t_interval
 
 __all__ = ["Report", "ReportError", "render", "update", "check", "SECTIONS", "FIGURES",
-           "PAPERS", "documents", "add_report_command", "cmd_report"]
+           "PAPERS", "documents", "find_root"]
 
 #: where the records live, relative to the repository root
 RESULTS = Path("experiments") / "results"
@@ -882,50 +881,10 @@ def update(root: str | Path = ".", *, figures: bool = True) -> list[Path]:
     return written
 
 
-# --------------------------------------------------------------------------- command
-
-
-def _find_root(start: Path) -> Path:
+def find_root(start: Path) -> Path:
+    """The repository (README.md and experiments/results/) at or above ``start``."""
     for p in [start, *start.parents]:
         if (p / "README.md").is_file() and (p / RESULTS).is_dir():
             return p
     raise ReportError(f"no repository with README.md and {RESULTS}/ at or above {start}; "
                       "run pnn report in the pnn repository or give --root")
-
-
-def cmd_report(args) -> int:
-    root = Path(args.root) if args.root else _find_root(Path.cwd())
-    if args.check:
-        ok, diff = check(root)
-        if ok:
-            print("pnn report: README.md and docs/ are up to date with the records in "
-                  f"{root / RESULTS}")
-            return 0
-        sys.stdout.write(diff)
-        print("pnn report: out of date; run `pnn report` to regenerate from the records "
-              "(never edit a marked section by hand)", file=sys.stderr)
-        return 1
-    written = update(root, figures=not args.no_figures)
-    for p in written:
-        print(f"wrote {p.relative_to(root).as_posix()}")
-    if not written:
-        print("pnn report: nothing to write")
-    return 0
-
-
-def add_report_command(sub) -> None:
-    """Register ``pnn report`` on the ``pnn`` sub-command parser."""
-    r = sub.add_parser(
-        "report", help="regenerate the README's and docs' results tables and figures from "
-                       "the records in experiments/results/",
-        description="Rewrite every section between '<!-- report:KIND ARG -->' and "
-                    "'<!-- /report:KIND ARG -->' in README.md and docs/*.md from the records "
-                    "in experiments/results/, and draw the figures those documents show into "
-                    "docs/figures/ (PNG and SVG). With --check nothing is written: a diff is "
-                    "printed and the exit status is 1 when a document is out of date.")
-    r.add_argument("--check", action="store_true",
-                   help="compare only; exit 1 and print a diff when out of date")
-    r.add_argument("--no-figures", action="store_true", help="rewrite the text only")
-    r.add_argument("--root", default=None,
-                   help="the repository's top folder (default: found from the current one)")
-    r.set_defaults(func=cmd_report)

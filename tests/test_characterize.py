@@ -67,7 +67,7 @@ def test_too_few_samples_for_the_degree_2_fit_gives_nan_with_the_reason():
 
 
 def test_past_the_feature_cap_a_random_subset_of_products_is_used(monkeypatch):
-    monkeypatch.setattr(ch, "MAX_FEATURES", 30)
+    monkeypatch.setattr("pnn.fits.MAX_FEATURES", 30)  # where the fits live
     x = _uniform(500, 8)
     r = ch.fit_r2(x, _measure(registry.make_system("random_nonlinear", 8, 4, seed=0), x))
     # 1 + 8 linear + every square (8) + 13 random cross products of 28
@@ -305,7 +305,7 @@ def saved_model(tmp_path_factory):
 
 
 def test_model_drives_are_recorded_from_every_block(saved_model):
-    from pnn.model_cli import _header_data
+    from pnn.cli.model import _header_data
     from pnn.model_io import read_header
     import argparse
 
@@ -372,4 +372,4 @@ def test_the_library_never_reaches_into_the_command_line():
         tree = ast.parse((ROOT / "pnn" / module).read_text())
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert not names & {"argparse", "pnn.cli", "pnn.characterize_cli", "pnn.model_cli"}, module
+        assert not names & {"argparse", "pnn.cli", "pnn.cli.characterize", "pnn.cli.model"}, module

@@ -19,7 +19,7 @@ def no_work(monkeypatch):
         raise AssertionError("data were loaded: the output was not checked before the run")
 
     monkeypatch.setattr(experiment.TaskSpec, "load", refuse)
-    monkeypatch.setattr("pnn.cli._load_data", refuse)
+    monkeypatch.setattr("pnn.cli.common.load_data", refuse)
 
 
 def _one_error_line(capsys, command: str, match: str) -> str:
@@ -200,7 +200,7 @@ def test_a_bug_is_not_dressed_up_as_a_user_error(monkeypatch):
     def sealed(args):
         raise TestSetSealed("test split read during training")
 
-    monkeypatch.setattr("pnn.cli.cmd_demo", sealed)  # build_parser binds it at each call
+    monkeypatch.setattr("pnn.cli.demo.cmd_demo", sealed)  # looked up when the command runs
     with pytest.raises(TestSetSealed, match="test split read during training"):
         main(["demo"])
 

@@ -9,7 +9,7 @@ import pytest
 from pnn.cli import build_parser, main
 from pnn.config import ConfigError
 from pnn.experiment import Experiment, parse_override, read_records, run_experiment
-from pnn.experiment_cli import experiment_from_train_args
+from pnn.cli.experiment import experiment_from_train_args
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
 
@@ -80,7 +80,7 @@ def test_there_is_one_toml_per_experiment_of_run_all():
 
 @pytest.mark.parametrize("name", sorted(FORMER_COMMANDS))
 def test_each_experiment_file_is_exactly_its_former_command(name):
-    from pnn.experiment_cli import experiment_from_adapt_args, experiment_from_compare_args
+    from pnn.cli.experiment import experiment_from_adapt_args, experiment_from_compare_args
 
     argv = FORMER_COMMANDS[name].split()
     args = build_parser().parse_args(argv)
@@ -491,7 +491,7 @@ def test_the_protocol_grid_is_complete():
 
 @pytest.mark.parametrize("path", PROTOCOL, ids=lambda p: p.name)
 def test_each_protocol_file_is_exactly_the_command_in_its_header(path):
-    from pnn.experiment_cli import experiment_from_compare_args
+    from pnn.cli.experiment import experiment_from_compare_args
 
     (line,) = [ln for ln in path.read_text().splitlines() if ln.startswith("# The same as: pnn ")]
     argv = line.removeprefix("# The same as: pnn ").split()

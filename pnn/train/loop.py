@@ -270,7 +270,7 @@ def physics_fits(ledger: Ledger) -> dict:
     """Per physical layer: how linear it was at the drives it was trained with (held-out R² of
     a linear and of a degree-2 fit, :func:`pnn.characterize.fit_r2`, on the ledger's sample of
     training queries). Empty for methods that do not query physics."""
-    from pnn.characterize import fit_r2
+    from pnn.fits import fit_r2
 
     out = {}
     for name, (x, y) in ledger.kept_samples().items():

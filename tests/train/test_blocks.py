@@ -137,7 +137,7 @@ def test_the_paper_preset_equals_its_documented_table():
 
 
 def test_the_preset_on_the_command_line(tmp_path):
-    from pnn.experiment_cli import experiment_from_train_args
+    from pnn.cli.experiment import experiment_from_train_args
     from pnn.cli import build_parser
 
     args = build_parser().parse_args(["train", "--preset", "paper", "--system", "microwave",

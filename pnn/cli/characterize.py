@@ -131,7 +131,7 @@ def _block_layer(layer, k: int, n_in: int, n_out: int, *, system: str | None, kw
 def _model_sets(args, layer, system, kw) -> tuple[dict, dict]:
     """The drive sets of ``--model``: name -> (layer, drives), and what the record says."""
     from pnn.characterize import model_drives, rescale_drives
-    from pnn.model_cli import _header_data
+    from pnn.cli.model import _header_data
     from pnn.model_io import read_header
 
     path = Path(args.model)
@@ -244,7 +244,7 @@ def cmd_characterize(args) -> int:
 
 def add_command(sub) -> None:
     """Register ``pnn characterize``."""
-    from pnn import cli
+    from pnn.cli import common
 
     c = sub.add_parser(
         "characterize", help="measure what a physical system offers a network: how nonlinear, "
@@ -255,8 +255,8 @@ def add_command(sub) -> None:
                     "effective rank of the responses, repeatability (SNR) and drift. Prints a "
                     "table; writes OUT/characterize.json and OUT/characterize.png. See "
                     "docs/characterize.md for how to read the numbers.")
-    c.add_argument("--system", type=cli._system_choice, default=None,
-                   help=cli._system_help().replace("(default %(default)s)", "(default acoustic)"))
+    c.add_argument("--system", type=common.system_choice, default=None,
+                   help=common.system_help().replace("(default %(default)s)", "(default acoustic)"))
     c.add_argument("--instrument", default=None, metavar="KIND:ADDRESS",
                    help="characterise an instrument instead: 'visa:RESOURCE' or 'serial:PORT' "
                         "(try it with `pnn emulate`)")

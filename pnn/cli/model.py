@@ -42,7 +42,7 @@ def save_trained(args, rec: dict, model, data, *, system: str | None, path=None)
 def _header_data(header: dict, args, path):
     """The dataset the model was trained on, reloaded with the header's task options (any
     data option given on the command line replaces the saved one)."""
-    from pnn.cli import _load_data
+    from pnn.cli import common
 
     task = header.get("task")
     if not task:
@@ -54,7 +54,7 @@ def _header_data(header: dict, args, path):
         if hasattr(args, k):
             opts[k] = getattr(args, k)
     name = getattr(args, "task", None) or task["name"]
-    data = _load_data(argparse.Namespace(task=name, **opts), task["seed"])
+    data = common.load_data(argparse.Namespace(task=name, **opts), task["seed"])
     want_c, want_f = header["classes"], header["preprocessing"]["features"]
     if [str(c) for c in data.classes] != want_c or [str(f) for f in
                                                      data.feature_names] != want_f:
@@ -87,13 +87,12 @@ def cmd_eval(args) -> int:
     with contextlib.ExitStack() as stack:
         if args.instrument:
             from pnn import registry
-            from pnn.cli import _instrument_layers
+            from pnn.cli.common import instrument_layers
             from pnn.config import config_from_dict
 
             cfg = config_from_dict(registry.get_trainer(method).Config, header["config"],
                                    where=f"{path}: config", stored=True)
-            layers = _instrument_layers(argparse.Namespace(
-                method=method, instrument=args.instrument, profile=args.profile), cfg, data)
+            layers = instrument_layers(method, args.instrument, args.profile, cfg, data)
             for layer in layers:  # connected now; left safe (outputs off) on any exit
                 stack.enter_context(layer)
             where = ", ".join(f"{i.spec.name} ({i.idn})" for i in layers)
@@ -207,7 +206,7 @@ def cmd_predict(args) -> int:
 
 def add_commands(sub) -> None:
     """Register ``pnn eval`` and ``pnn predict``, and ``--save`` on ``pnn train``."""
-    from pnn import cli
+    from pnn.cli import common
 
     train = sub.choices.get("train")
     if train is not None:
@@ -231,7 +230,7 @@ def add_commands(sub) -> None:
     e.add_argument("--profile", default="emulator",
                    help="instrument profile for --instrument (default %(default)s)")
     e.add_argument("--out", default=None, help="write the evaluation as JSON here")
-    cli._add_data_options(e)
+    common.add_data_options(e)
     for group in e._action_groups:  # data options: only what is given replaces the saved
         if group.title == "data":
             for action in group._group_actions:

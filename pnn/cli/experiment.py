@@ -167,7 +167,7 @@ class CliProgress(RunProgress):
     def start(self, exp, seed, data, config, layers, where):
         import jax
 
-        from pnn.cli import _progress_bar, _steps_total
+        from pnn.cli.common import progress_bar, steps_total
 
         shards = (f", simulator layers data-parallel over {exp.devices} devices"
                   if exp.devices > 1 and layers else "")
@@ -175,15 +175,15 @@ class CliProgress(RunProgress):
               f"layer(s)), {data.name}: {len(data.y_train)} train / {len(data.y_val)} "
               f"validation / {len(data.y_test)} test samples, {data.n_classes} classes, seed "
               f"{seed}; JAX on {jax.default_backend()}{shards}", file=sys.stderr)
-        self.bar, on_epoch, on_batch = _progress_bar(_steps_total(config, data),
+        self.bar, on_epoch, on_batch = progress_bar(steps_total(config, data),
                                                      exp.method.name)
         return on_epoch, on_batch
 
     def end(self, exp, seed, record, data):
-        from pnn.cli import _summary
+        from pnn.cli.common import summary
 
         self.close()
-        print(_summary(record, record["system"], data))
+        print(summary(record, record["system"], data))
         for i in record.get("instruments", []):
             d, sc = i["driver"], i["safety"]
             print(f"{i['name']} ({i['idn']}): {d['samples']:,} samples in {d['batches']} "
@@ -475,9 +475,3 @@ def add_run_command(sub) -> None:
                    help="replay a record whose system is 'package.module:factory' (imports and "
                         "runs that module; refused without this flag)")
     r.set_defaults(func=cmd_run)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from pnn.cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))
