@@ -59,7 +59,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             on_done: Callable | None = None, progress_factory: Callable | None = None,
             checkpoint: Callable | None = None, tune_trials: int = 0,
             tune_options: dict | None = None, on_tuned: Callable | None = None,
-            system_kwargs: dict | None = None, devices: int = 1) -> list[dict]:
+            system_kwargs: dict | None = None, devices: int = 1,
+            done: list[dict] | None = None) -> list[dict]:
     """Run ``methods`` x ``seeds``; returns the result records (models dropped).
 
     Args:
@@ -80,6 +81,11 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         on_start, on_done, progress_factory, checkpoint: progress (``on_start(method, seed,
             i, n)``, ``on_done(record)``, ``progress_factory(method, seed, cfg)`` -> object with
             ``update(history_entry)`` and ``close()``, ``checkpoint(records)`` after every run).
+        done: records of an interrupted run of the same comparison (what ``checkpoint`` was
+            given, e.g. ``results.partial.json``): a run whose method, seed, system, physical
+            parameters, data split and complete configuration equal a record's is not trained
+            again; that record is used (``on_done`` is not called for it). Anything that
+            differs is trained afresh (:func:`resumable` says which and why).
 
     The digital MLP (``bp``) gets the trainable-parameter budget of the first physical method
     run with the same seed (physical methods run first).
@@ -142,6 +148,14 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             else:
                 cfg = _config(method, overrides.get(method, {}), budget.get(seed))
             physics = dict(tuned["best_system"]) if tuned is not None else system_kwargs
+            earlier = _earlier(done, method, seed, system, physics, d, cfg, trainer)
+            if earlier is not None:
+                if trainer.uses_physical_layers and seed not in budget:
+                    budget[seed] = earlier["n_trainable_params"]
+                records.append(earlier)
+                if checkpoint:
+                    checkpoint(records)
+                continue
             layers = registry.build_layers(system, method, cfg, d, seed=seed, devices=devices,
                                            **physics)
             prog = progress_factory(method, seed, cfg) if progress_factory else None
@@ -169,6 +183,49 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 on_done(rec)
             if checkpoint:
                 checkpoint(records)
+    return records
+
+
+def _jsonable(value):
+    """``value`` as a record stores it (tuples as lists, through JSON)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _earlier(done, method, seed, system, physics, data, cfg, trainer) -> dict | None:
+    """The record in ``done`` of exactly this run (see :func:`compare`'s ``done``), if any."""
+    for rec in done or ():
+        if rec.get("method") != method or rec.get("seed") != seed:
+            continue
+        want_system = system if trainer.uses_physical_layers else "digital"
+        same = (rec.get("system") == want_system
+                and _jsonable(rec.get("system_kwargs", {})) == _jsonable(
+                    physics if trainer.uses_physical_layers else {})
+                and _jsonable(rec.get("data")) == _jsonable(data.describe())
+                and _jsonable(rec.get("config")) == _jsonable(dataclasses.asdict(cfg)))
+        if same:
+            return rec
+    return None
+
+
+def resumable(path) -> list[dict]:
+    """The records of an interrupted comparison's ``results.partial.json`` (``[]`` when there
+    is none).
+
+    Raises:
+        ValueError: the file is not a list of result records (damaged: delete it to start
+            afresh)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the interrupted comparison's records ({e}); "
+                         f"delete the file to start the comparison afresh") from None
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and {"method", "seed", "config"} <= set(r) for r in records):
+        raise ValueError(f"{path}: not a list of result records; delete the file to start the "
+                         f"comparison afresh")
     return records
 
 

@@ -1230,7 +1230,7 @@ def _run_compare(exp: Experiment, progress) -> list[dict]:
     method's ``[method.<name>]`` settings; with ``[output] out`` (a folder) the report of
     :func:`pnn.compare.write_report` (results.json holds every record, each embedding the
     experiment), tuned_configs.json when tuned, results.partial.json while it runs."""
-    from pnn.compare import _write_json, compare, write_report
+    from pnn.compare import _write_json, compare, resumable, write_report
 
     spec = exp.compare
     seeds = list(exp.seeds)
@@ -1277,6 +1277,11 @@ def _run_compare(exp: Experiment, progress) -> list[dict]:
 
     tune_options = {"out": out or "tune_results", "jobs": spec.tune_jobs,
                     "storage": spec.tune_storage, "task_options": exp.task.cli_options()}
+    done = resumable(out / "results.partial.json") if out else []
+    if done:
+        _hook(progress, "note")(exp, f"{out / 'results.partial.json'} holds {len(done)} run(s) "
+                                     f"of an interrupted comparison: each run with the same "
+                                     f"settings is reused (delete the file to start afresh)")
     records = compare(
         exp.system.name, data, list(exp.methods), seeds,
         overrides={m: exp.settings(m) for m in exp.methods},
@@ -1285,7 +1290,7 @@ def _run_compare(exp: Experiment, progress) -> list[dict]:
         progress_factory=lambda m, seed, cfg: _hook(progress, "epochs")(
             exp, f"{m}/seed {seed}", cfg.epochs) or _NoBar(),
         checkpoint=checkpoint, tune_trials=trials, tune_options=tune_options,
-        on_tuned=on_tuned, system_kwargs=exp.system.kwargs, devices=exp.devices)
+        on_tuned=on_tuned, system_kwargs=exp.system.kwargs, devices=exp.devices, done=done)
     if out:
         report = write_report(records, out, title, target=spec.target)
         (out / "results.partial.json").unlink(missing_ok=True)

@@ -9,7 +9,7 @@ import sys
 from typing import Callable
 
 from pnn import registry
-from pnn.compare import _write_json, base_values, compare, write_report
+from pnn.compare import _write_json, base_values, compare, resumable, write_report
 
 __all__ = ["cmd_compare", "cmd_tune", "parse_overrides"]
 
@@ -135,10 +135,15 @@ def cmd_compare(args, load_data: Callable) -> int:
     tune_options = {"out": out, "jobs": getattr(args, "jobs", 1) or 1,
                     "storage": getattr(args, "storage", None),
                     "task_options": _task_options(args)}
+    done = resumable(out / "results.partial.json")
+    if done:
+        print(f"pnn compare: {out / 'results.partial.json'} holds {len(done)} run(s) of an "
+              f"interrupted comparison: each run with the same settings is reused, not trained "
+              f"again (delete the file to start afresh)", file=sys.stderr)
     records = compare(args.system, data, methods, seeds, overrides=overrides,
                       on_start=on_start, on_done=on_done, progress_factory=Bar,
                       checkpoint=checkpoint, tune_trials=tune_trials,
-                      tune_options=tune_options, on_tuned=on_tuned, devices=devices)
+                      tune_options=tune_options, on_tuned=on_tuned, devices=devices, done=done)
     report = write_report(records, out, title, target=target)
     (out / "results.partial.json").unlink(missing_ok=True)
     print(report["table"])
