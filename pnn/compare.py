@@ -304,7 +304,8 @@ def plot_costs(records: list[dict], path: Path, title: str, *,
     Left: physical methods against their training physical queries (log axis); methods that
     spend none (digital ones, in-silico training) are not placed on that axis (named in the
     panel instead). Right: every method against its training digital FLOPs. A dashed line marks
-    chance accuracy. Methods carry their plain names (their :class:`~pnn.registry.Trainer` display names).
+    chance accuracy. Methods carry their plain names (their :class:`~pnn.registry.Trainer`
+    display names).
     """
     from pnn.figures import chance_line, colour, log_ticks, method_name, save, talk_style
     from pnn.stats import t_interval

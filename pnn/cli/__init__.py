@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one method on one physical system and task",
                        description="Train one method on one physical system and task, with a "
                                    "progress bar, a summary, and a JSON result record.")
-    t.add_argument("--system", type=common.system_choice, default="acoustic", help=common.system_help())
+    t.add_argument("--system", type=common.system_choice, default="acoustic",
+                   help=common.system_help())
     t.add_argument("--shared", action="store_true",
                    help="one physical layer for every block (one apparatus, time-multiplexed): "
                         "built as wide as the widest block; narrower drives (PhyLL's first "
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run several methods on the same physical system, data split "
                                    "and seeds; write results.json, table.md and "
                                    "cost_vs_accuracy.png.")
-    c.add_argument("--system", type=common.system_choice, default="acoustic", help=common.system_help())
+    c.add_argument("--system", type=common.system_choice, default="acoustic",
+                   help=common.system_help())
     c.add_argument("--methods", default="phyll,pat,insilico,zo,bp,ff,mf",
                    help="comma-separated methods (default %(default)s)")
     c.add_argument("--seeds", type=int, default=3, help="number of seeds (default %(default)s)")

@@ -1,5 +1,5 @@
-"""``pnn run`` (an experiment file, a folder of them, or a record to replay) and the experiment behind
-``pnn train``: the command line builds an :class:`~pnn.experiment.Experiment` and hands it to
+"""``pnn run`` (an experiment file, a folder of them, or a record to replay) and the experiment
+behind ``pnn train``: the command line builds an :class:`~pnn.experiment.Experiment` and hands it to
 :func:`~pnn.experiment.run_experiment`."""
 
 from __future__ import annotations
