@@ -91,9 +91,10 @@ def test_parser_builds():
     (["adapt", "--event", "jump:epoch=x"], "event parameter epoch in 'jump:epoch=x' must be a "
                                             "number"),
     (["adapt", "--methods", "phyll,bp", "--event", "jump:epoch=1"],
-     "it supports the methods with physical layers (phyll, pat, insilico, zo), got 'bp'"),
+     "bp has no physical layer, and adapt changes the physics during training; valid "
+     "methods: phyll, pat, insilico, zo"),
     (["adapt", "--epochs", "3", "--event", "jump:epoch=3.5"],
-     "the last event is at epoch 3.5, but training has only 3 epochs"),
+     "[adapt] epochs = 3: the last event is at epoch 3.5; give more epochs than that"),
 ])
 def test_adapt_bad_input_is_a_clear_error(argv, message, capsys):
     assert main(argv) == 2

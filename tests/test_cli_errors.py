@@ -59,7 +59,7 @@ EVENT = ["--event", "jump:epoch=1,factor=0.9"]
     (["train", "--method", "bp", "--checkpoint-dir", "{p}/afile"], "train",
      r"\[run\] checkpoint_dir \(--checkpoint-dir\) '.*afile': is a file, not a folder"),
     (["compare", "--methods", "bp", "--out", "{p}/afile"], "compare",
-     r"--out '.*afile': is a file, not a folder; give a folder"),
+     r"\[output\] out \(--out\) '.*afile': is a file, not a folder; give a folder"),
     (["compare", "--methods", "bp", "--out", "{p}/blocked"], "compare",
      r"results\.json in it is a directory, where a file will be written"),
     (["tune", "--methods", "bp", "--out", "{p}/afile"], "tune", r"is a file, not a folder"),

@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     from pnn.cli.compare import cmd_compare as run_compare
 
-    return run_compare(args, common.load_data)
+    return run_compare(args)
 
 
 def cmd_tune(args) -> int:

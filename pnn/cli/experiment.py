@@ -39,23 +39,48 @@ def _methods_arg(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
+def method_overrides(items, methods: list[str]) -> dict[str, dict]:
+    """``--set METHOD.KEY=VALUE`` (repeatable; the value read as in experiment files,
+    :func:`pnn.experiment.parse_override`) -> ``{method: {key: value}}``, each method one of
+    ``methods`` and each key one of its config's fields."""
+    from pnn.experiment import parse_override
+
+    out: dict[str, dict] = {}
+    for item in items or []:
+        path, value = parse_override(item, where="--set")
+        method, dot, key = path.partition(".")
+        if not dot or not method or not key:
+            raise ValueError(f"--set {item!r}: expected METHOD.KEY=VALUE, e.g. --set "
+                             f"bp.epochs=5")
+        if method not in methods:
+            raise ValueError(f"--set {item!r}: method {method!r} is not compared here; "
+                             f"compared methods: {', '.join(methods)}")
+        fields = [f.name for f in dataclasses.fields(registry.get_trainer(method).Config)]
+        if key not in fields:
+            raise ValueError(f"--set {item!r}: {method} has no setting {key!r}; valid keys: "
+                             f"{', '.join(fields)}")
+        out.setdefault(method, {})[key] = value
+    return out
+
+
 def experiment_from_compare_args(args) -> Experiment:
     """The ``kind = "compare"`` experiment that ``pnn compare``'s flags describe: ``--epochs``
     sets the physical methods' epochs, ``--set METHOD.KEY=VALUE`` any method's field."""
-    from pnn.experiment import parse_override
-
     methods = _methods_arg(args.methods)
+    unknown = [m for m in methods if m not in registry.TRAINERS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown or args.methods!r}; valid methods: "
+                         f"{', '.join(sorted(registry.TRAINERS))}")
     per_method: dict[str, dict] = {}
     if args.epochs is not None:
-        per_method = {m: {"epochs": args.epochs} for m in methods if m in registry.TRAINERS
-                      and registry.get_trainer(m).uses_physical_layers}
-    for item in getattr(args, "set", None) or []:
-        path, value = parse_override(item, where="--set")
-        name, dot, key = path.partition(".")
-        if not dot or not key:
-            raise ValueError(f"--set {item!r}: expected METHOD.KEY=VALUE, e.g. --set "
-                             f"bp.epochs=5")
-        per_method.setdefault(name, {})[key] = value
+        per_method = {m: {"epochs": args.epochs} for m in methods
+                      if registry.get_trainer(m).uses_physical_layers}
+    for name, values in method_overrides(getattr(args, "set", None), methods).items():
+        per_method.setdefault(name, {}).update(values)
+    target = getattr(args, "target", None)
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"--target {target!r}: expected a validation accuracy in (0, 1], "
+                         "e.g. --target 0.9")
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds}: expected at least 1 seed")
     tune = int(getattr(args, "tune", 0) or 0)
