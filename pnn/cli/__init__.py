@@ -60,23 +60,8 @@ class _Parser(argparse.ArgumentParser):
                      f"'{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="pnn",
-        description="Deep physical neural networks: simulate, connect instruments, and train "
-                    "without backpropagation through the physics.",
-        epilog="Compiled programs are cached on disk so that a second run starts faster, "
-               "with the same results: PNN_COMPILE_CACHE=FOLDER, on or off (unset: on under "
-               "Linux, except on Intel processors, where jaxlib rejects cached CPU programs; "
-               "default folder under $PNN_CACHE/xla, i.e. ~/.cache/pnn/xla).")
-    from pnn import __version__
-
-    p.add_argument("--version", action="version", version=f"pnn {__version__}")
-    p.add_argument("--debug", action="store_true",
-                   help="on an error, show the Python traceback instead of a one-line message "
-                        "(give it before the command: pnn --debug train ...)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_train(sub) -> None:
+    """``pnn train``."""
     t = sub.add_parser("train", help="train one method on one physical system and task",
                        description="Train one method on one physical system and task, with a "
                                    "progress bar, a summary, and a JSON result record.")
@@ -111,18 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "method.patience=10 --set method.hidden=[20,20] --set system.c_nl=200 "
                         "--set task.val_fraction=0.25; a bare KEY=VALUE sets method.KEY "
                         "(repeatable; validated, unknown keys refused naming the valid ones)")
-    g = t.add_argument_group("method options (defaults: the method's own)")
-    g.add_argument("--hidden", type=common.parse_ints, default=None,
-                   help="block widths, comma-separated, e.g. 20,20 (one physical layer a block)")
-    g.add_argument("--n-meas", type=int, default=None,
-                   help="measured channels per physical layer (PhyLL)")
-    g.add_argument("--batch-size", type=int, default=None, help="samples per batch")
-    g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    g.add_argument("--inner-steps", type=int, default=None,
-                   help="PhyLL: optimiser steps per block per batch on fixed measurements")
-    g.add_argument("--theta", type=float, default=None, help="PhyLL: loss sharpness")
-    g.add_argument("--goodness", choices=["cosine", "sumsq"], default=None,
-                   help="PhyLL goodness: cosine (paper, default) or Hinton's sum of squares")
+    _add_method_options(t)
     t.add_argument("--instrument", action="append", default=[], metavar="KIND:ADDRESS",
                    help="train on instruments instead of a simulator: 'visa:RESOURCE' or "
                         "'serial:PORT', one per block, in order (the shapes each block needs "
@@ -139,6 +113,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "noise, gain_noise, shot_noise, drift, param_drift, jump, dead, stuck, "
                         "quantize, latency (see pnn.perturb). In-silico training keeps the "
                         "unperturbed simulator as its model")
+    _add_durable_options(t)
+    common.add_devices_option(t)
+    common.add_data_options(t)
+    t.set_defaults(func=cmd_train)
+
+
+def _add_method_options(t) -> None:
+    """The flags of ``pnn train`` that set a method's config fields."""
+    g = t.add_argument_group("method options (defaults: the method's own)")
+    g.add_argument("--hidden", type=common.parse_ints, default=None,
+                   help="block widths, comma-separated, e.g. 20,20 (one physical layer a block)")
+    g.add_argument("--n-meas", type=int, default=None,
+                   help="measured channels per physical layer (PhyLL)")
+    g.add_argument("--batch-size", type=int, default=None, help="samples per batch")
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    g.add_argument("--inner-steps", type=int, default=None,
+                   help="PhyLL: optimiser steps per block per batch on fixed measurements")
+    g.add_argument("--theta", type=float, default=None, help="PhyLL: loss sharpness")
+    g.add_argument("--goodness", choices=["cosine", "sumsq"], default=None,
+                   help="PhyLL goodness: cosine (paper, default) or Hinton's sum of squares")
+
+
+def _add_durable_options(t) -> None:
+    """Checkpoints and resume for ``pnn train``."""
     k = t.add_argument_group("durable runs (phyll)")
     k.add_argument("--checkpoint-dir", default=None,
                    help="write the training state here atomically (temporary file, fsync, "
@@ -148,10 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--resume", action="store_true",
                    help="continue from the newest good checkpoint in --checkpoint-dir; ends "
                         "with the same parameters as an uninterrupted run")
-    common.add_devices_option(t)
-    common.add_data_options(t)
-    t.set_defaults(func=cmd_train)
 
+
+def _add_demo(sub) -> None:
+    """``pnn demo``."""
     d = sub.add_parser("demo", help="PhyLL on the acoustic simulator vs. linear and MLP "
                                     "references, with a learning-curve plot",
                        description="The main job: train PhyLL on the nonlinear acoustic simulator "
@@ -164,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_data_options(d)
     d.set_defaults(func=cmd_demo)
 
+
+def _add_compare(sub) -> None:
+    """``pnn compare``."""
     c = sub.add_parser("compare", help="every method on the same physics, split and seeds; "
                                        "a table and a cost-vs-accuracy plot",
                        description="Run several methods on the same physical system, data split "
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_data_options(c)
     c.set_defaults(func=cmd_compare)
 
+
+def _add_tune(sub) -> None:
+    """``pnn tune``."""
     tu = sub.add_parser("tune", help="tune methods on the validation split (Optuna; test "
                                      "sealed); studies resume from their storage",
                         description="Tune each method's declared search space with the same "
@@ -224,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_data_options(tu)
     tu.set_defaults(func=cmd_tune)
 
+
+def _add_adapt(sub) -> None:
+    """``pnn adapt``."""
     a = sub.add_parser("adapt", help="change the physics during training and measure each "
                                      "method's drop and recovery",
                        description="Train phyll, pat and insilico while the physics changes "
@@ -253,6 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_data_options(a)
     a.set_defaults(func=cmd_adapt)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pnn`` parser with every sub-command (each added by its own function)."""
+    p = _Parser(
+        prog="pnn",
+        description="Deep physical neural networks: simulate, connect instruments, and train "
+                    "without backpropagation through the physics.",
+        epilog="Compiled programs are cached on disk so that a second run starts faster, "
+               "with the same results: PNN_COMPILE_CACHE=FOLDER, on or off (unset: on under "
+               "Linux, except on Intel processors, where jaxlib rejects cached CPU programs; "
+               "default folder under $PNN_CACHE/xla, i.e. ~/.cache/pnn/xla).")
+    from pnn import __version__
+
+    p.add_argument("--version", action="version", version=f"pnn {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, show the Python traceback instead of a one-line message "
+                        "(give it before the command: pnn --debug train ...)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for add in (_add_train, _add_demo, _add_compare, _add_tune, _add_adapt):
+        add(sub)
     from pnn.cli.experiment import add_run_command; add_run_command(sub)  # `pnn run`
     from pnn.cli.report import add_report_command; add_report_command(sub)  # `pnn report`
     from pnn.cli.characterize import add_command; add_command(sub)  # `pnn characterize`
