@@ -40,8 +40,8 @@ from pnn.config import ConfigError, Validated, check_seed, param
 from pnn.cost import Ledger
 from pnn.train.common import accuracy, result_record
 
-__all__ = ["Algorithm", "LoopConfig", "run", "fit", "Result", "TrainedModel", "fingerprint",
-           "ResumeMismatch", "params_digest"]
+__all__ = ["Algorithm", "LoopConfig", "LoopState", "run", "fit", "Result", "TrainedModel",
+           "fingerprint", "ResumeMismatch", "params_digest"]
 
 #: test hook: a run whose environment sets this kills itself with SIGKILL right after the
 #: checkpoint of that step is on disk (a deterministic stand-in for a crash, used by the
@@ -311,6 +311,208 @@ def _has_val(data) -> bool:
     return y is not None and len(y) > 0
 
 
+@dataclasses.dataclass
+class LoopState:
+    """Where a run stands, all of it plain data (a checkpoint holds it): the epoch and batch
+    within it, the epoch's data order and losses so far, the evaluated epochs' history, the
+    steps taken, the best validation accuracy and its epoch, the evaluations since, whether the
+    run stopped early, and the evaluation costs kept apart from learning costs."""
+
+    order: np.ndarray
+    epoch: int = 1
+    batch: int = 0
+    losses: list = dataclasses.field(default_factory=list)
+    history: list = dataclasses.field(default_factory=list)
+    step: int = 0
+    best_val: float = -1.0
+    best_epoch: int = 0
+    since_best: int = 0
+    stopped_early: bool = False
+    eval_flops: int = 0
+    eval_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        """Everything but the data order (a checkpoint stores that array apart)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "order"}
+
+
+class _Run:
+    """One run of :func:`run`: the algorithm, its current and best states, the data-order
+    generator and the :class:`LoopState`, with the steps of the loop as methods."""
+
+    def __init__(self, method, algorithm_cls, layers, data, config, *, seed, ledger,
+                 fingerprint_extra, options):
+        self.method, self.layers, self.data, self.config = method, layers, data, config
+        self.seed, self.ledger = seed, ledger
+        self.algo = algorithm_cls(layers, data, config, seed=seed, ledger=ledger,
+                                  **(options or {}))
+        self.state = self.best = self.algo.init()
+        self.rng = np.random.default_rng([seed, 7919])  # data order (and the training subset)
+        n_train = len(data.y_train)
+        self.eval_idx = np.sort(self.rng.permutation(n_train)[: config.eval_train_max])
+        self.has_val = _has_val(data)
+        self.n_batches = -(-n_train // config.batch_size)
+        self.total_steps = config.epochs * self.n_batches
+        self.fp = fingerprint(method, config, seed, layers, data, fingerprint_extra)
+        self.loop = LoopState(order=np.zeros(n_train, np.int64))
+
+    # ------------------------------------------------------------------ checkpoints
+    def snapshot(self) -> dict:
+        from pnn.perturb import perturbation_states
+
+        snap = {"rng": self.rng, "order": np.asarray(self.loop.order, np.int64),
+                "loop": self.loop.to_dict(), "ledger": self.ledger.state_dict(),
+                "perturbations": perturbation_states(self.layers), "fingerprint": self.fp}
+        # numpy generators inside a state are stored as top-level entries of their own
+        for name, st in (("state", self.state), ("best", self.best)):
+            snap[name] = {k: v for k, v in st.items() if not isinstance(v, np.random.Generator)}
+            for k, v in st.items():
+                if isinstance(v, np.random.Generator):
+                    snap[f"{name}.{k}"] = v
+        return snap
+
+    @staticmethod
+    def _restore(snap: dict, name: str) -> dict:
+        out = dict(snap[name])
+        for key, v in snap.items():
+            if key.startswith(name + "."):
+                out[key[len(name) + 1:]] = v
+        return out
+
+    def resume(self, checkpoint_dir, progress) -> bool:
+        """Continue from the newest good checkpoint, if any; whether one was found.
+
+        Raises:
+            ResumeMismatch: the checkpoint was written by a different run."""
+        from pnn.perturb import load_perturbation_states
+
+        found = load_checkpoint(checkpoint_dir, self.snapshot())
+        if found is None:
+            return False
+        st, _ = found
+        diff = _differences(st["fingerprint"], self.fp)
+        if diff:
+            raise ResumeMismatch(
+                f"checkpoint in {checkpoint_dir} was written by a different run; differing "
+                f"keys: {', '.join(diff)}. Resume with the same settings, or start afresh "
+                "in a new --checkpoint-dir")
+        self.state, self.best = self._restore(st, "state"), self._restore(st, "best")
+        self.rng = st["rng"]
+        self.loop = LoopState(order=np.asarray(st["order"]), **st["loop"])
+        self.ledger.load_state_dict(st["ledger"])
+        load_perturbation_states(self.layers, st["perturbations"])
+        for rec in self.loop.history:
+            if progress is not None:
+                progress(rec)
+        return True
+
+    # ------------------------------------------------------------------ the loop's steps
+    def evaluate(self, x, y) -> float:
+        """The current model's accuracy on ``(x, y)``; its costs kept apart from learning's."""
+        f0, t0 = self.ledger.digital_flops, time.perf_counter()
+        acc = accuracy(self.algo.predict(self.state, np.asarray(x, np.float32)), y)
+        self.loop.eval_flops += self.ledger.digital_flops - f0
+        self.loop.eval_s += time.perf_counter() - t0
+        return acc
+
+    def train_epoch(self, fresh_order: bool, hooks: dict, checkpoint_dir, checkpoint_every,
+                    stop: dict, kill_at: int) -> None:
+        """The epoch's remaining batches (all of them unless resumed mid-epoch)."""
+        loop, data, bs = self.loop, self.data, self.config.batch_size
+        if fresh_order:
+            loop.order, loop.losses, loop.batch = self.rng.permutation(len(data.y_train)), [], 0
+        for b in range(loop.batch, self.n_batches):
+            idx = loop.order[b * bs:(b + 1) * bs]
+            self.state, loss = self.algo.step(self.state, data.x_train[idx], data.y_train[idx])
+            loop.losses = [*loop.losses, float(loss)]
+            loop.step += 1
+            loop.batch = b + 1
+            if hooks["on_step"] is not None:
+                hooks["on_step"](loop.step, self.evaluate)
+            self.state = self.algo.after_step(self.state, loop.step)
+            if hooks["on_batch"] is not None:
+                hooks["on_batch"](loop.step, self.total_steps, float(loss))
+            if checkpoint_dir is not None and (
+                    stop["requested"] or (checkpoint_every
+                                          and loop.step % checkpoint_every == 0)):
+                save_checkpoint(checkpoint_dir, self.snapshot(), step=loop.step)
+                if kill_at and loop.step >= kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if stop["requested"]:
+                raise KeyboardInterrupt(f"stopped after step {loop.step}; checkpoint "
+                                        f"written to {checkpoint_dir}")
+
+    def evaluate_epoch(self, epoch: int, t_epoch: float, progress) -> None:
+        """Validation (and training-subset) accuracy, cumulative costs, best state, patience."""
+        loop, data, ledger = self.loop, self.data, self.ledger
+        self.state = self.algo.before_eval(self.state)
+        rec = {"epoch": epoch, "step": loop.step, "loss": float(np.mean(loop.losses))}
+        if self.has_val:
+            rec["val_accuracy"] = self.evaluate(data.x_val, data.y_val)
+        if len(self.eval_idx):
+            rec["train_accuracy"] = self.evaluate(data.x_train[self.eval_idx],
+                                                  data.y_train[self.eval_idx])
+        rec["physical_queries"] = ledger.physical_queries
+        # cumulative learning costs at this epoch (evaluation excluded, reported apart)
+        rec["train_queries"] = int(ledger.queries_by_purpose.get("train", 0))
+        rec["digital_flops"] = int(ledger.digital_flops - loop.eval_flops)
+        rec["wall_s"] = round(max(ledger.wall_s - loop.eval_s, 0.0), 4)
+        rec["eval_queries"] = int(ledger.queries_by_purpose.get("eval", 0))
+        rec["eval_flops"] = int(loop.eval_flops)
+        rec["eval_s"] = round(loop.eval_s, 4)
+        rec["epoch_s"] = round(time.perf_counter() - t_epoch, 3)
+        loop.history = [*loop.history, rec]
+        score = rec.get("val_accuracy", -1.0)
+        if score > loop.best_val:
+            loop.best_val, loop.best_epoch, loop.since_best = score, epoch, 0
+            self.best = self.state
+        else:
+            loop.since_best += 1
+            if self.config.patience and loop.since_best >= self.config.patience:
+                loop.stopped_early = True
+        if progress is not None:
+            progress(rec)
+
+    def result(self) -> Result:
+        """The record (no test accuracy yet) and the model of the selected epoch."""
+        loop, config, algo = self.loop, self.config, self.algo
+        history = loop.history
+        chosen = self.has_val and config.restore_best
+        selected = self.best if chosen else self.state
+        sel_epoch = loop.best_epoch if chosen else history[-1]["epoch"]
+        sel_rec = next(r for r in history if r["epoch"] == sel_epoch)
+        self.ledger.stop()
+        record = result_record(
+            method=self.method, config=config, seed=self.seed, history=history,
+            train_accuracy=sel_rec.get("train_accuracy", float("nan")),
+            test_accuracy=float("nan"), ledger=self.ledger, n_params=algo.n_params(selected),
+            extra={"val_accuracy": sel_rec.get("val_accuracy"), "selected_epoch": sel_epoch,
+                   "epochs_run": history[-1]["epoch"], "stopped_early": loop.stopped_early,
+                   "steps": loop.step,
+                   "layers": [layer.spec.to_dict() for layer in self.layers],
+                   "params_by_part": algo.params_by_part(selected),
+                   "physics_fits": physics_fits(self.ledger),
+                   "params_sha256": params_digest(algo.params(selected)),
+                   "fingerprint": self.fp, **algo.extra(selected)})
+        del record["test_accuracy"]
+        return Result(record, TrainedModel(self.method, algo, selected))
+
+
+def _sigint_stops(stop: dict):
+    """From now on Ctrl-C asks the loop to checkpoint and stop (a second one stops at once);
+    returns the handler to put back (``None`` off the main thread, where none is set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    return signal.signal(signal.SIGINT, on_sigint)
+
+
 def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
         ledger: Ledger | None = None, progress: Callable[[dict], None] | None = None,
         on_batch: Callable[[int, int, float], None] | None = None,
@@ -335,167 +537,26 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
     Raises:
         ResumeMismatch: when resuming from a checkpoint written by a different run.
     """
-    seed = check_seed(seed)
-    ledger = ledger or Ledger()
-    algo = algorithm_cls(layers, data, config, seed=seed, ledger=ledger, **(options or {}))
-    state = algo.init()
-    rng = np.random.default_rng([seed, 7919])  # data order (and the training subset)
-    n_train = len(data.y_train)
-    eval_idx = np.sort(rng.permutation(n_train)[: config.eval_train_max])
-    has_val = _has_val(data)
-    n_batches = -(-n_train // config.batch_size)
-    total_steps = config.epochs * n_batches
-    fp = fingerprint(method, config, seed, layers, data, fingerprint_extra)
-    loop = {"epoch": 1, "batch": 0, "order": np.zeros(n_train, np.int64), "losses": [],
-            "history": [], "step": 0, "best_val": -1.0, "best_epoch": 0, "since_best": 0,
-            "stopped_early": False, "eval_flops": 0, "eval_s": 0.0}
-    best = state
-
-    def snapshot():
-        from pnn.perturb import perturbation_states
-
-        snap = {"rng": rng, "order": np.asarray(loop["order"], np.int64),
-                "loop": {k: v for k, v in loop.items() if k != "order"},
-                "ledger": ledger.state_dict(),
-                "perturbations": perturbation_states(layers), "fingerprint": fp}
-        # numpy generators inside a state are stored as top-level entries of their own
-        for name, st in (("state", state), ("best", best)):
-            snap[name] = {k: v for k, v in st.items() if not isinstance(v, np.random.Generator)}
-            for k, v in st.items():
-                if isinstance(v, np.random.Generator):
-                    snap[f"{name}.{k}"] = v
-        return snap
-
-    def restore(snap, name):
-        out = dict(snap[name])
-        for key, v in snap.items():
-            if key.startswith(name + "."):
-                out[key[len(name) + 1:]] = v
-        return out
-
-    from pnn.perturb import load_perturbation_states
-
-    fresh_order = True
-    if checkpoint_dir is not None and resume:
-        found = load_checkpoint(checkpoint_dir, snapshot())
-        if found is not None:
-            st, _ = found
-            diff = _differences(st["fingerprint"], fp)
-            if diff:
-                raise ResumeMismatch(
-                    f"checkpoint in {checkpoint_dir} was written by a different run; differing "
-                    f"keys: {', '.join(diff)}. Resume with the same settings, or start afresh "
-                    "in a new --checkpoint-dir")
-            state, best, rng = restore(st, "state"), restore(st, "best"), st["rng"]
-            loop = {**st["loop"], "order": np.asarray(st["order"])}
-            ledger.load_state_dict(st["ledger"])
-            load_perturbation_states(layers, st["perturbations"])
-            fresh_order = False
-            for rec in loop["history"]:
-                if progress is not None:
-                    progress(rec)
-
+    r = _Run(method, algorithm_cls, layers, data, config, seed=check_seed(seed),
+             ledger=ledger or Ledger(), fingerprint_extra=fingerprint_extra, options=options)
+    resumed = checkpoint_dir is not None and resume and r.resume(checkpoint_dir, progress)
     stop = {"requested": False}
-    restore_handler = None
-    if checkpoint_dir is not None and threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):
-            if stop["requested"]:  # a second Ctrl-C: stop at once
-                raise KeyboardInterrupt
-            stop["requested"] = True
-        restore_handler = signal.signal(signal.SIGINT, on_sigint)
+    handler = _sigint_stops(stop) if checkpoint_dir is not None else None
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-
-    def evaluate(x, y) -> float:
-        # evaluation costs are kept apart from learning costs (history: eval_flops, eval_s)
-        f0, t0 = ledger.digital_flops, time.perf_counter()
-        acc = accuracy(algo.predict(state, np.asarray(x, np.float32)), y)
-        loop["eval_flops"] = loop.get("eval_flops", 0) + ledger.digital_flops - f0
-        loop["eval_s"] = loop.get("eval_s", 0.0) + time.perf_counter() - t0
-        return acc
-
+    hooks = {"on_step": on_step, "on_batch": on_batch}
     try:
-        epoch = loop["epoch"]
-        while epoch <= config.epochs and not loop["stopped_early"]:
-            t_epoch = time.perf_counter()
-            if fresh_order:
-                loop["order"], loop["losses"], loop["batch"] = rng.permutation(n_train), [], 0
+        fresh_order = not resumed
+        while r.loop.epoch <= config.epochs and not r.loop.stopped_early:
+            epoch, t_epoch = r.loop.epoch, time.perf_counter()
+            r.train_epoch(fresh_order, hooks, checkpoint_dir, checkpoint_every, stop, kill_at)
             fresh_order = True
-            order = loop["order"]
-            for b in range(loop["batch"], n_batches):
-                idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-                state, loss = algo.step(state, data.x_train[idx], data.y_train[idx])
-                loop["losses"] = [*loop["losses"], float(loss)]
-                loop["step"] += 1
-                loop["batch"] = b + 1
-                if on_step is not None:
-                    on_step(loop["step"], evaluate)
-                state = algo.after_step(state, loop["step"])
-                if on_batch is not None:
-                    on_batch(loop["step"], total_steps, float(loss))
-                if checkpoint_dir is not None and (
-                        stop["requested"] or (checkpoint_every
-                                              and loop["step"] % checkpoint_every == 0)):
-                    save_checkpoint(checkpoint_dir, snapshot(), step=loop["step"])
-                    if kill_at and loop["step"] >= kill_at:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                if stop["requested"]:
-                    raise KeyboardInterrupt(f"stopped after step {loop['step']}; checkpoint "
-                                            f"written to {checkpoint_dir}")
             if epoch % config.eval_every == 0 or epoch == config.epochs:
-                state = algo.before_eval(state)
-                rec = {"epoch": epoch, "step": loop["step"],
-                       "loss": float(np.mean(loop["losses"]))}
-                if has_val:
-                    rec["val_accuracy"] = evaluate(data.x_val, data.y_val)
-                if len(eval_idx):
-                    rec["train_accuracy"] = evaluate(data.x_train[eval_idx],
-                                                     data.y_train[eval_idx])
-                rec["physical_queries"] = ledger.physical_queries
-                # cumulative learning costs at this epoch (evaluation excluded, reported apart)
-                ev_f, ev_s = loop.get("eval_flops", 0), loop.get("eval_s", 0.0)
-                rec["train_queries"] = int(ledger.queries_by_purpose.get("train", 0))
-                rec["digital_flops"] = int(ledger.digital_flops - ev_f)
-                rec["wall_s"] = round(max(ledger.wall_s - ev_s, 0.0), 4)
-                rec["eval_queries"] = int(ledger.queries_by_purpose.get("eval", 0))
-                rec["eval_flops"] = int(ev_f)
-                rec["eval_s"] = round(ev_s, 4)
-                rec["epoch_s"] = round(time.perf_counter() - t_epoch, 3)
-                loop["history"] = [*loop["history"], rec]
-                score = rec.get("val_accuracy", -1.0)
-                if score > loop["best_val"]:
-                    loop["best_val"], loop["best_epoch"], loop["since_best"] = score, epoch, 0
-                    best = state
-                else:
-                    loop["since_best"] += 1
-                    if config.patience and loop["since_best"] >= config.patience:
-                        loop["stopped_early"] = True
-                if progress is not None:
-                    progress(rec)
-            epoch += 1
-            loop["epoch"] = epoch
+                r.evaluate_epoch(epoch, t_epoch, progress)
+            r.loop.epoch = epoch + 1
     finally:
-        if restore_handler is not None:
-            signal.signal(signal.SIGINT, restore_handler)
-
-    history = loop["history"]
-    selected = best if (has_val and config.restore_best) else state
-    sel_epoch = loop["best_epoch"] if (has_val and config.restore_best) else history[-1]["epoch"]
-    sel_rec = next(r for r in history if r["epoch"] == sel_epoch)
-    ledger.stop()
-    record = result_record(
-        method=method, config=config, seed=seed, history=history,
-        train_accuracy=sel_rec.get("train_accuracy", float("nan")),
-        test_accuracy=float("nan"), ledger=ledger, n_params=algo.n_params(selected),
-        extra={"val_accuracy": sel_rec.get("val_accuracy"), "selected_epoch": sel_epoch,
-               "epochs_run": history[-1]["epoch"], "stopped_early": loop["stopped_early"],
-               "steps": loop["step"],
-               "layers": [layer.spec.to_dict() for layer in layers],
-               "params_by_part": algo.params_by_part(selected),
-               "physics_fits": physics_fits(ledger),
-               "params_sha256": params_digest(algo.params(selected)),
-               "fingerprint": fp, **algo.extra(selected)})
-    del record["test_accuracy"]
-    return Result(record, TrainedModel(method, algo, selected))
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    return r.result()
 
 
 def fit(method: str, algorithm_cls, layers, data, config, *, seed: int = 0, **kw) -> Result:
