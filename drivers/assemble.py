@@ -11,6 +11,7 @@ from __future__ import annotations
 from pnn.drivers.profile import load_profile
 from pnn.drivers.serial import SerialLayer
 from pnn.drivers.visa import VisaLayer
+from pnn.layers import WidthError, share
 
 __all__ = ["instrument_layers", "parse_address"]
 
@@ -30,7 +31,8 @@ def parse_address(text: str) -> tuple[str, str]:
     return kind, where
 
 
-def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the network") -> list:
+def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the network",
+                      hint: str = "") -> list:
     """One driver layer per block (not connected yet).
 
     Args:
@@ -40,6 +42,7 @@ def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the
         shapes: ``[(n_in, n_out), ...]``, one per block.
         profile: an instrument profile: a path or a shipped name (default ``"emulator"``).
         what: names the network in messages (e.g. ``"phyll with hidden=(20, 20)"``).
+        hint: appended to a message about widths (which flags set them).
 
     Raises:
         ValueError: a malformed address, a count of addresses that fits neither form, or a
@@ -50,7 +53,6 @@ def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the
     prof = load_profile(profile)
     L = prof.layer
     if len(addresses) == 1 and len(shapes) > 1:
-        from pnn.layers import share
 
         text = addresses[0]
         kind, where = parse_address(text)
@@ -59,9 +61,9 @@ def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the
         device = _KINDS[kind](prof, where, n_in=n_in, n_out=n_out, name=f"{kind}:{where}")
         try:
             return share(device, shapes)
-        except ValueError as e:
-            raise ValueError(f"--instrument {text!r} for every block (profile "
-                             f"{prof.source}): {e}") from None
+        except WidthError as e:
+            raise WidthError(f"--instrument {text!r} for every block (profile "
+                             f"{prof.source}): {e}" + (f". {hint}" if hint else "")) from None
     if len(addresses) != len(shapes):
         raise ValueError(f"{what} needs {len(shapes)} physical layer(s) ({need}), but "
                          f"{len(addresses)} --instrument was given: give one per block, in "
@@ -71,8 +73,8 @@ def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the
         kind, where = parse_address(text)
         for name, have, want in (("n_in", L.n_in, n_in), ("n_out", L.n_out, n_out)):
             if have is not None and have != want:
-                raise ValueError(f"profile {prof.source} fixes {name}={have}, but block {k} "
-                                 f"needs {name}={want} ({need})")
+                raise WidthError(f"profile {prof.source} fixes {name}={have}, but block {k} "
+                                 f"needs {name}={want} ({need})" + (f". {hint}" if hint else ""))
         layers.append(_KINDS[kind](prof, where, n_in=n_in, n_out=n_out,
                                    name=f"{kind}[{k}]:{where}"))
     return layers

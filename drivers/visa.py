@@ -57,6 +57,7 @@ import numpy as np
 
 from pnn.drivers import wire
 from pnn.drivers.base import InstrumentLayer, TransientError
+from pnn.numtext import parse_float
 from pnn.drivers.errors import InstrumentConnectionError, InstrumentError, ReplyFormatError
 from pnn.drivers.profile import ASCII, Profile, VisaCommands, format_command
 from pnn.drivers.safety import SafetyLimits
@@ -575,7 +576,7 @@ class VisaLayer(InstrumentLayer):
                     f"visa.readout.preamble.{k} = {i} needs at least {i + 1}; check the query, "
                     f"the separator and the index against the instrument's manual")
             try:
-                val = float(fields[i])
+                val = parse_float(fields[i])
             except ValueError:
                 val = math.nan
             if not math.isfinite(val):
@@ -642,11 +643,11 @@ class VisaLayer(InstrumentLayer):
         out = np.empty(len(items), np.float64)
         for i, item in enumerate(items):
             try:
-                out[i] = float(item)
+                out[i] = parse_float(item)
             except ValueError:
                 raise ReplyFormatError(
                     f"{self.spec.name}: item {i} of the ascii reply to {cmd!r} is "
-                    f"{_short(item.strip(), 30)!r}, not a number (reply starts "
+                    f"{_short(item.strip(), 30)!r}, not a number or cut short (reply starts "
                     f"{_short(text, 40)!r}; visa.readout.separator = {sep!r}); check the "
                     f"separator and the instrument's data format") from None
         return out

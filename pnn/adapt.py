@@ -252,6 +252,9 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
     adaptation's own); ``system_kwargs``: the simulator's physical parameters (default: its
     own).
     """
+    from pnn.config import check_seed
+
+    seed = check_seed(seed)
     if twin not in ("stale", "refit"):
         raise ValueError(f"twin must be 'stale' or 'refit', got {twin!r}")
     if not events:

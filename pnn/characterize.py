@@ -340,12 +340,21 @@ def characterize(layer, *, drive_sets: Mapping | None = None, measured: Mapping 
     spec = layer.spec
     n = default_samples(spec.n_in, holdout) if n_samples is None else \
         _count("n_samples", n_samples, 8)
+    from pnn.memory import check_memory
+
+    check_memory(f"characterize: n_samples = {n} drives per set",
+                 2 * 8 * n * (spec.n_in + spec.n_out),
+                 how=f"the drives and responses of the two standard sets, {spec.n_in} + "
+                     f"{spec.n_out} values a drive, float64",
+                 fix="give fewer samples (--samples)")
     repeats = _count("repeats", repeats, 0)
     n_checks = _count("n_checks", n_checks, 0)
     if repeats == 1 or n_checks == 1:
         raise ValueError(f"repeats = {repeats}, n_checks = {n_checks}: one measurement shows "
                          f"no change; give 0 (skip) or at least 2")
-    rng = np.random.default_rng([int(seed), 37])
+    from pnn.config import check_seed
+
+    rng = np.random.default_rng([check_seed(seed), 37])
     sets = _gather_sets(layer, drive_sets, n, include_standard, rng)
     measured = _check_measured(measured)  # before any query: a mistake costs no measurement
     if not sets and not measured:

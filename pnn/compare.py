@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from pnn import registry
+from pnn.memory import check_run
 from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows
 
 __all__ = ["compare", "summarise", "markdown_table", "plot_costs", "write_report",
@@ -156,6 +157,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
                 if checkpoint:
                     checkpoint(records)
                 continue
+            check_run(trainer, cfg, d, what=f"{method} on {d.name}")
             layers = registry.build_layers(system, method, cfg, d, seed=seed, devices=devices,
                                            **physics)
             prog = progress_factory(method, seed, cfg) if progress_factory else None

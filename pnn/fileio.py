@@ -61,6 +61,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
+        OutputPathError: (a ``ValueError``) when ``path`` exists and is neither a regular file,
+            a symlink nor a directory (a device such as ``/dev/null``, a FIFO, a socket): it is
+            refused, never replaced.
         TypeError: when ``data`` is not bytes-like.
         FileNotFoundError: when the destination's directory does not exist.
         OSError: when writing, flushing or renaming fails (``path`` is then unchanged and no
@@ -70,6 +73,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise TypeError(f"atomic_write_bytes: data must be bytes, got {type(data).__name__}; "
                         f"use atomic_write_text for str")
     path = Path(path)
+    kind = _special_kind(path)
+    if kind is not None and kind != "a directory":  # a directory: the rename fails (OSError)
+        raise OutputPathError(f"cannot write {str(path)!r}: it is {kind}, not a regular file, "
+                              f"and would be replaced by one; give the path of a regular file "
+                              f"(new or existing)")
     directory = path.parent
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot write {str(path)!r}: its directory {str(directory)!r} "
@@ -163,17 +171,35 @@ def _probe_directory(directory: Path) -> str | None:
     return None
 
 
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a symlink (``"a
+    FIFO"``, ``"a character device"``, ...); ``None`` otherwise."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def check_writable(path: str | os.PathLike, *, folder: bool = False, what: str = "output",
                    files: tuple[str, ...] | list[str] = ()) -> Path:
     """Check, before any work starts, that ``path`` can be written; change nothing.
 
     A file (``folder=False``): ``path`` must not be a directory nor a symlink (the writer would
-    replace the link, not write where it points), and its directory must exist and be writable,
+    replace the link, not write where it points) nor any other non-regular file (a device such as
+    ``/dev/null``, a FIFO: the writer would replace it), and its directory must exist and be writable,
     or be creatable: its nearest existing ancestor is a writable directory.
 
     A folder (``folder=True``): ``path`` must be a directory (a symlink to one is fine) in which
     a file can be created, or not exist and be creatable; each name in ``files`` (what will be
-    written into it) must not be a directory or a symlink there.
+    written into it) must not be a directory, a symlink or another non-regular file there.
 
     ``what`` names the option in messages (e.g. ``"--out"``).
 
@@ -202,9 +228,14 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False, what: str =
                 if f.is_dir():
                     raise refuse(f"{name} in it is a directory, where a file will be written",
                                  "remove or rename that directory, or choose another folder")
+                kind = _special_kind(f)
+                if kind is not None:
+                    raise refuse(f"{name} in it is {kind}, not a regular file, and would be "
+                                 f"replaced by one", "remove it or choose another folder")
             return path
         if path.exists() or path.is_symlink():
-            kind = "a dangling symlink" if not path.exists() else "a file, not a folder"
+            kind = ("a dangling symlink" if not path.exists() else
+                    f"{_special_kind(path) or 'a file'}, not a folder")
             raise refuse(f"is {kind}", "give a folder (new or existing)")
         _check_creatable(path, refuse)
         return path
@@ -215,6 +246,10 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False, what: str =
     if path.is_dir():
         raise refuse("is a directory, a file was expected",
                      f"give a file name, e.g. {str(path / 'result.json')!r}")
+    kind = _special_kind(path)
+    if kind is not None:
+        raise refuse(f"is {kind}, not a regular file, and would be replaced by one",
+                     "give the path of a regular file (new or existing)")
     _check_creatable(path, refuse)
     return path
 

@@ -67,9 +67,11 @@ import numpy as np
 
 from pnn.layer import LayerSpec, is_traced, validate_input
 from pnn.layer import device_name as _device_name
+from pnn.numtext import parse_float
 
 __all__ = ["from_function", "FunctionLayer", "from_recorded", "RecordedLayer", "load_recorded",
-           "Shared", "share", "devices", "device_name", "recorded_system", "SURROGATE_MODELS"]
+           "Shared", "share", "devices", "device_name", "recorded_system", "SURROGATE_MODELS",
+           "WidthError"]
 
 
 def _fn_name(fn) -> str:
@@ -299,11 +301,12 @@ def load_recorded(path) -> tuple[np.ndarray, np.ndarray, dict]:
                 if not row or all(not c.strip() for c in row):
                     continue
                 try:
-                    rows_x.append([float(row[j]) for _, j in ins])
-                    rows_y.append([float(row[j]) for _, j in outs])
+                    rows_x.append([parse_float(row[j]) for _, j in ins])
+                    rows_y.append([parse_float(row[j]) for _, j in outs])
                 except (ValueError, IndexError):
                     raise ValueError(f"{path}, line {line}: expected a number in every input "
-                                     f"and output column, got {row}") from None
+                                     f"and output column, got {row} (a value cut short, like '1.2e' "
+                                     f"or '3.', means a truncated file)") from None
             if not rows_x:
                 raise ValueError(f"{path}: a header but no measurements")
             x, y = np.array(rows_x), np.array(rows_y)
@@ -585,6 +588,10 @@ def recorded_system(path) -> Callable:
 
 
 # ----------------------------------------------------------------------------- shared layers
+class WidthError(ValueError):
+    """A block wider (in drives or measured channels) than the one layer it must use."""
+
+
 class Shared:
     """One block's view of a layer that several blocks share (or of a wider layer).
 
@@ -610,13 +617,13 @@ class Shared:
         n_out = dev.n_out if n_out is None else int(n_out)
         who = f"block {block}" if block is not None else "the block"
         if n_in > dev.n_in:
-            raise ValueError(
+            raise WidthError(
                 f"{dev.name}: {who} sends {n_in} drive channels, but the shared layer takes "
                 f"{dev.n_in}; a shared layer needs n_in >= every block's drive width (narrower "
                 f"drives are padded with lo={dev.lo}): build the layer with n_in={n_in} or more, "
                 f"or make the block narrower")
         if n_out > dev.n_out:
-            raise ValueError(
+            raise WidthError(
                 f"{dev.name}: {who} reads {n_out} measured channels, but the shared layer "
                 f"measures {dev.n_out}; build the layer with n_out={n_out} or more, or lower "
                 f"the block's n_meas")

@@ -594,6 +594,16 @@ def describe_method(code: str) -> str:
     return trainer.display_name if trainer is not None else code
 
 
+def width_hint(method: str, shapes) -> str:
+    """What to change when ``method``'s blocks (``shapes``) are wider than a fixed-size system
+    or instrument can serve: the flags that set the widths."""
+    need = "; ".join(f"block {k}: n_in={i}, n_out={o}" for k, (i, o) in enumerate(shapes))
+    return (f"{method} needs {need}. The widths follow from the task and the method's config: "
+            f"fewer classes (--classes) or input features (--n-features) narrow the first "
+            f"block's drive, narrower blocks (--hidden) the later ones', fewer measured "
+            f"channels (--n-meas, or --set method.KEY=...) each block's reading")
+
+
 def build_layers(system: str, method: str, config, data, *, seed: int = 0,
                  shared: bool = False, devices: int = 1, **system_kw):
     """The physical layers a method needs for ``data``, one per block, each seeded apart.
@@ -607,7 +617,17 @@ def build_layers(system: str, method: str, config, data, *, seed: int = 0,
     (:func:`pnn.sharded.data_parallel`: each batch split along its rows; the same outputs as
     one device, to float rounding); a system whose layer is not a pure-JAX simulator is
     refused."""
+    from pnn.layers import WidthError
+
     shapes = get_trainer(method).shapes(config, data.n_features, data.n_classes)
+    try:
+        return _build_layers(system, shapes, seed, shared, devices, system_kw)
+    except WidthError as e:
+        raise WidthError(f"{e}. {width_hint(method, shapes)}") from None
+
+
+def _build_layers(system: str, shapes, seed: int, shared: bool, devices: int,
+                  system_kw: dict) -> list:
     if devices != 1 or isinstance(devices, bool):
         from pnn.sharded import check_devices, data_parallel
 

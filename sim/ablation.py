@@ -56,7 +56,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from pnn.layer import LayerSpec, concrete_scalars
-from pnn.sim.base import AbstractSimulator, require, scalar
+from pnn.sim.base import AbstractSimulator, check_seed, require, scalar
 
 __all__ = ["NoPhysics", "RandomLinear", "RandomNonlinear"]
 
@@ -139,7 +139,7 @@ class RandomLinear(AbstractSimulator):
     def __init__(self, n_in: int = 8, n_out: int = 8, *, gain: float = 1.0, seed: int = 0,
                  name: str = "random_linear"):
         self.spec = _spec(n_in, n_out, name, "intensity (arb.)")
-        self.seed = int(seed)
+        self.seed = check_seed(name, seed)
         self.gain = scalar(gain)
         g = _rng(seed, 1).normal(size=(2, n_out, n_in))
         self.T = jnp.asarray((g[0] ** 2 + g[1] ** 2) / 2.0 / n_in, jnp.float32)
@@ -195,7 +195,7 @@ class RandomNonlinear(AbstractSimulator):
                              "map's hidden width); pass e.g. hidden=32 or leave it None")
         self.spec = _spec(n_in, n_out, name, "intensity (arb.)" if kind == "speckle"
                           else "arb. (0..gain)")
-        self.kind, self.seed, self.hidden = kind, int(seed), int(hidden)
+        self.kind, self.seed, self.hidden = kind, check_seed(name, seed), int(hidden)
         self.gain, self.strength = scalar(gain), scalar(strength)
         rng = _rng(seed, 2)
         if kind == "speckle":

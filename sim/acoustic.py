@@ -61,7 +61,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from pnn.layer import LayerSpec
-from pnn.sim.base import AbstractSimulator, require, scalar
+from pnn.sim.base import AbstractSimulator, check_seed, require, scalar
 
 __all__ = ["AcousticLayer", "discrete_energy", "laplacian"]
 
@@ -246,6 +246,12 @@ class AcousticLayer(AbstractSimulator):
                 f"{name}: a {nx}x{ny} grid cannot hold an absorbing layer of {pml_width} cells "
                 f"on each side plus an 8-cell interior; enlarge the grid or thin the layer"
             )
+        from pnn.memory import check_memory
+
+        check_memory(f"{name}: a {nx}x{ny} grid", 5 * 4 * nx * ny,
+                     how="the disorder and nonlinearity maps and one sample's pressure and two "
+                         "velocity fields, float32",
+                     fix="give smaller nx, ny")
         interior_y = ny - 2 * pml_width - 2
         if max(n_in, n_out) > interior_y:
             raise ValueError(
@@ -279,7 +285,7 @@ class AcousticLayer(AbstractSimulator):
         self.src_xy = tuple((src_x, int(y)) for y in _spread(n_in, lo_y, hi_y))
         self.probe_xy = tuple((probe_x, int(y)) for y in _spread(n_out, lo_y, hi_y))
 
-        key = jax.random.PRNGKey(seed)
+        key = jax.random.PRNGKey(check_seed(name, seed))
         self.delta = jnp.asarray(_smooth_disorder(key, nx, ny, disorder, corr_cells=2.5))
         if nl_region is None:
             nl_region = (nx // 4, 3 * nx // 4, ny // 4, 3 * ny // 4)

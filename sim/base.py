@@ -54,12 +54,28 @@ from jaxtyping import Array, Float
 
 from pnn.layer import LayerSpec, concrete_scalars, is_traced, validate_input
 
-__all__ = ["AbstractSimulator", "scalar", "fft_flops", "require"]
+__all__ = ["AbstractSimulator", "scalar", "fft_flops", "require", "check_seed",
+           "MAX_LAYER_SEED"]
 
 
 def scalar(value) -> Array:
     """A physical scalar in the one form simulators hold it: a 0-d floating JAX array."""
     return jnp.asarray(float(value))
+
+
+#: numpy's and JAX's PRNG seeds are 32-bit: JAX keeps the low 32 bits of a larger one (two seeds
+#: would silently give the same layer) and a seed beyond 64 bits overflows
+MAX_LAYER_SEED = 2**32 - 1
+
+
+def check_seed(layer: str, seed) -> int:
+    """A simulator's seed as an int in ``[0, MAX_LAYER_SEED]``; raises ``ValueError`` naming the
+    layer, the value and the range."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not 0 <= int(seed) <= MAX_LAYER_SEED:
+        raise ValueError(f"{layer}: seed = {seed!r}: expected an integer in [0, "
+                         f"{MAX_LAYER_SEED}] (numpy's and JAX's seeds are 32-bit)")
+    return int(seed)
 
 
 def fft_flops(n: int) -> int:

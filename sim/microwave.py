@@ -87,7 +87,7 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from pnn.layer import LayerSpec
-from pnn.sim.base import AbstractSimulator, require, scalar
+from pnn.sim.base import AbstractSimulator, check_seed, require, scalar
 
 __all__ = ["MicrowaveLayer", "semicircle_cdf"]
 
@@ -210,6 +210,11 @@ class MicrowaveLayer(AbstractSimulator):
                 raise ValueError(f"{name}: {label} must be a positive integer, got {v!r}")
         if not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
             raise ValueError(f"{name}: n_iter must be an integer >= 0, got {n_iter!r}")
+        from pnn.memory import check_memory
+
+        check_memory(f"{name}: n_modes = {n_modes}", 3 * 8 * n_modes**2,
+                     how="the M x M random matrix, its transpose sum and eigenvectors, float64",
+                     fix="give a smaller n_modes")
         if n_modes < 16:
             raise ValueError(
                 f"{name}: {n_modes} modes are too few for a chaotic (random-matrix) cavity; "
@@ -264,7 +269,7 @@ class MicrowaveLayer(AbstractSimulator):
         self.element_strength, self.drive_power = scalar(element_strength), scalar(drive_power)
         self.kerr, self.relax, self.detuning = scalar(kerr), scalar(relax), scalar(detuning)
 
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(name, seed))
         m = int(n_modes)
         a = rng.standard_normal((m, m))
         sigma = mode_spacing * math.sqrt(m) / math.pi

@@ -89,7 +89,7 @@ from jaxtyping import Array, Complex, Float
 from scipy.special import erf
 
 from pnn.layer import LayerSpec
-from pnn.sim.base import AbstractSimulator, fft_flops, require, scalar
+from pnn.sim.base import AbstractSimulator, check_seed, fft_flops, require, scalar
 
 __all__ = ["OpticalLayer", "interp_basis"]
 
@@ -325,7 +325,7 @@ class OpticalLayer(AbstractSimulator):
             units=f"drive: shaper {encoding} (0..1); output: bin energy / (E_ref/n_out)",
         )
         self.medium, self.encoding, self.readout = medium, encoding, readout
-        self.n_t, self.n_steps, self.seed = int(n_t), int(n_steps), int(seed)
+        self.n_t, self.n_steps, self.seed = int(n_t), int(n_steps), check_seed(name, seed)
         self.noise_rel, self.noise_abs = float(noise_rel), float(noise_abs)
         self._calls = _CallCounter()
         self.dt = float(dt)

@@ -97,7 +97,7 @@ def test_more_devices_than_jax_sees_is_a_clear_error(command, tmp_path, capsys):
     assert main([*command, "--out", str(tmp_path / "out"), "--devices", str(n)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err  # one line, no traceback
-    assert f"devices{' =' if command[0] == 'train' else ''} {n}" in err
+    assert f"devices{'' if command[0] == 'tune' else ' ='} {n}" in err  # experiments say 'devices ='
     assert f"JAX sees only {len(jax.devices())} device" in err
     assert f"XLA_FLAGS=--xla_force_host_platform_device_count={n}" in err
     assert not (tmp_path / "out").exists()  # refused before anything ran

@@ -448,3 +448,13 @@ def test_readme_bring_your_own_physics_examples_run(tmp_path, monkeypatch, capsy
     assert ns["layer"].report["r2"] > 0.95
     assert "held-out R2" in capsys.readouterr().out
     assert all(0 <= a <= 1 for a in accuracies) and ns["record"]["cost"]["physical_queries"] > 0
+    # the page's command for the recorded rig, as written, on the file the last block wrote
+    from pnn.cli import main
+
+    (command,) = re.findall(r"`(pnn train --system recorded:my_rig\.npz[^`]*)`",
+                            " ".join(section.split()))
+    assert main([*command.split()[1:], "--epochs", "1", "--out", "rig.json"]) == 0
+    # without the widths, the message names every block's widths and the flags
+    assert main(["train", "--system", "recorded:my_rig.npz", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "phyll needs block 0: n_in=19, n_out=20" in err and "--n-meas" in err

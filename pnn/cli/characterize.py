@@ -287,7 +287,7 @@ def add_command(sub) -> None:
                         "(0: skip; default %(default)s)")
     c.add_argument("--batch", type=_whole(1), default=256,
                    help="drives per query (default %(default)s)")
-    c.add_argument("--seed", type=int, default=0,
+    c.add_argument("--seed", type=common.seed, default=0,
                    help="seeds the system's disorder, the drives and the fits' splits "
                         "(default %(default)s)")
     c.add_argument("--out", default="characterize_results",

@@ -21,6 +21,32 @@ def parse_ints(text: str) -> tuple:
     return vals
 
 
+def seed(text: str) -> int:
+    """``--seed N``: a whole number in [0, :data:`pnn.config.MAX_SEED`] (numpy's and JAX's seeds
+    are 32-bit and each layer's seed is ``1000 * seed + k``)."""
+    from pnn.config import MAX_SEED
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, {MAX_SEED}], got "
+                                         f"{text!r}")
+    return n
+
+
+def check_seed_arg(value, flag: str = "--seed") -> int:
+    """A seed flag parsed as a plain ``int`` checked before any work: the flag, the value and
+    the valid range, not numpy's overflow."""
+    from pnn.config import MAX_SEED, ConfigError, check_seed
+
+    try:
+        return check_seed(value)
+    except ConfigError:
+        raise ValueError(f"{flag} {value}: expected a whole number in [0, {MAX_SEED}]") from None
+
+
 def devices(text: str) -> int:
     """``--devices N``: a whole number >= 1 (checked against ``jax.devices()`` when it runs)."""
     try:
@@ -191,4 +217,5 @@ def instrument_layers(method: str, addresses, profile, cfg, data) -> list:
     trainer = registry.check_runs_on_instruments(method)
     shapes = trainer.shapes(cfg, data.n_features, data.n_classes)
     return assemble(addresses, shapes, profile=profile,
-                    what=f"{method} with hidden={tuple(cfg.hidden)}")
+                    what=f"{method} with hidden={tuple(cfg.hidden)}",
+                    hint=registry.width_hint(method, shapes))

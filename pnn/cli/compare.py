@@ -35,6 +35,9 @@ def cmd_tune(args, load_data: Callable) -> int:
 
     from pnn.cli.experiment import _methods_arg, method_overrides
 
+    from pnn.cli.common import check_seed_arg
+
+    check_seed_arg(args.seed)
     methods = _methods_arg(args.methods)
     unknown = [m for m in methods if m not in registry.TRAINERS]
     if unknown or not methods:

@@ -70,6 +70,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     from pnn.fileio import check_writable
 
+    common.check_seed_arg(args.seed)
     out = check_writable(args.out, folder=True, what="--out",
                          files=("results.json", "model.pnn", "learning_curve.png"))
     data = common.load_data(args, args.seed)

@@ -83,6 +83,14 @@ def experiment_from_compare_args(args) -> Experiment:
                          "e.g. --target 0.9")
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds}: expected at least 1 seed")
+    from pnn.cli.common import check_seed_arg
+    from pnn.config import MAX_SEED
+
+    check_seed_arg(args.seed)
+    if args.seed + args.seeds - 1 > MAX_SEED:
+        raise ValueError(f"--seed {args.seed} --seeds {args.seeds}: the last seed "
+                         f"{args.seed + args.seeds - 1} is above {MAX_SEED}; give at most "
+                         f"--seeds {MAX_SEED - args.seed + 1}")
     tune = int(getattr(args, "tune", 0) or 0)
     compare: dict = {"tune_trials": tune, "tune_jobs": getattr(args, "jobs", 1) or 1}
     if tune or getattr(args, "split_per_seed", False):
@@ -308,6 +316,16 @@ def _runs(exp: Experiment, records: list[dict]) -> dict[str, tuple]:
             (r["test_accuracy"], r.get("params_sha256")) for r in records}
 
 
+def _record_seed(path: Path, i: int, record: dict) -> int:
+    """A record's seed, checked as an experiment file's seeds are."""
+    from pnn.config import ConfigError, check_seed
+
+    try:
+        return check_seed(record.get("seed"))
+    except ConfigError as e:
+        raise ValueError(f"{path}: record {i}: {e}; replay a record written by pnn") from None
+
+
 def _replay(path: Path, args) -> int:
     records = read_records(path)
     missing = [i for i, r in enumerate(records) if "experiment" not in r]
@@ -322,8 +340,8 @@ def _replay(path: Path, args) -> int:
     exp = Experiment.from_dict(records[0]["experiment"], where=f"{path} (experiment)")
     # the replay runs from scratch and writes only where told to
     if exp.kind == "train":
-        exp = dataclasses.replace(exp, seeds=tuple(dict.fromkeys(int(r["seed"])
-                                                                for r in records)),
+        exp = dataclasses.replace(exp, seeds=tuple(dict.fromkeys(_record_seed(path, i, r)
+                                                                for i, r in enumerate(records))),
                                   run=dataclasses.replace(exp.run, checkpoint_dir=None,
                                                           resume=False),
                                   output=dataclasses.replace(exp.output, out=args.out,

@@ -46,6 +46,8 @@ def _port(text: str) -> int:
 
 
 def add_commands(subparsers) -> None:
+    from pnn.cli.common import seed as seed_arg
+
     """Add ``instruments`` and ``emulate`` to pnn's sub-command parser."""
     from pnn import registry
 
@@ -86,7 +88,8 @@ def add_commands(subparsers) -> None:
                    help="simulator behind it (default %(default)s)")
     e.add_argument("--n-in", type=int, default=8, help="drive channels (default %(default)s)")
     e.add_argument("--n-out", type=int, default=8, help="measured channels (default %(default)s)")
-    e.add_argument("--seed", type=int, default=0, help="simulator seed (default %(default)s)")
+    e.add_argument("--seed", type=seed_arg, default=0,
+                   help="simulator seed (default %(default)s)")
     e.add_argument("--port", type=_port, default=0,
                    help="scpi: TCP port on 127.0.0.1, 0 for any free one; scpi-pair: the AWG's "
                         "port, the scope's is the next one (default %(default)s)")

@@ -134,6 +134,8 @@ def cmd_eval(args) -> int:
 
 def read_rows(path, features: list[str]) -> np.ndarray:
     """The feature columns of a CSV file (header row with the feature names), in model order."""
+    from pnn.numtext import parse_float
+
     path = Path(path)
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
@@ -149,10 +151,11 @@ def read_rows(path, features: list[str]) -> np.ndarray:
     x = np.zeros((len(rows) - 1, len(features)), np.float64)
     for i, row in enumerate(rows[1:]):
         try:
-            x[i] = [float(row[c]) for c in cols]
+            x[i] = [parse_float(row[c]) for c in cols]
         except (ValueError, IndexError):
-            raise ValueError(f"{path}, line {i + 2}: expected {len(features)} numbers in the "
-                             f"columns {features}, got {row}") from None
+            raise ValueError(f"{path}, line {i + 2}: expected {len(features)} complete numbers "
+                             f"in the columns {features}, got {row} (a value cut short, like "
+                             f"'1.2e' or '3.', means a truncated file)") from None
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{path}: every feature value must be finite")
     return x

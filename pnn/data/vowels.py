@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from pnn.fileio import atomic_write_bytes, atomic_write_text
+from pnn.numtext import parse_float
 
 __all__ = [
     "Dataset",
@@ -316,9 +317,10 @@ def parse_hillenbrand(text: str, origin: str = "vowdata") -> list[dict]:
                 f"truncated; download it again"
             )
         try:
-            vals = [float(v) for v in parts[1:]]
+            vals = [parse_float(v) for v in parts[1:]]
         except ValueError as e:
-            raise ValueError(f"{where}: non-numeric value in {line!r}; expected 15 numbers") from e
+            raise ValueError(f"{where}: non-numeric or cut-short value in {line!r} ({e}); "
+                             f"expected 15 complete numbers") from e
         bad = [v for v, x in zip(parts[1:], vals) if not math.isfinite(x)]
         if bad:
             raise ValueError(
@@ -382,10 +384,10 @@ def parse_hillenbrand_csv(text: str, origin: str = "hillenbrand.csv") -> list[di
         if vowel not in _HILL_VOWELS:
             raise ValueError(f"{where}: unknown vowel code {vowel!r}")
         try:
-            vals = [float(v) for v in parts[2:]]
+            vals = [parse_float(v) for v in parts[2:]]
         except ValueError as e:
-            raise ValueError(f"{where}: non-numeric value in {parts!r}; expected 12 numbers") \
-                from e
+            raise ValueError(f"{where}: non-numeric or cut-short value in {parts!r} ({e}); "
+                             f"expected 12 complete numbers") from e
         if not all(math.isfinite(v) for v in vals):
             raise ValueError(f"{where}: non-finite value in {parts!r}; expected finite numbers")
         rows.append({"group": m.group(1), "speaker": parts[0].strip(), "vowel": vowel,

@@ -62,7 +62,9 @@ def _instrument_layers(exp: Experiment, cfg, data) -> list:
     return instrument_layers(exp.instrument.addresses,
                              trainer.shapes(cfg, data.n_features, data.n_classes),
                              profile=exp.instrument.profile,
-                             what=f"{method} with hidden={tuple(cfg.hidden)}")
+                             what=f"{method} with hidden={tuple(cfg.hidden)}",
+                             hint=registry.width_hint(method, trainer.shapes(
+                                 cfg, data.n_features, data.n_classes)))
 
 
 def _instrument_record(layer) -> dict:
@@ -181,6 +183,9 @@ def _run_one(exp: Experiment, seed: int, progress: RunProgress, *,
     save = _saver(exp)
     specs = [s for text in exp.perturb for s in parse_perturbations(text)]
     data = exp.task.load(seed)
+    from pnn.memory import check_run
+
+    check_run(trainer, cfg, data, what=f"{exp.method.name} on {data.name}")
     with contextlib.ExitStack() as stack:
         if exp.instrument.addresses:
             layers = _instrument_layers(exp, cfg, data)

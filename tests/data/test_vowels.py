@@ -73,7 +73,7 @@ def test_parse_hillenbrand_fixture():
 def test_parse_hillenbrand_rejects_malformed_lines():
     with pytest.raises(ValueError, match="vowdata line 1: expected a filename and 15 numbers, got 3"):
         parse_hillenbrand("w01ae 300 220 680\n")
-    with pytest.raises(ValueError, match="vowdata line 1: non-numeric value"):
+    with pytest.raises(ValueError, match="vowdata line 1: non-numeric or cut-short value"):
         parse_hillenbrand("w01ae 300 220 680 2290 2860 4410 680 2290 2870 710 2160 2870 700 1970 abc\n")
     with pytest.raises(ValueError, match="no Hillenbrand measurement lines found"):
         parse_hillenbrand("<html>not found</html>")

@@ -1,0 +1,111 @@
+"""Hostile inputs refused where they enter, by class (issue 24): integers that overflow, sizes
+that would exhaust memory, outputs that are not regular files, numbers cut mid-value, values
+finite in float64 but not in float32, options that do nothing for the task, physical
+parameters that do nothing or break everything, ``pnn run --print`` of digital methods and
+download addresses."""
+
+import re
+
+import pytest
+
+from pnn import experiment
+from pnn.cli import main
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Loading data (the step before any work) fails the test: a refusal must come first."""
+    def refuse(*a, **k):
+        raise AssertionError("data were loaded: the value was not checked before the run")
+
+    monkeypatch.setattr(experiment.TaskSpec, "load", refuse)
+    monkeypatch.setattr("pnn.cli.common.load_data", refuse)
+
+
+def _one_error_line(capsys, command: str, match: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"pnn {command}: error: ")
+    assert re.search(match, lines[0]), lines[0]
+    return lines[0]
+
+
+# 1. integers that overflow
+
+@pytest.mark.parametrize("argv, command", [
+    (["demo", "--seed", str(2**70)], "demo"),
+    (["tune", "--methods", "bp", "--seed", "-1"], "tune"),
+])
+def test_a_seed_out_of_range_is_refused_before_any_work(argv, command, tmp_path, no_work,
+                                                        capsys):
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    _one_error_line(capsys, command, r"--seed -?\d+: expected a whole number in \[0, 2147482\]")
+
+
+def test_a_simulator_seed_beyond_32_bits_is_refused_not_wrapped():
+    from pnn.sim.acoustic import AcousticLayer
+
+    with pytest.raises(ValueError, match=r"seed = 18446744073709551616: expected an integer in "
+                                         r"\[0, 4294967295\]"):
+        AcousticLayer(2, 2, seed=2**64)
+
+
+# 2. sizes that would exhaust memory
+
+def test_a_grid_larger_than_memory_is_refused_with_an_estimate():
+    from pnn.memory import MemoryEstimateError
+    from pnn.sim.acoustic import AcousticLayer
+
+    with pytest.raises(MemoryEstimateError, match=r"acoustic: a 1000000x1000000 grid needs at "
+                                                  r"least [\d,.]+ GiB .*a lower bound from the "
+                                                  r"shapes\), more than this machine's .*give "
+                                                  r"smaller nx, ny"):
+        AcousticLayer(2, 2, nx=10**6, ny=10**6)
+
+
+def test_hidden_widths_larger_than_memory_are_refused_before_training(tmp_path, capsys):
+    argv = ["train", "--method", "phyll", "--system", "none", "--classes", "iy,uw,aa",
+            "--hidden", f"{10**9},{10**9}", "--epochs", "1", "--out", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    _one_error_line(capsys, "train", r"phyll on .* needs at least [\d,.]+ GiB .* give smaller "
+                                     r"hidden \(now \(1000000000, 1000000000\)\)")
+    assert not (tmp_path / "r.json").exists()
+
+
+# 3. outputs that are not regular files
+
+def test_an_output_that_is_a_fifo_is_refused_not_replaced(tmp_path, no_work, capsys):
+    import os
+    import stat
+
+    from pnn.fileio import OutputPathError, atomic_write_text
+
+    fifo = tmp_path / "r.json"
+    os.mkfifo(fifo)
+    assert main(["train", "--method", "bp", "--out", str(fifo)]) == 2
+    _one_error_line(capsys, "train", r"'.*r\.json': is a FIFO \(named pipe\), not a regular "
+                                     r"file, and would be replaced by one; give the path of a "
+                                     r"regular file")
+    with pytest.raises(OutputPathError, match=r"it is a FIFO \(named pipe\), not a regular file"):
+        atomic_write_text(fifo, "{}")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / "results.json")
+    assert main(["compare", "--methods", "bp", "--out", str(tmp_path / "out")]) == 2
+    _one_error_line(capsys, "compare", r"results\.json in it is a FIFO")
+
+
+# 4. numbers cut mid-value
+
+@pytest.mark.parametrize("cut", ["1.2e", "3.", "-", "1.5e+"])
+def test_a_csv_value_cut_short_is_an_error_naming_the_line(tmp_path, cut):
+    from pnn.cli.model import read_rows
+
+    path = tmp_path / "x.csv"
+    path.write_text(f"F1,F2\n0.5,1.5\n0.25,{cut}")
+    with pytest.raises(ValueError, match=r"x\.csv, line 3: expected 2 complete numbers .*"
+                                         r"cut short"):
+        read_rows(path, ["F1", "F2"])
+    path.write_text("F1,F2\n0.5,1.5e3\n-.25,+2E-1\n")
+    assert read_rows(path, ["F1", "F2"]).tolist() == [[0.5, 1500.0], [-0.25, 0.2]]
