@@ -11,6 +11,7 @@ message: the layer's name, what was expected, and what was given.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Protocol, runtime_checkable
 
 import jax
@@ -18,7 +19,28 @@ import numpy as np
 from jaxtyping import Array, Float
 
 __all__ = ["LayerSpec", "PhysicalLayer", "validate_input", "is_traced", "concrete_scalars",
-           "device_name"]
+           "device_name", "working_dtype", "check_representable"]
+
+
+def working_dtype() -> np.dtype:
+    """The floating dtype arrays are computed in: float32, or float64 with JAX's x64 mode."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+
+
+def check_representable(owner: str, label: str, value, *, unit: str = "") -> None:
+    """Refuse a number that is finite as a Python float but overflows to inf in
+    :func:`working_dtype` (float32: magnitude above about 3.4e38).
+
+    Raises:
+        ValueError: naming ``owner``, ``label``, the value, the dtype and its largest value.
+    """
+    value = float(value)
+    limit = float(np.finfo(working_dtype()).max)
+    if math.isfinite(value) and abs(value) > limit:
+        raise ValueError(
+            f"{owner}: {label} = {value!r}{' ' + unit if unit else ''} is finite but becomes "
+            f"inf in {working_dtype()}, the dtype it is computed in (largest finite value "
+            f"{limit:.4g}); give a value of magnitude <= {limit:.4g}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +74,8 @@ class LayerSpec:
                 f"LayerSpec {self.name!r}: input range must be finite with lo < hi, "
                 f"got lo={self.lo!r}, hi={self.hi!r}"
             )
+        for field in ("lo", "hi"):
+            check_representable(f"LayerSpec {self.name!r}", field, getattr(self, field))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -85,7 +85,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pnn.layer import LayerSpec, is_traced, validate_input
+from pnn.layer import LayerSpec, check_representable, is_traced, validate_input
 
 __all__ = [
     "with_param",
@@ -118,6 +118,7 @@ def _real(owner: str, label: str, v, *, min_value=None, positive=False) -> float
     v = float(v)
     if not math.isfinite(v):
         raise ValueError(f"{owner}: {label} must be finite, got {v!r}")
+    check_representable(owner, label, v)
     if positive and v <= 0:
         raise ValueError(f"{owner}: {label} must be > 0, got {v!r}")
     if min_value is not None and v < min_value:
@@ -271,6 +272,8 @@ def with_param(layer, param: str, value):
             is unstable or meaningless for the physics.
     """
     old = _param_getter(param)(layer)
+    if jnp.ndim(value) == 0 and not is_traced(value):
+        check_representable(getattr(getattr(layer, "spec", None), "name", "layer"), param, value)
     if jnp.ndim(value) == 0 and getattr(old, "weak_type", False):
         value = jnp.asarray(float(value))  # weak like sim.base.scalar: the compiled call is reused
     else:

@@ -99,7 +99,7 @@ class NoPhysics(AbstractSimulator):
     def __init__(self, n_in: int = 8, n_out: int = 8, *, level: float = 0.0, seed: int = 0,
                  name: str = "none"):
         self.spec = _spec(n_in, n_out, name, "constant")
-        self.level = scalar(level)
+        self.level = scalar(level, name, "level")
 
     def validate_params(self) -> None:
         vals = concrete_scalars(self, self.physical_scalars)
@@ -140,7 +140,7 @@ class RandomLinear(AbstractSimulator):
                  name: str = "random_linear"):
         self.spec = _spec(n_in, n_out, name, "intensity (arb.)")
         self.seed = check_seed(name, seed)
-        self.gain = scalar(gain)
+        self.gain = scalar(gain, name, "gain")
         g = _rng(seed, 1).normal(size=(2, n_out, n_in))
         self.T = jnp.asarray((g[0] ** 2 + g[1] ** 2) / 2.0 / n_in, jnp.float32)
 
@@ -196,7 +196,8 @@ class RandomNonlinear(AbstractSimulator):
         self.spec = _spec(n_in, n_out, name, "intensity (arb.)" if kind == "speckle"
                           else "arb. (0..gain)")
         self.kind, self.seed, self.hidden = kind, check_seed(name, seed), int(hidden)
-        self.gain, self.strength = scalar(gain), scalar(strength)
+        self.gain = scalar(gain, name, "gain")
+        self.strength = scalar(strength, name, "strength")
         rng = _rng(seed, 2)
         if kind == "speckle":
             # real and imaginary parts of G / sqrt(2 n_in), stacked: (2, n_out, n_in)

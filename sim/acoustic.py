@@ -275,9 +275,11 @@ class AcousticLayer(AbstractSimulator):
         self.nx, self.ny, self.n_steps = nx, ny, n_steps
         self.dx, self.dt, self.disorder = float(dx), float(dt), float(disorder)
         self.remat_every = int(remat_every)
-        self.c0, self.c_nl, self.u_sat = scalar(c0), scalar(c_nl), scalar(u_sat)
-        self.speed_scale = scalar(speed_scale)
-        self.source_amplitude = scalar(source_amplitude)
+        self.c0 = scalar(c0, name, "c0")
+        self.c_nl = scalar(c_nl, name, "c_nl")
+        self.u_sat = scalar(u_sat, name, "u_sat")
+        self.speed_scale = scalar(speed_scale, name, "speed_scale")
+        self.source_amplitude = scalar(source_amplitude, name, "source_amplitude")
 
         lo_y, hi_y = pml_width + 1, ny - pml_width - 2
         src_x = pml_width + 2
@@ -289,7 +291,17 @@ class AcousticLayer(AbstractSimulator):
         self.delta = jnp.asarray(_smooth_disorder(key, nx, ny, disorder, corr_cells=2.5))
         if nl_region is None:
             nl_region = (nx // 4, 3 * nx // 4, ny // 4, 3 * ny // 4)
-        x0, x1, y0, y1 = nl_region
+        region = tuple(nl_region) if isinstance(nl_region, (tuple, list)) else ()
+        if len(region) != 4 or not all(isinstance(v, (int, np.integer)) and
+                                       not isinstance(v, bool) for v in region) \
+                or not (0 <= region[0] < region[1] <= nx and 0 <= region[2] < region[3] <= ny):
+            # numpy slicing would wrap a negative bound and clip one past the grid, so a box
+            # outside it would silently hold no nonlinear material
+            raise ValueError(
+                f"{name}: nl_region = {nl_region!r}: expected a cell box (x0, x1, y0, y1) of "
+                f"integers with 0 <= x0 < x1 <= nx = {nx} and 0 <= y0 < y1 <= ny = {ny}; "
+                f"give a box inside the grid, or None for the central half")
+        x0, x1, y0, y1 = (int(v) for v in region)
         mask = np.zeros((nx, ny))
         mask[x0:x1, y0:y1] = 1.0
         self.nl_mask = jnp.asarray(mask)

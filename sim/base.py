@@ -52,14 +52,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from pnn.layer import LayerSpec, concrete_scalars, is_traced, validate_input
+from pnn.layer import (LayerSpec, check_representable, concrete_scalars, is_traced,
+                       validate_input)
 
 __all__ = ["AbstractSimulator", "scalar", "fft_flops", "require", "check_seed",
            "MAX_LAYER_SEED"]
 
 
-def scalar(value) -> Array:
-    """A physical scalar in the one form simulators hold it: a 0-d floating JAX array."""
+def scalar(value, layer: str = "simulator", param: str = "a physical scalar") -> Array:
+    """A physical scalar in the one form simulators hold it: a 0-d floating JAX array.
+
+    Raises:
+        ValueError: naming ``layer`` and ``param`` when a finite ``value`` would become inf in
+            the dtype the array holds (float32: magnitude above about 3.4e38).
+    """
+    check_representable(layer, param, value)
     return jnp.asarray(float(value))
 
 

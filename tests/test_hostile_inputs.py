@@ -141,3 +141,100 @@ def test_eval_keeps_the_saved_task_options_unless_a_flag_is_given(tmp_path, caps
     capsys.readouterr()
     assert main(["eval", str(model)]) == 0
     assert "test accuracy" in capsys.readouterr().out
+
+
+# A. `pnn run --print` of digital methods
+
+@pytest.mark.parametrize("method", ["bp", "linear", "ff", "mf", "phyll"])
+def test_run_print_writes_every_method_and_the_toml_reads_back_equal(method, tmp_path, no_work,
+                                                                      capsys):
+    import tomllib
+
+    from pnn.experiment import Experiment
+
+    epochs = 1 if method == "linear" else 2
+    path = tmp_path / "e.toml"
+    path.write_text(f'kind = "train"\n[system]\nname = "optical"\n[method]\nname = "{method}"\n'
+                    f"epochs = {epochs}\n")
+    assert main(["run", "--print", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert Experiment.from_dict(tomllib.loads(printed)) == Experiment.from_toml(path)
+
+
+def test_a_compare_experiment_of_digital_methods_prints_and_reads_back_equal():
+    import tomllib
+
+    from pnn.experiment import Experiment
+
+    # from a JSON record, where an unset optional field is null
+    exp = Experiment.from_dict({"kind": "compare", "methods": ["bp", "linear", "phyll"],
+                                "method": {"bp": {"width": None, "epochs": 3},
+                                           "linear": {"C": None}}})
+    assert Experiment.from_dict(tomllib.loads(exp.to_toml())) == exp
+
+
+# B. download addresses
+
+def test_every_download_address_in_pnn_data_is_https():
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    import pnn.data
+
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+
+    urls = []
+    for info in pkgutil.iter_modules(pnn.data.__path__, "pnn.data."):
+        module = importlib.import_module(info.name)
+        urls += [s for v in vars(module).values() for s in strings(v) if "://" in s]
+        source = Path(module.__file__).read_text()
+        urls += re.findall(r"\b[a-zA-Z][\w+.-]*://[^\s\"')]+", source)
+    assert any("fashion-mnist" in u for u in urls)  # the tables were read
+    assert [u for u in urls if not u.startswith("https://")] == []
+
+
+# C. values finite in float64 but not in float32
+
+def test_a_value_finite_in_float64_but_inf_in_float32_is_refused():
+    from pnn.layer import LayerSpec
+    from pnn.sim.acoustic import AcousticLayer
+
+    limit = r".*largest finite value 3\.403e\+38\); give a value of magnitude <= 3\.403e\+38"
+    with pytest.raises(ValueError, match=r"acoustic: c0 = 1e\+39 is finite but becomes inf in "
+                                         r"float32" + limit):
+        AcousticLayer(2, 2, c0=1e39)
+    with pytest.raises(ValueError, match=r"hi = 1e\+39 is finite but becomes inf in float32"
+                                         + limit):
+        LayerSpec(2, 2, hi=1e39)
+
+
+def test_a_perturbation_parameter_beyond_float32_is_refused():
+    from pnn.perturb import AdditiveNoise, with_param
+    from pnn.sim.ablation import RandomLinear
+
+    layer = RandomLinear(2, 2)
+    with pytest.raises(ValueError, match=r"AdditiveNoise: std = 1e\+39 is finite but becomes inf "
+                                         r"in float32"):
+        AdditiveNoise(layer, std=1e39, seed=0)
+    with pytest.raises(ValueError, match=r"gain = -1e\+39 is finite but becomes inf in float32"):
+        with_param(layer, "gain", -1e39)
+
+
+# D. physical parameters that do nothing or break everything
+
+@pytest.mark.parametrize("region", [(40, 50, 0, 10), (-8, -1, 5, 10), (10, 10, 5, 10),
+                                    (0, 8, 5)])
+def test_an_acoustic_nonlinear_region_outside_the_grid_is_refused(region):
+    from pnn.sim.acoustic import AcousticLayer
+
+    with pytest.raises(ValueError, match=r"acoustic: nl_region = .*: expected a cell box \(x0, "
+                                         r"x1, y0, y1\) of integers with 0 <= x0 < x1 <= nx = "
+                                         r"32 and 0 <= y0 < y1 <= ny = 36; give a box inside"):
+        AcousticLayer(2, 2, nl_region=region)
+    AcousticLayer(2, 2, nl_region=(0, 32, 30, 36))  # the edges of the grid are inside

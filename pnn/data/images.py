@@ -85,9 +85,10 @@ REDUCTIONS = ("pca", "resize")
 
 IDX_BASE_URLS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    # also served (https) at
+    # the authors' bucket and paths; its REST endpoint, since the S3 website endpoint
+    # (fashion-mnist.s3-website.eu-central-1.amazonaws.com) serves plain http only. Also at
     # https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/
-    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "fashion_mnist": "https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
 }
 #: file names of the official releases, by role
 IDX_FILES = {

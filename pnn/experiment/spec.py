@@ -98,6 +98,10 @@ def _per_method(where: str, kind: str, value, methods: tuple) -> tuple:
             if str(e).startswith(f"{where}:"):
                 raise
             raise ConfigError(f"{where}: [method.{name}] {e}") from None
+        # a key set to None where None is the default is no setting (and TOML, with no
+        # null, could not write it back)
+        defaults = {f.name: f.default for f in dataclasses.fields(type(cfg))}
+        given = [k for k in given if getattr(cfg, k) is not None or defaults[k] is not None]
         if given:
             out.append((name, tuple(sorted((k, _frozen(getattr(cfg, k))) for k in given))))
     return tuple(out)
@@ -265,11 +269,23 @@ class Experiment:
             if section == "method" and self.kind != "train":
                 for name, table in d[section].items():
                     lines += ["", f"[method.{name}]"]
-                    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+                    lines += _toml_lines(f"[method.{name}]", table,
+                                         self._unset_method_value(name))
                 continue
             lines += ["", f"[{section}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
+            absent = (self._unset_method_value(self.method.name) if section == "method"
+                      else lambda key: None)
+            lines += _toml_lines(f"[{section}]", d[section], absent)
         return "\n".join(lines) + "\n"
+
+    def _unset_method_value(self, name: str):
+        """What a key missing from ``[method]`` (``[method.<name>]``) reads back as: the
+        Config default (after a compare experiment's ``compare_defaults``)."""
+        trainer = registry.get_trainer(name)
+        defaults = {f.name: f.default for f in dataclasses.fields(trainer.Config)}
+        if self.kind == "compare":
+            defaults.update(trainer.compare_defaults)
+        return lambda key: defaults.get(key)
 
     def with_overrides(self, items, *, where: str = "--set") -> "Experiment":
         """A copy with ``section.key=value`` overrides applied (``seeds=[..]``, ``methods=[..]``,
@@ -356,6 +372,24 @@ class Experiment:
         return (f"{self.method.name} on "
                 f"{'instruments' if self.instrument.addresses else self.system.name} / "
                 f"{self.task.name}, {seeds}")
+
+
+def _toml_lines(header: str, table: dict, absent) -> list[str]:
+    """``key = value`` lines of one table. TOML has no null: a key whose value is ``None``
+    is left out (a comment says so), which reads back as ``absent(key)``; a ``None`` that
+    would read back as something else cannot be written and is refused."""
+    lines = []
+    for k, v in table.items():
+        if v is None:
+            default = absent(k)
+            if default is not None:
+                raise ConfigError(f"{header} {k} = None cannot be written as TOML: TOML has "
+                                  f"no null, and a missing {k} reads back as its default "
+                                  f"{default!r}; set {k} to a value")
+            lines.append(f"# {k}: not set (TOML has no null; a missing key is None)")
+            continue
+        lines.append(f"{k} = {_toml_value(v)}")
+    return lines
 
 
 def _toml_value(v) -> str:
