@@ -324,8 +324,9 @@ def _replay(path: Path, args) -> int:
         raise ValueError(f"{path}: record(s) {missing} hold no experiment (written before "
                          f"experiments were recorded); replay needs a record from `pnn run` "
                          f"or `pnn train`")
-    system = (records[0]["experiment"].get("system") or {}).get("name") \
-        if isinstance(records[0]["experiment"], dict) else None
+    held = records[0]["experiment"]
+    section = held.get("system") if isinstance(held, dict) else None
+    system = section.get("name") if isinstance(section, dict) else None
     if not args.allow_import:  # before the experiment is read: reading resolves the system
         registry.check_no_import(system, str(path), "pass --allow-import")
     exp = Experiment.from_dict(records[0]["experiment"], where=f"{path} (experiment)")
