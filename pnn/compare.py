@@ -85,8 +85,8 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         done: records of an interrupted run of the same comparison (what ``checkpoint`` was
             given, e.g. ``results.partial.json``): a run whose method, seed, system, physical
             parameters, data split and complete configuration equal a record's is not trained
-            again; that record is used (``on_done`` is not called for it). Anything that
-            differs is trained afresh (:func:`resumable` says which and why).
+            again; that record is used (``on_done`` is not called for it). A run whose
+            settings differ in anything is trained afresh. :func:`resumable` reads the file.
 
     The digital MLP (``bp``) gets the trainable-parameter budget of the first physical method
     run with the same seed (physical methods run first).
