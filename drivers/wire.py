@@ -105,6 +105,21 @@ def inside_range(lo: float, hi: float, code: str) -> tuple[float, float]:
     return float(w_lo), float(w_hi)
 
 
+def _check_within(v: np.ndarray, bounds, name: str) -> tuple[float, float]:
+    """``bounds`` as floats; refuses values outside them by more than the guard's tolerance
+    (the guard lets no such value through: this is the last check before the wire)."""
+    b_lo, b_hi = float(bounds[0]), float(bounds[1])
+    outside = (v < b_lo - _tol(b_lo)) | (v > b_hi + _tol(b_hi))
+    if outside.any():
+        bad = v[outside]
+        raise SafetyError(
+            f"{name}: refusing to send {bad.size} value(s) outside the safety limits "
+            f"[{b_lo:.10g}, {b_hi:.10g}] (got values in [{bad.min():.10g}, "
+            f"{bad.max():.10g}]); nothing was sent. Check the values with the layer's "
+            f"SafetyLimits before encoding them")
+    return b_lo, b_hi
+
+
 def encode(values, code: str, *, name: str, where: str,
            bounds: tuple[float, float] | None = None) -> np.ndarray:
     """``values`` (instrument units, float64) as an array of the wire's datatype, exactly.
@@ -128,15 +143,7 @@ def encode(values, code: str, *, name: str, where: str,
     v = np.asarray(values, np.float64)
     dt = _dtype(code)
     if bounds is not None:
-        b_lo, b_hi = float(bounds[0]), float(bounds[1])
-        outside = (v < b_lo - _tol(b_lo)) | (v > b_hi + _tol(b_hi))
-        if outside.any():
-            bad = v[outside]
-            raise SafetyError(
-                f"{name}: refusing to send {bad.size} value(s) outside the safety limits "
-                f"[{b_lo:.10g}, {b_hi:.10g}] (got values in [{bad.min():.10g}, "
-                f"{bad.max():.10g}]); nothing was sent. Check the values with the layer's "
-                f"SafetyLimits before encoding them")
+        b_lo, b_hi = _check_within(v, bounds, name)
         w_lo, w_hi = inside_range(b_lo, b_hi, code)
         if w_lo > w_hi:
             raise SafetyError(
@@ -214,15 +221,7 @@ def encode_ascii(values, digits: int, *, name: str, where: str,
         raise SafetyError(f"{name}: refusing to send {int((~np.isfinite(v)).sum())} non-finite "
                           f"value(s) as text; nothing was sent")
     if bounds is not None:
-        b_lo, b_hi = float(bounds[0]), float(bounds[1])
-        outside = (v < b_lo - _tol(b_lo)) | (v > b_hi + _tol(b_hi))
-        if outside.any():
-            bad = v[outside]
-            raise SafetyError(
-                f"{name}: refusing to send {bad.size} value(s) outside the safety limits "
-                f"[{b_lo:.10g}, {b_hi:.10g}] (got values in [{bad.min():.10g}, "
-                f"{bad.max():.10g}]); nothing was sent. Check the values with the layer's "
-                f"SafetyLimits before encoding them")
+        b_lo, b_hi = _check_within(v, bounds, name)
         w_lo, w_hi = ascii_inside_range(b_lo, b_hi, digits)
         if w_lo > w_hi:
             raise SafetyError(

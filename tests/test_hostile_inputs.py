@@ -8,27 +8,9 @@ import re
 
 import pytest
 
-from pnn import experiment
 from pnn.cli import main
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Loading data (the step before any work) fails the test: a refusal must come first."""
-    def refuse(*a, **k):
-        raise AssertionError("data were loaded: the value was not checked before the run")
-
-    monkeypatch.setattr(experiment.TaskSpec, "load", refuse)
-    monkeypatch.setattr("pnn.cli.common.load_data", refuse)
-
-
-def _one_error_line(capsys, command: str, match: str) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"pnn {command}: error: ")
-    assert re.search(match, lines[0]), lines[0]
-    return lines[0]
+# the same checks as the command-line error tests: nothing loaded, one line on stderr
+from tests.test_cli_errors import _one_error_line, no_work  # noqa: F401
 
 
 # 1. integers that overflow
