@@ -6,6 +6,7 @@ run is a fresh interpreter; the refusals run here, on however many devices this 
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,18 @@ from pnn.experiment import Experiment
 
 TINY = ["--method", "phyll", "--classes", "iy,uw,aa", "--hidden", "6", "--n-meas", "6",
         "--epochs", "1", "--seed", "0"]
+
+
+def _documented() -> tuple[dict, list[str]]:
+    """docs/workflows.md's two-device command: its environment and its arguments after
+    ``pnn``."""
+    from tests.docs_examples import blocks
+
+    (ex,) = [b for b in blocks("docs/workflows.md", "bash") if "--devices 2" in b.text]
+    (command,) = ex.commands()
+    env, _, rest = command.partition(" .venv/bin/pnn ")
+    key, _, value = env.partition("=")
+    return {key: value}, shlex.split(rest)
 
 _TWO_DEVICES = textwrap.dedent("""
     import json, sys, types
@@ -56,9 +69,11 @@ def test_train_on_two_cpu_devices_gives_the_one_device_run(tmp_path):
     epoch and validation accuracy as --devices 1 in the same process (identical), losses equal
     to float rounding (relative 1e-5; they differed by about 3e-8 when written); the layer's
     output is split over both devices, five rows each."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
-    p = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(tmp_path), json.dumps(TINY)],
+    documented_env, argv = _documented()  # docs/workflows.md's command, as written
+    assert argv[0] == "train" and argv[-2:] == ["--devices", "2"]
+    env = {**os.environ, **documented_env, "JAX_PLATFORMS": "cpu"}
+    p = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(tmp_path),
+                        json.dumps(argv[1:-2])],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("RESULT "))[7:])
