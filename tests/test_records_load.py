@@ -51,3 +51,40 @@ def test_every_recorded_configuration_loads():
     for path, rec in configs:
         config_from_dict(registry.get_trainer(rec["method"]).Config, rec["config"],
                          where=str(path.relative_to(ROOT)), stored=True)
+
+
+# ----------------------------------------------------------------------------- replays
+REPLAY = ROOT / "tests" / "data" / "replay"
+
+
+@pytest.mark.parametrize("kind", ["train", "compare", "adapt"])
+def test_one_record_of_each_kind_replays_to_the_same_accuracies(kind, capsys):
+    """A small committed record of each kind (written by ``pnn run tests/data/replay/KIND.toml``
+    before a restructuring) embeds the experiment of the file beside it, and ``pnn run
+    RECORD`` reproduces every recorded test accuracy exactly: code that changes what a run
+    computes, even by one sample, fails here."""
+    from pnn.cli import main
+
+    path = REPLAY / f"{kind}.json"
+    obj = json.loads(path.read_text())
+    records = obj if isinstance(obj, list) else [obj]
+    toml = Experiment.from_toml(REPLAY / f"{kind}.toml")
+    for rec in records:
+        embedded = Experiment.from_dict(rec["experiment"], where=str(path))
+        assert embedded.kind == toml.kind == kind
+        assert embedded.to_toml().split("[output]")[0] == toml.to_toml().split("[output]")[0]
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "replay: every test accuracy identical to the record" in out, out
+    assert out.count(": identical") == (len(records) if kind != "adapt" else
+                                        len(records[0]["methods"]))
+
+
+def test_the_committed_model_file_scores_its_recorded_accuracy(tmp_path, capsys):
+    """tests/data/replay/train.pnn, saved by the replayed train run, is rebuilt from the file
+    and measured on its test split: the accuracy recorded at training, exactly."""
+    from pnn.cli import main
+
+    assert main(["eval", str(REPLAY / "train.pnn"), "--out", str(tmp_path / "ev.json")]) == 0
+    recorded = json.loads((REPLAY / "train.json").read_text())["test_accuracy"]
+    assert json.loads((tmp_path / "ev.json").read_text())["test_accuracy"] == recorded

@@ -5,10 +5,12 @@ behind ``pnn train``: the command line builds an :class:`~pnn.experiment.Experim
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
 from pnn import registry
+from pnn.fileio import atomic_write_text, check_writable
 from pnn.experiment import Experiment, RunProgress, read_records, run_experiment
 
 __all__ = ["add_run_command", "cmd_run", "cmd_train", "experiment_from_train_args",
@@ -459,6 +461,11 @@ def _run_folder(folder: Path, args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.schema:
+        return _print_schema(args)
+    if args.file is None:
+        raise ValueError("give an experiment (.toml, see experiments/), a folder of them, or a "
+                         "result record (.json) to replay; or --schema")
     path = Path(args.file)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder; give an experiment (.toml, "
@@ -478,6 +485,21 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _print_schema(args) -> int:
+    """``pnn run --schema [--out FILE]``: the JSON Schema of experiment files."""
+    from pnn.experiment.schema import experiment_schema
+
+    text = json.dumps(experiment_schema(), indent=1, ensure_ascii=False) + "\n"
+    if args.file is not None or args.set or args.print or args.force:
+        raise ValueError("--schema takes no experiment and no other option but --out")
+    if args.out:
+        atomic_write_text(check_writable(args.out, what="--out"), text)
+        print(f"pnn run: wrote the experiment schema to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def add_run_command(sub) -> None:
     """Register ``pnn run`` on the ``pnn`` sub-command parser."""
     r = sub.add_parser(
@@ -492,9 +514,10 @@ def add_run_command(sub) -> None:
                     "experiment embedded in a result record (a train record, a comparison's "
                     "results.json, adapt.json) and compare the test accuracies with the "
                     "recorded ones (exit status 1 if any differs).")
-    r.add_argument("file", help="experiment .toml, a folder of them (each run in turn, those "
-                                "whose record is current skipped), or a result record .json "
-                                "(results.json of a comparison, adapt.json) to replay")
+    r.add_argument("file", nargs="?",
+                   help="experiment .toml, a folder of them (each run in turn, those "
+                        "whose record is current skipped), or a result record .json "
+                        "(results.json of a comparison, adapt.json) to replay")
     r.add_argument("--force", action="store_true",
                    help="with a folder: rerun experiments whose record is current too")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -509,4 +532,7 @@ def add_run_command(sub) -> None:
     r.add_argument("--allow-import", action="store_true",
                    help="replay a record whose system is 'package.module:factory' (imports and "
                         "runs that module; refused without this flag)")
+    r.add_argument("--schema", action="store_true",
+                   help="print the JSON Schema of experiment files (or write it to --out) and "
+                        "exit; experiments/experiment.schema.json is this, for editors")
     r.set_defaults(func=cmd_run)
