@@ -56,21 +56,25 @@ Both answer ``*IDN? *RST *CLS *OPC? SYST:ERR? CONF:CHAN?``; a command of the oth
 
 Errors follow SCPI: -113 undefined header, -221 settings conflict, -222 data out of range,
 -223 too much data, -230 data stale, -161 invalid block data, -350 queue overflow.
+
+The command set lives in :mod:`pnn.drivers.emulator_scpi`, what both emulators share (faults,
+log, thread and limits) in :mod:`pnn.drivers.emulator_base`; this module holds the two wires and
+builds the physics from a registered system.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import select
 import socket
 import struct
-import threading
 import time
 
 import numpy as np
 
+from pnn.drivers.emulator_base import Bench, EmulatorLog, Faults, Measurement, VirtualInstrument
+from pnn.drivers.emulator_scpi import BadBlock, ScpiCommands, pop_message
 from pnn.drivers.serial import (
     MAX_ERROR_TEXT,
     MsgType,
@@ -79,309 +83,32 @@ from pnn.drivers.serial import (
     pop_frame,
 )
 from pnn.drivers.wire import inside_range
+from pnn.registry import make_system
+
+try:  # pseudo-terminals, for the serial emulator: POSIX only
+    import tty
+except ImportError:  # Windows
+    tty = None
 
 __all__ = ["Faults", "EmulatorLog", "Measurement", "ScpiEmulator", "SerialEmulator"]
 
 _POLL_S = 0.05
-_GRACE_S = 0.5
 # a serial emulator keeps its pty open until the host closes the port (so that the last reply is
 # never discarded); after stop() it waits for that at most this long
 _LINGER_S = 5.0
 _SEND_TIMEOUT_S = 5.0
 _MAX_BUFFER = 64 * 1024 * 1024
-_MAX_ERRORS = 32
 
 
-@dataclasses.dataclass(frozen=True)
-class Faults:
-    """Faults to inject (all off by default).
-
-    delay_s: wait this long before every reply.
-    drop_after: after this many requests, drop the link on the next one: the SCPI server resets
-        the connection (a TCP RST, so the host notices at once, without waiting for a timeout),
-        the serial device swallows the frame. Each drop is counted in :attr:`EmulatorLog.drops`
-        once it has happened, so a test can wait for it (:meth:`EmulatorLog.wait_until`). Happens ``drops`` times, each
-        ``drop_after`` requests after the previous one.
-    drop_reply: when dropping, first execute the request (the measurement happens, its reply
-        is lost) instead of dropping it unexecuted.
-    garbage_replies: the first N replies (SCPI: only to queries whose header starts with
-        ``garbage_on``, "" for any) are garbage: SCPI replaces the reply with junk text; serial
-        puts ``garbage_bytes`` random bytes (START bytes included) in front of the reply.
-    corrupt_replies: serial: the first N replies carry a wrong CRC.
-    short_trace: SCPI: ``FETC?`` returns one value too few (a well-formed block, wrong length).
-    errors: ``(header_prefix, code, message)`` triples: SCPI pushes ``code,"message"`` onto the
-        error queue whenever a command starting with the prefix arrives; serial answers a
-        request whose type name (``"MEASURE"``...) starts with it with an ERROR frame.
-    """
-
-    delay_s: float = 0.0
-    drop_after: int | None = None
-    drops: int = 1
-    drop_reply: bool = False
-    garbage_replies: int = 0
-    garbage_on: str = ""
-    garbage_bytes: int = 24
-    corrupt_replies: int = 0
-    short_trace: bool = False
-    errors: tuple = ()
+def _physics(system: str, n_in: int, n_out: int, seed: int, layer) -> tuple:
+    """``(system name, layer)`` behind an emulator: ``layer`` (named by its spec) when given,
+    else the registered ``system`` built by :func:`pnn.registry.make_system`."""
+    if layer is None:
+        return system, make_system(system, n_in, n_out, seed=seed)
+    return layer.spec.name, layer
 
 
-@dataclasses.dataclass
-class Measurement:
-    """One measured batch: the drives as used, the outputs, and how often they were sent back."""
-
-    drives: np.ndarray
-    outputs: np.ndarray
-    deliveries: int = 0
-
-
-class EmulatorLog:
-    """What an emulator received and did (thread-safe appends; read it from the test)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self.commands: list[str] = []
-        self.drives: list[np.ndarray] = []
-        self.measurements: list[Measurement] = []
-        self.connections = 0
-        self.drops = 0
-
-    def add_command(self, text: str) -> None:
-        with self._lock:
-            self.commands.append(text)
-            self._changed.notify_all()
-
-    def add_drop(self) -> None:
-        """Count a drop once it has taken effect (connection reset, frame swallowed or its
-        reply discarded)."""
-        with self._lock:
-            self.drops += 1
-            self._changed.notify_all()
-
-    def wait_until(self, predicate, timeout: float) -> bool:
-        """Block until ``predicate(log)`` holds (re-checked whenever a command or a drop is
-        logged); False if ``timeout`` seconds passed first. For tests: the condition is the
-        synchronisation, ``timeout`` only bounds a hang."""
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(self), timeout)
-
-    def add_drive(self, x: np.ndarray) -> None:
-        with self._lock:
-            self.drives.append(x.copy())
-
-    def add_measurement(self, m: Measurement) -> None:
-        with self._lock:
-            self.measurements.append(m)
-
-    @property
-    def requests(self) -> int:
-        return len(self.commands)
-
-    def delivered_drives(self, n_in: int) -> np.ndarray:
-        """Drives of every delivered measurement, in order, shape ``(samples, n_in)``."""
-        parts = [m.drives for m in self.measurements if m.deliveries]
-        return np.concatenate(parts) if parts else np.zeros((0, n_in), np.float32)
-
-    @property
-    def samples_measured(self) -> int:
-        return int(sum(len(m.drives) for m in self.measurements))
-
-    def max_abs_drive(self) -> float:
-        return max((float(np.max(np.abs(d))) for d in self.drives if d.size), default=0.0)
-
-
-class Bench:
-    """What a two-address emulator pair shares: the scope's capture of the AWG's measurement."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.armed = False
-        self.capture: Measurement | None = None
-
-    def arm(self) -> None:
-        with self._lock:
-            self.armed, self.capture = True, None
-
-    def measured(self, m: Measurement) -> None:
-        """The AWG measured ``m``: an armed scope captures it (and is disarmed)."""
-        with self._lock:
-            if self.armed:
-                self.armed, self.capture = False, m
-
-
-class _Emulator:
-    """Thread, limits and fault bookkeeping shared by both emulators."""
-
-    def __init__(self, system: str, n_in: int, n_out: int, *, seed: int, layer, faults: Faults,
-                 max_requests: int, max_seconds: float, name: str):
-        if layer is None:
-            from pnn.registry import make_system
-
-            layer = make_system(system, n_in, n_out, seed=seed)
-        else:
-            system = layer.spec.name
-        if (layer.spec.n_in, layer.spec.n_out) != (n_in, n_out):
-            raise ValueError(f"{name}: the layer has shape ({layer.spec.n_in}, "
-                             f"{layer.spec.n_out}), expected ({n_in}, {n_out})")
-        if max_requests < 1 or not max_seconds > 0:
-            raise ValueError(f"{name}: max_requests and max_seconds must be positive, got "
-                             f"{max_requests!r} and {max_seconds!r}")
-        self.layer = layer
-        self.system, self.n_in, self.n_out, self.seed = system, n_in, n_out, seed
-        self.faults = faults
-        self.max_requests = int(max_requests)
-        self.max_seconds = float(max_seconds)
-        self.log = EmulatorLog()
-        self.name = name
-        self.output_on = False
-        self._stop = threading.Event()
-        #: set once the emulator answers no further request (the port may stay open a little
-        #: longer, see :meth:`SerialEmulator._unbind`)
-        self.stopped_serving = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._deadline = 0.0
-        self._stop_t = 0.0
-        self._drop_at = faults.drop_after
-        self._drops_left = faults.drops if faults.drop_after is not None else 0
-        self._garbage_left = faults.garbage_replies
-        self._corrupt_left = faults.corrupt_replies
-        self.error: BaseException | None = None
-
-    def set_faults(self, faults: Faults) -> None:
-        """Inject new faults from now on (counters restart; a drop counts from this request)."""
-        self.faults = faults
-        self._drop_at = (None if faults.drop_after is None
-                         else self.log.requests + faults.drop_after)
-        self._drops_left = faults.drops if faults.drop_after is not None else 0
-        self._garbage_left = faults.garbage_replies
-        self._corrupt_left = faults.corrupt_replies
-
-    # lifecycle
-    def start(self):
-        self._deadline = time.monotonic() + self.max_seconds
-        self._bind()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            self._serve()
-        except BaseException as e:  # surfaced to the test through .error
-            self.error = e
-        finally:
-            self.stopped_serving.set()
-            self._unbind()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving: what is in flight is finished (for at most ``_GRACE_S``), then the
-        thread ends."""
-        self._stop_t = time.monotonic()
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the server stops by itself (limits) or is stopped; True if it stopped."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _done(self) -> bool:
-        """Hard limits: request count, lifetime, or the grace period after stop() is over."""
-        now = time.monotonic()
-        return (self.log.requests >= self.max_requests or now > self._deadline
-                or (self._stop.is_set() and now > self._stop_t + _GRACE_S))
-
-    def _sleep(self, s: float) -> None:
-        if s > 0:
-            self._stop.wait(min(s, max(0.0, self._deadline - time.monotonic())))
-
-    def _should_drop(self) -> bool:
-        """Called once per request, after it is logged."""
-        if self._drops_left and self.log.requests > self._drop_at:
-            self._drops_left -= 1
-            self._drop_at = self.log.requests + self.faults.drop_after
-            return True
-        return False
-
-    def _measure(self, x: np.ndarray) -> Measurement:
-        y = np.asarray(self.layer(x), dtype=np.float32)
-        m = Measurement(x, y)
-        self.log.add_measurement(m)
-        return m
-
-    # subclass hooks
-    def _bind(self) -> None:
-        raise NotImplementedError
-
-    def _unbind(self) -> None:
-        raise NotImplementedError
-
-    def _serve(self) -> None:
-        raise NotImplementedError
-
-
-def _ieee_block(data: bytes) -> bytes:
-    n = str(len(data)).encode()
-    return b"#" + str(len(n)).encode() + n + data
-
-
-class _BadBlock(Exception):
-    pass
-
-
-def _pop_message(buf: bytearray):
-    """Next ``(text, block_or_None)`` from a SCPI byte stream, or None when incomplete."""
-    nl = buf.find(b"\n")
-    hs = buf.find(b"#")
-    if hs != -1 and (nl == -1 or hs < nl):
-        if len(buf) < hs + 2:
-            return None
-        nd = buf[hs + 1] - 48
-        if not 1 <= nd <= 9:
-            # indefinite-length (#0) or malformed: discard through the next newline
-            if nl == -1:
-                return None
-            del buf[: nl + 1]
-            raise _BadBlock("invalid or indefinite-length block header")
-        if len(buf) < hs + 2 + nd:
-            return None
-        try:
-            n = int(bytes(buf[hs + 2 : hs + 2 + nd]))
-        except ValueError:
-            if nl == -1:
-                return None
-            del buf[: nl + 1]
-            raise _BadBlock("non-numeric block length") from None
-        start = hs + 2 + nd
-        end = start + n
-        if len(buf) < end + 1:
-            return None
-        text = bytes(buf[:hs]).decode("ascii", "replace").strip()
-        block = bytes(buf[start:end])
-        del buf[: end + 1 if buf[end : end + 1] == b"\n" else end]
-        return text, block
-    if nl == -1:
-        return None
-    text = bytes(buf[:nl]).decode("ascii", "replace").strip()
-    del buf[: nl + 1]
-    return text, None
-
-
-class ScpiEmulator(_Emulator):
+class ScpiEmulator(ScpiCommands, VirtualInstrument):
     """A virtual AWG + digitiser on ``TCPIP::127.0.0.1::<port>::SOCKET`` (see module docstring).
 
     Args:
@@ -397,6 +124,7 @@ class ScpiEmulator(_Emulator):
                  max_seconds: float = 600.0, max_batch: int = 4096, role: str = "both",
                  bench: Bench | None = None, channels: int = 1,
                  raw_codes: bool = False):
+        system, layer = _physics(system, n_in, n_out, seed, layer)
         super().__init__(system, n_in, n_out, seed=seed, layer=layer, faults=faults,
                          max_requests=max_requests, max_seconds=max_seconds,
                          name="pnn-scpi-emulator")
@@ -424,8 +152,6 @@ class ScpiEmulator(_Emulator):
         :func:`pnn.registry.make_system`) and one :class:`Bench`. Start and stop each (both are
         context managers)."""
         if layer is None:
-            from pnn.registry import make_system
-
             layer = make_system(system, n_in, n_out, seed=seed)
         bench = Bench()
         src = cls(system, n_in, n_out, seed=seed, layer=layer, faults=source_faults,
@@ -434,10 +160,6 @@ class ScpiEmulator(_Emulator):
                   role="receiver", bench=bench, channels=channels, raw_codes=raw_codes,
                   port=ports[1], **kw)
         return src, rcv
-
-    def preamble(self, channel: int) -> tuple[float, float, float]:
-        """``(yinc, yorig, yref)`` of channel ``channel`` (1-based): distinct per channel."""
-        return 2.0 ** -(channel + 6), 0.125 * channel - 0.25, 100.0 + 10 * channel
 
     @property
     def resource(self) -> str:
@@ -452,23 +174,6 @@ class ScpiEmulator(_Emulator):
     def idn(self) -> str:
         kind = {"both": "SCPI", "source": "AWG", "receiver": "Scope"}[self.role]
         return f"PNN,Emulator-{kind},{self.system}-{self.n_in}x{self.n_out}-seed{self.seed},0.1"
-
-    def _reset_state(self) -> None:
-        self.output_on = False
-        self.volt_limit = float(self.layer.spec.hi)
-        self.points = 1
-        self._wave: np.ndarray | None = None
-        self._last: Measurement | None = None
-        self.ascii = False
-        self.separator = ","
-        self.error_queue: collections.deque = collections.deque()
-
-    def push_error(self, code: int, message: str) -> None:
-        if len(self.error_queue) >= _MAX_ERRORS - 1:
-            if not self.error_queue or self.error_queue[-1][0] != -350:
-                self.error_queue.append((-350, "Queue overflow"))
-            return
-        self.error_queue.append((int(code), message))
 
     # sockets
     def _bind(self) -> None:
@@ -522,8 +227,8 @@ class ScpiEmulator(_Emulator):
                 return False
             while not self._done():
                 try:
-                    msg = _pop_message(buf)
-                except _BadBlock as e:
+                    msg = pop_message(buf)
+                except BadBlock as e:
                     self.log.add_command("<bad block>")
                     self.push_error(-161, f"Invalid block data;{e}")
                     continue
@@ -554,218 +259,6 @@ class ScpiEmulator(_Emulator):
                     delivered.deliveries += 1
         return False
 
-    def _execute(self, text: str, block: bytes | None):
-        """Run one message (maybe ``;``-joined); returns (reply bytes or None, Measurement)."""
-        parts = [text] if block is not None else [p for p in text.split(";") if p.strip()]
-        replies, delivered = [], None
-        for i, part in enumerate(parts):
-            out = self._command(part.strip(), block if i == len(parts) - 1 else None)
-            if isinstance(out, tuple):
-                out, delivered = out
-            if out is not None:
-                replies.append(out)
-        if not replies:
-            return None, None
-        return b";".join(replies) + b"\n", delivered
-
-    _SOURCE_ONLY = {"SOUR:VOLT:LIM", "SOUR:VOLT:LIM?", "OUTP", "OUTPUT", "OUTP?", "OUTPUT?",
-                    "WAV:DATA", "INIT"}
-    _RECEIVER_ONLY = {"ACQ:POIN", "ACQ:POIN?", "FETC?", "FETCH?", "ARM", "FORM", "FORM:SEP",
-                      "WAV:PRE?"}
-
-    def _command(self, text: str, block: bytes | None):
-        head, _, arg = text.partition(" ")
-        key = head.upper().lstrip(":")
-        arg = arg.strip()
-        for prefix, code, message in self.faults.errors:
-            if key.startswith(prefix.upper().lstrip(":")):
-                self.push_error(code, message)
-        if (self.role == "source" and key in self._RECEIVER_ONLY) or (
-                self.role == "receiver" and key in self._SOURCE_ONLY) or (
-                self.role == "both" and key in ("ARM", "FORM", "FORM:SEP", "WAV:PRE?")):
-            self.push_error(-113, f"Undefined header;{head} (this emulator is the {self.role})")
-            return None
-        if key == "ARM":
-            self.bench.arm()
-            return None
-        if key == "FORM":
-            val = arg.upper()
-            if val in ("ASC", "ASCII"):
-                self.ascii = True
-            elif val == "REAL":
-                self.ascii = False
-            else:
-                self.push_error(-224, f"Illegal parameter value;{arg!r}")
-            return None
-        if key == "FORM:SEP":
-            seps = {"COMM": ",", "COMMA": ",", "SEM": ";", "SEMICOLON": ";", "SPAC": " ",
-                    "SPACE": " "}
-            if arg.upper() in seps:
-                self.separator = seps[arg.upper()]
-            else:
-                self.push_error(-224, f"Illegal parameter value;{arg!r}")
-            return None
-        if key == "WAV:PRE?":
-            ch = self._channel(arg)
-            if ch is None:
-                return b"0"
-            yinc, yorig, yref = self.preamble(ch) if self.raw_codes else (1.0, 0.0, 0.0)
-            n = (self._capture_size() or 0) // self.channels
-            return (f"{0 if not self.ascii else 4},0,{n},1,1e-06,0,0,{yinc!r},{yorig!r},"
-                    f"{yref!r}").encode()
-        if key == "*IDN?":
-            return self.idn.encode()
-        if key == "*RST":
-            self._reset_state_keep_errors()
-            return None
-        if key == "*CLS":
-            self.error_queue.clear()
-            return None
-        if key == "*OPC?":
-            return b"1"
-        if key in ("SYST:ERR?", "SYSTEM:ERROR?", "SYST:ERR:NEXT?"):
-            code, msg = self.error_queue.popleft() if self.error_queue else (0, "No error")
-            return f'{code},"{msg}"'.encode()
-        if key == "CONF:CHAN?":
-            return f"{self.n_in},{self.n_out}".encode()
-        if key == "SOUR:VOLT:LIM?":
-            return f"{self.volt_limit:.6g}".encode()
-        if key == "SOUR:VOLT:LIM":
-            v = _number(arg)
-            if v is None or not 0 < v <= self.layer.spec.hi:
-                self.push_error(-222, f"Data out of range;limit must be in (0, "
-                                      f"{self.layer.spec.hi}], got {arg!r}")
-            else:
-                self.volt_limit = v
-            return None
-        if key == "ACQ:POIN?":
-            return str(self.points).encode()
-        if key == "ACQ:POIN":
-            v = _number(arg)
-            if v is None or v != int(v) or not 1 <= v <= 4096:
-                self.push_error(-222, f"Data out of range;points must be 1..4096, got {arg!r}")
-            else:
-                self.points = int(v)
-            return None
-        if key in ("OUTP", "OUTPUT"):
-            val = arg.upper()
-            if val in ("ON", "1"):
-                self.output_on = True
-            elif val in ("OFF", "0"):
-                self.output_on = False
-            else:
-                self.push_error(-224, f"Illegal parameter value;{arg!r}")
-            return None
-        if key in ("OUTP?", "OUTPUT?"):
-            return b"1" if self.output_on else b"0"
-        if key == "WAV:DATA":
-            self._load_wave(block)
-            return None
-        if key == "INIT":
-            self._init()
-            return None
-        if key in ("FETC?", "FETCH?"):
-            return self._fetch(arg)
-        self.push_error(-113, f"Undefined header;{head}")
-        return None
-
-    def _reset_state_keep_errors(self) -> None:
-        errors = self.error_queue
-        self._reset_state()
-        self.error_queue = errors
-
-    def _load_wave(self, block: bytes | None) -> None:
-        self._wave = None
-        if block is None:
-            self.push_error(-161, "Invalid block data;WAV:DATA needs an IEEE 488.2 block")
-            return
-        if len(block) % 4:
-            self.push_error(-161, f"Invalid block data;{len(block)} bytes is not whole float32s")
-            return
-        x = np.frombuffer(block, "<f4")
-        self.log.add_drive(x)
-        if x.size % self.n_in or x.size == 0:
-            self.push_error(-223, f"Too much data;{x.size} values is not a positive multiple of "
-                                  f"n_in={self.n_in}")
-            return
-        x = x.reshape(-1, self.n_in)
-        if len(x) > self.max_batch:
-            self.push_error(-223, f"Too much data;batch {len(x)} > {self.max_batch}")
-            return
-        lo = self.layer.spec.lo
-        if not np.all(np.isfinite(x)) or x.min() < lo or x.max() > self.volt_limit:
-            self.push_error(-222, f"Data out of range;drives must lie in [{lo}, "
-                                  f"{self.volt_limit}]")
-            return
-        self._wave = x
-
-    def _init(self) -> None:
-        if not self.output_on:
-            self.push_error(-221, "Settings conflict;output is off")
-            return
-        if self._wave is None:
-            self.push_error(-221, "Settings conflict;no waveform loaded")
-            return
-        try:
-            self._last = self._measure(self._wave)
-        except ValueError as e:
-            self.push_error(-222, f"Data out of range;{e}")
-            return
-        if self.bench is not None:
-            self.bench.measured(self._last)
-
-    def _channel(self, arg: str) -> int | None:
-        """The 1-based channel named ``CH<n>`` / ``CHAN<n>`` (1 when this has one channel and
-        none is named), or None after pushing an error."""
-        if not arg:
-            if self.channels == 1:
-                return 1
-            self.push_error(-109, f"Missing parameter;name one of CH1..CH{self.channels}")
-            return None
-        name = arg.upper()
-        for prefix in ("CHAN", "CH"):
-            if name.startswith(prefix) and name[len(prefix):].isdigit():
-                n = int(name[len(prefix):])
-                if 1 <= n <= self.channels:
-                    return n
-                break
-        self.push_error(-224, f"Illegal parameter value;{arg!r} (channels CH1..CH{self.channels})")
-        return None
-
-    def _capture_size(self) -> int | None:
-        m = self._captured(report=False)
-        return None if m is None else m.outputs.size * self.points
-
-    def _captured(self, report: bool = True) -> Measurement | None:
-        if self.role == "receiver":
-            m = self.bench.capture
-            if m is None and report:
-                self.push_error(-230, "Data corrupt or stale;nothing captured since ARM "
-                                      "(arm before the source runs)")
-            return m
-        if self._last is None and report:
-            self.push_error(-230, "Data corrupt or stale;no measurement to fetch")
-        return self._last
-
-    def _fetch(self, arg: str = ""):
-        ch = self._channel(arg) if (arg or self.role == "receiver") else 0
-        m = self._captured()
-        if m is None or ch is None:
-            return b"" if self.ascii else _ieee_block(b"")
-        out = m.outputs
-        if ch:
-            per = self.n_out // self.channels
-            out = out[:, (ch - 1) * per : ch * per]
-            if self.raw_codes:
-                yinc, yorig, yref = self.preamble(ch)
-                out = (out.astype(np.float64) - yorig) / yinc + yref
-        trace = np.repeat(out[:, :, None], self.points, axis=2).astype("<f4").ravel()
-        if self.faults.short_trace:
-            trace = trace[:-1]
-        if self.ascii:
-            return self.separator.join(f"{float(v):.9g}" for v in trace).encode(), m
-        return _ieee_block(trace.tobytes()), m
-
 
 def _reset(conn: socket.socket) -> None:
     """Close ``conn`` with a TCP reset (SO_LINGER on, zero timeout): the peer's next read or
@@ -778,15 +271,7 @@ def _reset(conn: socket.socket) -> None:
     conn.close()
 
 
-def _number(text: str) -> float | None:
-    try:
-        v = float(text)
-    except ValueError:
-        return None
-    return v if np.isfinite(v) else None
-
-
-class SerialEmulator(_Emulator):
+class SerialEmulator(VirtualInstrument):
     """A virtual microcontroller on a pseudo-terminal, speaking :mod:`pnn.drivers.serial`'s protocol.
 
     Args: as :class:`ScpiEmulator`, without ``port`` (read the pty's path from :attr:`port`).
@@ -800,6 +285,7 @@ class SerialEmulator(_Emulator):
                  layer=None, faults: Faults = Faults(), max_requests: int = 100_000,
                  max_seconds: float = 600.0, max_batch: int = 1024,
                  limits: tuple[float, float] | None = None):
+        system, layer = _physics(system, n_in, n_out, seed, layer)
         super().__init__(system, n_in, n_out, seed=seed, layer=layer, faults=faults,
                          max_requests=max_requests, max_seconds=max_seconds,
                          name="pnn-serial-emulator")
@@ -823,8 +309,9 @@ class SerialEmulator(_Emulator):
         return f"PNN Emulator-Serial {self.system}-{self.n_in}x{self.n_out}-seed{self.seed}"
 
     def _bind(self) -> None:
-        import tty
-
+        if tty is None:
+            raise OSError("SerialEmulator needs pseudo-terminals (os.openpty), which only POSIX "
+                          "systems have; use ScpiEmulator on this system")
         master, slave = os.openpty()
         tty.setraw(slave)
         os.set_blocking(master, False)

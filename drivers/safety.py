@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 
 from pnn.drivers.errors import SafetyError
+from pnn.layer import LayerSpec
 
 __all__ = ["Limits", "SafetyLimits", "SafetyWarning", "DeviceLimitsWarning", "SafetyCounts",
            "require_within"]
@@ -291,8 +292,6 @@ def layer_spec_and_limits(profile, n_in, n_out, name: str, safety: "SafetyLimits
         ValueError: when the shape is known neither from the arguments nor from the profile, or
             ``safety`` is looser than the profile.
     """
-    from pnn.layer import LayerSpec
-
     n_in = n_in if n_in is not None else profile.layer.n_in
     n_out = n_out if n_out is not None else profile.layer.n_out
     if n_in is None or n_out is None:

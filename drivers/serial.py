@@ -77,6 +77,11 @@ from pnn.drivers.errors import (
 from pnn.drivers.profile import Profile
 from pnn.drivers.safety import DeviceLimitsWarning, SafetyLimits
 
+try:  # the serial port's own errors (see _transport_errors): POSIX only
+    import termios
+except ImportError:  # Windows
+    termios = None
+
 __all__ = [
     "SerialLayer",
     "MsgType",
@@ -199,15 +204,15 @@ class _NoReply(Exception):
     """No valid reply before the deadline (internal: turned into a retry or a clear error)."""
 
 
-def _transport_errors() -> tuple:
-    import serial
+def _pyserial():
+    import serial  # optional (pnn[hardware]): imported when a driver first needs it
+    return serial
 
-    errors = (serial.SerialException, OSError)
-    try:  # pyserial's flush() is tcdrain(), which raises termios.error (not an OSError) on EIO
-        import termios
-    except ImportError:  # Windows
-        return errors
-    return errors + (termios.error,)
+
+def _transport_errors() -> tuple:
+    errors = (_pyserial().SerialException, OSError)
+    # pyserial's flush() is tcdrain(), which raises termios.error (not an OSError) on EIO
+    return errors if termios is None else errors + (termios.error,)
 
 
 class SerialLayer(InstrumentLayer):
@@ -268,8 +273,7 @@ class SerialLayer(InstrumentLayer):
         return self._ser is not None
 
     def _open_port(self) -> None:
-        import serial
-
+        serial = _pyserial()
         try:
             self._ser = serial.Serial(self.port, baudrate=self._s.baudrate, timeout=_POLL_S,
                                       write_timeout=self._s.timeout_s)

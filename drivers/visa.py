@@ -81,9 +81,13 @@ def parse_error_reply(reply: str, *, source: str = "instrument") -> tuple[int, s
     return int(m.group(1)), (m.group(2) or "").strip().strip('"')
 
 
-def _transport_errors() -> tuple:
-    import pyvisa
+def _pyvisa():
+    import pyvisa  # optional (pnn[hardware]): imported when a driver first needs it
+    return pyvisa
 
+
+def _transport_errors() -> tuple:
+    pyvisa = _pyvisa()
     return (pyvisa.errors.VisaIOError, pyvisa.errors.InvalidSession, OSError, EOFError)
 
 
@@ -213,9 +217,7 @@ class VisaLayer(InstrumentLayer):
             return self._rm_external
         if self._rm is None:
             try:
-                import pyvisa
-
-                self._rm = pyvisa.ResourceManager(self.backend)
+                self._rm = _pyvisa().ResourceManager(self.backend)
             except Exception as e:
                 raise InstrumentConnectionError(
                     f"{self.spec.name}: cannot load the pyvisa backend {self.backend!r}: {e}. "
@@ -620,8 +622,6 @@ class VisaLayer(InstrumentLayer):
             raise
 
     def _fetch(self, role: "_Role", cmd: str) -> np.ndarray:
-        import pyvisa
-
         r = self._v.readout
         if r.datatype == ASCII:
             return self._fetch_ascii(role, cmd)
@@ -629,7 +629,7 @@ class VisaLayer(InstrumentLayer):
             return role.res.query_binary_values(
                 cmd, datatype=r.datatype, is_big_endian=r.big_endian, container=np.array,
                 raise_on_late_block=True)
-        except (ValueError, RuntimeError, struct.error, pyvisa.errors.InvalidBinaryFormat) as e:
+        except (ValueError, RuntimeError, struct.error, _pyvisa().errors.InvalidBinaryFormat) as e:
             raise ReplyFormatError(
                 f"{self.spec.name}: reply to {cmd!r} is not an IEEE 488.2 binary block of "
                 f"{r.datatype!r} values: {e}") from e

@@ -53,6 +53,7 @@ wave speed in a material region.
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -61,7 +62,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from pnn.layer import LayerSpec
-from pnn.sim.base import AbstractSimulator, check_seed, require, scalar
+from pnn.memory import check_memory
+from pnn.sim.base import AbstractSimulator, assign_scalars, check_seed, require
 
 __all__ = ["AcousticLayer", "discrete_energy", "laplacian"]
 
@@ -133,6 +135,157 @@ def _spread(n, lo, hi):
     if n == 1:
         return np.array([(lo + hi) // 2])
     return np.round(np.linspace(lo, hi, n)).astype(int)
+
+
+def _check_arguments(name, *, n_in, n_out, nx, ny, dt, n_steps, c_nl, disorder,
+                     source_amplitude, pml_width, remat_every, positive: dict) -> int:
+    """Refuse a parameter out of its range, a grid too small for its absorbing layer, its
+    memory or its sources and probes (in that order); returns ``remat_every`` with its default
+    (about sqrt(``n_steps``)) filled in."""
+    for label, v in positive.items():
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
+    if c_nl < 0 or not np.isfinite(c_nl):
+        raise ValueError(f"{name}: c_nl must be >= 0 and finite, got {c_nl!r}")
+    if not (np.isfinite(source_amplitude) and source_amplitude >= 0):
+        raise ValueError(
+            f"{name}: source_amplitude must be >= 0 and finite (the source strength per unit "
+            f"drive), got {source_amplitude!r}")
+    if dt is not None and not (np.isfinite(dt) and dt > 0):
+        raise ValueError(
+            f"{name}: dt must be positive and finite (the leapfrog time step, s), got "
+            f"{dt!r}; pass dt=None to pick a stable step (Courant number 0.65)")
+    if not 0 <= disorder < 0.5:
+        raise ValueError(f"{name}: disorder must be in [0, 0.5), got {disorder!r}")
+    if n_steps < 1:
+        raise ValueError(f"{name}: n_steps must be >= 1, got {n_steps!r}")
+    if remat_every is None:
+        remat_every = max(1, int(round(math.sqrt(n_steps))))
+    if isinstance(remat_every, bool) or int(remat_every) != remat_every or remat_every < 0:
+        raise ValueError(f"{name}: remat_every must be an integer >= 0 (0: no checkpointing) "
+                         f"or None (about sqrt(n_steps)), got {remat_every!r}")
+    if pml_width < 0 or 2 * pml_width + 8 > min(nx, ny):
+        raise ValueError(
+            f"{name}: a {nx}x{ny} grid cannot hold an absorbing layer of {pml_width} cells "
+            f"on each side plus an 8-cell interior; enlarge the grid or thin the layer"
+        )
+    check_memory(f"{name}: a {nx}x{ny} grid", 5 * 4 * nx * ny,
+                 how="the disorder and nonlinearity maps and one sample's pressure and two "
+                     "velocity fields, float32",
+                 fix="give smaller nx, ny")
+    interior_y = ny - 2 * pml_width - 2
+    if max(n_in, n_out) > interior_y:
+        raise ValueError(
+            f"{name}: {max(n_in, n_out)} sources/probes do not fit on the {interior_y} "
+            f"interior cells of a column; use ny >= {2 * pml_width + 2 + max(n_in, n_out)}"
+        )
+    return remat_every
+
+
+def _stable_time_step(name, dx: float, dt, c_max: float) -> float:
+    """The leapfrog step dt (s): Courant number 0.65 at ``c_max`` when ``dt`` is None; refused
+    above the stability limit c_max dt/dx <= 1/sqrt(2) (the message gives the largest stable
+    dt)."""
+    dt_max = dx / (math.sqrt(2.0) * c_max)
+    if dt is None:
+        dt = 0.65 * dx / c_max
+    if dt > dt_max:
+        raise ValueError(
+            f"{name}: unstable configuration, Courant number c_max*dt/dx = "
+            f"{c_max * dt / dx:.4f} exceeds 1/sqrt(2) = 0.7071 (c_max = {c_max:.4g} m/s "
+            f"including disorder and saturated nonlinearity); use dt <= {dt_max:.4g} s"
+        )
+    return dt
+
+
+def _transducer_cells(n_in: int, n_out: int, nx: int, ny: int, pml_width: int):
+    """``(source cells, probe cells)``: (x, y) of each, in a column just inside the absorbing
+    layer on either side, spread evenly over the interior rows."""
+    lo_y, hi_y = pml_width + 1, ny - pml_width - 2
+    src_x = pml_width + 2
+    probe_x = nx - pml_width - 3
+    return (tuple((src_x, int(y)) for y in _spread(n_in, lo_y, hi_y)),
+            tuple((probe_x, int(y)) for y in _spread(n_out, lo_y, hi_y)))
+
+
+def _nonlinear_mask(name, nl_region, nx: int, ny: int) -> np.ndarray:
+    """``(nx, ny)``: 1 in the cell box ``nl_region`` = (x0, x1, y0, y1) of nonlinear material
+    (``None``: the central half), 0 elsewhere; a box not inside the grid is refused."""
+    if nl_region is None:
+        nl_region = (nx // 4, 3 * nx // 4, ny // 4, 3 * ny // 4)
+    region = tuple(nl_region) if isinstance(nl_region, (tuple, list)) else ()
+    if len(region) != 4 or not all(isinstance(v, (int, np.integer)) and
+                                   not isinstance(v, bool) for v in region) \
+            or not (0 <= region[0] < region[1] <= nx and 0 <= region[2] < region[3] <= ny):
+        # numpy slicing would wrap a negative bound and clip one past the grid, so a box
+        # outside it would silently hold no nonlinear material
+        raise ValueError(
+            f"{name}: nl_region = {nl_region!r}: expected a cell box (x0, x1, y0, y1) of "
+            f"integers with 0 <= x0 < x1 <= nx = {nx} and 0 <= y0 < y1 <= ny = {ny}; "
+            f"give a box inside the grid, or None for the central half")
+    x0, x1, y0, y1 = (int(v) for v in region)
+    mask = np.zeros((nx, ny))
+    mask[x0:x1, y0:y1] = 1.0
+    return mask
+
+
+def _absorbing_layer(nx: int, ny: int, pml_width: int, c0: float, dx: float) -> Array:
+    """``(nx, ny)`` damping sigma (1/s): a quadratic profile over the ``pml_width`` outer cells,
+    scaled for a theoretical normal-incidence reflection of 1e-3 (the usual polynomial-profile
+    rule, order 2); zero without an absorbing layer."""
+    if pml_width <= 0:
+        return jnp.zeros((nx, ny))
+    sigma_max = -3.0 * c0 * math.log(1e-3) / (2.0 * pml_width * dx)
+    ix = np.arange(nx)[:, None]
+    iy = np.arange(ny)[None, :]
+    dxe = np.maximum(np.maximum(pml_width - ix, 0), np.maximum(ix - (nx - 1 - pml_width), 0))
+    dye = np.maximum(np.maximum(pml_width - iy, 0), np.maximum(iy - (ny - 1 - pml_width), 0))
+    d = np.maximum(dxe, dye).astype(float)
+    return jnp.asarray(sigma_max * (d / pml_width) ** 2)
+
+
+def _tone_burst(n_steps: int, dt: float, frequency: float, burst_cycles: float) -> np.ndarray:
+    """``(n_steps,)``: the source waveform, ``burst_cycles`` cycles of the carrier under a
+    sin² window, then silence."""
+    t = np.arange(n_steps) * dt
+    t_burst = burst_cycles / frequency
+    window = np.where(t < t_burst, np.sin(np.pi * t / t_burst) ** 2, 0.0)
+    return window * np.sin(2 * np.pi * frequency * t)
+
+
+class _FramedLayout(NamedTuple):
+    """How :meth:`AcousticLayer._simulate` holds a batch: the layout of its fields, the initial
+    field and the sources in it, the maps broadcast against it, and its one-cell frame."""
+
+    cells_first: bool
+    u: Array  # the initial field, unframed
+    src: Array  # the source pattern per unit waveform
+    delta: Array
+    mask: Array
+    sigma: Array
+    grid: Callable  # (i, j) -> the index of the two grid axes
+    frame: list  # jnp.pad widths of the one-cell frame
+    corner: tuple  # where the interior starts in a framed field
+    batch_first: Callable  # a field in the layout -> (batch, nx, ny)
+
+
+def _two_steps_per_iteration(step):
+    """The scan body of :meth:`AcousticLayer._simulate`: over the waveform values ``ws`` of one
+    iteration, alternately ``a <- step(a, c)`` and ``c <- step(c, a)``, so the carry keeps its
+    buffers; returns ``((a, c), stacked step outputs)``."""
+
+    def body(carry, ws):
+        a, c = carry
+        outs = []
+        for i in range(ws.shape[0]):  # ws: the waveform of 2 * pairs steps, in order
+            if i % 2 == 0:
+                a, o = step(a, c, ws[i])
+            else:
+                c, o = step(c, a, ws[i])
+            outs.append(o)
+        return (a, c), jax.tree.map(lambda *v: jnp.stack(v), *outs)
+
+    return body
 
 
 class AcousticLayer(AbstractSimulator):
@@ -218,109 +371,27 @@ class AcousticLayer(AbstractSimulator):
         name: str = "acoustic",
         remat_every: int | None = None,
     ):
-        for label, v in (("dx", dx), ("c0", c0), ("u_sat", u_sat), ("frequency", frequency),
-                         ("burst_cycles", burst_cycles), ("speed_scale", speed_scale)):
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
-        if c_nl < 0 or not np.isfinite(c_nl):
-            raise ValueError(f"{name}: c_nl must be >= 0 and finite, got {c_nl!r}")
-        if not (np.isfinite(source_amplitude) and source_amplitude >= 0):
-            raise ValueError(
-                f"{name}: source_amplitude must be >= 0 and finite (the source strength per unit "
-                f"drive), got {source_amplitude!r}")
-        if dt is not None and not (np.isfinite(dt) and dt > 0):
-            raise ValueError(
-                f"{name}: dt must be positive and finite (the leapfrog time step, s), got "
-                f"{dt!r}; pass dt=None to pick a stable step (Courant number 0.65)")
-        if not 0 <= disorder < 0.5:
-            raise ValueError(f"{name}: disorder must be in [0, 0.5), got {disorder!r}")
-        if n_steps < 1:
-            raise ValueError(f"{name}: n_steps must be >= 1, got {n_steps!r}")
-        if remat_every is None:
-            remat_every = max(1, int(round(math.sqrt(n_steps))))
-        if isinstance(remat_every, bool) or int(remat_every) != remat_every or remat_every < 0:
-            raise ValueError(f"{name}: remat_every must be an integer >= 0 (0: no checkpointing) "
-                             f"or None (about sqrt(n_steps)), got {remat_every!r}")
-        if pml_width < 0 or 2 * pml_width + 8 > min(nx, ny):
-            raise ValueError(
-                f"{name}: a {nx}x{ny} grid cannot hold an absorbing layer of {pml_width} cells "
-                f"on each side plus an 8-cell interior; enlarge the grid or thin the layer"
-            )
-        from pnn.memory import check_memory
-
-        check_memory(f"{name}: a {nx}x{ny} grid", 5 * 4 * nx * ny,
-                     how="the disorder and nonlinearity maps and one sample's pressure and two "
-                         "velocity fields, float32",
-                     fix="give smaller nx, ny")
-        interior_y = ny - 2 * pml_width - 2
-        if max(n_in, n_out) > interior_y:
-            raise ValueError(
-                f"{name}: {max(n_in, n_out)} sources/probes do not fit on the {interior_y} "
-                f"interior cells of a column; use ny >= {2 * pml_width + 2 + max(n_in, n_out)}"
-            )
+        remat_every = _check_arguments(
+            name, n_in=n_in, n_out=n_out, nx=nx, ny=ny, dt=dt, n_steps=n_steps, c_nl=c_nl,
+            disorder=disorder, source_amplitude=source_amplitude, pml_width=pml_width,
+            remat_every=remat_every,
+            positive={"dx": dx, "c0": c0, "u_sat": u_sat, "frequency": frequency,
+                      "burst_cycles": burst_cycles, "speed_scale": speed_scale})
         self.spec = LayerSpec(n_in=n_in, n_out=n_out, lo=0.0, hi=1.0, name=name,
                               units="drive: tone-burst amplitude (0..1); output: Pa^2")
-
-        c_bound = c0 * (1 + disorder) + c_nl * u_sat**2
-        c_max = speed_scale * c_bound
-        dt_max = dx / (math.sqrt(2.0) * c_max)
-        if dt is None:
-            dt = 0.65 * dx / c_max
-        if dt > dt_max:
-            raise ValueError(
-                f"{name}: unstable configuration, Courant number c_max*dt/dx = "
-                f"{c_max * dt / dx:.4f} exceeds 1/sqrt(2) = 0.7071 (c_max = {c_max:.4g} m/s "
-                f"including disorder and saturated nonlinearity); use dt <= {dt_max:.4g} s"
-            )
+        dt = _stable_time_step(name, dx, dt, c_max=speed_scale * (c0 * (1 + disorder)
+                                                                  + c_nl * u_sat**2))
         self.nx, self.ny, self.n_steps = nx, ny, n_steps
         self.dx, self.dt, self.disorder = float(dx), float(dt), float(disorder)
         self.remat_every = int(remat_every)
-        self.c0 = scalar(c0, name, "c0")
-        self.c_nl = scalar(c_nl, name, "c_nl")
-        self.u_sat = scalar(u_sat, name, "u_sat")
-        self.speed_scale = scalar(speed_scale, name, "speed_scale")
-        self.source_amplitude = scalar(source_amplitude, name, "source_amplitude")
-
-        lo_y, hi_y = pml_width + 1, ny - pml_width - 2
-        src_x = pml_width + 2
-        probe_x = nx - pml_width - 3
-        self.src_xy = tuple((src_x, int(y)) for y in _spread(n_in, lo_y, hi_y))
-        self.probe_xy = tuple((probe_x, int(y)) for y in _spread(n_out, lo_y, hi_y))
-
+        assign_scalars(self, name, c0=c0, c_nl=c_nl, u_sat=u_sat, speed_scale=speed_scale,
+                       source_amplitude=source_amplitude)
+        self.src_xy, self.probe_xy = _transducer_cells(n_in, n_out, nx, ny, pml_width)
         key = jax.random.PRNGKey(check_seed(name, seed))
         self.delta = jnp.asarray(_smooth_disorder(key, nx, ny, disorder, corr_cells=2.5))
-        if nl_region is None:
-            nl_region = (nx // 4, 3 * nx // 4, ny // 4, 3 * ny // 4)
-        region = tuple(nl_region) if isinstance(nl_region, (tuple, list)) else ()
-        if len(region) != 4 or not all(isinstance(v, (int, np.integer)) and
-                                       not isinstance(v, bool) for v in region) \
-                or not (0 <= region[0] < region[1] <= nx and 0 <= region[2] < region[3] <= ny):
-            # numpy slicing would wrap a negative bound and clip one past the grid, so a box
-            # outside it would silently hold no nonlinear material
-            raise ValueError(
-                f"{name}: nl_region = {nl_region!r}: expected a cell box (x0, x1, y0, y1) of "
-                f"integers with 0 <= x0 < x1 <= nx = {nx} and 0 <= y0 < y1 <= ny = {ny}; "
-                f"give a box inside the grid, or None for the central half")
-        x0, x1, y0, y1 = (int(v) for v in region)
-        mask = np.zeros((nx, ny))
-        mask[x0:x1, y0:y1] = 1.0
-        self.nl_mask = jnp.asarray(mask)
-
-        if pml_width > 0:
-            sigma_max = -3.0 * c0 * math.log(1e-3) / (2.0 * pml_width * dx)
-            ix = np.arange(nx)[:, None]
-            iy = np.arange(ny)[None, :]
-            dxe = np.maximum(np.maximum(pml_width - ix, 0), np.maximum(ix - (nx - 1 - pml_width), 0))
-            dye = np.maximum(np.maximum(pml_width - iy, 0), np.maximum(iy - (ny - 1 - pml_width), 0))
-            d = np.maximum(dxe, dye).astype(float)
-            self.sigma = jnp.asarray(sigma_max * (d / pml_width) ** 2)
-        else:
-            self.sigma = jnp.zeros((nx, ny))
-
-        t = np.arange(n_steps) * dt
-        t_burst = burst_cycles / frequency
-        window = np.where(t < t_burst, np.sin(np.pi * t / t_burst) ** 2, 0.0)
-        self.waveform = jnp.asarray(window * np.sin(2 * np.pi * frequency * t))
+        self.nl_mask = jnp.asarray(_nonlinear_mask(name, nl_region, nx, ny))
+        self.sigma = _absorbing_layer(nx, ny, pml_width, c0, dx)
+        self.waveform = jnp.asarray(_tone_burst(n_steps, dt, frequency, burst_cycles))
 
     @property
     def flops_per_sample(self) -> int:
@@ -420,6 +491,18 @@ class AcousticLayer(AbstractSimulator):
             return self._simulate_swap(x, u0=u0, record=record)
         dtype = jnp.result_type(x.dtype, jnp.float32)
         x = jnp.asarray(x, dtype)
+        lay = self._framed_layout(x, u0, dtype)
+        # probe cells in the framed field
+        px = jnp.array([p[0] + 1 for p in self.probe_xy])
+        py = jnp.array([p[1] + 1 for p in self.probe_xy])
+        waveform = self.waveform.astype(dtype)
+        body = _two_steps_per_iteration(self._framed_step(lay, px, py, record))
+        return self._run_framed(body, jnp.pad(lay.u, lay.frame), waveform, record, x.shape[0])
+
+    def _framed_layout(self, x, u0, dtype) -> _FramedLayout:
+        """The fields of :meth:`_simulate` for the batch ``x``: cells-first or batch-first
+        (:meth:`_cells_first`), the initial field (zero, or ``u0``) and the source pattern in that
+        layout, and how a one-cell frame is indexed and padded in it."""
         b = x.shape[0]
         cells_first = self._cells_first(b)
         u = jnp.zeros((b, self.nx, self.ny), dtype) if u0 is None else u0.astype(dtype)
@@ -427,56 +510,49 @@ class AcousticLayer(AbstractSimulator):
             src = self._source_cells_first(x)
             u = jnp.moveaxis(u, 0, -1)
             delta, mask, sigma = (a[..., None] for a in (self.delta, self.nl_mask, self.sigma))
-            grid = lambda i, j: (i, j)  # noqa: E731 - index of the two grid axes
-            frame = [(1, 1), (1, 1), (0, 0)]
-            corner = (1, 1, 0)
-            batch_first = lambda f: jnp.moveaxis(f, -1, 0)  # noqa: E731
-        else:
-            src = self.source_field(x)
-            delta, mask, sigma = self.delta, self.nl_mask, self.sigma
-            grid = lambda i, j: (slice(None), i, j)  # noqa: E731
-            frame = [(0, 0), (1, 1), (1, 1)]
-            corner = (0, 1, 1)
-            batch_first = lambda f: f  # noqa: E731
+            return _FramedLayout(
+                cells_first, u, src, delta, mask, sigma,
+                grid=lambda i, j: (i, j), frame=[(1, 1), (1, 1), (0, 0)], corner=(1, 1, 0),
+                batch_first=lambda f: jnp.moveaxis(f, -1, 0))
+        return _FramedLayout(
+            cells_first, u, self.source_field(x), self.delta, self.nl_mask, self.sigma,
+            grid=lambda i, j: (slice(None), i, j), frame=[(0, 0), (1, 1), (1, 1)],
+            corner=(0, 1, 1), batch_first=lambda f: f)
+
+    def _framed_step(self, lay: _FramedLayout, px, py, record):
+        """``step(a, c, w)``: one leapfrog step on framed fields, ``a`` (u_prev) overwritten by
+        u_next from ``c`` (u) and the waveform value ``w``; returns ``(a, (probe values at
+        (px, py), extra))`` with ``extra`` what ``record`` asks for (or None)."""
+        grid = lay.grid
         inner = grid(slice(1, -1), slice(1, -1))
-        # probe cells in the framed field
-        px = jnp.array([p[0] + 1 for p in self.probe_xy])
-        py = jnp.array([p[1] + 1 for p in self.probe_xy])
-        waveform = self.waveform.astype(dtype)
 
         def step(a, c, w):
-            """``a`` (u_prev, framed) overwritten by u_next, from ``c`` (u, framed)."""
             u_cur = c[inner]
             lap = (c[grid(slice(2, None), slice(1, -1))] + c[grid(slice(None, -2), slice(1, -1))]
                    + c[grid(slice(1, -1), slice(2, None))]
                    + c[grid(slice(1, -1), slice(None, -2))] - 4.0 * u_cur)
-            u_next = self._leapfrog(a[inner], u_cur, src * w, lap, delta, mask, sigma)
-            a = jax.lax.dynamic_update_slice(a, u_next, corner)
-            out = a[px, py, :] if cells_first else a[:, px, py]
+            u_next = self._leapfrog(a[inner], u_cur, lay.src * w, lap, lay.delta, lay.mask,
+                                    lay.sigma)
+            a = jax.lax.dynamic_update_slice(a, u_next, lay.corner)
+            out = a[px, py, :] if lay.cells_first else a[:, px, py]
             if record == "energy":
-                extra = discrete_energy(batch_first(a[inner]), batch_first(u_cur),
+                extra = discrete_energy(lay.batch_first(a[inner]), lay.batch_first(u_cur),
                                         self.c0 * self.speed_scale, self.dx, self.dt)
             elif record == "field":
-                extra = batch_first(a[inner])
+                extra = lay.batch_first(a[inner])
             else:
                 extra = None
             return a, (out, extra)
 
-        def body(carry, ws):
-            a, c = carry
-            outs = []
-            for i in range(ws.shape[0]):  # ws: the waveform of 2 * pairs steps, in order
-                if i % 2 == 0:
-                    a, o = step(a, c, ws[i])
-                else:
-                    c, o = step(c, a, ws[i])
-                outs.append(o)
-            return (a, c), jax.tree.map(lambda *v: jnp.stack(v), *outs)
+        return step
 
+    def _run_framed(self, body, u, waveform, record, batch: int):
+        """Run the scan ``body`` (:func:`_two_steps_per_iteration`) from the framed field ``u``
+        (at rest) over the waveform, checkpointed in segments when no record is asked for;
+        the steps left over after whole iterations run unrolled. Returns ``(traces, extra)``."""
         n = self.n_steps
-        per = 2 * self._pairs_per_iteration(b)
+        per = 2 * self._pairs_per_iteration(batch)
         n_it = n // per
-        u = jnp.pad(u, frame)
         carry = (u, u)
         parts = []
         if n_it:

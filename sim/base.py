@@ -55,8 +55,8 @@ from jaxtyping import Array, Float
 from pnn.layer import (LayerSpec, check_representable, concrete_scalars, is_traced,
                        validate_input)
 
-__all__ = ["AbstractSimulator", "scalar", "fft_flops", "require", "check_seed",
-           "MAX_LAYER_SEED"]
+__all__ = ["AbstractSimulator", "scalar", "assign_scalars", "fft_flops", "require",
+           "check_seed", "MAX_LAYER_SEED"]
 
 
 def scalar(value, layer: str = "simulator", param: str = "a physical scalar") -> Array:
@@ -68,6 +68,14 @@ def scalar(value, layer: str = "simulator", param: str = "a physical scalar") ->
     """
     check_representable(layer, param, value)
     return jnp.asarray(float(value))
+
+
+def assign_scalars(module, layer: str, **values) -> None:
+    """In a simulator's ``__init__``: hold each of ``values`` in the field of its name, as
+    :func:`scalar` makes it, in the order given (so the first unrepresentable value is the one
+    named in the error)."""
+    for field, value in values.items():
+        setattr(module, field, scalar(value, layer, field))
 
 
 #: numpy's and JAX's PRNG seeds are 32-bit: JAX keeps the low 32 bits of a larger one (two seeds

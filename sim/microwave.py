@@ -87,7 +87,8 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from pnn.layer import LayerSpec
-from pnn.sim.base import AbstractSimulator, check_seed, require, scalar
+from pnn.memory import check_memory
+from pnn.sim.base import AbstractSimulator, assign_scalars, check_seed, require
 
 __all__ = ["MicrowaveLayer", "semicircle_cdf"]
 
@@ -120,6 +121,94 @@ def _modal_decomposition(h, k, q, name):
 def _unit_columns(rng, m, k):
     v = rng.standard_normal((m, k))
     return v / np.linalg.norm(v, axis=0, keepdims=True)
+
+
+def _check_arguments(name, *, encoding, n_iter, n_modes, loss_width, element_strength, relax,
+                     counts: dict, positive: dict, finite: dict) -> None:
+    """Refuse an unknown encoding, a malformed count, a cavity too large for memory or with too
+    few modes, a parameter out of its range, or gain (in that order)."""
+    if encoding not in _ENCODINGS:
+        raise ValueError(f"{name}: encoding must be one of {_ENCODINGS}, got {encoding!r}")
+    for label, v in counts.items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: {label} must be a positive integer, got {v!r}")
+    if not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+        raise ValueError(f"{name}: n_iter must be an integer >= 0, got {n_iter!r}")
+    check_memory(f"{name}: n_modes = {n_modes}", 3 * 8 * n_modes**2,
+                 how="the M x M random matrix, its transpose sum and eigenvectors, float64",
+                 fix="give a smaller n_modes")
+    if n_modes < 16:
+        raise ValueError(
+            f"{name}: {n_modes} modes are too few for a chaotic (random-matrix) cavity; "
+            f"use n_modes >= 16"
+        )
+    for label, v in positive.items():
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
+    if not np.isfinite(loss_width) or loss_width < 0:
+        raise ValueError(
+            f"{name}: loss_width must be >= 0 (a negative absorption width is gain: the "
+            f"cavity would be active and S non-passive), got {loss_width!r}"
+        )
+    for label, v in finite.items():
+        if not np.isfinite(v):
+            raise ValueError(f"{name}: {label} must be finite, got {v!r}")
+    if element_strength < 0:
+        raise ValueError(f"{name}: element_strength must be >= 0, got {element_strength!r}")
+    if not (np.isfinite(relax) and 0 < relax <= 1):
+        raise ValueError(
+            f"{name}: relax must lie in (0, 1]: above 1 the relaxation step overshoots and "
+            f"the element's detuning oscillates instead of settling; got {relax!r}"
+        )
+
+
+def _probe_band(name, n_modes: int, mode_spacing: float, bandwidth, detuning: float) -> float:
+    """The probe band's width (MHz; ``None``: 0.6 R), refused when it (shifted by the
+    detuning) reaches beyond :data:`_MAX_BAND_FRACTION` of the semicircle's half-width R."""
+    radius = 2.0 * n_modes * mode_spacing / math.pi
+    if bandwidth is None:
+        bandwidth = 0.6 * radius
+    if not (np.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"{name}: bandwidth must be positive and finite, got {bandwidth!r}")
+    reach = bandwidth / 2 + abs(detuning)
+    if reach > _MAX_BAND_FRACTION * radius:
+        need = math.ceil(math.pi * reach / (2 * _MAX_BAND_FRACTION * mode_spacing))
+        raise ValueError(
+            f"{name}: the probe band (±{bandwidth / 2:.4g} MHz, detuning {detuning:.4g} MHz) "
+            f"reaches beyond {_MAX_BAND_FRACTION:.0%} of the modal spectrum's half-width "
+            f"R = {radius:.4g} MHz, where the model runs out of modes and the statistics are "
+            f"not those of a cavity; use n_modes >= {need} or a narrower band"
+        )
+    return bandwidth
+
+
+def _random_cavity(rng, m: int, name, *, mode_spacing, coupling, n_src, n_rx, n_el):
+    """``(H, Λ, P, drive)`` of a cavity drawn from ``rng``: the GOE Hamiltonian, its modal
+    decomposition with the port couplings K, the ``n_el`` metasurface vectors and the
+    nonlinear element's (:func:`_modal_decomposition`), and the sources' unit drive pattern."""
+    a = rng.standard_normal((m, m))
+    sigma = mode_spacing * math.sqrt(m) / math.pi
+    h = sigma * (a + a.T) / math.sqrt(2.0)
+    w = math.sqrt(coupling * mode_spacing) / math.pi
+    k = math.sqrt(2.0 * math.pi) * w * rng.standard_normal((m, n_src + n_rx))
+    u = _unit_columns(rng, m, n_el)
+    u_nl = _unit_columns(rng, m, 1)
+    modes, proj = _modal_decomposition(h, k, np.concatenate([k, u, u_nl], axis=1), name)
+    v = rng.standard_normal(n_src) + 1j * rng.standard_normal(n_src)
+    return jnp.asarray(h), modes, proj, jnp.asarray(v / np.linalg.norm(v))
+
+
+def _tones_and_readout(n_out: int, n_rx: int, tones_per_band: int, bandwidth: float):
+    """``(tones (n_f,), read-out map (n_out, n_f, n_rx))``: equally spaced tones over the band,
+    and which tones and receiving port each output sums."""
+    n_bands = -(-n_out // n_rx)
+    n_f = n_bands * tones_per_band
+    freqs = jnp.asarray(-bandwidth / 2 + (np.arange(n_f) + 0.5) * bandwidth / n_f)
+    r = np.zeros((n_out, n_f, n_rx))
+    for j in range(n_out):
+        band = j // n_rx
+        r[j, band * tones_per_band:(band + 1) * tones_per_band, j % n_rx] = 1.0
+    return freqs, jnp.asarray(r)
 
 
 class MicrowaveLayer(AbstractSimulator):
@@ -202,58 +291,15 @@ class MicrowaveLayer(AbstractSimulator):
         seed: int = 0,
         name: str = "microwave",
     ):
-        if encoding not in _ENCODINGS:
-            raise ValueError(f"{name}: encoding must be one of {_ENCODINGS}, got {encoding!r}")
-        for label, v in (("n_modes", n_modes), ("n_src", n_src), ("n_rx", n_rx),
-                         ("tones_per_band", tones_per_band)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: {label} must be a positive integer, got {v!r}")
-        if not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
-            raise ValueError(f"{name}: n_iter must be an integer >= 0, got {n_iter!r}")
-        from pnn.memory import check_memory
-
-        check_memory(f"{name}: n_modes = {n_modes}", 3 * 8 * n_modes**2,
-                     how="the M x M random matrix, its transpose sum and eigenvectors, float64",
-                     fix="give a smaller n_modes")
-        if n_modes < 16:
-            raise ValueError(
-                f"{name}: {n_modes} modes are too few for a chaotic (random-matrix) cavity; "
-                f"use n_modes >= 16"
-            )
-        for label, v in (("mode_spacing", mode_spacing), ("coupling", coupling),
-                         ("drive_power", drive_power), ("f_center", f_center)):
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
-        if not np.isfinite(loss_width) or loss_width < 0:
-            raise ValueError(
-                f"{name}: loss_width must be >= 0 (a negative absorption width is gain: the "
-                f"cavity would be active and S non-passive), got {loss_width!r}"
-            )
-        for label, v in (("element_strength", element_strength), ("kerr", kerr),
-                         ("detuning", detuning)):
-            if not np.isfinite(v):
-                raise ValueError(f"{name}: {label} must be finite, got {v!r}")
-        if element_strength < 0:
-            raise ValueError(f"{name}: element_strength must be >= 0, got {element_strength!r}")
-        if not (np.isfinite(relax) and 0 < relax <= 1):
-            raise ValueError(
-                f"{name}: relax must lie in (0, 1]: above 1 the relaxation step overshoots and "
-                f"the element's detuning oscillates instead of settling; got {relax!r}"
-            )
-        radius = 2.0 * n_modes * mode_spacing / math.pi
-        if bandwidth is None:
-            bandwidth = 0.6 * radius
-        if not (np.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(f"{name}: bandwidth must be positive and finite, got {bandwidth!r}")
-        reach = bandwidth / 2 + abs(detuning)
-        if reach > _MAX_BAND_FRACTION * radius:
-            need = math.ceil(math.pi * reach / (2 * _MAX_BAND_FRACTION * mode_spacing))
-            raise ValueError(
-                f"{name}: the probe band (±{bandwidth / 2:.4g} MHz, detuning {detuning:.4g} MHz) "
-                f"reaches beyond {_MAX_BAND_FRACTION:.0%} of the modal spectrum's half-width "
-                f"R = {radius:.4g} MHz, where the model runs out of modes and the statistics are "
-                f"not those of a cavity; use n_modes >= {need} or a narrower band"
-            )
+        _check_arguments(
+            name, encoding=encoding, n_iter=n_iter, n_modes=n_modes, loss_width=loss_width,
+            element_strength=element_strength, relax=relax,
+            counts={"n_modes": n_modes, "n_src": n_src, "n_rx": n_rx,
+                    "tones_per_band": tones_per_band},
+            positive={"mode_spacing": mode_spacing, "coupling": coupling,
+                      "drive_power": drive_power, "f_center": f_center},
+            finite={"element_strength": element_strength, "kerr": kerr, "detuning": detuning})
+        bandwidth = _probe_band(name, n_modes, mode_spacing, bandwidth, detuning)
 
         drive_kind = "metasurface element state" if encoding == "metasurface" else "port amplitude"
         self.spec = LayerSpec(
@@ -266,38 +312,14 @@ class MicrowaveLayer(AbstractSimulator):
         self.n_src, self.n_rx, self.n_iter = n_src, n_rx, int(n_iter)
         self.f_center = float(f_center)
         self.mode_spacing = float(mode_spacing)
-        self.loss_width = scalar(loss_width, name, "loss_width")
-        self.element_strength = scalar(element_strength, name, "element_strength")
-        self.drive_power = scalar(drive_power, name, "drive_power")
-        self.kerr = scalar(kerr, name, "kerr")
-        self.relax = scalar(relax, name, "relax")
-        self.detuning = scalar(detuning, name, "detuning")
+        assign_scalars(self, name, loss_width=loss_width, element_strength=element_strength,
+                       drive_power=drive_power, kerr=kerr, relax=relax, detuning=detuning)
 
-        rng = np.random.default_rng(check_seed(name, seed))
-        m = int(n_modes)
-        a = rng.standard_normal((m, m))
-        sigma = mode_spacing * math.sqrt(m) / math.pi
-        h = sigma * (a + a.T) / math.sqrt(2.0)
-        self.H = jnp.asarray(h)
-        n_ports = n_src + n_rx
-        w = math.sqrt(coupling * mode_spacing) / math.pi
-        k = math.sqrt(2.0 * math.pi) * w * rng.standard_normal((m, n_ports))
         self.n_el = n_in if encoding == "metasurface" else 0
-        u = _unit_columns(rng, m, self.n_el)
-        u_nl = _unit_columns(rng, m, 1)
-        self.modes, self.proj = _modal_decomposition(
-            h, k, np.concatenate([k, u, u_nl], axis=1), name)
-        v = rng.standard_normal(n_src) + 1j * rng.standard_normal(n_src)
-        self.drive = jnp.asarray(v / np.linalg.norm(v))
-
-        n_bands = -(-n_out // n_rx)
-        n_f = n_bands * tones_per_band
-        self.freqs = jnp.asarray(-bandwidth / 2 + (np.arange(n_f) + 0.5) * bandwidth / n_f)
-        r = np.zeros((n_out, n_f, n_rx))
-        for j in range(n_out):
-            band = j // n_rx
-            r[j, band * tones_per_band:(band + 1) * tones_per_band, j % n_rx] = 1.0
-        self.readout = jnp.asarray(r)
+        self.H, self.modes, self.proj, self.drive = _random_cavity(
+            np.random.default_rng(check_seed(name, seed)), int(n_modes), name,
+            mode_spacing=mode_spacing, coupling=coupling, n_src=n_src, n_rx=n_rx, n_el=self.n_el)
+        self.freqs, self.readout = _tones_and_readout(n_out, n_rx, tones_per_band, bandwidth)
 
     # ------------------------------------------------------------------ physics
     @property

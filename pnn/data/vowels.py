@@ -28,8 +28,10 @@ measurement, which proves that model selection never read the test split.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import math
 import numbers
 import os
@@ -264,7 +266,7 @@ def check_val_fraction(val_fraction) -> float:
 
 def peterson_barney_table():
     """Rows of the Peterson & Barney table from Praat: (type, speaker, vowel, F0..F3)."""
-    import parselmouth
+    # lazy: Praat (parselmouth) is loaded only when this table is read
     from parselmouth.praat import call
 
     table = call("Create formant table (Peterson & Barney 1952)")
@@ -274,7 +276,6 @@ def peterson_barney_table():
         lines = Path(path).read_text().strip().splitlines()
     header = lines[0].split("\t")
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
-    del parselmouth
     return rows
 
 
@@ -356,9 +357,6 @@ def parse_hillenbrand_csv(text: str, origin: str = "hillenbrand.csv") -> list[di
     Raises:
         ValueError: naming ``origin``, the line and what was expected.
     """
-    import csv
-    import io
-
     lines = text.splitlines()
     if not text.endswith(("\n", "\r")):
         raise ValueError(f"{origin} line {len(lines)}: the file ends inside this row (expected a "
@@ -550,41 +548,85 @@ def load_vowels(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     val_fraction = check_val_fraction(val_fraction)
     if source == "peterson_barney":
-        rows = peterson_barney_table()
-        all_groups = ("m", "w", "c")
-        groups = tuple(groups) if groups is not None else all_groups
-        names = ("F0", "F1", "F2", "F3")
-        aliases = {"aw": "ao"}
-        recs = [
-            (r["Type"], r["Type"] + r["Speaker"], r["Vowel"],
-             [float(r["F0"]), float(r["F1"]), float(r["F2"]), float(r["F3"])])
-            for r in rows
-        ]
-        info = {"reference": "Peterson & Barney (1952), JASA 24:175, via Praat/parselmouth"}
+        recs, groups, all_groups, names, aliases, info = _peterson_barney_records(groups)
     elif source == "hillenbrand":
-        if path is not None:
-            fpath = Path(path)
-            data = fpath.read_bytes()
-        else:
-            cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-            fpath, data = _fetch(url, cdir, download)
-        origin = str(fpath)
-        text = data.decode("latin-1")
-        if text.lstrip().lower().startswith("speaker,vowel"):  # the CSV form
-            rows = parse_hillenbrand_csv(text, origin=origin)
-        else:
-            rows = parse_hillenbrand(text, origin=origin)
-        all_groups = ("m", "w", "b", "g")
-        groups = tuple(groups) if groups is not None else ("w",)
-        names = _HILL_FEATURES
-        aliases = {}
-        recs = [(r["group"], r["speaker"], r["vowel"], r["features"]) for r in rows]
-        info = {"reference": "Hillenbrand et al. (1995), JASA 97:3099", "file": origin,
-                "sha256": _sha256(data)}
+        recs, groups, all_groups, names, aliases, info = _hillenbrand_records(
+            groups, path, cache_dir, download, url)
     else:
         raise ValueError(
             f"unknown vowel source {source!r}; valid sources: 'peterson_barney', 'hillenbrand'"
         )
+    recs, classes = _select(recs, source, groups, all_groups, classes, aliases)
+    feats, labels, speakers, talker_groups = _measured(recs, classes)
+    test = speaker_split(speakers, test_fraction, seed)
+    val = speaker_val_split(speakers, talker_groups, test, val_fraction, seed)
+    train = ~test & ~val
+    _check_every_class(labels[train], classes, test_fraction, val_fraction, seed)
+    xtr = feats[train]
+    mu, sd = xtr.mean(0), xtr.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+
+    def part(mask):
+        return ((feats[mask] - mu) / sd).astype(np.float32), labels[mask].astype(np.int32)
+
+    info.update({
+        "source": source, "groups": list(groups), "seed": seed, "test_fraction": test_fraction,
+        "val_fraction": val_fraction, **_split_info(speakers, train, val, test),
+        "standardised_with": "train part mean/std (validation and test excluded)",
+        # x_standardised = (x_raw - mean) / std, per feature (in feature_names order)
+        "standardisation_mean": [float(v) for v in mu],
+        "standardisation_std": [float(v) for v in sd],
+    })
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = part(train), part(val), part(test)
+    return Dataset(
+        x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, x_val=x_va, y_val=y_va,
+        classes=tuple(classes), feature_names=tuple(names), name=f"vowels/{source}", info=info,
+    )
+
+
+def _peterson_barney_records(groups):
+    """``(records, groups, all groups, feature names, class aliases, info)`` of the Peterson &
+    Barney table; a record is ``(group, speaker, vowel, features)``; ``groups`` defaults to
+    all."""
+    rows = peterson_barney_table()
+    all_groups = ("m", "w", "c")
+    groups = tuple(groups) if groups is not None else all_groups
+    recs = [
+        (r["Type"], r["Type"] + r["Speaker"], r["Vowel"],
+         [float(r["F0"]), float(r["F1"]), float(r["F2"]), float(r["F3"])])
+        for r in rows
+    ]
+    info = {"reference": "Peterson & Barney (1952), JASA 24:175, via Praat/parselmouth"}
+    return recs, groups, all_groups, ("F0", "F1", "F2", "F3"), {"aw": "ao"}, info
+
+
+def _hillenbrand_records(groups, path, cache_dir, download, url):
+    """As :func:`_peterson_barney_records`, for Hillenbrand's measurements: read from ``path``
+    (``vowdata.dat`` or its CSV form), or from the cache (downloaded first when allowed);
+    ``groups`` defaults to the adult female talkers."""
+    if path is not None:
+        fpath = Path(path)
+        data = fpath.read_bytes()
+    else:
+        cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        fpath, data = _fetch(url, cdir, download)
+    origin = str(fpath)
+    text = data.decode("latin-1")
+    if text.lstrip().lower().startswith("speaker,vowel"):  # the CSV form
+        rows = parse_hillenbrand_csv(text, origin=origin)
+    else:
+        rows = parse_hillenbrand(text, origin=origin)
+    groups = tuple(groups) if groups is not None else ("w",)
+    recs = [(r["group"], r["speaker"], r["vowel"], r["features"]) for r in rows]
+    info = {"reference": "Hillenbrand et al. (1995), JASA 97:3099", "file": origin,
+            "sha256": _sha256(data)}
+    return recs, groups, ("m", "w", "b", "g"), _HILL_FEATURES, {}, info
+
+
+def _select(recs, source, groups, all_groups, classes, aliases):
+    """``(records, classes)``: the records of the talker ``groups`` and vowel ``classes``
+    (``None``: every vowel present, sorted; PAT names mapped by ``aliases``); unknown names
+    are refused, listing the valid ones."""
     bad_groups = [g for g in groups if g not in all_groups]
     if bad_groups:
         raise ValueError(f"unknown talker group(s) {bad_groups} for {source}; valid: {list(all_groups)}")
@@ -597,34 +639,34 @@ def load_vowels(
         missing = [c for c in classes if c not in present]
         if missing:
             raise ValueError(f"unknown vowel class(es) {missing} for {source}; valid: {present}")
-    recs = [r for r in recs if r[2] in classes]
+    return [r for r in recs if r[2] in classes], classes
+
+
+def _measured(recs, classes):
+    """``(features, labels, speakers, talker groups)`` of the records whose formants were all
+    measured (0 marks an unmeasurable formant), one row a token."""
     feats = np.array([r[3] for r in recs], dtype=np.float64)
-    keep = np.all(feats > 0, axis=1)  # 0 marks an unmeasurable formant
+    keep = np.all(feats > 0, axis=1)
     recs = [r for r, k in zip(recs, keep) if k]
-    feats = feats[keep]
     labels = np.array([classes.index(r[2]) for r in recs])
     speakers = np.array([r[1] for r in recs])
-    talker_groups = np.array([r[0] for r in recs])
-    test = speaker_split(speakers, test_fraction, seed)
-    val = speaker_val_split(speakers, talker_groups, test, val_fraction, seed)
-    train = ~test & ~val
+    return feats[keep], labels, speakers, np.array([r[0] for r in recs])
+
+
+def _check_every_class(train_labels, classes, test_fraction, val_fraction, seed) -> None:
+    """Refuse a speaker split that leaves a class without a training sample."""
     for c in range(len(classes)):
-        if not np.any(labels[train] == c):
+        if not np.any(train_labels == c):
             raise ValueError(
                 f"class {classes[c]!r} has no training sample after the split (test_fraction="
                 f"{test_fraction}, val_fraction={val_fraction}, seed={seed}); use a smaller "
                 f"val_fraction or test_fraction, or another seed"
             )
-    xtr = feats[train]
-    mu, sd = xtr.mean(0), xtr.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
 
-    def part(mask):
-        return ((feats[mask] - mu) / sd).astype(np.float32), labels[mask].astype(np.int32)
 
-    info.update({
-        "source": source, "groups": list(groups), "seed": seed, "test_fraction": test_fraction,
-        "val_fraction": val_fraction,
+def _split_info(speakers, train, val, test) -> dict:
+    """What :func:`load_vowels` records of its speaker split."""
+    return {
         "n_speakers_train": int(len(set(speakers[train]))),
         "n_speakers_val": int(len(set(speakers[val]))),
         "n_speakers_test": int(len(set(speakers[test]))),
@@ -632,13 +674,4 @@ def load_vowels(
         "val_speakers": sorted(set(speakers[val].tolist())),
         "split": "by speaker: test drawn from all speakers, validation from the other speakers "
                  "(stratified by talker group)",
-        "standardised_with": "train part mean/std (validation and test excluded)",
-        # x_standardised = (x_raw - mean) / std, per feature (in feature_names order)
-        "standardisation_mean": [float(v) for v in mu],
-        "standardisation_std": [float(v) for v in sd],
-    })
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = part(train), part(val), part(test)
-    return Dataset(
-        x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, x_val=x_va, y_val=y_va,
-        classes=tuple(classes), feature_names=tuple(names), name=f"vowels/{source}", info=info,
-    )
+    }
