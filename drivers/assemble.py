@@ -8,6 +8,7 @@ command line, experiments and ``pnn eval --instrument`` all build their layers h
 
 from __future__ import annotations
 
+from pnn.address import parse_address
 from pnn.drivers.profile import load_profile
 from pnn.drivers.serial import SerialLayer
 from pnn.drivers.visa import VisaLayer
@@ -16,19 +17,6 @@ from pnn.layers import WidthError, share
 __all__ = ["instrument_layers", "parse_address"]
 
 _KINDS = {"visa": VisaLayer, "serial": SerialLayer}
-
-
-def parse_address(text: str) -> tuple[str, str]:
-    """``"visa:RESOURCE"`` or ``"serial:PORT"`` -> ``(kind, where)``.
-
-    Raises:
-        ValueError: any other form, with examples of both."""
-    kind, sep, where = str(text).partition(":")
-    if not sep or kind not in _KINDS or not where:
-        raise ValueError(f"--instrument {text!r}: expected 'visa:RESOURCE' (e.g. "
-                         f"visa:TCPIP::192.168.0.5::INSTR) or 'serial:PORT' (e.g. "
-                         f"serial:/dev/ttyACM0)")
-    return kind, where
 
 
 def instrument_layers(addresses, shapes, *, profile="emulator", what: str = "the network",

@@ -1,5 +1,7 @@
 """pnn: deep physical neural networks, trained without backpropagation through the physics."""
 
+from importlib import import_module as _import_module
+
 __all__ = ["LayerSpec", "PhysicalLayer", "validate_input", "Ledger", "save_model", "load_model"]
 
 #: where each public name lives; imported on first use, so that ``import pnn`` (and ``pnn
@@ -10,9 +12,7 @@ _LAZY = {"LayerSpec": "pnn.layer", "PhysicalLayer": "pnn.layer", "validate_input
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(_import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pnn' has no attribute {name!r}")
 
 

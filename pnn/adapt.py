@@ -38,7 +38,6 @@ Method behaviour:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -46,58 +45,15 @@ from pathlib import Path
 import numpy as np
 
 from pnn import registry
+from pnn.config import check_seed
+from pnn.experiment.events import Event, ev_param, parse_event
+from pnn.fileio import atomic_write_text
+from pnn.figures import chance_line, colour, event_text, method_name, save, talk_style
 from pnn.perturb import with_param
 
 __all__ = ["Event", "parse_event", "ScheduledPhysics", "run_adaptation", "recovery", "analyse",
            "table",
            "plot_adaptation", "Schedule"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """``kind`` 'jump' or 'drift', at training time ``epoch`` (fractional allowed);
-    ``factor``/``offset`` (jump) or ``rate`` (drift: change of the parameter per epoch, relative
-    to its initial value, or absolute when that is zero); ``param``: the simulator field
-    (default per system)."""
-
-    kind: str
-    epoch: float
-    factor: float = 1.0
-    offset: float = 0.0
-    rate: float = 0.0
-    param: str | None = None
-
-    def at_step(self, steps_per_epoch: int) -> int:
-        return max(1, round(self.epoch * steps_per_epoch))
-
-    def describe(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def parse_event(text: str) -> Event:
-    """``"jump:epoch=4,factor=1.1"`` or ``"drift:epoch=6.5,rate=0.02,param=speed_scale"``."""
-    kind, _, rest = text.partition(":")
-    if kind not in ("jump", "drift"):
-        raise ValueError(f"unknown event {kind!r} in {text!r}; valid events: jump, drift")
-    kw = {}
-    fields = {"epoch": float, "factor": float, "offset": float, "rate": float, "param": str}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in fields:
-            raise ValueError(f"bad event parameter {item!r} in {text!r}; valid: "
-                             f"{', '.join(fields)} as key=value")
-        try:
-            kw[key] = fields[key](value)
-        except ValueError:
-            raise ValueError(f"event parameter {key} in {text!r} must be a "
-                             f"{'number' if fields[key] is float else 'name'}, got "
-                             f"{value!r}") from None
-    if "epoch" not in kw or not (math.isfinite(kw["epoch"]) and kw["epoch"] > 0):
-        raise ValueError(f"event {text!r} needs epoch=E (E > 0): the training time, in epochs, "
-                         f"at which it occurs")
-    if kind == "drift" and kw.get("rate", 0.0) == 0.0:
-        raise ValueError(f"drift event {text!r} needs a non-zero rate=")
-    return Event(kind=kind, **kw)
 
 
 class ScheduledPhysics:
@@ -252,8 +208,6 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
     adaptation's own); ``system_kwargs``: the simulator's physical parameters (default: its
     own).
     """
-    from pnn.config import check_seed
-
     seed = check_seed(seed)
     if twin not in ("stale", "refit"):
         raise ValueError(f"twin must be 'stale' or 'refit', got {twin!r}")
@@ -317,24 +271,9 @@ def run_adaptation(system: str, data, methods: list[str], events: list[Event], *
     return analyse(out)
 
 
-def ev_param(events: list[Event], system: str) -> str:
-    names = {e.param for e in events if e.param}
-    if len(names) > 1:
-        raise ValueError(f"all events must move the same parameter, got {sorted(names)}")
-    if names:
-        return names.pop()
-    record = registry.system_record(system)
-    if record is None or record.drift_param is None:
-        raise ValueError(f"no default parameter for system {system!r} (its System record "
-                         f"declares no drift_param); give param=")
-    return record.drift_param
-
-
 def plot_adaptation(record: dict, path: Path) -> None:
     """Test accuracy on the current physics against training time, the events marked with
     their size in the parameter's units; written as ``path`` (PNG) and an SVG beside it."""
-    from pnn.figures import chance_line, colour, event_text, method_name, save, talk_style
-
     with talk_style() as plt:
         fig, ax = plt.subplots(figsize=(10, 5.2))
         for j, (method, res) in enumerate(record["methods"].items()):
@@ -406,8 +345,8 @@ def table(record: dict) -> str:
 
 
 def write_record(record: dict, out: Path) -> None:
-    from pnn.fileio import atomic_write_text
-
+    """Write ``out/adapt.json`` (the record), ``adapt.md`` (:func:`table`) and ``adapt.png``
+    (and ``.svg``)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "adapt.json", json.dumps(record, indent=2, default=str))
     atomic_write_text(out / "adapt.md", table(record))

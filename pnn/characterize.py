@@ -57,8 +57,12 @@ import numpy as np
 from jaxtyping import Float
 
 from pnn.characterize_report import format_table, plot, to_json, write_report
+from pnn.config import check_seed
 from pnn.fits import MAX_FEATURES, RIDGE, _as_2d, effective_rank, fit_r2
 from pnn.layer import LayerSpec, is_traced, validate_input
+from pnn.memory import check_memory
+from pnn.model_io import load_model, read_header, rebuild_layers
+from pnn.network import direction, to_drive
 
 __all__ = ["fit_r2", "effective_rank", "repeatability", "drift", "characterize", "default_samples",
            "RecordingLayer", "model_drives", "rescale_drives", "format_table", "plot", "to_json",
@@ -120,8 +124,6 @@ def _uniform(spec: LayerSpec, n: int, rng) -> np.ndarray:
 def _directions(spec: LayerSpec, n: int, rng) -> np.ndarray:
     """Non-negative unit-norm directions of Gaussian vectors, mapped into the range as a PhyLL
     block sends its drive (:func:`pnn.network.direction`, :func:`pnn.network.to_drive`)."""
-    from pnn.network import direction, to_drive
-
     g = rng.normal(size=(n, spec.n_in)).astype(np.float32)
     return np.asarray(to_drive(direction(g), spec.lo, spec.hi), dtype=np.float32)
 
@@ -340,8 +342,6 @@ def characterize(layer, *, drive_sets: Mapping | None = None, measured: Mapping 
     spec = layer.spec
     n = default_samples(spec.n_in, holdout) if n_samples is None else \
         _count("n_samples", n_samples, 8)
-    from pnn.memory import check_memory
-
     check_memory(f"characterize: n_samples = {n} drives per set",
                  2 * 8 * n * (spec.n_in + spec.n_out),
                  how=f"the drives and responses of the two standard sets, {spec.n_in} + "
@@ -352,8 +352,6 @@ def characterize(layer, *, drive_sets: Mapping | None = None, measured: Mapping 
     if repeats == 1 or n_checks == 1:
         raise ValueError(f"repeats = {repeats}, n_checks = {n_checks}: one measurement shows "
                          f"no change; give 0 (skip) or at least 2")
-    from pnn.config import check_seed
-
     rng = np.random.default_rng([check_seed(seed), 37])
     sets = _gather_sets(layer, drive_sets, n, include_standard, rng)
     measured = _check_measured(measured)  # before any query: a mistake costs no measurement
@@ -375,10 +373,21 @@ def characterize(layer, *, drive_sets: Mapping | None = None, measured: Mapping 
                                  "holdout": float(holdout), "batch": meter.batch,
                                  "seed": int(seed), "ridge": RIDGE,
                                  "max_features": MAX_FEATURES},
-                    "drive_sets": {}, "repeatability": _repeat_stats(rep_ys) if repeats else None,
+                    "drive_sets": _set_reports(layer, sets, responses, measured, holdout, seed),
+                    "repeatability": _repeat_stats(rep_ys) if repeats else None,
                     "drift": drift_report}
+    report.update(physical_queries=meter.queries, queries_by_part=dict(meter.by_part),
+                  physical_s=round(meter.physical_s, 3),
+                  wall_s=round(time.perf_counter() - t_start, 3))
+    return report
+
+
+def _set_reports(layer, sets: dict, responses: dict, measured: dict, holdout: float,
+                 seed: int) -> dict:
+    """name -> the summary of each drive set measured (in order), then of each recording."""
+    out: dict = {}
     for name, s in sets.items():
-        entry = report["drive_sets"][name] = {
+        entry = out[name] = {
             "description": s["description"],
             **_set_summary(s["drives"].astype(np.float64), responses[name], holdout, seed)}
         if "n_given" in s:
@@ -386,13 +395,9 @@ def characterize(layer, *, drive_sets: Mapping | None = None, measured: Mapping 
         if s["layer"] is not layer:
             entry["layer"] = _describe_layer(s["layer"])
     for name, (d, y) in measured.items():
-        report["drive_sets"][name] = {"description": "recorded pairs, analysed as given (no "
-                                                     "query)",
-                                      "measured": True, **_set_summary(d, y, holdout, seed)}
-    report.update(physical_queries=meter.queries, queries_by_part=dict(meter.by_part),
-                  physical_s=round(meter.physical_s, 3),
-                  wall_s=round(time.perf_counter() - t_start, 3))
-    return report
+        out[name] = {"description": "recorded pairs, analysed as given (no query)",
+                     "measured": True, **_set_summary(d, y, holdout, seed)}
+    return out
 
 
 def _gather_sets(layer, drive_sets, n: int, include_standard: bool, rng) -> dict:
@@ -503,8 +508,6 @@ def model_drives(path, x: Float[np.ndarray, "n n_features"], *, layers=None) -> 
         ValueError, ModelFileError: from :func:`pnn.load_model` (a damaged file, layers that
             cannot be rebuilt: then pass ``layers``).
     """
-    from pnn.model_io import load_model, read_header, rebuild_layers
-
     if layers is None:
         layers = rebuild_layers(read_header(path), path)
     rec = [RecordingLayer(layer) for layer in layers]

@@ -7,8 +7,11 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib
+import matplotlib.ticker
 import numpy as np
 
+from pnn.fileio import atomic_savefig, atomic_write_text
 from pnn.fits import FIT_KINDS
 
 
@@ -71,13 +74,9 @@ def format_table(report: dict) -> str:
 def plot(report: dict, path) -> Path:
     """Two panels: held-out R² (linear, quadratic) per drive set, and each set's explained
     variance per principal component of the responses (log scale). Written atomically."""
-    import matplotlib
-
     matplotlib.use("Agg")
+    # pyplot (half a second) loads with the figure: the table and the JSON need none of it
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    from pnn.fileio import atomic_savefig
 
     sets = report["drive_sets"]
     names = list(sets)
@@ -161,8 +160,6 @@ def to_json(report: dict) -> str:
 
 def write_report(report: dict, folder) -> tuple[Path, Path]:
     """Write ``folder/characterize.json`` and ``folder/characterize.png``; returns both paths."""
-    from pnn.fileio import atomic_write_text
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     js = atomic_write_text(folder / "characterize.json", to_json(report) + "\n")

@@ -459,6 +459,25 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], *, s
         CheckpointError: when the file just written does not read back intact.
         OSError: from the filesystem; the previous checkpoints are then untouched.
     """
+    _check_save(state, step, keep)
+    step = int(step)
+    payload = _encode(state, step)  # before touching the disk: a bad state leaves no trace
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _refuse_a_later_checkpoint(directory, step)
+    final = directory / f"ckpt-{step:08d}.npz"
+    _write_durably(directory, final, payload)
+    try:
+        _read_verified(final)
+    except _Refused as e:
+        raise CheckpointError(f"the checkpoint just written, {final}, does not read back: {e}; "
+                              "older checkpoints were left in place") from e
+    _prune(directory, final, keep)
+    return final
+
+
+def _check_save(state, step, keep) -> None:
+    """Refuse a bad ``step``, ``keep`` or ``state`` (see :func:`save_checkpoint`)."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be a non-negative integer, got {step!r}")
     if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
@@ -468,22 +487,26 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], *, s
     bad_keys = [k for k in state if not (isinstance(k, str) and k)]
     if bad_keys:
         raise ValueError(f"state keys must be non-empty strings, got {bad_keys!r}")
-    step = int(step)
-    payload = _encode(state, step)  # before touching the disk: a bad state leaves no trace
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+
+
+def _refuse_a_later_checkpoint(directory: Path, step: int) -> None:
+    """Raise ``ValueError`` when ``directory`` holds a good checkpoint past ``step`` (a refused
+    one is superseded, and pruned after the save)."""
     for s, p in _list(directory):
         if s <= step:
             break
         try:
             _read_verified(p)
         except _Refused:
-            continue  # a refused later checkpoint is superseded; pruned below
+            continue
         raise ValueError(f"{directory} already holds a good checkpoint at step {s} > {step} "
                          f"({p.name}): it belongs to another run or a later point of this one. "
                          "Resume it with load_checkpoint, or save this run in a fresh directory.")
 
-    final = directory / f"ckpt-{step:08d}.npz"
+
+def _write_durably(directory: Path, final: Path, payload: bytes) -> None:
+    """Write ``payload`` to a private temporary name, fsync it, rename it to ``final`` and fsync
+    the directory: ``final`` is either absent or whole, whenever the process stops."""
     tmp = directory / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         with open(tmp, "xb") as f:
@@ -499,11 +522,10 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], *, s
         raise
     _fsync_dir(directory)
 
-    try:
-        _read_verified(final)
-    except _Refused as e:
-        raise CheckpointError(f"the checkpoint just written, {final}, does not read back: {e}; "
-                              "older checkpoints were left in place") from e
+
+def _prune(directory: Path, final: Path, keep: int) -> None:
+    """Keep ``final`` and the newest ``keep - 1`` other checkpoints that verify; delete the rest
+    and any temporary file a crashed writer left."""
     good = 1
     for s, p in _list(directory):
         if p == final:
@@ -520,7 +542,6 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], *, s
         if _TMP.match(p.name):  # left by a writer that crashed before its rename
             p.unlink(missing_ok=True)
     _fsync_dir(directory)
-    return final
 
 
 def load_checkpoint(directory: str | os.PathLike,

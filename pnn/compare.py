@@ -26,11 +26,16 @@ from typing import Callable
 import numpy as np
 
 from pnn import registry
+from pnn.fileio import atomic_write_text
+from pnn.figures import chance_line, colour, log_ticks, method_name, save, talk_style
 from pnn.memory import check_run
-from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows
+from pnn.sharded import check_devices
+from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows, t_interval
+from pnn.tune import tune
 
 __all__ = ["compare", "summarise", "markdown_table", "plot_costs", "write_report",
            "base_values"]
+
 
 def base_values(method: str, overrides: dict, n_params: int | None) -> dict:
     """The fixed Config values of ``method`` in a comparison (defaults, overrides, budget)."""
@@ -45,8 +50,6 @@ def base_values(method: str, overrides: dict, n_params: int | None) -> dict:
 
 def _config(method: str, overrides: dict, n_params: int | None):
     return registry.get_trainer(method).Config(**base_values(method, overrides, n_params))
-
-
 
 
 def _data_for(data) -> Callable:
@@ -92,6 +95,32 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
     run with the same seed (physical methods run first).
     """
     overrides = overrides or {}
+    _check_arguments(methods, seeds, tune_trials, devices)
+    system_kwargs = dict(system_kwargs or {})
+    levers = {k: v for k, v in registry.levers(system).items()
+              if k not in system_kwargs}
+    split = _cached(_data_for(data))
+    # physical methods first, so that a budget-matched reference can match their size
+    order = sorted(methods, key=lambda m: not registry.get_trainer(m).uses_physical_layers)
+    runs = _Comparison(system, seeds, system_kwargs, devices, done, n=len(order) * len(seeds),
+                       on_start=on_start, on_done=on_done, progress_factory=progress_factory,
+                       checkpoint=checkpoint)
+    for method in order:
+        tuned = None
+        if tune_trials:
+            base = base_values(method, overrides.get(method, {}), runs.budget.get(seeds[0]))
+            tuned = _tune(method, system, split(seeds[0]), seeds[0], tune_trials, tune_options,
+                          base, devices, system_kwargs, levers)
+            if on_tuned:
+                on_tuned(method, tuned)
+        for seed in seeds:
+            runs.run(method, seed, split, overrides.get(method, {}), tuned, tune_trials)
+    return runs.records
+
+
+def _check_arguments(methods: list[str], seeds: list[int], tune_trials, devices: int) -> None:
+    """Refuse, before any data is loaded, unknown methods, no seed, more devices than JAX sees
+    and a bad number of tuning trials."""
     unknown = [m for m in methods if m not in registry.TRAINERS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; valid methods: "
@@ -99,16 +128,14 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
     if not seeds:
         raise ValueError("compare: expected at least one seed, got none")
     if devices != 1:
-        from pnn.sharded import check_devices
-
         check_devices(devices, what="devices")  # before any data is loaded
     if isinstance(tune_trials, bool) or not isinstance(tune_trials, int) or tune_trials < 0:
         raise ValueError(f"tune_trials = {tune_trials!r}: expected 0 (no tuning) or a "
                          "positive number of trials per method")
-    system_kwargs = dict(system_kwargs or {})
-    levers = {k: v for k, v in registry.levers(system).items()
-              if k not in system_kwargs}
-    data_for = _data_for(data)
+
+
+def _cached(data_for: Callable) -> Callable:
+    """``data_for`` loading each seed's split once."""
     cache: dict[int, object] = {}
 
     def split(seed):
@@ -116,76 +143,99 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
             cache[seed] = data_for(seed)
         return cache[seed]
 
-    # physical methods first, so that a budget-matched reference can match their size
-    order = sorted(methods, key=lambda m: not registry.get_trainer(m).uses_physical_layers)
-    records: list[dict] = []
-    budget: dict[int, int] = {}
-    n = len(order) * len(seeds)
-    i = 0
-    for method in order:
-        trainer = registry.get_trainer(method)
-        tuned = None
-        if tune_trials:
-            from pnn.tune import tune
+    return split
 
-            opts = dict(tune_options or {})
-            base = base_values(method, overrides.get(method, {}), budget.get(seeds[0]))
-            tuned = tune(method, system, opts.pop("task_options", {}), n_trials=tune_trials,
-                         seed=seeds[0], base_config=base, data=split(seeds[0]),
-                         devices=devices, system_kwargs=system_kwargs, system_search=levers,
-                         **opts)
-            if on_tuned:
-                on_tuned(method, tuned)
-        for seed in seeds:
-            i += 1
-            if on_start:
-                on_start(method, seed, i, n)
-            d = split(seed)
-            if tuned is not None:
-                values = dict(tuned["best_config"])
-                if trainer.matches_parameter_budget and seed in budget:
-                    values["n_params"] = budget[seed]
-                cfg = trainer.Config(**values)
-            else:
-                cfg = _config(method, overrides.get(method, {}), budget.get(seed))
-            physics = dict(tuned["best_system"]) if tuned is not None else system_kwargs
-            earlier = _earlier(done, method, seed, system, physics, d, cfg, trainer)
-            if earlier is not None:
-                if trainer.uses_physical_layers and seed not in budget:
-                    budget[seed] = earlier["n_trainable_params"]
-                records.append(earlier)
-                if checkpoint:
-                    checkpoint(records)
-                continue
-            check_run(trainer, cfg, d, what=f"{method} on {d.name}")
-            layers = registry.build_layers(system, method, cfg, d, seed=seed, devices=devices,
-                                           **physics)
-            prog = progress_factory(method, seed, cfg) if progress_factory else None
-            t = time.perf_counter()
-            try:
-                rec, _ = trainer.train(layers, d, cfg, seed=seed,
-                                       progress=prog.update if prog else None)
-            finally:
-                if prog:
-                    prog.close()
-            if layers and physics:
-                rec["system_kwargs"] = physics
-            rec.update({"system": system if layers else "digital", "data": d.describe(),
-                        "devices": devices if layers else 1,
-                        "run_s": round(time.perf_counter() - t, 2)})
-            if tuned is not None:
-                rec["tuned"] = {"study_name": tuned["study_name"], "n_trials": tune_trials,
-                                "tuned_on_seed": seeds[0],
-                                "best_val_accuracy": tuned["best_val_accuracy"],
-                                "best_params": tuned["best_params"]}
-            if layers and seed not in budget:
-                budget[seed] = rec["n_trainable_params"]
-            records.append(rec)
-            if on_done:
-                on_done(rec)
-            if checkpoint:
-                checkpoint(records)
-    return records
+
+def _tune(method: str, system: str, data, seed: int, trials: int, tune_options: dict | None,
+          base: dict, devices: int, system_kwargs: dict, levers: dict) -> dict:
+    """:func:`pnn.tune.tune` of ``method`` on ``data`` (the first seed's split), its fixed
+    settings ``base``, the physical ``levers`` searched beside its fields."""
+    opts = dict(tune_options or {})
+    return tune(method, system, opts.pop("task_options", {}), n_trials=trials, seed=seed,
+                base_config=base, data=data, devices=devices, system_kwargs=system_kwargs,
+                system_search=levers, **opts)
+
+
+class _Comparison:
+    """The runs of one comparison, one :meth:`run` a method and seed: the records so far, the
+    trainable-parameter budget each seed's first physical method set, and the progress hooks
+    (see :func:`compare`)."""
+
+    def __init__(self, system: str, seeds: list[int], system_kwargs: dict, devices: int,
+                 done: list[dict] | None, *, n: int, on_start: Callable | None,
+                 on_done: Callable | None, progress_factory: Callable | None,
+                 checkpoint: Callable | None):
+        self.system, self.seeds, self.system_kwargs = system, seeds, system_kwargs
+        self.devices, self.done, self.n = devices, done, n
+        self.on_start, self.on_done = on_start, on_done
+        self.progress_factory, self.checkpoint = progress_factory, checkpoint
+        self.records: list[dict] = []
+        self.budget: dict[int, int] = {}
+        self.i = 0
+
+    def run(self, method: str, seed: int, split: Callable, overrides: dict, tuned: dict | None,
+            tune_trials: int) -> None:
+        """Train ``method`` on ``seed`` (or reuse the interrupted run's record of it)."""
+        trainer = registry.get_trainer(method)
+        self.i += 1
+        if self.on_start:
+            self.on_start(method, seed, self.i, self.n)
+        d = split(seed)
+        cfg = self._config(method, seed, trainer, overrides, tuned)
+        physics = dict(tuned["best_system"]) if tuned is not None else self.system_kwargs
+        earlier = _earlier(self.done, method, seed, self.system, physics, d, cfg, trainer)
+        if earlier is not None:
+            if trainer.uses_physical_layers and seed not in self.budget:
+                self.budget[seed] = earlier["n_trainable_params"]
+            self._add(earlier)
+            return
+        rec, layers = self._train(method, seed, trainer, cfg, d, physics)
+        if tuned is not None:
+            rec["tuned"] = {"study_name": tuned["study_name"], "n_trials": tune_trials,
+                            "tuned_on_seed": self.seeds[0],
+                            "best_val_accuracy": tuned["best_val_accuracy"],
+                            "best_params": tuned["best_params"]}
+        if layers and seed not in self.budget:
+            self.budget[seed] = rec["n_trainable_params"]
+        self._add(rec, new=True)
+
+    def _config(self, method: str, seed: int, trainer, overrides: dict, tuned: dict | None):
+        """The run's Config: the tuned one (budget-matched to the seed's physical method), or
+        the defaults with the overrides."""
+        if tuned is None:
+            return _config(method, overrides, self.budget.get(seed))
+        values = dict(tuned["best_config"])
+        if trainer.matches_parameter_budget and seed in self.budget:
+            values["n_params"] = self.budget[seed]
+        return trainer.Config(**values)
+
+    def _train(self, method: str, seed: int, trainer, cfg, d, physics: dict) -> tuple:
+        """One training run on freshly built layers: its record (with where and how long it
+        ran) and the layers."""
+        check_run(trainer, cfg, d, what=f"{method} on {d.name}")
+        layers = registry.build_layers(self.system, method, cfg, d, seed=seed,
+                                       devices=self.devices, **physics)
+        prog = self.progress_factory(method, seed, cfg) if self.progress_factory else None
+        t = time.perf_counter()
+        try:
+            rec, _ = trainer.train(layers, d, cfg, seed=seed,
+                                   progress=prog.update if prog else None)
+        finally:
+            if prog:
+                prog.close()
+        if layers and physics:
+            rec["system_kwargs"] = physics
+        rec.update({"system": self.system if layers else "digital", "data": d.describe(),
+                    "devices": self.devices if layers else 1,
+                    "run_s": round(time.perf_counter() - t, 2)})
+        return rec, layers
+
+    def _add(self, rec: dict, *, new: bool = False) -> None:
+        self.records.append(rec)
+        if new and self.on_done:
+            self.on_done(rec)
+        if self.checkpoint:
+            self.checkpoint(self.records)
 
 
 def _jsonable(value):
@@ -309,9 +359,6 @@ def plot_costs(records: list[dict], path: Path, title: str, *,
     chance accuracy. Methods carry their plain names (their :class:`~pnn.registry.Trainer`
     display names).
     """
-    from pnn.figures import chance_line, colour, log_ticks, method_name, save, talk_style
-    from pnn.stats import t_interval
-
     n_classes = max((len(r.get("data", {}).get("classes", [])) for r in records), default=0)
     with talk_style() as plt:
         fig, axes = plt.subplots(1, 2, figsize=(13, 5.4), sharey=True)
@@ -362,8 +409,6 @@ def _json_default(o):
 
 
 def _write_json(path: Path, obj) -> None:
-    from pnn.fileio import atomic_write_text
-
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
@@ -393,8 +438,6 @@ def write_report(records: list[dict], out: Path, title: str, *, reference: str =
     # strict JSON: an interval of one seed is NaN, written as null
     _write_json(out / "stats.json", _strict({"target_val_accuracy": target,
                                              "reference": reference, "rows": rows}))
-    from pnn.fileio import atomic_write_text
-
     atomic_write_text(out / "table.md", f"# {title}\n\n{table}")
     plot_costs(records, out / "cost_vs_accuracy.png", title)
     return {"rows": rows, "table": table, "target": target}

@@ -20,13 +20,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from pnn import registry
+from pnn.fileio import atomic_savefig
+from pnn.stats import t_interval
 
 __all__ = ["method_name", "is_digital", "talk_style", "chance_line",
            "accuracy_by_method", "learning_curves", "ablation_systems", "adaptation_bands",
            "event_text", "colour", "log_ticks", "mean_band", "save", "system_name"]
+
 
 def method_name(code: str) -> str:
     """The plain name of a method code (its :class:`~pnn.registry.Trainer`'s display name; the
@@ -47,9 +52,8 @@ def is_digital(record: dict) -> bool:
 @contextmanager
 def talk_style():
     """Matplotlib settings for figures shown on a slide (fonts of 12-15 pt at the saved size)."""
-    import matplotlib
-
     matplotlib.use("Agg")
+    # pyplot (half a second) loads with the first figure: the names and colours need none of it
     import matplotlib.pyplot as plt
 
     with plt.rc_context({"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 13,
@@ -72,8 +76,6 @@ def chance_line(ax, n_classes: int, *, percent: bool = True, label: bool = True)
 def log_ticks(ax, axis: str = "x") -> None:
     """A log axis labelled like 2e4: at 1, 2 and 5 times each power of ten over a short span,
     at the powers of ten over a long one. Call it after plotting (it reads the limits)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     def fmt(v, _):
         if v <= 0:
             return ""
@@ -100,7 +102,7 @@ def mean_band(values: Sequence[Sequence[float]], confidence: float = 0.95):
     n = a.shape[0]
     if n < 2:
         return mean, mean, mean
-    from scipy import stats
+    from scipy import stats  # about a second to import: only when a band is drawn
 
     half = stats.t.ppf(0.5 + confidence / 2, df=n - 1) * a.std(axis=0, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
@@ -110,8 +112,6 @@ def save(fig, path: str | Path, *, dpi: int = 150, description: str | None = Non
     """Write ``path`` (a .png) and the same figure as .svg beside it; returns both paths.
     ``description`` goes into both files' metadata (``pnn report`` puts its inputs' digest
     there)."""
-    from pnn.fileio import atomic_savefig
-
     path = Path(path)
     png = path.with_suffix(".png")
     svg = path.with_suffix(".svg")
@@ -135,8 +135,6 @@ def _n_classes(records: Sequence[dict]) -> int:
 
 
 def _interval_pct(values: Sequence[float], confidence: float = 0.95):
-    from pnn.stats import t_interval
-
     iv = t_interval(values, confidence)
     m = 100 * iv["mean"]
     if not math.isfinite(iv["half_width"]):

@@ -20,6 +20,7 @@ run does not fail only when it writes its result.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tempfile
@@ -134,8 +135,6 @@ def atomic_savefig(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
         ValueError: when the suffix names no format matplotlib can write (and no ``format=``).
         As :func:`atomic_write_bytes` otherwise.
     """
-    import io
-
     path = Path(path)
     fmt = savefig_kwargs.pop("format", None) or path.suffix.lstrip(".").lower()
     if not fmt:

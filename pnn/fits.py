@@ -1,7 +1,7 @@
 r"""The analysis of :mod:`pnn.characterize`, on arrays only: held-out R² of a linear and of a
 degree-2 fit (:func:`fit_r2`) and the effective rank of a batch of responses
-(:func:`effective_rank`). The definitions are in :mod:`pnn.characterize`'s docstring. Pure
-NumPy: the run loop (``physics_fits`` in every record) and ``pnn characterize`` both use it.
+(:func:`effective_rank`). The definitions are in :mod:`pnn.characterize`'s docstring. NumPy and
+SciPy only: the run loop (``physics_fits`` in every record) and ``pnn characterize`` both use it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.linalg
 from jaxtyping import Float
 
 __all__ = ["fit_r2", "effective_rank", "RIDGE", "MAX_FEATURES", "FIT_KINDS"]
@@ -52,8 +53,6 @@ def _ridge_r2(f_train, f_test, y_train, y_test) -> float:
         g[np.diag_indices_from(g)] += RIDGE * max(float(np.trace(g)) / len(g), 1e-300)
         rhs = f_train.T @ (y_train - y_bar)
         try:
-            import scipy.linalg
-
             w = scipy.linalg.cho_solve(scipy.linalg.cho_factor(g), rhs)
         except np.linalg.LinAlgError:  # pragma: no cover - the ridge keeps g positive definite
             w = np.linalg.lstsq(g, rhs, rcond=None)[0]
@@ -141,6 +140,18 @@ def fit_r2(drives: Float[np.ndarray, "n n_in"], measurements: Float[np.ndarray, 
                               f"samples, {n_train} given; measure more drives")
     else:
         out["linear"] = _ridge_r2(z_tr, z_te, y[tr], y[te])
+    _quadratic(out, z_tr, z_te, y[tr], y[te], holdout, rng)
+    for key in FIT_KINDS:
+        if math.isnan(out[key]) and f"{key}_note" not in out:
+            out[f"{key}_note"] = "the held-out responses do not vary: R² is undefined"
+    return out
+
+
+def _quadratic(out: dict, z_tr, z_te, y_tr, y_te, holdout: float, rng) -> None:
+    """The degree-2 fit of :func:`fit_r2` on standardised drives ``z``: adds ``quadratic``,
+    ``products``, ``n_features_quadratic`` and any ``quadratic_note`` to ``out`` (which holds
+    the linear fit's R² already)."""
+    n_train, p = z_tr.shape
     i, k, out["products"], note = _products(p, n_train, rng)
     notes = [note] if note else []
     n_quad = 1 + p + len(i)
@@ -153,8 +164,8 @@ def fit_r2(drives: Float[np.ndarray, "n n_in"], measurements: Float[np.ndarray, 
                         f"{int(math.ceil(need / (1 - holdout)))} drives")
     else:
         q_tr, q_te = _standardise(z_tr[:, i] * z_tr[:, k], z_te[:, i] * z_te[:, k])
-        out["quadratic"] = _ridge_r2(np.hstack([z_tr, q_tr]), np.hstack([z_te, q_te]), y[tr],
-                                     y[te])
+        out["quadratic"] = _ridge_r2(np.hstack([z_tr, q_tr]), np.hstack([z_te, q_te]), y_tr,
+                                     y_te)
         if out["quadratic"] < out["linear"] - 0.01:
             notes.append("the degree-2 fit, which contains the linear one, scores below it on "
                          "the held-out drives: it over-fits (too few drives per feature) or "
@@ -162,10 +173,6 @@ def fit_r2(drives: Float[np.ndarray, "n n_in"], measurements: Float[np.ndarray, 
                          "more drives")
     if notes:
         out["quadratic_note"] = "; ".join(notes)
-    for key in FIT_KINDS:
-        if math.isnan(out[key]) and f"{key}_note" not in out:
-            out[f"{key}_note"] = "the held-out responses do not vary: R² is undefined"
-    return out
 
 
 def effective_rank(measurements: Float[np.ndarray, "n n_out"], *,

@@ -38,6 +38,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from pnn.data.vowels import default_cache_dir
+
+try:
+    from jaxlib import version as _jaxlib_version  # light: loads no XLA runtime
+except ImportError:  # pragma: no cover - jaxlib is a dependency of jax
+    _jaxlib_version = None
+
 __all__ = ["enable_compile_cache", "resolve_compile_cache", "default_compile_cache_dir",
            "default_policy", "unsafe_folder"]
 
@@ -68,14 +75,7 @@ def _cpu() -> tuple[str, str]:
 def default_compile_cache_dir() -> Path:
     """``$PNN_CACHE/xla/jaxlib-<version>-<machine>-<CPU digest>`` (``PNN_CACHE`` defaults to
     ``~/.cache/pnn``)."""
-    try:
-        from jaxlib import version as jaxlib_version
-
-        jl = jaxlib_version.__version__
-    except ImportError:  # pragma: no cover - jaxlib is a dependency of jax
-        jl = "unknown"
-    from pnn.data.vowels import default_cache_dir
-
+    jl = "unknown" if _jaxlib_version is None else _jaxlib_version.__version__
     return (default_cache_dir() / "xla"
             / f"jaxlib-{jl}-{platform.machine() or 'unknown'}-{_cpu()[1]}")
 
@@ -177,7 +177,7 @@ def enable_compile_cache() -> Path | None:
     if unsafe is not None:
         _warn_once(path, unsafe)
         return None
-    import jax
+    import jax  # here: with the cache off, a command that needs no JAX loads none
 
     settings = {"jax_compilation_cache_dir": str(path),
                 "jax_persistent_cache_min_compile_time_secs": 0.0,

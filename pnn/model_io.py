@@ -32,11 +32,18 @@ import json
 import platform
 import time
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import equinox as eqx
+import jax
 import numpy as np
 
+from pnn import registry
+from pnn.config import config_from_dict
+from pnn.cost import Ledger
 from pnn.fileio import atomic_write_bytes
+from pnn.train.loop import TrainedModel, layer_physics, params_digest
 
 __all__ = ["save_model", "load_model", "read_header", "ModelFileError", "FORMAT", "VERSION",
            "standardise", "SavedData"]
@@ -51,8 +58,6 @@ class ModelFileError(ValueError):
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in ("pnn", "jax", "jaxlib", "equinox", "optax", "numpy"):
         try:
@@ -68,8 +73,6 @@ def _jsonable(obj):
 
 
 def _serialise(tree) -> bytes:
-    import equinox as eqx
-
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, tree)
     return buf.getvalue()
@@ -105,54 +108,36 @@ def save_model(model, path, *, record: dict | None = None, system: str | None = 
 
     Returns: the path written.
     """
-    import dataclasses as dc
-
-    from pnn.registry import SYSTEMS, get_trainer
-    from pnn.train.loop import layer_physics, params_digest
-
     algo = model.algorithm
-    trainer = get_trainer(model.method)
     data = data if data is not None else algo.data
-    if system is None and record is not None and record.get("system") in SYSTEMS:
+    if system is None and record is not None and record.get("system") in registry.SYSTEMS:
         system = record["system"]
-    if not trainer.uses_physical_layers:
+    if not registry.get_trainer(model.method).uses_physical_layers:
         system = None
-    if system is not None and system not in SYSTEMS:
+    if system is not None and system not in registry.SYSTEMS:
         raise ValueError(f"save_model: system must be a registered simulator "
-                         f"({', '.join(sorted(SYSTEMS))}) or None, got {system!r}")
+                         f"({', '.join(sorted(registry.SYSTEMS))}) or None, got {system!r}")
     pstate = algo.predict_state(model.state)
     payload = _serialise(pstate)
-    info = dict(getattr(data, "info", {}) or {})
-    mean, std = info.get("standardisation_mean"), info.get("standardisation_std")
     seed = int(algo.seed)
-    sys_seed = seed if system_seed is None else int(system_seed)
     layers = list(algo.layers)
     header = {
         "format": FORMAT,
         "version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "method": model.method,
-        "config": dc.asdict(algo.config),
+        "config": dataclasses.asdict(algo.config),
         "seed": seed,
         "layers": [layer.spec.to_dict() for layer in layers],
-        "system": None if system is None else {
-            "name": system, "kwargs": dict(system_kwargs or {}), "seed": sys_seed,
-            "layer_seeds": [sys_seed * 1000 + k for k in range(len(layers))],
-            "physics": [layer_physics(_inner(layer)) for layer in layers]},
+        "system": _system_header(system, system_kwargs,
+                                 seed if system_seed is None else int(system_seed), layers),
         "trained_on": [type(_inner(layer)).__name__ for layer in layers],
         "perturbations": (record or {}).get("perturbations", []),
         "task": task,
         "data": {"name": getattr(data, "name", None),
                  "describe": data.describe() if hasattr(data, "describe") else {}},
         "classes": [str(c) for c in data.classes],
-        "preprocessing": {
-            "features": [str(f) for f in data.feature_names],
-            "standardisation": (None if mean is None or std is None else
-                                {"mean": [float(v) for v in mean],
-                                 "std": [float(v) for v in std],
-                                 "formula": "(x_raw - mean) / std"}),
-            "fitted": algo.fitted(),
-        },
+        "preprocessing": _preprocessing(data, algo.fitted()),
         "versions": _versions(),
         "record": None if record is None else {
             k: record.get(k) for k in ("val_accuracy", "test_accuracy", "train_accuracy",
@@ -168,6 +153,31 @@ def save_model(model, path, *, record: dict | None = None, system: str | None = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, first + head + payload)
+
+
+def _system_header(system: str | None, kwargs: dict | None, seed: int, layers) -> dict | None:
+    """How to rebuild the layers: the registered system, its kwargs, the seed of each layer
+    (as :func:`pnn.registry.build_layers` gives them) and a digest of each one's physics."""
+    if system is None:
+        return None
+    return {"name": system, "kwargs": dict(kwargs or {}), "seed": seed,
+            "layer_seeds": [seed * 1000 + k for k in range(len(layers))],
+            "physics": [layer_physics(_inner(layer)) for layer in layers]}
+
+
+def _preprocessing(data, fitted: dict) -> dict:
+    """The features, the data's standardisation (when recorded) and what the algorithm
+    fitted: what turns raw feature rows into the model's inputs."""
+    info = dict(getattr(data, "info", {}) or {})
+    mean, std = info.get("standardisation_mean"), info.get("standardisation_std")
+    return {
+        "features": [str(f) for f in data.feature_names],
+        "standardisation": (None if mean is None or std is None else
+                            {"mean": [float(v) for v in mean],
+                             "std": [float(v) for v in std],
+                             "formula": "(x_raw - mean) / std"}),
+        "fitted": fitted,
+    }
 
 
 def _read(path) -> tuple[dict, bytes]:
@@ -267,9 +277,6 @@ def rebuild_layers(header: dict, path="model") -> list:
     """The simulator layers the model was trained on, rebuilt from the header (same system,
     kwargs, seeds and names). A warning names any layer whose arrays differ from the ones
     recorded (the simulator's code changed since)."""
-    from pnn.registry import make_system, system_names
-    from pnn.train.loop import layer_physics
-
     specs = header["layers"]
     if not specs:
         return []
@@ -280,14 +287,14 @@ def rebuild_layers(header: dict, path="model") -> list:
                          f"pass layers=[...] with shapes "
                          f"{[(s['n_in'], s['n_out']) for s in specs]} (for instruments: "
                          "`pnn eval --instrument`)")
-    if system["name"] not in system_names():  # never import code a file names
+    if system["name"] not in registry.system_names():  # never import code a file names
         raise ValueError(f"{path}: the model was trained on the system {system['name']!r}, "
                          f"which is not registered here (registered and installed: "
-                         f"{', '.join(system_names())}); pnn does not import or run code "
-                         f"named by a model file: register it first "
+                         f"{', '.join(registry.system_names())}); pnn does not import or run "
+                         f"code named by a model file: register it first "
                          f"(pnn.registry.register_system) or pass layers=[...]")
-    layers = [make_system(system["name"], s["n_in"], s["n_out"], seed=seed, name=s["name"],
-                          **system["kwargs"])
+    layers = [registry.make_system(system["name"], s["n_in"], s["n_out"], seed=seed,
+                                   name=s["name"], **system["kwargs"])
               for s, seed in zip(specs, system["layer_seeds"])]
     for k, (layer, want) in enumerate(zip(layers, system.get("physics") or [])):
         got = layer_physics(layer)
@@ -315,16 +322,8 @@ def load_model(path, *, layers=None, ledger=None):
             truncated file (the message names the file).
         ValueError: layers of the wrong shapes, or layers needed but not rebuildable.
     """
-    import equinox as eqx
-    import jax
-
-    from pnn.config import config_from_dict
-    from pnn.cost import Ledger
-    from pnn.registry import get_trainer
-    from pnn.train.loop import TrainedModel, params_digest
-
     header, payload = _read(path)
-    trainer = get_trainer(header["method"])
+    trainer = registry.get_trainer(header["method"])
     config = config_from_dict(trainer.Config, header["config"], where=f"{path}: config",
                               stored=True)
     if layers is None:

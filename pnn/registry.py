@@ -25,63 +25,64 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import inspect
 from typing import Any, Callable
 
-
-def _acoustic(n_in: int, n_out: int, *, seed: int = 0, name: str = "acoustic", **kw):
-    from pnn.sim.acoustic import AcousticLayer
-
-    kw.setdefault("ny", max(36, max(n_in, n_out) + 14))
-    return AcousticLayer(n_in, n_out, seed=seed, name=name, **kw)
-
-
-def _optical(n_in: int, n_out: int, *, seed: int = 0, name: str = "optical", **kw):
-    from pnn.sim.optical import OpticalLayer
-
-    # As a network layer we use a milder Kerr nonlinearity than the class default (soliton order
-    # about 1.6 instead of 3): measured with PhyLL on the demo's vowel split (seed 0, 12 epochs),
-    # gamma = 0.003 /(W m) gave 83.5 % test accuracy against 81.3 % at gamma = 0.01.
-    kw.setdefault("gamma", 0.003)
-    return OpticalLayer(n_in, n_out, seed=seed, name=name, **kw)
-
-
-def _microwave(n_in: int, n_out: int, *, seed: int = 0, name: str = "microwave", **kw):
-    from pnn.sim.microwave import MicrowaveLayer
-
-    return MicrowaveLayer(n_in, n_out, seed=seed, name=name, **kw)
-
+from pnn.config import search_space as _search_space
 
 #: the entry-point group through which installed packages register systems
 SYSTEM_ENTRY_POINTS = "pnn.systems"
 
 
-def _vowels(**kw):
-    from pnn.data.vowels import load_vowels
+def _resolve(ref):
+    """``"module:attr"`` -> the object; anything else is returned as it is.
 
-    return load_vowels(**kw)
+    The built-in records and factories name simulators, trainers and loaders this way, imported
+    on first use: they load JAX, which importing this module (and ``pnn --help``) must not."""
+    if isinstance(ref, str) and ":" in ref:
+        mod, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(mod), attr)
+    return ref
+
+
+def _acoustic(n_in: int, n_out: int, *, seed: int = 0, name: str = "acoustic", **kw):
+    kw.setdefault("ny", max(36, max(n_in, n_out) + 14))
+    return _resolve("pnn.sim.acoustic:AcousticLayer")(n_in, n_out, seed=seed, name=name, **kw)
+
+
+def _optical(n_in: int, n_out: int, *, seed: int = 0, name: str = "optical", **kw):
+    # As a network layer we use a milder Kerr nonlinearity than the class default (soliton order
+    # about 1.6 instead of 3): measured with PhyLL on the demo's vowel split (seed 0, 12 epochs),
+    # gamma = 0.003 /(W m) gave 83.5 % test accuracy against 81.3 % at gamma = 0.01.
+    kw.setdefault("gamma", 0.003)
+    return _resolve("pnn.sim.optical:OpticalLayer")(n_in, n_out, seed=seed, name=name, **kw)
+
+
+def _microwave(n_in: int, n_out: int, *, seed: int = 0, name: str = "microwave", **kw):
+    return _resolve("pnn.sim.microwave:MicrowaveLayer")(n_in, n_out, seed=seed, name=name, **kw)
+
+
+def _vowels(**kw):
+    return _resolve("pnn.data.vowels:load_vowels")(**kw)
 
 
 def _none(n_in: int, n_out: int, *, seed: int = 0, name: str = "none", level: float = 0.0):
-    from pnn.sim.ablation import NoPhysics
-
-    return NoPhysics(n_in, n_out, seed=seed, name=name, level=level)
+    return _resolve("pnn.sim.ablation:NoPhysics")(n_in, n_out, seed=seed, name=name, level=level)
 
 
 def _random_linear(n_in: int, n_out: int, *, seed: int = 0, name: str = "random_linear",
                    gain: float = 1.0):
-    from pnn.sim.ablation import RandomLinear
-
-    return RandomLinear(n_in, n_out, seed=seed, name=name, gain=gain)
+    return _resolve("pnn.sim.ablation:RandomLinear")(n_in, n_out, seed=seed, name=name,
+                                                     gain=gain)
 
 
 def _random_nonlinear(n_in: int, n_out: int, *, seed: int = 0, name: str = "random_nonlinear",
                       kind: str = "speckle", gain: float = 1.0, strength: float = 1.0,
                       hidden: int | None = None):
-    from pnn.sim.ablation import RandomNonlinear
-
-    return RandomNonlinear(n_in, n_out, seed=seed, name=name, kind=kind, gain=gain,
-                           strength=strength, hidden=hidden)
+    return _resolve("pnn.sim.ablation:RandomNonlinear")(
+        n_in, n_out, seed=seed, name=name, kind=kind, gain=gain, strength=strength,
+        hidden=hidden)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,26 +309,17 @@ def describe_param(param: str, system: str | None = None) -> Param:
 
 
 def _images(*, source: str = "digits", n_features: int = 8, reduce: str = "pca", **kw):
-    from pnn.data.images import load_images
-
     kw = {k: v for k, v in kw.items()
           if k in ("seed", "test_fraction", "val_fraction", "path", "download")}
     if source in ("mnist", "fashion_mnist"):
         kw.pop("test_fraction", None)
         kw.setdefault("n_train", 5000)
         kw.setdefault("n_test", 1000)
-    return load_images(source, n_features=n_features, reduce=reduce, **kw)
+    return _resolve("pnn.data.images:load_images")(source, n_features=n_features, reduce=reduce,
+                                                   **kw)
 
 
 TASKS: dict[str, Callable] = {"vowels": _vowels, "images": _images}
-
-
-def _resolve(ref):
-    """``"module:attr"`` -> the object; anything else is returned as it is."""
-    if isinstance(ref, str) and ":" in ref:
-        mod, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(mod), attr)
-    return ref
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,15 +378,13 @@ class Trainer:
         return list(_resolve(self.layer_shapes)(config, n_features, n_classes))
 
     def search_space(self) -> dict:
-        from pnn.config import search_space
-
-        return search_space(self.Config)
+        return _search_space(self.Config)
 
     def train(self, layers, data, config=None, *, seed: int = 0, **kw):
         """Run the method through the run loop (:func:`pnn.train.loop.fit`); returns
         ``(record, model)``. ``kw``: ledger, progress, on_batch, on_step, checkpoint_dir,
         checkpoint_every, resume, fingerprint_extra, options (trainer-specific)."""
-        from pnn.train.loop import fit
+        from pnn.train.loop import fit  # the run loop loads JAX, which `pnn --help` must not
 
         config = self.Config() if config is None else config
         if not self.uses_physical_layers:
@@ -471,8 +461,6 @@ def _lookup(table: dict, kind: str, name: str):
 
 def _entry_points() -> dict:
     """The ``pnn.systems`` entry points of the installed packages, by name (not loaded)."""
-    import importlib.metadata
-
     try:
         eps = importlib.metadata.entry_points(group=SYSTEM_ENTRY_POINTS)
     except TypeError:  # pragma: no cover - Python < 3.10 selection API
@@ -502,13 +490,11 @@ def resolve_system(system: str) -> Callable:
     if system in SYSTEMS:
         return SYSTEMS[system]
     if system.startswith("recorded:"):
-        from pnn.layers import recorded_system
-
         path = system.partition(":")[2]
         if not path:
             raise ValueError("system 'recorded:': give the recorded data's path, e.g. "
                              "recorded:cavity.npz")
-        return recorded_system(path)
+        return _resolve("pnn.recorded:recorded_system")(path)
     eps = _entry_points()
     if system in eps:
         ep = eps[system]
@@ -617,7 +603,7 @@ def build_layers(system: str, method: str, config, data, *, seed: int = 0,
     (:func:`pnn.sharded.data_parallel`: each batch split along its rows; the same outputs as
     one device, to float rounding); a system whose layer is not a pure-JAX simulator is
     refused."""
-    from pnn.layers import WidthError
+    from pnn.layers import WidthError  # pnn.layers loads JAX, which `pnn --help` must not
 
     shapes = get_trainer(method).shapes(config, data.n_features, data.n_classes)
     try:
@@ -629,7 +615,7 @@ def build_layers(system: str, method: str, config, data, *, seed: int = 0,
 def _build_layers(system: str, shapes, seed: int, shared: bool, devices: int,
                   system_kw: dict) -> list:
     if devices != 1 or isinstance(devices, bool):
-        from pnn.sharded import check_devices, data_parallel
+        from pnn.sharded import check_devices, data_parallel  # JAX: not at `pnn --help`
 
         check_devices(devices)  # before any layer is built
 
@@ -639,7 +625,7 @@ def _build_layers(system: str, shapes, seed: int, shared: bool, devices: int,
         def place(layer):
             return layer
     if shared and shapes:
-        from pnn.layers import share
+        from pnn.layers import share  # JAX: not at `pnn --help`
 
         n_in = max(i for i, _ in shapes)
         n_out = max(o for _, o in shapes)

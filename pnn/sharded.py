@@ -58,6 +58,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pnn.layer import LayerSpec
+from pnn.sim.acoustic import AcousticLayer
 from pnn.sim.base import AbstractSimulator
 
 __all__ = ["DataParallel", "batch_mesh", "check_devices", "data_parallel", "grid_split_simulate"]
@@ -232,8 +233,6 @@ def grid_split_simulate(layer, x, devices: int | Sequence | None = None):
         ``(traces, field)``: probe pressures ``(n_steps, batch, n_out)`` and the final field
         ``(batch, nx, ny)``, as :meth:`AcousticLayer.simulate` gives them.
     """
-    from pnn.sim.acoustic import AcousticLayer
-
     if not isinstance(layer, AcousticLayer):
         raise TypeError(f"grid_split_simulate splits an AcousticLayer's grid; got "
                         f"{type(layer).__name__}")

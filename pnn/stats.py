@@ -56,7 +56,7 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> dict:
     if n == 1:
         return {"n": 1, "mean": mean, "std": 0.0, "lo": math.nan, "hi": math.nan,
                 "half_width": math.nan}
-    from scipy import stats
+    from scipy import stats  # about a second to import: only when an interval is computed
 
     std = float(a.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * std / math.sqrt(n)

@@ -30,6 +30,7 @@ from typing import Any
 from pnn import registry
 from pnn.config import ConfigError, check_seed
 from pnn.fileio import OutputPathError
+from pnn.train.loop import run
 
 __all__ = ["tune", "suggest", "open_storage", "TuneMismatch", "default_study_name"]
 
@@ -76,9 +77,7 @@ def open_storage(storage, out: str | Path = "tune_results"):
         OutputPathError: (a ``ValueError``) when the journal path is a symlink, a folder, a
             FIFO or any other non-regular file.
     """
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
+    optuna = _optuna()
     if storage is None:
         storage = Path(out) / "tune.journal"
     if isinstance(storage, optuna.storages.BaseStorage):
@@ -88,7 +87,8 @@ def open_storage(storage, out: str | Path = "tune_results"):
     path = Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     _create_journal(path)
-    return JournalStorage(JournalFileBackend(str(path)))
+    journal = optuna.storages.journal
+    return journal.JournalStorage(journal.JournalFileBackend(str(path)))
 
 
 def _create_journal(path: Path) -> None:
@@ -186,29 +186,17 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
         TuneMismatch: the named study exists with a different method, system, task, seed or
             base config.
     """
-    import optuna
-
-    from pnn.train.loop import run
-
+    optuna = _optuna()
     trainer = registry.get_trainer(method)
     seed = check_seed(seed)
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"n_trials = {n_trials!r}: expected a positive integer (the number "
-                         "of completed trials per method)")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs = {jobs!r}: expected a positive integer (parallel trials)")
+    _check_counts(n_trials, jobs)
     registry.resolve_system(system)  # an unknown system fails here, before any trial
     base_config = dict(base_config or {})
     task_options = dict(task_options or {})
     system_kwargs = dict(system_kwargs or {})
     system_search = dict(system_search or {}) if trainer.uses_physical_layers else {}
     space = trainer.search_space()
-    fields = {f.name for f in dataclasses.fields(trainer.Config)}
-    unknown = sorted(set(base_config) - fields)
-    if unknown:
-        raise ConfigError(f"base_config for {method}: unknown key(s) {', '.join(unknown)}; "
-                          f"valid keys: {', '.join(sorted(fields))}")
-    trainer.Config(**base_config)  # fail before any trial on a bad base config
+    _check_base_config(method, trainer, base_config)
     if data is None:
         data = _load_data(task_options, seed)
     sealed = data.sealed()  # trials can never read the test split
@@ -221,6 +209,49 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
                           "search_space": space,
                           **({"system_kwargs": system_kwargs} if system_kwargs else {}),
                           **({"system_search": system_search} if system_search else {})})
+    study = _open_study(optuna, study_name, store, seed, settings, storage)
+    objective = _Objective(method, system, trainer, sealed, seed, devices, space, base_config,
+                           system_kwargs, system_search, progress)
+    # a method without a search space (e.g. the linear reference, whose C is chosen on
+    # validation inside its run) is deterministic: one trial is its whole study
+    _complete(optuna, study, objective, n_trials if space or system_search else 1, jobs,
+              timeout)
+    return _result(optuna, study, method, system, study_name, storage, out, system_kwargs,
+                   space, system_search, settings["data"])
+
+
+def _optuna():
+    """Optuna, loaded when a study is opened: a comparison without tuning never needs it."""
+    import optuna
+
+    return optuna
+
+
+def _check_counts(n_trials, jobs) -> None:
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials = {n_trials!r}: expected a positive integer (the number "
+                         "of completed trials per method)")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs = {jobs!r}: expected a positive integer (parallel trials)")
+
+
+def _check_base_config(method: str, trainer, base_config: dict) -> None:
+    """Refuse, before any trial, a base config with unknown keys or values its Config refuses."""
+    fields = {f.name for f in dataclasses.fields(trainer.Config)}
+    unknown = sorted(set(base_config) - fields)
+    if unknown:
+        raise ConfigError(f"base_config for {method}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(sorted(fields))}")
+    trainer.Config(**base_config)  # fail before any trial on a bad base config
+
+
+def _open_study(optuna, study_name: str, store, seed: int, settings: dict, storage):
+    """The study ``study_name`` in ``store`` (created, or loaded to resume), its settings
+    stored on creation.
+
+    Raises:
+        TuneMismatch: the study exists with other settings.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed),
@@ -233,14 +264,30 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
         raise TuneMismatch(f"study {study_name!r} in {storage or store} was created with other "
                            f"settings (differing: {', '.join(diff)}); use the same settings to "
                            "resume it, or another study_name / storage for a new sweep")
+    return study
 
-    def objective(trial):
-        values = {name: suggest(trial, name, spec) for name, spec in space.items()}
-        physics = {**system_kwargs, **{k: suggest(trial, f"system.{k}", spec)
-                                       for k, spec in system_search.items()}}
-        cfg = trainer.Config(**{**base_config, **values})
-        layers = (registry.build_layers(system, method, cfg, sealed, seed=seed, devices=devices,
-                                        **physics)
+
+class _Objective:
+    """One trial: the method's Config and the system's parameters drawn from their search
+    spaces, one training run on the sealed data; returns its validation accuracy and keeps
+    what the run cost in the trial's user attributes."""
+
+    def __init__(self, method: str, system: str, trainer, sealed, seed: int, devices: int,
+                 space: dict, base_config: dict, system_kwargs: dict, system_search: dict,
+                 progress):
+        self.method, self.system, self.trainer, self.sealed = method, system, trainer, sealed
+        self.seed, self.devices, self.space, self.base_config = seed, devices, space, base_config
+        self.system_kwargs, self.system_search = system_kwargs, system_search
+        self.progress = progress
+
+    def __call__(self, trial) -> float:
+        method, trainer, sealed, seed = self.method, self.trainer, self.sealed, self.seed
+        values = {name: suggest(trial, name, spec) for name, spec in self.space.items()}
+        physics = {**self.system_kwargs, **{k: suggest(trial, f"system.{k}", spec)
+                                            for k, spec in self.system_search.items()}}
+        cfg = trainer.Config(**{**self.base_config, **values})
+        layers = (registry.build_layers(self.system, method, cfg, sealed, seed=seed,
+                                        devices=self.devices, **physics)
                   if trainer.uses_physical_layers else [])
         rec, _ = run(method, trainer.Algorithm, layers, sealed, cfg, seed=seed)
         val = rec.get("val_accuracy")
@@ -256,21 +303,18 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
                             rec["cost"].get("queries_by_purpose", {}).get("train", 0))
         trial.set_user_attr("digital_flops", rec["cost"]["digital_flops"])
         trial.set_user_attr("wall_s", rec["cost"]["wall_s"])
-        if progress is not None:
-            progress(trial.number, float(val))
+        if self.progress is not None:
+            self.progress(trial.number, float(val))
         return float(val)
 
-    done = lambda: sum(t.state == optuna.trial.TrialState.COMPLETE  # noqa: E731
-                       for t in study.get_trials(deepcopy=False))
-    # a method without a search space (e.g. the linear reference, whose C is chosen on
-    # validation inside its run) is deterministic: one trial is its whole study
-    target = n_trials if space or system_search else 1
-    missing = target - done()
-    if missing > 0:
-        stop = optuna.study.MaxTrialsCallback(target,
-                                              states=(optuna.trial.TrialState.COMPLETE,))
-        study.optimize(objective, n_trials=missing, n_jobs=jobs, callbacks=[stop],
-                       timeout=timeout, catch=())
+
+def _result(optuna, study, method: str, system: str, study_name: str, storage, out,
+            system_kwargs: dict, space: dict, system_search: dict, data: dict) -> dict:
+    """What :func:`tune` returns: the best trial's configuration and physics, and every trial.
+
+    Raises:
+        RuntimeError: no trial of the study completed.
+    """
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
@@ -289,9 +333,21 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
         "n_complete": len(complete),
         "search_space": _jsonable({**space, **{f"system.{k}": v
                                                for k, v in system_search.items()}}),
-        "data": settings["data"],
+        "data": data,
         "trials": [{"number": t.number, "state": t.state.name, "params": dict(t.params),
                     "val_accuracy": t.user_attrs.get("val_accuracy"),
                     "selected_epoch": t.user_attrs.get("selected_epoch"),
                     "data_sealed": t.user_attrs.get("data_sealed")} for t in trials],
     }
+
+
+def _complete(optuna, study, objective, target: int, jobs: int, timeout) -> None:
+    """Run the trials the study misses to hold ``target`` completed ones."""
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE
+               for t in study.get_trials(deepcopy=False))
+    missing = target - done
+    if missing > 0:
+        stop = optuna.study.MaxTrialsCallback(target,
+                                              states=(optuna.trial.TrialState.COMPLETE,))
+        study.optimize(objective, n_trials=missing, n_jobs=jobs, callbacks=[stop],
+                       timeout=timeout, catch=())

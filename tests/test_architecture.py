@@ -125,8 +125,10 @@ def test_no_import_cycles():
 
 
 PROTOCOL = {"pnn.layer", "pnn.cost", "pnn.config"}
-#: pnn.figures draws what the runners report, with the records' display names and colours
+#: pnn.figures draws what the runners report, with the records' display names and colours;
+#: pnn.report_* are the pieces of pnn.report (records, sections, figures)
 RUNNERS = ("pnn.experiment", "pnn.compare", "pnn.tune", "pnn.adapt", "pnn.report",
+           "pnn.report_records", "pnn.report_sections", "pnn.report_figures",
            "pnn.characterize", "pnn.cli", "pnn.figures")
 RECORDS_AND_TRAINERS = ("pnn.registry", "pnn.model_io", "pnn.train")
 #: the emulators are virtual instruments built from a registered system by name: they sit
@@ -167,3 +169,37 @@ def test_help_does_not_load_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _sizes():
+    """(module, lines) over 700, (function, lines) over 80 and every function-local import
+    (``where:line``) of pnn, sim and drivers outside the command line and the firmware (which
+    runs on a microcontroller, importing what the board offers)."""
+    long_modules, long_functions, local = [], [], []
+    for module, path in MODULES.items():
+        if module.startswith("pnn.cli") or "firmware" in path.parts:
+            continue
+        text = path.read_text()
+        if len(text.splitlines()) > 700:
+            long_modules.append((module, len(text.splitlines())))
+        seen = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > 80:
+                    long_functions.append((f"{module}.{node.name}",
+                                           node.end_lineno - node.lineno + 1))
+                for sub in ast.walk(node):
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)) and id(sub) not in seen:
+                        seen.add(id(sub))
+                        local.append(f"{module}:{sub.lineno}")
+    return long_modules, long_functions, local
+
+
+def test_modules_and_functions_stay_small_and_imports_stay_at_the_top():
+    """No module over 700 lines, no function over 80, and fewer than 30 imports inside
+    functions (each of those left loads an optional or slow dependency on demand, with a
+    comment saying so): what a reader meets stays small enough to hold in mind."""
+    long_modules, long_functions, local = _sizes()
+    assert not long_modules, f"modules over 700 lines (split by responsibility): {long_modules}"
+    assert not long_functions, f"functions over 80 lines (name their steps): {long_functions}"
+    assert len(local) < 30, f"{len(local)} function-local imports (move them to the top): {local}"

@@ -228,6 +228,16 @@ def test_from_recorded_errors_name_the_problem(tmp_path):
         from_recorded(tmp_path / "nope.npz")
 
 
+def test_every_surrogate_name_has_a_regressor():
+    from pnn import surrogate
+    from pnn.layers import SURROGATE_MODELS
+
+    assert set(surrogate.REGRESSORS) == set(SURROGATE_MODELS)
+    with pytest.raises(ValueError, match=r"model must be one of mlp, ridge, knn, forest or a "
+                                         r"scikit-learn style estimator"):
+        from_recorded(*smooth_pairs(n=50)[:2], model=object())
+
+
 # ------------------------------------------------------------------------------ shared layers
 def test_shared_view_pads_with_lo_and_reads_the_first_channels():
     seen = []

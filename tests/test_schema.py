@@ -62,6 +62,7 @@ BAD = {
                                         '[method.phyll]\nbatch_size = 0\n'),
     "an unknown PAT twin": 'kind = "adapt"\nmethods = ["pat"]\n[adapt]\npat_twin = "fresh"\n'
                            'events = ["jump:epoch=1,factor=1.1"]\n',
+    "an instrument address without its kind": '[instrument]\naddresses = ["/dev/ttyACM0"]\n',
 }
 
 

@@ -83,6 +83,7 @@ def _int(where: str, key: str, value, *, low: int, hint: str) -> int:
 
 
 def _perturb(where: str, value) -> tuple:
+    # pnn.perturb brings JAX, which reading an experiment (and ``pnn --help``) does without
     from pnn.perturb import parse_perturbations
 
     if value is None:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pnn import __version__
 from pnn.config import ConfigError
 from pnn.experiment.spec import Experiment
+from pnn.fileio import atomic_write_text
 
 
 def write_records(path, records: list[dict]) -> None:
     """Write one record (a dict) or several (a list) atomically (:mod:`pnn.fileio`: a
     temporary file beside ``path``, synced, then renamed over it)."""
-    from pnn.fileio import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     obj = records[0] if len(records) == 1 else records
@@ -32,8 +32,6 @@ def read_records(path) -> list[dict]:
 
 def _embed(record: dict, exp: Experiment) -> dict:
     """Put the experiment (and the pnn version that ran it) into ``record``, so it replays."""
-    from pnn import __version__
-
     record["experiment"] = exp.to_dict()
     record["pnn_version"] = __version__
     return record
@@ -51,8 +49,6 @@ def record_status(exp: Experiment) -> tuple[bool, str]:
     """Whether the record at :meth:`Experiment.record_path` is current: it exists, embeds an
     experiment identical to ``exp`` (for every method and seed) and was written by this pnn
     version. Returns ``(current, why)``."""
-    from pnn import __version__
-
     path = exp.record_path()
     if path is None:
         return False, "no [output] out, so no record to find"

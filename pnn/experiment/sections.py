@@ -7,7 +7,10 @@ import dataclasses
 from typing import Any
 
 from pnn import registry
+from pnn.address import parse_address
 from pnn.config import ConfigError, check_seed, config_from_dict
+from pnn.data.vowels import PAT_VOWELS
+from pnn.experiment.events import Event, parse_event
 from pnn.experiment.fields import (TASK_SOURCES, _bool, _check_keys, _fraction, _frozen, _int,
                                    _opt_str, _table)
 
@@ -116,8 +119,6 @@ class TaskSpec:
 
     def load(self, seed: int):
         """The dataset for ``seed`` (the split depends on it)."""
-        from pnn.data.vowels import PAT_VOWELS
-
         kw: dict[str, Any] = dict(seed=seed, test_fraction=self.test_fraction,
                                   val_fraction=self.val_fraction, path=self.path,
                                   download=self.download)
@@ -262,6 +263,12 @@ class InstrumentSpec:
             raise ConfigError(f"{w} addresses = {addresses!r}: expected a list of "
                               f"'kind:address' strings, one per block, e.g. "
                               f"[\"serial:/dev/ttyACM0\"]")
+        for address in addresses:
+            try:
+                parse_address(address)
+            except ValueError as e:
+                raise ConfigError(f"{w} addresses: {str(e).replace('--instrument ', '')}"
+                                  ) from None
         profile = d.get("profile", "emulator")
         if not isinstance(profile, str) or not profile:
             raise ConfigError(f"{w} profile = {profile!r}: expected a profile name or a TOML "
@@ -333,8 +340,6 @@ class CompareSpec:
 
 def _event_text(ev) -> str:
     """An event as the ``--event`` text that :func:`pnn.adapt.parse_event` reads back."""
-    from pnn.adapt import Event
-
     parts = [f"epoch={ev.epoch!r}"]
     for f in dataclasses.fields(Event):
         if f.name not in ("kind", "epoch") and getattr(ev, f.name) != f.default:
@@ -343,8 +348,6 @@ def _event_text(ev) -> str:
 
 
 def _events(where: str, value) -> tuple:
-    from pnn.adapt import Event, parse_event
-
     names = [f.name for f in dataclasses.fields(Event)]
     if isinstance(value, (str, dict)):
         value = [value]

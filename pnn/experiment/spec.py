@@ -12,6 +12,7 @@ from typing import Any
 
 from pnn import registry
 from pnn.config import ConfigError, config_from_dict
+from pnn.experiment.events import ev_param
 from pnn.experiment.fields import _frozen, _int, _methods, _perturb, _plain, _seeds, _table
 from pnn.experiment.sections import (AdaptSpec, CompareSpec, InstrumentSpec, MethodSpec,
                                      OutputSpec, RunSpec, SystemSpec, TaskSpec, _event_text)
@@ -204,8 +205,6 @@ class Experiment:
                 raise ConfigError(f"{where}: seeds = {list(seeds)}: an adapt experiment runs "
                                   f"one seed (its record is one adapt.json); write one file "
                                   f"per seed, e.g. seeds = [{seeds[0]}]")
-            from pnn.adapt import ev_param
-
             try:
                 ev_param(list(spec.events), common["system"].name)
             except ValueError as e:

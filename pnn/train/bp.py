@@ -15,6 +15,7 @@ Neither uses a physical layer.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -24,7 +25,7 @@ import optax
 
 from pnn.config import ConfigError, param
 from pnn.cost import Ledger, adam_flops, dense_flops
-from pnn.train.common import Progress
+from pnn.train.common import Progress, logistic_regression
 from pnn.train.loop import Algorithm, LoopConfig, Result, fit
 
 __all__ = ["BPConfig", "Config", "LinearConfig", "MLPTrainer", "Linear", "train", "train_linear",
@@ -156,11 +157,7 @@ class Linear(Algorithm):
                 "C": 0.0, "n_iter": 0}
 
     def _fit(self, x, y, C):
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-
+        LogisticRegression, ConvergenceWarning = logistic_regression()
         clf = LogisticRegression(C=C, max_iter=self.config.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)

@@ -12,6 +12,7 @@ import importlib.metadata
 import platform
 from typing import Callable
 
+import jax
 import numpy as np
 
 from pnn.cost import Ledger
@@ -52,8 +53,6 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        import jax
-
         backend, device = jax.default_backend(), str(jax.devices()[0].device_kind)
     except Exception:  # noqa: BLE001 - the record must be written whatever JAX says
         backend, device = None, None
@@ -66,6 +65,16 @@ def minibatches(rng: np.random.Generator, n: int, batch_size: int):
     """Indices of one shuffled epoch, in batches (the last may be smaller)."""
     order = rng.permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def logistic_regression():
+    """scikit-learn's ``(LogisticRegression, ConvergenceWarning)``, imported by the first linear
+    fit (the linear reference, PhyLL's linear read-out): scikit-learn takes a second to import,
+    which every other run does without."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression, ConvergenceWarning
 
 
 def accuracy(pred, y) -> float:

@@ -25,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from pnn.config import param
 from pnn.cost import Ledger, dense_flops
@@ -187,8 +188,6 @@ class HybridAlgorithm(Algorithm):
         self._grad_step = None
 
     def make_optimizer(self):
-        import optax
-
         return optax.adam(self.config.lr)
 
     def init(self) -> dict:
@@ -216,8 +215,6 @@ class HybridAlgorithm(Algorithm):
         """One Adam step on the softmax cross-entropy of the network whose block measurements
         come from :meth:`measure` (``extra``: the arrays it needs); compiled once."""
         if self._grad_step is None:
-            import optax
-
             static, opt, measure = self.static, self.opt, self.measure
 
             @eqx.filter_jit

@@ -32,12 +32,15 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple
 
+import equinox as eqx
 import jax
 import numpy as np
 
 from pnn.checkpoint import load_checkpoint, save_checkpoint
 from pnn.config import ConfigError, Validated, check_seed, param
 from pnn.cost import Ledger
+from pnn.fits import fit_r2
+from pnn.perturb import load_perturbation_states, perturbation_states, perturbations_of
 from pnn.train.common import accuracy, result_record
 
 __all__ = ["Algorithm", "LoopConfig", "LoopState", "run", "fit", "Result", "TrainedModel",
@@ -240,8 +243,6 @@ def _jsonable(obj):
 def layer_physics(layer) -> dict:
     """A simulator's scalar parameters and a digest of its arrays (through any perturbation
     wrappers), for fingerprints; ``{}`` for a driver or a user layer (its spec is what we know)."""
-    import equinox as eqx
-
     inner = layer
     for _ in range(64):
         nxt = getattr(inner, "layer", None)
@@ -270,8 +271,6 @@ def physics_fits(ledger: Ledger) -> dict:
     """Per physical layer: how linear it was at the drives it was trained with (held-out R² of
     a linear and of a degree-2 fit, :func:`pnn.characterize.fit_r2`, on the ledger's sample of
     training queries). Empty for methods that do not query physics."""
-    from pnn.fits import fit_r2
-
     out = {}
     for name, (x, y) in ledger.kept_samples().items():
         if len(x) < 20:
@@ -285,8 +284,6 @@ def physics_fits(ledger: Ledger) -> dict:
 
 def fingerprint(method: str, config, seed: int, layers, data, extra: dict | None = None) -> dict:
     """Everything that determines a run, as a JSON-able dict (compared key by key on resume)."""
-    from pnn.perturb import perturbations_of
-
     fp = {
         "method": method,
         "seed": int(seed),
@@ -359,8 +356,6 @@ class _Run:
 
     # ------------------------------------------------------------------ checkpoints
     def snapshot(self) -> dict:
-        from pnn.perturb import perturbation_states
-
         snap = {"rng": self.rng, "order": np.asarray(self.loop.order, np.int64),
                 "loop": self.loop.to_dict(), "ledger": self.ledger.state_dict(),
                 "perturbations": perturbation_states(self.layers), "fingerprint": self.fp}
@@ -385,8 +380,6 @@ class _Run:
 
         Raises:
             ResumeMismatch: the checkpoint was written by a different run."""
-        from pnn.perturb import load_perturbation_states
-
         found = load_checkpoint(checkpoint_dir, self.snapshot())
         if found is None:
             return False

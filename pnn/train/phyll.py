@@ -26,6 +26,7 @@ Hinton's sum-of-squares goodness (``goodness="sumsq"``: ``G = mean(h^2)``, loss
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from functools import partial
 
 import equinox as eqx
@@ -38,7 +39,7 @@ from pnn.config import param
 from pnn.cost import Ledger, adam_flops, dense_flops
 from pnn.network import (LABEL_SCALES, SKIPS, Block, MinMax, direction, embed_all_labels,
                          embed_label, goodness, label_amplitude, to_drive)
-from pnn.train.common import Progress, StepHook
+from pnn.train.common import Progress, StepHook, logistic_regression
 from pnn.train.loop import Algorithm, LoopConfig, Result, fit
 
 __all__ = ["PhyLLConfig", "Config", "PhyLL", "train", "input_dim", "layer_shapes", "PRESETS",
@@ -415,11 +416,7 @@ class PhyLL(Algorithm):
     def before_eval(self, state):
         if self.config.readout != _LINEAR_READOUT:
             return state
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-
+        LogisticRegression, ConvergenceWarning = logistic_regression()
         data = self.data
         f = self.features(state, data.x_train, "train").astype(np.float64)  # learning: train
         y = np.asarray(data.y_train)
