@@ -9,6 +9,8 @@ all, where without the check it would fail after minutes of swapping or be kille
 
 from __future__ import annotations
 
+import psutil
+
 __all__ = ["MemoryEstimateError", "check_memory", "check_run", "machine_bytes", "run_bytes",
            "gib"]
 
@@ -22,8 +24,6 @@ class MemoryEstimateError(ValueError):
 
 def machine_bytes() -> int:
     """This machine's physical memory, bytes."""
-    import psutil
-
     return int(psutil.virtual_memory().total)
 
 

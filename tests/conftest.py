@@ -13,6 +13,21 @@ if not os.environ.get("PNN_COMPILE_CACHE"):
     os.environ["PNN_COMPILE_CACHE"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
+# The test processes themselves (both xdist workers) share one persistent compilation cache for
+# this run: the suite is mostly compilation of the same few simulators, which the second worker
+# and later tests then load instead of compiling again. Fresh for every run (no state carried
+# between runs); off where pnn.jit_cache says jaxlib rejects cached programs (Intel CPUs).
+if not os.environ.get("PNN_TEST_JAX_CACHE"):
+    os.environ["PNN_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="pnn-test-jax-")
+    atexit.register(shutil.rmtree, os.environ["PNN_TEST_JAX_CACHE"], ignore_errors=True)
+from pnn.jit_cache import default_policy  # noqa: E402
+
+if default_policy()[0]:
+    for _key, _value in (("jax_compilation_cache_dir", os.environ["PNN_TEST_JAX_CACHE"]),
+                         ("jax_persistent_cache_min_compile_time_secs", 0.0),
+                         ("jax_persistent_cache_min_entry_size_bytes", 0)):
+        jax.config.update(_key, _value)
+
 
 @pytest.fixture
 def x64():

@@ -60,3 +60,58 @@ def test_wheel_installs_only_pnn_with_its_data_files_and_console_script(tmp_path
         entry_points = configparser.ConfigParser()
         entry_points.read_string(z.read(f"{dist_info[0]}/entry_points.txt").decode())
     assert dict(entry_points["console_scripts"]) == {"pnn": "pnn.cli:run"}
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """Each module pnn imports from outside the standard library belongs to a distribution that
+    pyproject.toml declares: a base dependency, or an extra (hardware, images) for the optional
+    ones. A module that only the test extras happen to install (psutil came with ipython) would
+    pass every test and fail on a user's `make demo`."""
+    import ast
+    import importlib.metadata
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-")
+                for r in requirements}
+
+    base = names(project["dependencies"])
+    optional = names(project["optional-dependencies"]["hardware"]
+                     + project["optional-dependencies"]["images"])
+    dists = importlib.metadata.packages_distributions()
+    found = {}
+    for folder in ("pnn", "sim", "drivers"):
+        for path in (root / folder).rglob("*.py"):
+            if "firmware" in path.parts:  # runs on the microcontroller, not with pnn
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    mods = [node.module]
+                else:
+                    continue
+                for mod in mods:
+                    top = mod.split(".")[0]
+                    if top in sys.stdlib_module_names or top in ("pnn", "sim", "drivers"):
+                        continue
+                    found.setdefault(top, str(path.relative_to(root)))
+    # a distribution whose name the import system does not map (an extension module alone)
+    unmapped = {"parselmouth": {"praat-parselmouth"}}
+    # what a declared dependency itself requires is installed with it
+    installed_with = set()
+    for dist in base:
+        for req in importlib.metadata.requires(dist) or []:
+            if "extra ==" not in req:
+                installed_with |= names([req])
+    undeclared = {}
+    for top, where in found.items():
+        owners = {d.lower().replace("_", "-") for d in dists.get(top, [])} or unmapped.get(
+            top, set())
+        if not owners & (base | optional | installed_with):
+            undeclared[top] = (where, sorted(owners))
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
