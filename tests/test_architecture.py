@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,11 @@ def _imports(module: str) -> dict[str, set[str]]:
             # runs for any of its submodules and is not counted as an edge)
             subs = [f"{base}.{a.name}" for a in node.names]
             names = subs if all(n in MODULES for n in subs) else [*subs, base]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and re.fullmatch(r"pnn(\.\w+)+:\w+", node.value):
+            # "pnn.sim.acoustic:AcousticLayer": imported when first used (registry._resolve)
+            names = [node.value.partition(":")[0]]
+            local_nodes.add(id(node))
         for name in names:
             owner = _owner(name)
             if owner is not None and owner != module:

