@@ -25,11 +25,12 @@ import time
 import contextlib
 from collections import defaultdict
 
+import jax
 import numpy as np
 
 from pnn.layer import device_name, validate_input
 
-__all__ = ["Ledger", "dense_flops", "adam_flops"]
+__all__ = ["Ledger", "dense_flops", "adam_flops", "xla_cost", "xla_flops"]
 
 
 def dense_flops(batch: int, n_in: int, n_out: int) -> int:
@@ -40,6 +41,46 @@ def dense_flops(batch: int, n_in: int, n_out: int) -> int:
 def adam_flops(n_params: int) -> int:
     """FLOPs of one Adam update (moments, bias correction, step): about 12 per parameter."""
     return 12 * int(n_params)
+
+
+def xla_cost(fn, *args, **kwargs) -> dict[str, float]:
+    """XLA's own count of one call of ``fn(*args, **kwargs)``: ``{"flops", "transcendentals"}``.
+
+    ``fn`` is lowered for these arguments and compiled for the default backend, and the
+    compiled program's cost analysis is read. A function that is already compiled on call
+    (``jax.jit``, ``equinox.filter_jit``: anything with a ``lower`` method) is lowered as it is,
+    with its own static arguments, so the program counted is the one it runs; any other function
+    is wrapped in ``jax.jit``, which traces every argument (bind static ones with
+    :func:`functools.partial` first). What XLA counts (checked on its CPU backend):
+
+    * ``flops``: a dot or matmul ``(m, k) @ (k, n)`` as ``2 m k n`` (a multiply-add is 2, as
+      :func:`dense_flops` counts); every elementwise arithmetic op as 1 per element (add,
+      multiply, divide, negate, abs, max, clip, compare, select, type conversion: ``where(x >
+      0, a, b)`` is 2 per element); a reduction over ``n`` entries as ``n - 1``;
+    * ``transcendentals``, kept apart from ``flops``: exp, log, log1p, tanh, sqrt, rsqrt and
+      the like, 1 per element (``softplus`` is 2 of them plus 6 flops per element);
+    * nothing for data movement (concatenate, slice, gather, broadcast, transpose);
+    * the compiled (optimised, fused) program, so what XLA simplified away is not counted;
+    * the body of a loop (``lax.scan``, ``fori_loop``, ``while_loop``) once, not times its
+      trip count: count one step of a scanned loop by itself and multiply.
+
+    The count is the backend's: another backend may fuse or decompose differently.
+    """
+    lower = fn.lower if hasattr(fn, "lower") else jax.jit(fn).lower
+    compiled = lower(*args, **kwargs).compile()
+    # equinox.filter_jit's compiled object wraps JAX's (as ``compiled``)
+    cost = getattr(compiled, "compiled", compiled).cost_analysis()
+    if isinstance(cost, (list, tuple)):  # one dict per device program in some JAX versions
+        cost = cost[0] if cost else {}
+    cost = cost or {}
+    return {"flops": float(cost.get("flops", 0.0)),
+            "transcendentals": float(cost.get("transcendentals", 0.0))}
+
+
+def xla_flops(fn, *args, **kwargs) -> float:
+    """XLA's FLOP count of one call of ``fn(*args, **kwargs)``, transcendental ops excluded
+    (see :func:`xla_cost` for what is counted and how)."""
+    return xla_cost(fn, *args, **kwargs)["flops"]
 
 
 def _device_name(layer) -> str:
