@@ -30,7 +30,7 @@ import numpy as np
 
 from pnn.layer import device_name, validate_input
 
-__all__ = ["Ledger", "dense_flops", "adam_flops", "xla_cost", "xla_flops"]
+__all__ = ["Ledger", "dense_flops", "adam_flops", "update_flops", "xla_cost", "xla_flops"]
 
 
 def dense_flops(batch: int, n_in: int, n_out: int) -> int:
@@ -38,9 +38,21 @@ def dense_flops(batch: int, n_in: int, n_out: int) -> int:
     return int(batch) * (2 * int(n_in) * int(n_out) + int(n_out))
 
 
-def adam_flops(n_params: int) -> int:
-    """FLOPs of one Adam update (moments, bias correction, step): about 12 per parameter."""
-    return 12 * int(n_params)
+def adam_flops(n_params: int, *, lr_as_data: bool = False, weight_decay: bool = False) -> int:
+    """FLOPs of one Adam update (moments, bias correction, step) as XLA counts optax's: 13 a
+    parameter (its square root is a transcendental, counted apart), 14 when the learning rate
+    is an input rather than a constant (``optax.inject_hyperparams``), 2 more for AdamW's
+    weight decay (tests/test_flops_xla.py checks each against XLA)."""
+    return (13 + int(lr_as_data) + 2 * int(weight_decay)) * int(n_params)
+
+
+def update_flops(batch: int, sizes, *, input_gradient: bool = False) -> int:
+    """FLOPs of a forward and backward pass through dense layers ``sizes`` (n_in, n_out pairs):
+    each layer's forward, its weight gradient (one forward's worth) and, except for a first
+    layer whose input is data (``input_gradient=False``), its input gradient (another)."""
+    fwd = [dense_flops(batch, a, b) for a, b in sizes]
+    first_input_grad = 2 * int(batch) * int(sizes[0][0]) * int(sizes[0][1]) if sizes else 0
+    return 3 * sum(fwd) - (0 if input_gradient else first_input_grad)
 
 
 def xla_cost(fn, *args, **kwargs) -> dict[str, float]:

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from pnn.config import ConfigError, param
-from pnn.cost import Ledger, adam_flops, dense_flops
+from pnn.cost import Ledger, adam_flops, update_flops
 from pnn.train.common import Progress, logistic_regression
 from pnn.train.loop import Algorithm, LoopConfig, Result, fit
 
@@ -96,8 +96,8 @@ class MLPTrainer(Algorithm):
         model, opt_state, loss = self._update(state["model"], state["opt"], jnp.asarray(x),
                                               jnp.asarray(y))
         sizes = [(lin.in_features, lin.out_features) for lin in model.layers]
-        fwd = sum(dense_flops(len(y), a, b) for a, b in sizes)
-        self.ledger.add_flops(3 * fwd + adam_flops(model.n_params), "trainable update")
+        self.ledger.add_flops(update_flops(len(y), sizes)  # the input is data: no gradient
+                              + adam_flops(model.n_params, weight_decay=True), "trainable update")
         return {"model": model, "opt": opt_state}, float(loss)
 
     def predict(self, state, x):

@@ -164,9 +164,13 @@ class PAT(HybridAlgorithm):
         _, ms, _ = physical_forward(net, self.layers, x0, self.ledger)
         params, opt_state, loss = self.gradient_step(state["params"], state["opt"], x0,
                                                      jnp.asarray(y), (ms, state["twins"]))
-        self.ledger.add_flops(3 * len(y) * sum(self.twin_fwd), "twin forward/backward")
-        self.ledger.add_flops(3 * net.forward_flops(len(y)) + adam_flops(net.n_params),
-                              "trainable update")
+        # the twins are frozen here (no weight gradient); the first one's input is data (no
+        # input gradient either), each later one's is a block's output (forward + input grad)
+        self.ledger.add_flops(len(y) * (self.twin_fwd[0] + 2 * sum(self.twin_fwd[1:])),
+                              "twin forward/backward")
+        w0 = net.blocks[0].W  # the first block's input is data: its input gradient is not taken
+        self.ledger.add_flops(3 * net.forward_flops(len(y)) - 2 * len(y) * w0.size
+                              + adam_flops(net.n_params), "trainable update")
         return {**state, "params": params, "opt": opt_state}, float(loss)
 
     def after_step(self, state, step):

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from pnn.config import param
-from pnn.cost import Ledger, adam_flops, dense_flops
+from pnn.cost import Ledger, adam_flops, dense_flops, update_flops
 from pnn.network import (LABEL_SCALES, SKIPS, Block, MinMax, direction, embed_all_labels,
                          embed_label, goodness, label_amplitude, to_drive)
 from pnn.train.common import Progress, StepHook, logistic_regression
@@ -359,10 +359,14 @@ class PhyLL(Algorithm):
                 np.float32(cfg.drive_gain), self.inner_rates(int(opts[k].count)))
             blocks[k] = eqx.combine(params, static)
             fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
-            # forward + backward (about 3x forward) for pos and neg, per inner step, plus the
-            # forward pass with the updated parameters
-            ledger.add_flops(cfg.inner_steps * (3 * dense_flops(len(drives), fan_in, width)
-                                                + adam_flops(blocks[k].n_params))
+            # per inner step, for pos and neg: the block's forward and weight gradient (its
+            # inputs are measurements and the previous output: no input gradient), the goodness
+            # and the loss forward and backward (6 a drive and output entry, as in a goodness
+            # pass), Adam; then the forward pass with the updated parameters
+            ledger.add_flops(cfg.inner_steps * (update_flops(len(drives), [(fan_in, width)])
+                                                + 6 * len(drives) * (fan_in + width)
+                                                + adam_flops(blocks[k].n_params,
+                                                             lr_as_data=True))
                              + dense_flops(len(drives), fan_in, width), "trainable update")
             batch_loss += float(loss)
             if k + 1 < len(blocks):
@@ -407,8 +411,9 @@ class PhyLL(Algorithm):
             _, h, d_next = _eval_block(blk, jnp.asarray(m), h, nxt.lo, nxt.hi,
                                        np.float32(self.config.drive_gain),
                                        kind=self.config.goodness)
-            self.ledger.add_flops(dense_flops(len(drives), blk.W.shape[1], blk.W.shape[0]),
-                                  "trainable forward")
+            self.ledger.add_flops(dense_flops(len(drives), blk.W.shape[1], blk.W.shape[0])
+                                  + 6 * len(drives) * (h.shape[1] + blk.W.shape[1]),
+                                  "trainable forward")  # as scores: the same compiled pass
             out.append(np.asarray(direction(h)))
             drives = np.asarray(d_next)
         return np.concatenate(out, axis=1)
