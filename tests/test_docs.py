@@ -14,12 +14,14 @@ import argparse
 import json
 import os
 import re
+import queue
 import runpy
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,10 +266,20 @@ class _Emulator:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "JAX_PLATFORMS": "cpu"})
         self.head = []
-        for line in self.proc.stdout:
+        lines: queue.Queue = queue.Queue()  # a reader thread: a line, or None at the end
+        threading.Thread(target=lambda: [lines.put(ln) for ln in iter(
+            self.proc.stdout.readline, "")] + [lines.put(None)], daemon=True).start()
+        while True:  # ends on the announcement or the process's end; 300 s bounds a failure
+            try:
+                line = lines.get(timeout=300)
+            except queue.Empty:
+                break
+            if line is None:
+                break
             self.head.append(line.rstrip("\n"))
             if line.startswith("serving for at most"):
                 break
+        self.rest = lines
         resource = [ln for ln in self.head if ln.startswith("resource: ")]
         if not resource:
             self.proc.kill()
@@ -275,15 +287,20 @@ class _Emulator:
         self.resource = resource[0].split(": ", 1)[1]
 
     def stop(self) -> tuple[str, str]:
+        """SIGINT, then what it printed after its announcement (stdout) and its stderr."""
         self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=120)
+        err = self.proc.stderr.read()
+        self.proc.wait(timeout=120)
         assert self.proc.returncode == 0, err
-        return out, err
+        out = []
+        while (line := self.rest.get(timeout=120)) is not None:
+            out.append(line)
+        return "".join(out), err
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
 
 
 def _console(page: str, claim_how: str) -> list[Example]:

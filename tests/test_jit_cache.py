@@ -98,7 +98,8 @@ def test_a_second_cli_run_is_served_from_the_cache_with_the_same_record(tmp_path
     for k in range(2):
         out = tmp_path / f"rec{k}.json"
         p = subprocess.run([sys.executable, "-m", "pnn", "train", "--system", "microwave",
-                            "--method", "phyll", "--epochs", "2", "--out", str(out)],
+                            "--method", "phyll", "--classes", "iy,uw,aa", "--hidden", "6",
+                            "--n-meas", "6", "--epochs", "2", "--out", str(out)],
                            env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         records.append(json.loads(out.read_text()))
