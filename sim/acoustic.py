@@ -556,7 +556,7 @@ class AcousticLayer(AbstractSimulator):
         carry = (u, u)
         parts = []
         if n_it:
-            ws = waveform[: n_it * per].reshape(n_it, per)
+            ws = waveform[: n_it * per].reshape((n_it, per) + waveform.shape[1:])
             if record is None and 0 < self.remat_every < n:
                 seg = max(1, round(self.remat_every / per))
                 traces = _remat_scan(body, carry, ws, seg, return_carry=True)
