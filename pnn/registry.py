@@ -67,6 +67,14 @@ def _vowels(**kw):
     return _resolve("pnn.data.vowels:load_vowels")(**kw)
 
 
+def _audio_vowels(**kw):
+    """The waveform vowel task (:func:`pnn.data.audio.load_audio_vowels`), without the options
+    it has no use for (``download``)."""
+    kw = {k: v for k, v in kw.items() if k in ("source", "classes", "groups", "seed",
+          "test_fraction", "val_fraction", "path", "sample_rate", "duration")}
+    return _resolve("pnn.data.audio:load_audio_vowels")(**kw)
+
+
 def _none(n_in: int, n_out: int, *, seed: int = 0, name: str = "none", level: float = 0.0):
     return _resolve("pnn.sim.ablation:NoPhysics")(n_in, n_out, seed=seed, name=name, level=level)
 
@@ -319,7 +327,8 @@ def _images(*, source: str = "digits", n_features: int = 8, reduce: str = "pca",
                                                    **kw)
 
 
-TASKS: dict[str, Callable] = {"vowels": _vowels, "images": _images}
+TASKS: dict[str, Callable] = {"vowels": _vowels, "images": _images,
+                             "audio_vowels": _audio_vowels}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,6 +442,11 @@ for _t in (
             uses_physical_layers=True, runs_on_instruments=True,
             display_name="zeroth-order (SPSA)", colour="#9467bd",
             compare_defaults={"epochs": 6, "lr": 3e-3}),
+    Trainer("dfa", "pnn.train.dfa:Config", "pnn.train.dfa:DFA", "pnn.train.dfa:layer_shapes",
+            "direct feedback alignment: measured forward pass, output error sent to each block "
+            "through a fixed random matrix", uses_physical_layers=True, runs_on_instruments=True,
+            display_name="direct feedback alignment", colour="#bcbd22",
+            compare_defaults={"epochs": 12}),
     Trainer("bp", "pnn.train.bp:BPConfig", "pnn.train.bp:MLPTrainer", _digital_shapes,
             "digital MLP of matched size, backpropagation, early stopping on validation",
             uses_physical_layers=False, matches_parameter_budget=True,

@@ -38,6 +38,7 @@ METHOD_ARGS = {
             "--set", "twin_epochs=5"],
     "insilico": ["--method", "insilico", "--hidden", "6", "--n-meas", "6"],
     "zo": ["--method", "zo", "--hidden", "6", "--n-meas", "6"],
+    "dfa": ["--method", "dfa", "--hidden", "6", "--n-meas", "6"],
 }
 COMMON = ["train", "--system", "acoustic", "--classes", "iy,uw,aa", "--epochs", "2",
           "--batch-size", "16", "--seed", "3",
