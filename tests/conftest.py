@@ -2,24 +2,28 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import jax
 import pytest
 
 # `pnn` processes the tests start keep their compiled programs in a folder of this test run,
 # not in the user's ~/.cache/pnn/xla (pnn.jit_cache); one folder per test process
+_cache = None
 if not os.environ.get("PNN_COMPILE_CACHE"):
     _cache = tempfile.mkdtemp(prefix="pnn-test-xla-")
     os.environ["PNN_COMPILE_CACHE"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 # The test processes themselves (both xdist workers) share one persistent compilation cache for
-# this run: the suite is mostly compilation of the same few simulators, which the second worker
-# and later tests then load instead of compiling again. Fresh for every run (no state carried
-# between runs); off where pnn.jit_cache says jaxlib rejects cached programs (Intel CPUs).
+# this run, the same folder as the `pnn` processes they start: the suite is mostly compilation
+# of the same few simulators, which the second worker, later tests and child processes then
+# load instead of compiling again (XLA returns the same executable). Fresh for every run (no
+# state carried between runs); off where pnn.jit_cache says jaxlib rejects cached programs.
 if not os.environ.get("PNN_TEST_JAX_CACHE"):
-    os.environ["PNN_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="pnn-test-jax-")
-    atexit.register(shutil.rmtree, os.environ["PNN_TEST_JAX_CACHE"], ignore_errors=True)
+    os.environ["PNN_TEST_JAX_CACHE"] = _cache or tempfile.mkdtemp(prefix="pnn-test-jax-")
+    if _cache is None:
+        atexit.register(shutil.rmtree, os.environ["PNN_TEST_JAX_CACHE"], ignore_errors=True)
 from pnn.jit_cache import default_policy  # noqa: E402
 
 if default_policy()[0]:
@@ -44,7 +48,8 @@ def jax_cache_dir(tmp_path_factory):
     device counts) would otherwise compile the same programs in every process; XLA's cache
     returns the same executable, so results are unchanged (tests/test_durable.py compares
     parameter hashes across such processes)."""
-    return tmp_path_factory.mktemp("jax-cache")
+    shared = os.environ["PNN_TEST_JAX_CACHE"]
+    return Path(shared) if default_policy()[0] else tmp_path_factory.mktemp("jax-cache")
 
 
 @pytest.fixture
