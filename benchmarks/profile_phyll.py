@@ -1,12 +1,16 @@
-"""Where PhyLL's wall time goes on the acoustic vowel run (issue 12: digital time).
+"""Where PhyLL's wall time goes on the acoustic vowel run (issues 12 and 27: digital time).
 
-    python benchmarks/profile_phyll.py [--epochs 10] [--out benchmarks/results/phyll_profile.json]
+    python benchmarks/profile_phyll.py [--epochs 10] [--modes off,auto]
+        [--out benchmarks/results/phyll_profile.json]
 
-1. ``pnn train --system acoustic --task vowels --method phyll --epochs N`` as a user runs it
-   (a subprocess), twice: with an empty compilation cache (cold, every program compiled) and
-   again with the cache that run filled (warm; see :mod:`pnn.jit_cache`): the records'
-   ``cost.wall_s``, ``physical_s``, ``digital_s`` and, from the history, the learning time
-   with evaluation apart.
+1. ``pnn train --system acoustic --task vowels --method phyll --epochs N --set
+   device_epoch=MODE`` as a user runs it (a subprocess), for each mode (``off``: the host path,
+   step by step; ``auto``: each epoch one compiled program where possible, see
+   :mod:`pnn.train.phyll_device`), twice: with an empty compilation cache (cold, every program
+   compiled) and again with the cache that run filled (warm; see :mod:`pnn.jit_cache`): the
+   records' ``cost.wall_s``, ``physical_s``, ``digital_s`` (for device epochs the physical
+   time is attributed, as the record's ``device_epoch`` entry says), the process time and,
+   from the history, the learning time with evaluation apart.
 2. The same training in this process, instrumented without touching the trainer:
    * every physical query (``Ledger.query``) timed, split by purpose (train / eval) and into
      the simulator's first call per batch shape (compilation) and the rest;
@@ -34,7 +38,7 @@ import jax
 import numpy as np
 
 
-def cli_run(epochs: int, cache_dir: str) -> dict:
+def cli_run(epochs: int, cache_dir: str, mode: str = "auto") -> dict:
     """One ``pnn train`` process with its compilation cache in ``cache_dir`` (empty: a cold
     start, every program compiled; filled by an earlier run: a warm start)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
@@ -44,7 +48,8 @@ def cli_run(epochs: int, cache_dir: str) -> dict:
         t = time.perf_counter()
         p = subprocess.run([sys.executable, "-m", "pnn", "train",
                             "--system", "acoustic", "--task", "vowels", "--method", "phyll",
-                            "--epochs", str(epochs), "--out", out],
+                            "--epochs", str(epochs), "--set", f"device_epoch={mode}",
+                            "--out", out],
                            capture_output=True, text=True, timeout=1800, env=env)
         total = time.perf_counter() - t
         if p.returncode != 0:
@@ -53,7 +58,8 @@ def cli_run(epochs: int, cache_dir: str) -> dict:
     h = rec["history"][-1]
     c = rec["cost"]
     return {"command": f"pnn train --system acoustic --task vowels --method phyll --epochs "
-                       f"{epochs}",
+                       f"{epochs} --set device_epoch={mode}",
+            "device_epoch": rec.get("device_epoch"),
             "process_s": total, "wall_s": c["wall_s"], "physical_s": c["physical_s"],
             "digital_s": c["digital_s"],
             "digital_fraction": c["digital_s"] / c["wall_s"],
@@ -155,29 +161,34 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results", "phyll_profile.json"))
     ap.add_argument("--skip-cli", action="store_true")
+    ap.add_argument("--modes", default="off,auto", help="device_epoch values to run the CLI with")
+    ap.add_argument("--skip-instrumented", action="store_true")
     args = ap.parse_args(argv)
     res = {"machine": {"backend": jax.default_backend(),
                        "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
                        "jax": jax.__version__},
-           "cli": None, "cli_warm": None}
-    if not args.skip_cli:
+           "cli": {}}
+    for mode in ([] if args.skip_cli else args.modes.split(",")):
         with tempfile.TemporaryDirectory() as cache:
-            res["cli"] = cli_run(args.epochs, cache)  # cold: an empty compilation cache
-            res["cli_warm"] = cli_run(args.epochs, cache)  # the same command again
-    res["instrumented"] = instrumented(args.epochs)
+            res["cli"][mode] = {"cold": cli_run(args.epochs, cache, mode),  # an empty cache
+                                "warm": cli_run(args.epochs, cache, mode)}  # the same again
+    res["instrumented"] = None if args.skip_instrumented else instrumented(args.epochs)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=2, default=str)
+    for mode, runs in res["cli"].items():
+        for tag, c in runs.items():
+            if "error" in c:
+                print(f"CLI device_epoch={mode} ({tag}) failed: {c['error']}")
+                continue
+            print(f"CLI device_epoch={mode} ({tag} compilation cache): process "
+                  f"{c['process_s']:.1f} s, wall {c['wall_s']:.1f} s = physical "
+                  f"{c['physical_s']:.1f} + digital {c['digital_s']:.1f} "
+                  f"({100 * c['digital_fraction']:.0f} % digital); learning "
+                  f"{c['learning_wall_s']:.1f} s, evaluation {c['eval_s']:.1f} s")
     i = res["instrumented"]
-    for tag in ("cli", "cli_warm"):
-        c = res[tag]
-        if c and "error" not in c:
-            print(f"CLI ({'cold' if tag == 'cli' else 'warm'} compilation cache): wall "
-                  f"{c['wall_s']:.1f} s = physical {c['physical_s']:.1f} + digital "
-                  f"{c['digital_s']:.1f} ({100 * c['digital_fraction']:.0f} % digital); "
-                  f"learning {c['learning_wall_s']:.1f} s, evaluation {c['eval_s']:.1f} s")
-        elif c:
-            print(f"CLI ({tag}) failed: {c['error']}")
+    if i is None:
+        return 0
     q = i["physical_queries_by_purpose"]
     print(f"instrumented: {i['process_s']:.1f} s; physical {i['physical_s']:.1f} s "
           + ", ".join(f"{k}: {v['n']} calls {v['s']:.1f} s (first per shape {v['first_s']:.1f})"

@@ -11,6 +11,10 @@ plain data, so that it checkpoints), one training step on a minibatch, and a pre
   the run early, and the record reports the selected epoch (``restore_best``);
 * per-batch progress (``on_batch``), per-epoch progress (``progress``), step hooks (``on_step``,
   used by the adaptation experiment to change the physics mid-training);
+* device epochs: an algorithm whose config has a ``device_epoch`` field may run a whole epoch
+  as one compiled program (:meth:`Algorithm.fused_epoch`) when nothing must run between its
+  steps (:func:`device_plan` decides and the record's ``device_epoch`` says); hooks, progress
+  and checkpoints then take effect at the epoch's end;
 * checkpoints every ``checkpoint_every`` steps and on Ctrl-C, and resume: a resumed run ends
   with the same parameters as an uninterrupted one. The checkpoint holds a fingerprint of
   everything that determines the run; resuming with any difference is refused, naming the keys.
@@ -44,7 +48,7 @@ from pnn.perturb import load_perturbation_states, perturbation_states, perturbat
 from pnn.train.common import accuracy, result_record
 
 __all__ = ["Algorithm", "LoopConfig", "LoopState", "run", "fit", "Result", "TrainedModel",
-           "fingerprint", "ResumeMismatch", "params_digest"]
+           "fingerprint", "ResumeMismatch", "params_digest", "device_plan"]
 
 #: test hook: a run whose environment sets this kills itself with SIGKILL right after the
 #: checkpoint of that step is on disk (a deterministic stand-in for a crash, used by the
@@ -120,8 +124,28 @@ class Algorithm(abc.ABC):
         """Called after every step and its hook (PAT refits its twin here when asked to)."""
         return state
 
+    def finished(self, state: dict) -> bool:
+        """True when the algorithm has nothing left to learn (a spent query budget): the loop
+        stops after this step, measures the epoch on validation and ends the run."""
+        return False
+
     def extra(self, state: dict) -> dict:
         """Method-specific entries for the result record."""
+        return {}
+
+    # -- device epochs (a config with a ``device_epoch`` field: "auto", "on", "off") ---------
+    def fused_epoch_obstacles(self) -> list[str] | None:
+        """Why an epoch cannot run as one compiled program on these layers (empty: it can);
+        ``None``: the algorithm has no such epoch."""
+        return None
+
+    def fused_epoch(self, state: dict, xs: list, ys: list) -> tuple[dict, list[float]]:
+        """The steps on every batch ``(xs[i], ys[i])`` of an epoch, in order, as :meth:`step`
+        takes them; the new state and each batch's loss."""
+        raise NotImplementedError
+
+    def fused_epoch_report(self) -> dict:
+        """What the record's ``device_epoch`` entry says of the fused epochs (times)."""
         return {}
 
     def n_params(self, state: dict) -> int:
@@ -303,6 +327,35 @@ def _differences(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
+def device_plan(algo: Algorithm, config, n_batches: int, *, on_step=None,
+                checkpoint_every: int = 0) -> dict | None:
+    """Whether each epoch runs as one compiled program (``algo.fused_epoch``) or step by step
+    on the host: ``{"mode", "used", "obstacles"}``, or ``None`` for a config without a
+    ``device_epoch`` field. ``checkpoint_every``: the steps between checkpoints (0: none).
+
+    Raises:
+        ConfigError: ``device_epoch="on"`` where an epoch cannot run as one program, naming why.
+    """
+    mode = getattr(config, "device_epoch", None)
+    if mode is None:
+        return None
+    reasons = algo.fused_epoch_obstacles()
+    reasons = [f"{type(algo).__name__} has no device epoch"] if reasons is None else list(reasons)
+    if on_step is not None:
+        reasons.append("an on_step hook must run after every step")
+    if checkpoint_every and checkpoint_every % n_batches:
+        reasons.append(f"checkpoint_every={checkpoint_every} puts checkpoints inside an epoch "
+                       f"of {n_batches} steps (a device epoch checkpoints at its end: use a "
+                       f"multiple of {n_batches})")
+    if type(algo).after_step is not Algorithm.after_step:
+        reasons.append(f"{type(algo).__name__}.after_step must run after every step")
+    if mode == "on" and reasons:
+        raise ConfigError('device_epoch="on": an epoch cannot run as one compiled program '
+                          f"here: {'; '.join(reasons)}. Use device_epoch=\"auto\" (the host "
+                          'path where needed) or "off"')
+    return {"mode": mode, "used": mode != "off" and not reasons, "obstacles": reasons}
+
+
 def _has_val(data) -> bool:
     y = getattr(data, "y_val", None)
     return y is not None and len(y) > 0
@@ -339,7 +392,7 @@ class _Run:
     generator and the :class:`LoopState`, with the steps of the loop as methods."""
 
     def __init__(self, method, algorithm_cls, layers, data, config, *, seed, ledger,
-                 fingerprint_extra, options):
+                 fingerprint_extra, options, on_step=None, checkpoint_every=0):
         self.method, self.layers, self.data, self.config = method, layers, data, config
         self.seed, self.ledger = seed, ledger
         self.algo = algorithm_cls(layers, data, config, seed=seed, ledger=ledger,
@@ -352,6 +405,10 @@ class _Run:
         self.n_batches = -(-n_train // config.batch_size)
         self.total_steps = config.epochs * self.n_batches
         self.fp = fingerprint(method, config, seed, layers, data, fingerprint_extra)
+        self.plan = device_plan(self.algo, config, self.n_batches, on_step=on_step,
+                                checkpoint_every=checkpoint_every)
+        if self.plan is not None:  # the path taken: results agree between them to rounding only
+            self.fp["device_epoch"] = "device" if self.plan["used"] else "host"
         self.loop = LoopState(order=np.zeros(n_train, np.int64))
 
     # ------------------------------------------------------------------ checkpoints
@@ -415,6 +472,9 @@ class _Run:
         loop, data, bs = self.loop, self.data, self.config.batch_size
         if fresh_order:
             loop.order, loop.losses, loop.batch = self.rng.permutation(len(data.y_train)), [], 0
+        if self.plan is not None and self.plan["used"] and loop.batch == 0:
+            self.fused_epoch(hooks, checkpoint_dir, checkpoint_every, stop, kill_at)
+            return
         for b in range(loop.batch, self.n_batches):
             idx = loop.order[b * bs:(b + 1) * bs]
             self.state, loss = self.algo.step(self.state, data.x_train[idx], data.y_train[idx])
@@ -435,6 +495,31 @@ class _Run:
             if stop["requested"]:
                 raise KeyboardInterrupt(f"stopped after step {loop.step}; checkpoint "
                                         f"written to {checkpoint_dir}")
+            if self.algo.finished(self.state):
+                return
+
+    def fused_epoch(self, hooks: dict, checkpoint_dir, checkpoint_every, stop: dict,
+                    kill_at: int) -> None:
+        """The epoch as one compiled program (``algo.fused_epoch``); hooks, checkpoints and a
+        Ctrl-C stop take effect at its end."""
+        loop, data, bs = self.loop, self.data, self.config.batch_size
+        idx = [loop.order[b * bs:(b + 1) * bs] for b in range(self.n_batches)]
+        self.state, losses = self.algo.fused_epoch(self.state, [data.x_train[i] for i in idx],
+                                                   [data.y_train[i] for i in idx])
+        first = loop.step
+        loop.losses = [*loop.losses, *map(float, losses)]
+        loop.step, loop.batch = first + self.n_batches, self.n_batches
+        if hooks["on_batch"] is not None:
+            for j, loss in enumerate(losses):
+                hooks["on_batch"](first + j + 1, self.total_steps, float(loss))
+        if checkpoint_dir is not None and (
+                stop["requested"] or (checkpoint_every and loop.step % checkpoint_every == 0)):
+            save_checkpoint(checkpoint_dir, self.snapshot(), step=loop.step)
+            if kill_at and loop.step >= kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if stop["requested"]:
+            raise KeyboardInterrupt(f"stopped after step {loop.step}; checkpoint "
+                                    f"written to {checkpoint_dir}")
 
     def evaluate_epoch(self, epoch: int, t_epoch: float, progress) -> None:
         """Validation (and training-subset) accuracy, cumulative costs, best state, patience."""
@@ -488,6 +573,8 @@ class _Run:
                    "physics_fits": physics_fits(self.ledger),
                    "params_sha256": params_digest(algo.params(selected)),
                    "fingerprint": self.fp, **algo.extra(selected)})
+        if self.plan is not None:
+            record["device_epoch"] = {**self.plan, **algo.fused_epoch_report()}
         del record["test_accuracy"]
         return Result(record, TrainedModel(self.method, algo, selected))
 
@@ -531,7 +618,9 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
         ResumeMismatch: when resuming from a checkpoint written by a different run.
     """
     r = _Run(method, algorithm_cls, layers, data, config, seed=check_seed(seed),
-             ledger=ledger or Ledger(), fingerprint_extra=fingerprint_extra, options=options)
+             ledger=ledger or Ledger(), fingerprint_extra=fingerprint_extra, options=options,
+             on_step=on_step, checkpoint_every=checkpoint_every if checkpoint_dir is not None
+             else 0)
     resumed = checkpoint_dir is not None and resume and r.resume(checkpoint_dir, progress)
     stop = {"requested": False}
     handler = _sigint_stops(stop) if checkpoint_dir is not None else None
@@ -543,9 +632,12 @@ def run(method: str, algorithm_cls, layers, data, config, *, seed: int = 0,
             epoch, t_epoch = r.loop.epoch, time.perf_counter()
             r.train_epoch(fresh_order, hooks, checkpoint_dir, checkpoint_every, stop, kill_at)
             fresh_order = True
-            if epoch % config.eval_every == 0 or epoch == config.epochs:
+            finished = r.algo.finished(r.state)
+            if finished or epoch % config.eval_every == 0 or epoch == config.epochs:
                 r.evaluate_epoch(epoch, t_epoch, progress)
             r.loop.epoch = epoch + 1
+            if finished:
+                r.loop.stopped_early = True
     finally:
         if handler is not None:
             signal.signal(signal.SIGINT, handler)

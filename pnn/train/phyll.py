@@ -41,6 +41,7 @@ from pnn.network import (LABEL_SCALES, SKIPS, Block, MinMax, direction, embed_al
                          embed_label, goodness, label_amplitude, to_drive)
 from pnn.train.common import Progress, StepHook, logistic_regression
 from pnn.train.loop import Algorithm, LoopConfig, Result, fit
+from pnn.train.phyll_device import MODES, Parts, Timing, obstacles, run_epoch
 
 __all__ = ["PhyLLConfig", "Config", "PhyLL", "train", "input_dim", "layer_shapes", "PRESETS",
            "preset"]
@@ -81,6 +82,11 @@ class PhyLLConfig(LoopConfig):
     drive_gain: the drive is ``lo + (hi - lo) * clip(drive_gain * a, 0, 1)`` for the unit-norm
         direction ``a``: above 1 the drives use more of the safe range (where the physics is
         more nonlinear); a physical lever, searched by the tuner.
+    device_epoch: ``"auto"`` runs each epoch as one compiled program when every layer is a
+        pure-JAX simulator and nothing must run between steps (no ``on_step`` hook, checkpoints
+        only at epoch ends), else the host path; ``"on"`` refuses, naming why, where that is not
+        possible; ``"off"`` always takes the host path (:mod:`pnn.train.phyll_device`). The two
+        paths agree to float rounding; the record's ``device_epoch`` says which ran.
     """
 
     hidden: tuple = param((20, 20), widths=True)
@@ -99,6 +105,7 @@ class PhyLLConfig(LoopConfig):
     skip: str = param("raw", choices=SKIPS, legacy="direction")
     label_scale: str = param("sample", choices=LABEL_SCALES)
     drive_gain: float = param(1.0, ge=1.0, le=1000.0, search=("log", 1.0, 8.0))
+    device_epoch: str = param("auto", choices=MODES)
 
 
 #: ``pnn train --preset paper``: the PhyLL authors' published settings per system, read from
@@ -260,8 +267,36 @@ def _eval_block(blk, m, h, lo, hi, gain, *, kind):
                                                                    gain)
 
 
+def negatives(rng: np.random.Generator, y, n_classes: int, k: int) -> np.ndarray:
+    """``k`` wrong labels per sample of ``y``, negative-major (shape ``(k * batch,)``): every
+    wrong label once when ``k == n_classes - 1``, else drawn uniformly from ``rng``."""
+    n = len(y)
+    if k == n_classes - 1:  # every wrong label once
+        shift = np.repeat(np.arange(1, n_classes), n)
+    else:
+        shift = rng.integers(1, n_classes, size=k * n)
+    return (np.tile(y, k) + shift) % n_classes
+
+
+def train_flops(cfg, rows: int, block) -> int:
+    """Digital FLOPs of one block's update on ``rows`` drives (positives and negatives)."""
+    fan_in, width = block.W.shape[1], block.W.shape[0]
+    # per inner step, for pos and neg: the block's forward and weight gradient (its inputs are
+    # measurements and the previous output: no input gradient), the goodness and the loss
+    # forward and backward (6 a drive and output entry, as in a goodness pass), Adam; then the
+    # forward pass with the updated parameters
+    return (cfg.inner_steps * (update_flops(rows, [(fan_in, width)])
+                               + 6 * rows * (fan_in + width)
+                               + adam_flops(block.n_params, lr_as_data=True))
+            + dense_flops(rows, fan_in, width))
+
+
 #: the ``readout`` value of the logistic read-out (a read-out kind, not a method name)
 _LINEAR_READOUT = "linear"
+
+
+_PARTS = Parts(goodness=_block_goodness, train_inputs=_train_inputs, adam=_ADAM,
+               train_flops=train_flops, negatives=negatives)
 
 
 class PhyLL(Algorithm):
@@ -333,12 +368,7 @@ class PhyLL(Algorithm):
         cfg, C, ledger = self.config, self.data.n_classes, self.ledger
         n = len(y)
         rng = state["rng"]
-        k_neg = min(int(cfg.negatives), C - 1)
-        if k_neg == C - 1:  # every wrong label once
-            shift = np.repeat(np.arange(1, C), n)
-        else:
-            shift = rng.integers(1, C, size=k_neg * n)
-        y_neg = (np.tile(y, k_neg) + shift) % C
+        y_neg = negatives(rng, y, C, min(int(cfg.negatives), C - 1))
         h, drives = self._inputs(_train_inputs, x, np.asarray(y), np.asarray(y_neg))
         drives = np.asarray(drives)
         blocks, opts, calibrated = list(state["blocks"]), list(state["opt"]), \
@@ -358,21 +388,27 @@ class PhyLL(Algorithm):
                 np.float32(cfg.theta), np.float32(nxt.lo), np.float32(nxt.hi),
                 np.float32(cfg.drive_gain), self.inner_rates(int(opts[k].count)))
             blocks[k] = eqx.combine(params, static)
-            fan_in, width = blocks[k].W.shape[1], blocks[k].W.shape[0]
-            # per inner step, for pos and neg: the block's forward and weight gradient (its
-            # inputs are measurements and the previous output: no input gradient), the goodness
-            # and the loss forward and backward (6 a drive and output entry, as in a goodness
-            # pass), Adam; then the forward pass with the updated parameters
-            ledger.add_flops(cfg.inner_steps * (update_flops(len(drives), [(fan_in, width)])
-                                                + 6 * len(drives) * (fan_in + width)
-                                                + adam_flops(blocks[k].n_params,
-                                                             lr_as_data=True))
-                             + dense_flops(len(drives), fan_in, width), "trainable update")
+            ledger.add_flops(train_flops(cfg, len(drives), blocks[k]), "trainable update")
             batch_loss += float(loss)
             if k + 1 < len(blocks):
                 drives = np.asarray(d_next)
         return {**state, "blocks": blocks, "opt": opts, "calibrated": calibrated,
                 "rng": rng}, batch_loss
+
+    # -- the device epoch (pnn.train.phyll_device) -------------------------------------------
+    def fused_epoch_obstacles(self) -> list[str]:
+        """Why an epoch cannot run as one compiled program here (empty: it can)."""
+        return obstacles(self.layers)
+
+    def fused_epoch(self, state, xs, ys):
+        """Every batch of an epoch in one compiled program (:mod:`pnn.train.phyll_device`)."""
+        if getattr(self, "_timing", None) is None:
+            self._timing = Timing()
+        return run_epoch(self, state, xs, ys, _PARTS, self._timing)
+
+    def fused_epoch_report(self) -> dict:
+        timing = getattr(self, "_timing", None)
+        return {} if timing is None else timing.report()
 
     def scores(self, state, x) -> np.ndarray:
         """Summed goodness for every label, shape ``(batch, n_classes)``."""
