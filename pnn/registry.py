@@ -223,6 +223,18 @@ for _s in (
                    Param("speed_scale", "sound-speed scale", "× c0", relative=True)),
            drift_param="speed_scale", levers={"c_nl": ("log", 30.0, 1500.0)},
            energy_per_query_j=5e-3),
+    # the drive row played as n_sources sampled waveforms (10 kHz by default, the audio vowel
+    # task's rate), probe intensities read; an optional design region of trainable speed
+    # (sim/acoustic_design.py). Energy: ~50 ms of audio through a ~1 W speaker and microphone.
+    System("acoustic_waveform", "pnn.sim.acoustic_design:DesignedAcousticLayer",
+           "waveform-driven acoustic simulator", "pnn.sim.acoustic_design:DesignedAcousticLayer",
+           params=(Param("c0", "background sound speed", "m/s"),
+                   Param("c_nl", "nonlinear speed coefficient", "m/s/Pa²"),
+                   Param("speed_scale", "sound-speed scale", "× c0", relative=True),
+                   Param("sample_rate", "waveform sample rate", "Hz"),
+                   Param("design_c_min", "slowest design-region speed", "m/s"),
+                   Param("design_c_max", "fastest design-region speed", "m/s")),
+           drift_param="speed_scale", energy_per_query_j=5e-2),
     # Ranges stay inside each simulator's stability checks at its default grid (the optical
     # split step: gamma * P0 * length / n_steps <= 0.5 rad at P0 = 900 W, 40 steps).
     System("optical", _optical, "optical simulator", "pnn.sim.optical:OpticalLayer",

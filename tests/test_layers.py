@@ -405,7 +405,7 @@ def test_plugin_system_errors(lab_package, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"cannot import module 'no_such_lab'"):
         registry.resolve_system("no_such_lab:factory")
     with pytest.raises(ConfigError, match=r"\[system\] name = 'lab_rig': unknown system; valid "
-                                          r"systems: acoustic, lab-rig"):
+                                          r"systems: acoustic, acoustic_waveform, lab-rig"):
         Experiment.from_dict({"method": {"name": "phyll"}, "system": {"name": "lab_rig"}})
     with pytest.raises(FileNotFoundError, match=r"recorded:missing.npz: no such file"):
         registry.resolve_system("recorded:missing.npz")

@@ -23,16 +23,18 @@ N_IN, N_OUT = 5, 6
 DRIVE_INDEPENDENT = {"none"}
 
 
-def _drives(n, n_in=N_IN, seed=0):
-    return np.random.default_rng(seed).uniform(0, 1, (n, n_in)).astype(np.float32)
+def _drives(n, lo=0.0, hi=1.0, n_in=N_IN, seed=0):
+    """Drives drawn uniformly over a layer's declared safe range ``[lo, hi]``."""
+    return np.random.default_rng(seed).uniform(lo, hi, (n, n_in)).astype(np.float32)
 
 
 @pytest.fixture(scope="module", params=sorted(SYSTEMS))
 def case(request):
-    """(name, layer, x, y = layer(x)) for one registered system, built once per module."""
+    """(name, layer, x, y = layer(x)) for one registered system, built once per module; the
+    drives span the range the layer declares (``spec.lo``, ``spec.hi``)."""
     name = request.param
     layer = SYSTEMS[name](N_IN, N_OUT, seed=1, name=name)
-    x = _drives(4)
+    x = _drives(4, layer.spec.lo, layer.spec.hi)
     return name, layer, x, np.asarray(layer(x))
 
 
@@ -68,7 +70,7 @@ def test_jit_vmap_and_sample_independence(case):
     np.testing.assert_allclose(np.asarray(per_sample), y, rtol=1e-4, atol=1e-7 * np.abs(y).max())
     # a sample's output does not depend on the others in its batch
     x2 = x[::-1].copy()
-    x2[-1] = 0.5
+    x2[-1] = 0.5 * (layer.spec.lo + layer.spec.hi)
     np.testing.assert_allclose(np.asarray(layer(x2))[:-1], y[::-1][:-1], rtol=1e-4,
                                atol=1e-7 * np.abs(y).max())
 
@@ -84,6 +86,15 @@ def test_forward_is_differentiable(case):
                                np.asarray(layer.forward(jnp.asarray(x))), rtol=1e-6)
 
 
+def _out_of_range(spec):
+    """Drives inside the declared range but one, ``hi + 0.5``; and the message naming it."""
+    lo, hi = spec.lo, spec.hi
+    row = lo + (hi - lo) * np.array([0.1, 0.9, 0.2, 0.3, 0.4])
+    row[1] = hi + 0.5
+    return row[None], (rf"drives must lie in the safe range \[{lo}, {hi}\].*got values in "
+                       rf"\[{row.min():g}, {row.max():g}\]")
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -92,12 +103,15 @@ def test_forward_is_differentiable(case):
         (np.zeros((2, N_IN + 1)), rf"expected {N_IN} drive channels .* got shape "
                                   rf"\(2, {N_IN + 1}\)"),
         (np.array([[0.1, np.nan, 0.2, 0.3, 0.4]]), r"drives must be finite, got nan"),
-        (np.array([[0.1, 1.5, 0.2, 0.3, 0.4]]), r"drives must lie in the safe range "
-                                                r"\[0.0, 1.0\].*got values in \[0.1, 1.5\]"),
+        ("out of range", None),
     ],
 )
 def test_bad_input_refused(case, bad, match):
+    """Refused with the layer's name; the range check reads the range the layer declares
+    (for [0, 1]: [[0.1, 1.5, 0.2, 0.3, 0.4]], values in [0.1, 1.5])."""
     name, layer, _, _ = case
+    if match is None:
+        bad, match = _out_of_range(layer.spec)
     with pytest.raises(ValueError, match=f"{name}: {match}"):
         layer(bad)
 
@@ -106,7 +120,8 @@ def test_bad_input_refused_under_jit(case):
     """Inside a transformation the values are unknown on the host: checked on the device."""
     name, layer, x, _ = case
     call = eqx.filter_jit(lambda m, z: m(z))
-    for bad in (np.where(np.arange(N_IN) == 2, 1.5, x[:1]), np.full((1, N_IN), np.nan)):
+    for bad in (np.where(np.arange(N_IN) == 2, layer.spec.hi + 0.5, x[:1]),
+                np.full((1, N_IN), np.nan)):
         with pytest.raises(eqx.EquinoxRuntimeError,
                            match=rf"{name}: drives must be finite and lie in the safe range"):
             call(layer, jnp.asarray(bad, jnp.float32))
