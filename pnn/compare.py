@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import textwrap
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,7 +35,7 @@ from pnn.stats import ENERGY_NOTE, ENERGY_PER_FLOP_J, summary_rows, t_interval
 from pnn.tune import tune
 
 __all__ = ["compare", "summarise", "markdown_table", "plot_costs", "write_report",
-           "base_values"]
+           "base_values", "method_order", "budget_source", "plot_tuning_curves"]
 
 
 def base_values(method: str, overrides: dict, n_params: int | None) -> dict:
@@ -100,8 +101,7 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
     levers = {k: v for k, v in registry.levers(system).items()
               if k not in system_kwargs}
     split = _cached(_data_for(data))
-    # physical methods first, so that a budget-matched reference can match their size
-    order = sorted(methods, key=lambda m: not registry.get_trainer(m).uses_physical_layers)
+    order = method_order(methods)
     runs = _Comparison(system, seeds, system_kwargs, devices, done, n=len(order) * len(seeds),
                        on_start=on_start, on_done=on_done, progress_factory=progress_factory,
                        checkpoint=checkpoint)
@@ -116,6 +116,24 @@ def compare(system: str, data, methods: list[str], seeds: list[int], *,
         for seed in seeds:
             runs.run(method, seed, split, overrides.get(method, {}), tuned, tune_trials)
     return runs.records
+
+
+def method_order(methods: list[str]) -> list[str]:
+    """The order :func:`compare` runs ``methods`` in: physical methods first (in the given
+    order), so that a budget-matched reference can match their size; then the others."""
+    return sorted(methods, key=lambda m: not registry.get_trainer(m).uses_physical_layers)
+
+
+def budget_source(methods: list[str], method: str) -> str | None:
+    """The method whose run on a seed sets ``method``'s trainable-parameter budget on that seed
+    (the first physical method of :func:`method_order`), or ``None`` when ``method`` matches
+    no budget or no physical method runs."""
+    physical = [m for m in method_order(methods)
+                if registry.get_trainer(m).uses_physical_layers]
+    if not registry.get_trainer(method).matches_parameter_budget or not physical \
+            or physical[0] == method:
+        return None
+    return physical[0]
 
 
 def _check_arguments(methods: list[str], seeds: list[int], tune_trials, devices: int) -> None:
@@ -194,7 +212,9 @@ class _Comparison:
             rec["tuned"] = {"study_name": tuned["study_name"], "n_trials": tune_trials,
                             "tuned_on_seed": self.seeds[0],
                             "best_val_accuracy": tuned["best_val_accuracy"],
-                            "best_params": tuned["best_params"]}
+                            "best_params": tuned["best_params"],
+                            # the tuning curve: whether the trials were enough
+                            "curve": tuned.get("curve")}
         if layers and seed not in self.budget:
             self.budget[seed] = rec["n_trainable_params"]
         self._add(rec, new=True)
@@ -395,6 +415,34 @@ def plot_costs(records: list[dict], path: Path, title: str, *,
         axes[1].set_xlabel("digital FLOPs for learning (counted; log scale)")
         axes[0].set_ylabel(f"test accuracy (%; mean, {int(confidence * 100)} % t interval)")
         fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        try:
+            save(fig, path, dpi=120)
+        finally:
+            plt.close(fig)
+
+
+def plot_tuning_curves(tuned: dict[str, dict], path: Path, title: str) -> None:
+    """The tuning curve of every method: the best validation accuracy so far against the
+    completed trial (a line each), every trial's own accuracy as faint dots; written as ``path``
+    (PNG) and an SVG beside it. ``tuned``: method -> :func:`pnn.tune.tune`'s result (its
+    ``curve``). A line still rising at the last trial says the budget was not enough."""
+    with talk_style() as plt:
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        for j, (method, res) in enumerate(tuned.items()):
+            curve = res.get("curve") or {}
+            best, own = curve.get("best_val_accuracy") or [], curve.get("val_accuracy") or []
+            x = list(range(1, len(best) + 1))
+            c = colour(method, j)
+            ax.plot(x, [100 * v for v in best], "-o", color=c, markersize=4,
+                    label=f"{method_name(method)} (best {100 * max(best, default=0):.1f} %)")
+            ax.scatter(x, [100 * v for v in own], color=c, alpha=0.3, s=12)
+        ax.set_xlabel("completed tuning trial")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=9, loc="lower right",
+                  title="line: best so far; dots: each trial", title_fontsize=9)
+        fig.suptitle(textwrap.fill(title, 90), fontsize=10)
         fig.tight_layout()
         try:
             save(fig, path, dpi=120)

@@ -37,14 +37,21 @@ On CPU, test with several virtual devices (set before jax is imported)::
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python -c "..."
 
 Several GPUs on one host: ``DataParallel(layer, devices=None)`` uses every device of
-``jax.devices()`` (or pass ``devices=N`` for the first N, or a list of devices). Several hosts:
-start one process per host and call ``jax.distributed.initialize(coordinator_address=
-"host0:1234", num_processes=H, process_id=i)`` (arguments are detected automatically under
-SLURM and on Cloud TPU) before anything else touches JAX; ``jax.devices()`` then lists every
-host's devices and the mesh spans them. Every process must call the layer with the same global
-batch (build it from the same seed), or assemble a global array from per-host rows with
-``jax.make_array_from_process_local_data(NamedSharding(layer.mesh, P("batch", None)), rows)``
-and pass that instead; read results on each host from ``y.addressable_shards``.
+``jax.devices()`` (or pass ``devices=N`` for the first N, or a list of devices).
+
+Several processes or hosts (:mod:`pnn.distributed`): start one process per host (or several on
+one machine), each calling :func:`pnn.distributed.initialize` (``PNN_COORDINATOR`` & co. for
+the command line) before anything else touches JAX; ``jax.devices()`` then lists every
+process's devices, and a mesh of N of them takes them in turn from each process (process 0's
+first, process 1's first, ..., then each one's second), so that every process holds part of
+it (N must be at least the number of processes; ``--devices 1``, :func:`data_parallel` with
+1, leaves the layer bare, and each process runs it whole on its own). Every process must call the layer with the same global batch (build it
+from the same seed): each computes its own devices' rows from its copy. The output is then
+gathered on the device (an all-gather over the mesh, inside the same jitted program), so each
+process gets the full result, an array replicated on every device of the mesh that
+``np.asarray`` reads; :func:`grid_split_simulate` gathers its field the same way. To feed
+different rows from each process instead, assemble a global array with
+``jax.make_array_from_process_local_data(layer.sharding(), rows)`` and pass that.
 """
 
 from __future__ import annotations
@@ -61,30 +68,58 @@ from pnn.layer import LayerSpec
 from pnn.sim.acoustic import AcousticLayer
 from pnn.sim.base import AbstractSimulator
 
-__all__ = ["DataParallel", "batch_mesh", "check_devices", "data_parallel", "grid_split_simulate"]
+__all__ = ["DataParallel", "batch_mesh", "check_devices", "data_parallel", "grid_split_simulate",
+           "spans_processes"]
 
 AXIS = "batch"
 
 
 def batch_mesh(devices: int | Sequence | None = None) -> Mesh:
     """A 1-D mesh named ``"batch"`` over ``devices``: ``None`` for all of ``jax.devices()``,
-    an int N for the first N, or a sequence of devices.
+    an int N for the first N (taken in turn from each process when there are several), or a
+    sequence of devices.
 
     Raises:
         ValueError: when more devices are asked for than exist (the message names the XLA flag
-            that makes virtual CPU devices), or N < 1.
+            that makes virtual CPU devices), or N < 1, or, with several processes, when the
+            mesh leaves a process without a device.
     """
     avail = jax.devices()
     if devices is None:
         devs = list(avail)
     elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         n = check_devices(int(devices))
-        devs = list(avail[:n])
+        devs = _in_turn(avail)[:n]
     else:
         devs = list(devices)
         if not devs:
             raise ValueError("devices: an empty device list")
+    held = {d.process_index for d in devs}
+    if jax.process_count() > 1 and len(held) < jax.process_count():
+        idle = sorted(set(range(jax.process_count())) - held)
+        raise ValueError(
+            f"devices: a mesh of {len(devs)} device{'s' if len(devs) > 1 else ''} leaves "
+            f"process{'es' if len(idle) > 1 else ''} {', '.join(map(str, idle))} of "
+            f"{jax.process_count()} without one, and every process runs the same program on "
+            f"its own devices; ask for at least {jax.process_count()} devices (or run the "
+            f"bare layer, as --devices 1 does: each process then runs it whole)")
     return Mesh(np.array(devs), (AXIS,))
+
+
+def _in_turn(devices) -> list:
+    """``devices`` taken in turn from each process (the first of each, then the second...),
+    so that the first N span as many processes as they can; one process's order unchanged."""
+    by_process: dict[int, list] = {}
+    for d in devices:
+        by_process.setdefault(d.process_index, []).append(d)
+    queues = [by_process[p] for p in sorted(by_process)]
+    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+
+
+def spans_processes(mesh: Mesh) -> bool:
+    """Whether ``mesh`` holds devices of more than one process (its outputs are then gathered
+    so that every process reads them whole)."""
+    return len({d.process_index for d in mesh.devices.flat}) > 1
 
 
 def check_devices(n, *, what: str = "devices") -> int:
@@ -103,8 +138,9 @@ def check_devices(n, *, what: str = "devices") -> int:
     avail = jax.devices()
     if n > len(avail):
         kinds = ", ".join(str(d) for d in avail)
+        over = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
         raise ValueError(
-            f"{said}: JAX sees only {len(avail)} device{'s' if len(avail) > 1 else ''} "
+            f"{said}: JAX sees only {len(avail)} device{'s' if len(avail) > 1 else ''}{over} "
             f"({kinds}, backend {jax.default_backend()}); on a CPU, set XLA_FLAGS="
             f"--xla_force_host_platform_device_count={n} in the environment before pnn starts "
             f"(JAX reads it once, at import) to get {n} virtual CPU devices; with GPUs, make "
@@ -208,6 +244,8 @@ class DataParallel(AbstractSimulator):
         key_spec = None if key is None else P()
         y = jax.shard_map(local, mesh=self.mesh, in_specs=(P(AXIS, None), key_spec),
                           out_specs=P(AXIS, None), check_vma=False)(x, key)
+        if spans_processes(self.mesh):  # every process reads the whole output
+            y = jax.lax.with_sharding_constraint(y, NamedSharding(self.mesh, P()))
         return y[:b] if pad else y
 
 
@@ -231,12 +269,16 @@ def grid_split_simulate(layer, x, devices: int | Sequence | None = None):
 
     Returns:
         ``(traces, field)``: probe pressures ``(n_steps, batch, n_out)`` and the final field
-        ``(batch, nx, ny)``, as :meth:`AcousticLayer.simulate` gives them.
+        ``(batch, nx, ny)``, as :meth:`AcousticLayer.simulate` gives them. When the devices
+        belong to several processes (:mod:`pnn.distributed`), every process passes the same
+        ``x`` and receives both whole (the field gathered from the slabs on the device).
     """
     if not isinstance(layer, AcousticLayer):
         raise TypeError(f"grid_split_simulate splits an AcousticLayer's grid; got "
                         f"{type(layer).__name__}")
-    mesh = Mesh(batch_mesh(devices).devices, ("x",))
+    # each process's devices side by side: one halo crosses between processes, not every one
+    mesh = Mesh(np.array(sorted(batch_mesh(devices).devices.flat, key=lambda d: d.process_index)),
+                ("x",))
     n = int(mesh.size)
     if layer.nx % n:
         raise ValueError(f"{layer.spec.name}: nx = {layer.nx} rows do not split evenly over "
@@ -273,7 +315,14 @@ def grid_split_simulate(layer, x, devices: int | Sequence | None = None):
         return traces, u
 
     rows = P("x")
-    traces, field = jax.jit(jax.shard_map(
-        local, mesh=mesh, in_specs=(rows, rows, rows, rows, rows, P()),
-        out_specs=(P(), rows), check_vma=False))(src, delta, mask, sigma, probes, wave)
-    return traces, jnp.moveaxis(field, -1, 0)
+    split = jax.shard_map(local, mesh=mesh, in_specs=(rows, rows, rows, rows, rows, P()),
+                          out_specs=(P(), rows), check_vma=False)
+
+    @jax.jit
+    def run(*arrays):
+        traces, field = split(*arrays)
+        if spans_processes(mesh):  # every process reads the whole field
+            field = jax.lax.with_sharding_constraint(field, NamedSharding(mesh, P()))
+        return traces, jnp.moveaxis(field, -1, 0)
+
+    return run(src, delta, mask, sigma, probes, wave)

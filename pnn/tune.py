@@ -9,17 +9,22 @@ the run's selected **validation** accuracy. The data given to the trials is **se
 measured on test here.
 
 Studies persist in an Optuna storage: by default a journal file (``JournalFileBackend``) in
-the output folder, or any URL Optuna accepts (``sqlite:///tune.db``, ``postgresql://...``).
+the output folder, or any URL Optuna accepts (``sqlite:///tune.db``, ``postgresql://...``), or
+a storage object (the comparison's workers pass theirs, :mod:`pnn.experiment.compare_jobs`).
 Studies are opened with ``load_if_exists=True``, so a sweep resumes after a crash and several
 processes (or machines sharing a database) can work on one study. ``n_trials`` is the number of
 *completed* trials the study should hold: a call runs only the missing ones, so every method
-gets the same budget even when a sweep was interrupted and resumed.
+gets the same budget even when a sweep was interrupted and resumed (``restart`` runs a
+partial study again from its first trial instead, for the result of an uninterrupted one).
+Every result holds the tuning curve (``curve``: each completed trial's validation accuracy in
+trial order and the best so far), so a reader sees whether the trials were enough.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -82,6 +87,10 @@ def open_storage(storage, out: str | Path = "tune_results"):
         storage = Path(out) / "tune.journal"
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
+    if isinstance(storage, str) and storage.startswith("sqlite://"):
+        # several processes write one file: wait up to a minute for its lock, not 5 s
+        return optuna.storages.RDBStorage(storage,
+                                          engine_kwargs={"connect_args": {"timeout": 60}})
     if isinstance(storage, str) and "://" in storage:
         return storage
     path = Path(storage)
@@ -147,7 +156,8 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
          seed: int = 0, storage=None, study_name: str | None = None, jobs: int = 1,
          base_config: dict | None = None, out: str | Path = "tune_results", data=None,
          timeout: float | None = None, progress=None, devices: int = 1,
-         system_kwargs: dict | None = None, system_search: dict | None = None) -> dict:
+         system_kwargs: dict | None = None, system_search: dict | None = None,
+         restart: bool = False) -> dict:
     """Tune ``method`` on the validation split; returns the best configuration.
 
     Args:
@@ -173,13 +183,16 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
             JAX devices (:func:`pnn.registry.build_layers`). Not part of the study's settings:
             the outputs are the same on any number of devices (to float rounding), so a study
             resumes on another count.
+        restart: a partial study of that name (a run died in it) is run again from its
+            first trial: an uninterrupted study's result (see :func:`_drop_partial`).
 
     Returns:
         ``{"method", "study_name", "storage", "best_config" (every Config value),
         "best_system" (the system's parameters of the best trial, fixed and searched),
         "best_params" (the searched values), "best_val_accuracy", "best_trial",
         "n_complete", "trials" (number, state, params, val_accuracy, selected_epoch),
-        "search_space", "data"}``.
+        "curve" (completed trials in order: ``trial``, ``val_accuracy``, best so far
+        ``best_val_accuracy``), "search_space", "data"}``.
 
     Raises:
         TestSetSealed: a trainer read the test split during a trial.
@@ -200,10 +213,14 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
     if data is None:
         data = _load_data(task_options, seed)
     sealed = data.sealed()  # trials can never read the test split
-
     study_name = study_name or default_study_name(method, system, task_options, seed,
                                                   base_config)
     store = open_storage(storage, out)
+    # a method without a search space (e.g. the linear reference, whose C is chosen on
+    # validation inside its run) is deterministic: one trial is its whole study
+    target = n_trials if space or system_search else 1
+    if restart:
+        _drop_partial(optuna, study_name, store, target)
     settings = _jsonable({"method": method, "system": system, "task_options": task_options,
                           "seed": seed, "base_config": base_config, "data": sealed.describe(),
                           "search_space": space,
@@ -212,10 +229,7 @@ def tune(method: str, system: str, task_options: dict | None = None, *, n_trials
     study = _open_study(optuna, study_name, store, seed, settings, storage)
     objective = _Objective(method, system, trainer, sealed, seed, devices, space, base_config,
                            system_kwargs, system_search, progress)
-    # a method without a search space (e.g. the linear reference, whose C is chosen on
-    # validation inside its run) is deterministic: one trial is its whole study
-    _complete(optuna, study, objective, n_trials if space or system_search else 1, jobs,
-              timeout)
+    _complete(optuna, study, objective, target, jobs, timeout)
     return _result(optuna, study, method, system, study_name, storage, out, system_kwargs,
                    space, system_search, settings["data"])
 
@@ -243,6 +257,22 @@ def _check_base_config(method: str, trainer, base_config: dict) -> None:
         raise ConfigError(f"base_config for {method}: unknown key(s) {', '.join(unknown)}; "
                           f"valid keys: {', '.join(sorted(fields))}")
     trainer.Config(**base_config)  # fail before any trial on a bad base config
+
+
+def _drop_partial(optuna, study_name: str, store, target: int) -> None:
+    """Delete the study ``study_name`` unless it is absent or holds ``target`` completed
+    trials and no other (:func:`tune`'s ``restart``): a resumed study's sampler starts afresh
+    and proposes other values than an uninterrupted one, so a partial study is run again from
+    its first trial; a complete one is used as it is."""
+    try:
+        old = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        return
+    trials = old.get_trials(deepcopy=False)
+    if len(trials) >= target and all(t.state == optuna.trial.TrialState.COMPLETE
+                                      for t in trials):
+        return
+    optuna.delete_study(study_name=study_name, storage=store)
 
 
 def _open_study(optuna, study_name: str, store, seed: int, settings: dict, storage):
@@ -320,11 +350,15 @@ def _result(optuna, study, method: str, system: str, study_name: str, storage, o
     if not complete:
         raise RuntimeError(f"study {study_name!r}: no trial completed; see the errors above")
     best = study.best_trial
+    done = sorted(complete, key=lambda t: t.number)
+    values = [float(t.value) for t in done]
     return {
         "method": method,
         "system": system,
         "study_name": study_name,
-        "storage": str(storage) if storage is not None else str(Path(out) / "tune.journal"),
+        # an RDB storage object by its URL
+        "storage": (str(getattr(storage, "url", storage)) if storage is not None
+                    else str(Path(out) / "tune.journal")),
         "best_config": dict(best.user_attrs["config"]),
         "best_system": dict(best.user_attrs.get("system", system_kwargs)),
         "best_params": dict(best.params),
@@ -338,6 +372,8 @@ def _result(optuna, study, method: str, system: str, study_name: str, storage, o
                     "val_accuracy": t.user_attrs.get("val_accuracy"),
                     "selected_epoch": t.user_attrs.get("selected_epoch"),
                     "data_sealed": t.user_attrs.get("data_sealed")} for t in trials],
+        "curve": {"trial": [t.number for t in done], "val_accuracy": values,
+                  "best_val_accuracy": list(itertools.accumulate(values, max))},
     }
 
 

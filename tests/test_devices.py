@@ -27,7 +27,8 @@ def _documented() -> tuple[dict, list[str]]:
     ``pnn``."""
     from tests.docs_examples import blocks
 
-    (ex,) = [b for b in blocks("docs/workflows.md", "bash") if "--devices 2" in b.text]
+    (ex,) = [b for b in blocks("docs/workflows.md", "bash")
+             if "--devices 2" in b.text and "XLA_FLAGS" in b.text]
     (command,) = ex.commands()
     env, _, rest = command.partition(" .venv/bin/pnn ")
     key, _, value = env.partition("=")

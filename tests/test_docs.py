@@ -69,6 +69,11 @@ CLAIMS = (
                           (r"(run experiments/\S+)", r"\1 --set method.epochs=1"))),
     Claim("README.md", r"^from pnn import registry", "python",
           shrink=((r"epochs=12", "epochs=1"),)),
+    Claim("docs/cluster.md", r"--workers 2 --out grid", "elsewhere",
+          "tests/test_workers.py::test_two_workers_on_one_sqlite_storage_give_the_one_process_records"),
+    Claim("docs/cluster.md", r"--workers 4 --storage postgresql", "script"),
+    Claim("docs/cluster.md", r"#SBATCH", "elsewhere",
+          "tests/test_workers.py::test_the_slurm_script_is_valid_bash_and_its_command_runs"),
     Claim("docs/byo-physics.md", r".", "elsewhere",
           "tests/test_layers.py::test_readme_bring_your_own_physics_examples_run"),
     Claim("docs/characterize.md", r".", "elsewhere",
@@ -96,8 +101,10 @@ CLAIMS = (
           "tests/test_tune.py::test_the_documented_tune_then_train_block_runs"),
     Claim("docs/workflows.md", r"--checkpoint-dir runs/a", "tour",
           shrink=((r"--epochs 30", "--epochs 2"), (r"--checkpoint-every 20", "--checkpoint-every 1"))),
-    Claim("docs/workflows.md", r"--devices 2", "elsewhere",
+    Claim("docs/workflows.md", r"device_count=2 \.venv/bin/pnn train", "elsewhere",
           "tests/test_devices.py::test_train_on_two_cpu_devices_gives_the_one_device_run"),
+    Claim("docs/workflows.md", r"PNN_COORDINATOR=", "elsewhere",
+          "tests/test_distributed.py::test_the_documented_launch_is_what_pnn_reads"),
     Claim("docs/workflows.md", r"benchmarks/sharded_batch\.py", "script"),
 )
 

@@ -172,6 +172,18 @@ def test_compare_with_tuning_on_digital_methods_writes_configs_and_intervals(tmp
             assert r["tuned"]["tuned_on_seed"] == 0 and r["config"]["epochs"] == 4
             for k, v in tuned["bp"]["best_params"].items():
                 assert r["config"][k] == v
+    # the tuning curve (issue 25): every completed trial's validation accuracy in trial order
+    # and the best so far, in tuned_configs.json, every record and tuning_curves.png
+    for m, res in tuned.items():
+        done = [t for t in res["trials"] if t["state"] == "COMPLETE"]
+        curve = res["curve"]
+        assert curve["trial"] == [t["number"] for t in done]
+        assert curve["val_accuracy"] == [t["val_accuracy"] for t in done]
+        assert curve["best_val_accuracy"] == [max(curve["val_accuracy"][:i + 1])
+                                              for i in range(len(done))]
+        assert curve["best_val_accuracy"][-1] == res["best_val_accuracy"]
+        assert all(r["tuned"]["curve"] == curve for r in recs if r["method"] == m)
+    assert (out / "tuning_curves.png").stat().st_size and (out / "tuning_curves.svg").exists()
     table = (out / "table.md").read_text()
     assert "95 % interval" in table and "reached target" in table
     for m in ("bp", "linear", "mf"):
@@ -219,7 +231,7 @@ def test_tune_command_writes_tuned_configs(tmp_path, capsys):
                  "--classes", "iy,uw,aa", "--out", str(out)]) == 0
     tuned = json.loads((out / "tuned_configs.json").read_text())
     assert tuned["bp"]["n_complete"] == 1 and tuned["bp"]["best_config"]["epochs"] == 1
-    assert (out / "tune.journal").exists()
+    assert (out / "tune.journal").exists() and (out / "tuning_curves.png").exists()
     assert "bp: best validation accuracy" in capsys.readouterr().out
 
 
@@ -314,3 +326,19 @@ def test_the_journal_path_must_be_a_regular_file(tmp_path):
     optuna.create_study(storage=storage, study_name="s").optimize(lambda t: 0.0, n_trials=1)
     again = open_storage(tmp_path / "new" / "tune.journal")
     assert len(optuna.load_study(storage=again, study_name="s").trials) == 1
+
+
+def test_restart_runs_a_partial_study_again_from_its_first_trial(data, tmp_path):
+    """A study cut short (here: 1 of 2 trials) and resumed would draw its next trial from a
+    sampler started afresh; with ``restart`` the partial study is run again from its first
+    trial and the result is the uninterrupted one's."""
+    kw = dict(seed=0, data=data, base_config=BP_BASE)
+    whole = tune("bp", "acoustic", TASK, n_trials=2, storage=tmp_path / "a.journal", **kw)
+    partial = tmp_path / "b.journal"
+    tune("bp", "acoustic", TASK, n_trials=1, storage=partial, **kw)
+    restarted = tune("bp", "acoustic", TASK, n_trials=2, storage=partial, restart=True, **kw)
+    assert [t["params"] for t in restarted["trials"]] == [t["params"] for t in whole["trials"]]
+    assert restarted["curve"] == whole["curve"]
+    # a complete study is used as it is, not run again
+    again = tune("bp", "acoustic", TASK, n_trials=2, storage=partial, restart=True, **kw)
+    assert again["trials"] == restarted["trials"]

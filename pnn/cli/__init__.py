@@ -189,7 +189,14 @@ def _add_compare(sub) -> None:
                    help="each seed its own data split (implied by --tune; else --split-seed)")
     c.add_argument("--storage", default=None,
                    help="Optuna storage for --tune: a journal file path or a URL "
-                        "(sqlite:///tune.db, postgresql://...); default OUT/tune.journal")
+                        "(sqlite:///tune.db, postgresql://...); default OUT/tune.journal. With "
+                        "--workers: the RDB URL the workers claim jobs from (default "
+                        "sqlite:///OUT/workers.db); run the same command with the same URL on "
+                        "other hosts to join (see docs/cluster.md)")
+    c.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the tuning studies and runs as jobs of N local worker processes "
+                        "sharing an Optuna storage; the records equal a one-process run's "
+                        "(default: one process, no storage)")
     c.add_argument("--jobs", type=int, default=1, help="parallel tuning trials")
     c.add_argument("--target", type=float, default=None,
                    help="validation accuracy (0..1) to report costs to (default: 95 %% of the "
@@ -343,6 +350,9 @@ def main(argv=None, *, before_run=None) -> int:
     if before_run is not None:
         before_run()
     try:
+        from pnn.distributed import initialize_from_env  # PNN_COORDINATOR & co.: one of several
+
+        initialize_from_env()  # processes (docs/workflows.md); nothing when they are not set
         return args.func(args)
     except user_errors() as e:
         if args.debug:

@@ -8,7 +8,7 @@ import sys
 from typing import Callable
 
 from pnn import registry
-from pnn.compare import _write_json, base_values
+from pnn.compare import _write_json, base_values, plot_tuning_curves
 
 __all__ = ["cmd_compare", "cmd_tune"]
 
@@ -33,7 +33,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_tune(args, load_data: Callable) -> int:
-    """``pnn tune``: tune each method on the validation split; write tuned_configs.json."""
+    """``pnn tune``: tune each method on the validation split; write tuned_configs.json and
+    tuning_curves.png."""
     from pnn.tune import tune
 
     from pnn.cli.experiment import _methods_arg, method_overrides
@@ -55,7 +56,8 @@ def cmd_tune(args, load_data: Callable) -> int:
     from pnn.fileio import check_writable
 
     out = check_writable(args.out, folder=True, what="--out",
-                         files=("tuned_configs.json", "tune.journal"))
+                         files=("tuned_configs.json", "tune.journal", "tuning_curves.png",
+                                "tuning_curves.svg"))
     data = load_data(args, args.seed)
     results = {}
     for method in methods:
@@ -76,5 +78,8 @@ def cmd_tune(args, load_data: Callable) -> int:
         _write_json(out / "tuned_configs.json", results)
         print(f"{method}: best validation accuracy {res['best_val_accuracy']:.1%} "
               f"(trial {res['best_trial']} of {res['n_complete']}): {res['best_params']}")
-    print(f"wrote {out / 'tuned_configs.json'}")
+    plot_tuning_curves(results, out / "tuning_curves.png",
+                       f"Tuning on {args.system} / {data.name}: {args.trials} trials a method")
+    print(f"wrote {out / 'tuned_configs.json'} and {out / 'tuning_curves.png'} (best "
+          f"validation accuracy against the trials: whether {args.trials} were enough)")
     return 0

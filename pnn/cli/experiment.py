@@ -90,7 +90,11 @@ def experiment_from_compare_args(args) -> Experiment:
         compare["split"] = "per_seed"
     else:
         compare.update(split="shared", split_seed=args.split_seed)
-    if getattr(args, "storage", None):
+    if getattr(args, "workers", None) is not None:  # jobs of worker processes
+        compare["workers"] = args.workers
+        if getattr(args, "storage", None):
+            compare["storage"] = args.storage
+    elif getattr(args, "storage", None):
         compare["tune_storage"] = args.storage
     if getattr(args, "target", None) is not None:
         compare["target"] = args.target
@@ -346,6 +350,10 @@ def _replay(path: Path, args) -> int:
             # a fresh study: the recorded one would hand back its finished trials
             exp = dataclasses.replace(exp, compare=dataclasses.replace(exp.compare,
                                                                        tune_storage=None))
+        if exp.compare is not None and (exp.compare.storage or exp.compare.workers > 1):
+            # in this process: the recorded jobs' storage would hand back finished ones
+            exp = dataclasses.replace(exp, compare=dataclasses.replace(
+                exp.compare, storage=None, workers=1))
     exp = exp.with_overrides(args.set, where="--set")
     print(f"pnn run: replaying {exp.describe()} from {path}", file=sys.stderr)
     if exp.kind == "compare" and exp.compare.tune_trials and not args.out:

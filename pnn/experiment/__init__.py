@@ -50,7 +50,7 @@ A TOML experiment (every key but ``[method] name`` optional; defaults shown wher
 out``) and ``kind = "adapt"`` (:func:`pnn.adapt.run_adaptation`, one seed) take ``methods``, one
 ``[method.<name>]`` table of Config fields per method, and a ``[compare]`` (``split = "shared"``
 with ``split_seed``, or ``"per_seed"``; ``tune_trials``, ``tune_storage``, ``tune_jobs``,
-``target``) or ``[adapt]`` section (``events`` as ``pnn adapt --event`` strings or tables,
+``target``; ``workers`` and ``storage``: jobs of worker processes, docs/cluster.md) or ``[adapt]`` section (``events`` as ``pnn adapt --event`` strings or tables,
 ``epochs``, ``evals_per_epoch``, ``pat_twin``, ``tolerance``); see experiments/*.toml.
 
 Every section and key is checked: an unknown one is refused naming the file (or "command

@@ -13,7 +13,8 @@ __all__ = ["OUTPUT_FILES", "check_outputs"]
 #: the files a compare / adapt experiment writes into its ``[output] out`` folder
 OUTPUT_FILES = {"compare": ("results.json", "results.partial.json", "stats.json", "table.md",
                             "cost_vs_accuracy.png", "cost_vs_accuracy.svg", "tuned_configs.json",
-                            "tune.journal"),
+                            "tune.journal", "tuning_curves.png", "tuning_curves.svg",
+                            "workers.db"),
                 "adapt": ("adapt.json", "adapt.md", "adapt.png", "adapt.svg")}
 
 

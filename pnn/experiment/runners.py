@@ -1,6 +1,7 @@
 """The work of :func:`pnn.experiment.run_experiment`, one runner a kind: ``train`` (each method
 and seed on its simulators or instruments, perturbed, saved), ``compare``
-(:func:`pnn.compare.compare` and its report) and ``adapt`` (:func:`pnn.adapt.run_adaptation`).
+(:func:`pnn.compare.compare`, or the jobs of :mod:`pnn.experiment.compare_jobs` on worker
+processes, and its report) and ``adapt`` (:func:`pnn.adapt.run_adaptation`).
 
 Loaded when an experiment runs, not with :mod:`pnn.experiment`: it brings JAX, the trainers and
 the drivers, which ``pnn --help`` and the reading of experiment files do without."""
@@ -14,8 +15,9 @@ from typing import Any
 
 from pnn import registry
 from pnn.adapt import run_adaptation, table, write_record
-from pnn.compare import _write_json, compare, resumable, write_report
+from pnn.compare import _write_json, compare, plot_tuning_curves, resumable, write_report
 from pnn.drivers.assemble import instrument_layers
+from pnn.experiment.compare_jobs import compare_split, run_grid
 from pnn.experiment.outputs import _save_path
 from pnn.experiment.records import _embed, _seeds_text, write_records
 from pnn.experiment.spec import Experiment
@@ -147,32 +149,49 @@ def _checkpointing(exp: Experiment, seed: int, several_methods: bool) -> dict:
 
 def _run_compare(exp: Experiment, progress) -> list[dict]:
     """``kind = "compare"``: :func:`pnn.compare.compare` over ``methods`` x ``seeds`` with each
-    method's ``[method.<name>]`` settings; with ``[output] out`` (a folder) the report of
-    :func:`pnn.compare.write_report` (results.json holds every record, each embedding the
-    experiment), tuned_configs.json when tuned, results.partial.json while it runs."""
+    method's ``[method.<name>]`` settings (in this process, or as jobs of worker processes with
+    ``[compare] workers`` / ``storage``: :mod:`pnn.experiment.compare_jobs`); with ``[output]
+    out`` (a folder) the report of :func:`pnn.compare.write_report` (results.json holds every
+    record, each embedding the experiment), tuned_configs.json and tuning_curves.png when
+    tuned, results.partial.json while a one-process comparison runs."""
     spec = exp.compare
     seeds = list(exp.seeds)
     out = Path(exp.output.out) if exp.output.out else None
-    cache: dict[int, Any] = {}
-
-    def split(seed):
-        if seed not in cache:
-            cache[seed] = exp.task.load(seed)
-        return cache[seed]
-
-    if spec.split == "per_seed":
-        data, first, splits = split, split(seeds[0]), "a split per seed"
-    else:
-        data = first = split(spec.split_seed)
-        splits = f"split seed {spec.split_seed}"
+    split = compare_split(exp)
+    first = split(seeds[0])
+    splits = ("a split per seed" if spec.split == "per_seed"
+              else f"split seed {spec.split_seed}")
     trials = spec.tune_trials
     title = (f"{exp.system.name} / {first.name}: {len(first.y_train)} train, "
              f"{len(first.y_val)} val, {first.n_test} test; seeds {_seeds_text(seeds)} "
              f"({splits})" + (f"; tuned, {trials} trials a method" if trials else ""))
-    _hook(progress, "note")(exp, f"{', '.join(exp.methods)} on {exp.system.name}, "
-                                 f"{first.name}, {len(seeds)} seed(s), {splits}"
-                                 + (f", {trials} tuning trials a method" if trials else "")
-                                 + (f"; results in {out}" if out else ""))
+    note = _hook(progress, "note")
+    note(exp, f"{', '.join(exp.methods)} on {exp.system.name}, {first.name}, {len(seeds)} "
+              f"seed(s), {splits}" + (f", {trials} tuning trials a method" if trials else "")
+         + (f"; {spec.workers} worker process(es)" if spec.workers > 1 else "")
+         + (f"; results in {out}" if out else ""))
+    if spec.workers > 1 or spec.storage:
+        records, tuned_all = run_grid(exp, lambda text: note(exp, text), out)
+        if out and tuned_all:
+            _write_json(out / "tuned_configs.json", tuned_all)
+    else:
+        records, tuned_all = _compare_here(exp, progress, split, out)
+    if out:
+        report = write_report(records, out, title, target=spec.target)
+        (out / "results.partial.json").unlink(missing_ok=True)
+        _hook(progress, "report")(exp, report["table"])
+        written = ["results.json", "stats.json", "table.md", "cost_vs_accuracy.png"]
+        if tuned_all:
+            plot_tuning_curves(tuned_all, out / "tuning_curves.png", f"Tuning: {title}")
+            written += ["tuned_configs.json", "tuning_curves.png"]
+        note(exp, "wrote " + ", ".join(str(out / w) for w in written))
+    return records
+
+
+def _compare_here(exp: Experiment, progress, split, out: Path | None) -> tuple[list, dict]:
+    """The comparison in this process (:func:`pnn.compare.compare`), resumed from
+    results.partial.json: the records and the tuning results."""
+    spec = exp.compare
     tuned_all: dict[str, dict] = {}
 
     def on_tuned(method, res):
@@ -201,23 +220,15 @@ def _run_compare(exp: Experiment, progress) -> list[dict]:
                                      f"of an interrupted comparison: each run with the same "
                                      f"settings is reused (delete the file to start afresh)")
     records = compare(
-        exp.system.name, data, list(exp.methods), seeds,
+        exp.system.name, split, list(exp.methods), list(exp.seeds),
         overrides={m: exp.settings(m) for m in exp.methods},
         on_start=lambda m, seed, i, n: _hook(progress, "item")(exp, i, n, f"{m}, seed {seed}"),
         on_done=on_done,
         progress_factory=lambda m, seed, cfg: _hook(progress, "epochs")(
             exp, f"{m}/seed {seed}", cfg.epochs) or _NoBar(),
-        checkpoint=checkpoint, tune_trials=trials, tune_options=tune_options,
+        checkpoint=checkpoint, tune_trials=spec.tune_trials, tune_options=tune_options,
         on_tuned=on_tuned, system_kwargs=exp.system.kwargs, devices=exp.devices, done=done)
-    if out:
-        report = write_report(records, out, title, target=spec.target)
-        (out / "results.partial.json").unlink(missing_ok=True)
-        _hook(progress, "report")(exp, report["table"])
-        written = ["results.json", "stats.json", "table.md", "cost_vs_accuracy.png"]
-        if tuned_all:
-            written.append("tuned_configs.json")
-        _hook(progress, "note")(exp, "wrote " + ", ".join(str(out / w) for w in written))
-    return records
+    return records, tuned_all
 
 
 class _NoBar:

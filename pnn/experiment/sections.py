@@ -285,7 +285,14 @@ class CompareSpec:
     ``tune_trials``: 0, or Optuna trials per method on the first seed's validation split
     (``tune_storage``: journal path or URL, default ``<out>/tune.journal``; ``tune_jobs``:
     parallel trials); ``target``: the validation accuracy the table reports costs to (default:
-    95 % of the best method's mean)."""
+    95 % of the best method's mean).
+
+    ``workers``: the tuning studies and runs are jobs shared by this many local worker
+    processes (:mod:`pnn.experiment.compare_jobs`); ``storage``: the Optuna RDB storage (URL)
+    they claim the jobs from and keep the tuning studies in, which processes on other hosts
+    join by running the same experiment with the same URL (default with ``workers`` > 1:
+    ``sqlite:///OUT/workers.db``). With ``workers = 1`` and no ``storage`` the comparison runs
+    in this process. The records are the same either way (wall times apart)."""
 
     split: str = "shared"
     split_seed: int | None = 0
@@ -293,6 +300,8 @@ class CompareSpec:
     tune_storage: str | None = None
     tune_jobs: int = 1
     target: float | None = None
+    workers: int = 1
+    storage: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "CompareSpec":
@@ -331,11 +340,37 @@ class CompareSpec:
         if storage and not trials:
             raise ConfigError(f"{w} tune_storage = {storage!r} without tune_trials: set "
                               f"tune_trials = N (trials per method) or remove the key")
+        workers, jobs_url = _workers(w, d, storage)
         return cls(split=split, split_seed=split_seed, tune_trials=trials,
                    tune_storage=storage,
                    tune_jobs=_int(w, "tune_jobs", d.get("tune_jobs", 1), low=1,
                                   hint="parallel tuning trials"),
-                   target=None if target is None else float(target))
+                   target=None if target is None else float(target),
+                   workers=workers, storage=jobs_url)
+
+
+#: the SQLAlchemy dialects Optuna's RDB storage is known to work with
+_RDB = ("sqlite", "postgresql", "mysql")
+
+
+def _workers(w: str, d: dict, tune_storage: str | None) -> tuple[int, str | None]:
+    """``[compare] workers`` and ``storage``, checked (see :class:`CompareSpec`)."""
+    workers = _int(w, "workers", d.get("workers", 1), low=1,
+                   hint="local worker processes; 1: the comparison runs in this process")
+    if workers > 256:
+        raise ConfigError(f"{w} workers = {workers}: expected at most 256 local worker "
+                          f"processes (more hosts join through storage)")
+    url = _opt_str(w, "storage", d.get("storage"))
+    if url is not None and url.partition("://")[0].partition("+")[0] not in _RDB:
+        raise ConfigError(f"{w} storage = {url!r}: expected an Optuna RDB storage URL "
+                          f"(sqlite:///FILE, postgresql://USER@HOST/DB or mysql://...), which "
+                          f"every worker claims jobs from; a journal file holds tuning "
+                          f"studies only (tune_storage)")
+    if (workers > 1 or url) and tune_storage:
+        raise ConfigError(f"{w} tune_storage = {tune_storage!r} with workers: the tuning "
+                          f"studies live in the workers' storage (storage, default "
+                          f"sqlite:///OUT/workers.db); remove tune_storage")
+    return workers, url
 
 
 def _event_text(ev) -> str:
