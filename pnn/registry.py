@@ -459,6 +459,12 @@ for _t in (
             "through a fixed random matrix", uses_physical_layers=True, runs_on_instruments=True,
             display_name="direct feedback alignment", colour="#bcbd22",
             compare_defaults={"epochs": 12}),
+    Trainer("ffzero", "pnn.train.ffzero:Config", "pnn.train.ffzero:FFzero",
+            "pnn.train.ffzero:layer_shapes",
+            "FFzero: each block's prototype loss on its measured input, minimised by "
+            "forward-only directional derivatives", uses_physical_layers=True,
+            runs_on_instruments=True, display_name="FFzero", colour="#e377c2",
+            compare_defaults={"epochs": 12}),
     Trainer("bp", "pnn.train.bp:BPConfig", "pnn.train.bp:MLPTrainer", _digital_shapes,
             "digital MLP of matched size, backpropagation, early stopping on validation",
             uses_physical_layers=False, matches_parameter_budget=True,

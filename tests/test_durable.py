@@ -39,6 +39,7 @@ METHOD_ARGS = {
     "insilico": ["--method", "insilico", "--hidden", "6", "--n-meas", "6"],
     "zo": ["--method", "zo", "--hidden", "6", "--n-meas", "6"],
     "dfa": ["--method", "dfa", "--hidden", "6", "--n-meas", "6"],
+    "ffzero": ["--method", "ffzero", "--hidden", "6", "--n-meas", "6", "--set", "n_dirs=4"],
 }
 COMMON = ["train", "--system", "acoustic", "--classes", "iy,uw,aa", "--epochs", "2",
           "--batch-size", "16", "--seed", "3",
